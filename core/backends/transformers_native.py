@@ -1,0 +1,288 @@
+"""Backend for VLMs that transformers supports natively (LLaVA, Qwen2.5-VL, InternVL, SmolVLM, ...).
+
+One generation at a time: a lock is held for the whole of generate(), so a second question waits for
+the first instead of doubling the GPU memory (the scheduler adds fairness and queue positions on top).
+Beam search (num_beams > 1) cannot stream in transformers: its answer arrives as one piece at the end.
+"""
+from __future__ import annotations
+
+import gc
+import importlib.util
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from core import memory
+from core.backends.base import LoadProgress, ProgressCallback
+from core.errors import ModelError
+from core.model_source import ModelSource
+from core.records import Answer, ModelCard, Query, StageTimings
+from core.streaming import (
+    AnswerStream,
+    CancelCriteria,
+    GenerationThread,
+    TimedStreamer,
+    trim_to_sentence_end,
+)
+
+_VISION_ATTRS = ("vision_tower", "vision_model", "visual", "vit", "vision_encoder")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the model runs: device, dtype and attention implementation."""
+
+    device: str
+    dtype: str
+    attn_implementation: str
+    note: str = ""
+
+
+def choose_runtime(device_setting: str = "auto") -> Runtime:
+    """bf16 on a GPU that has it (fp16 otherwise), fp32 on CPU; flash-attn 2 only when importable on CUDA."""
+    import torch
+
+    use_cuda = device_setting != "cpu" and torch.cuda.is_available()
+    if device_setting == "cuda" and not use_cuda:
+        raise ModelError("The settings ask for a GPU (device = 'cuda') but no CUDA GPU is visible.")
+    if not use_cuda:
+        return Runtime("cpu", "float32", "sdpa")
+    major, _minor = torch.cuda.get_device_capability(0)
+    dtype, note = ("bfloat16", "") if major >= 8 else ("float16", "bf16 needs compute capability 8.0+: using fp16")
+    attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    return Runtime("cuda", dtype, attn, note)
+
+
+def find_vision_module(model: Any) -> Any:
+    """The vision tower, wherever this architecture keeps it (for timing the vision stage)."""
+    import torch
+
+    for owner in (model, getattr(model, "model", None)):
+        for attr in _VISION_ATTRS:
+            module = getattr(owner, attr, None) if owner is not None else None
+            if isinstance(module, torch.nn.Module):
+                return module
+    return None
+
+
+class VisionClock:
+    """Forward hooks on the vision tower that add up its time (CUDA-synchronised on a GPU)."""
+
+    def __init__(self, module: Any, on_cuda: bool) -> None:
+        self.seconds = 0.0
+        self._started: float | None = None
+        self._on_cuda = on_cuda
+        self._handles = []
+        if module is not None:
+            self._handles = [module.register_forward_pre_hook(self._before), module.register_forward_hook(self._after)]
+
+    def reset(self) -> None:
+        self.seconds, self._started = 0.0, None
+
+    def _before(self, *_: Any) -> None:
+        if self._on_cuda:
+            memory.synchronize()
+        self._started = time.perf_counter()
+
+    def _after(self, *_: Any) -> None:
+        if self._on_cuda:
+            memory.synchronize()
+        if self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class TransformersBackend:
+    """Loads a model folder with AutoModelForImageTextToText + AutoProcessor and streams answers."""
+
+    name = "transformers"
+    can_stream = True
+    can_batch = True
+    max_images = 4
+
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        device: str = "auto",
+        device_map: dict[str, Any] | str | None = None,
+        device_map_summary: str = "",
+        max_images: int = 4,
+        stream_timeout_s: float = 120.0,
+    ) -> None:
+        self.source = source
+        self.runtime = choose_runtime(device)
+        self.has_local_gpus = self.runtime.device == "cuda"
+        self.max_images = max_images
+        self._device_map = device_map
+        self._device_map_summary = device_map_summary
+        self._timeout = stream_timeout_s
+        self._lock = threading.Lock()
+        self.model: Any = None
+        self.processor: Any = None
+        self._vision: VisionClock | None = None
+        self.load_s = 0.0
+
+    # -- load ------------------------------------------------------------------------------------
+    def load(self, progress: ProgressCallback | None = None) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        report = progress or (lambda _p: None)
+        started = time.perf_counter()
+        report(LoadProgress(0.05, f"Reading processor and tokenizer from {self.source.path}"))
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.source.path, local_files_only=True)
+            device_map = self._device_map or ({"": 0} if self.runtime.device == "cuda" else None)
+            report(LoadProgress(0.2, f"Loading weights ({self.runtime.dtype}, {self.runtime.attn_implementation}) "
+                                     f"to {self.runtime.device}"))
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                self.source.path,
+                dtype=getattr(torch, self.runtime.dtype),
+                attn_implementation=self.runtime.attn_implementation,
+                device_map=device_map,
+                local_files_only=True,
+            ).eval()
+        except (OSError, ValueError, KeyError) as exc:
+            self.unload()
+            raise ModelError(f"The model in {self.source.path} could not be loaded: {exc}") from None
+        self._vision = VisionClock(find_vision_module(self.model), self.runtime.device == "cuda")
+        self.load_s = time.perf_counter() - started
+        report(LoadProgress(1.0, f"Model ready in {self.load_s:.1f} s"))
+
+    def unload(self) -> None:
+        """Drop the model and give its GPU memory back (used when switching models)."""
+        import torch
+
+        if self._vision is not None:
+            self._vision.remove()
+        self.model = self.processor = self._vision = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def describe(self) -> ModelCard:
+        return ModelCard(
+            name=self.source.name,
+            backend=self.name,
+            dtype=self.runtime.dtype,
+            attn_implementation=self.runtime.attn_implementation,
+            device=self.runtime.device,
+            is_demo=self.source.is_demo,
+            device_map_summary=self._device_map_summary or self.runtime.device,
+            notes=tuple(n for n in (self.runtime.note,) if n),
+        )
+
+    # -- answer ----------------------------------------------------------------------------------
+    def _inputs(self, query: Query) -> Any:
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in query.images]
+        content.append({"type": "text", "text": query.question})
+        prompt = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        images = [prepared.image for prepared in query.images] or None
+        inputs = self.processor(images=images, text=prompt, return_tensors="pt")
+        target = self.model.get_input_embeddings().weight.device
+        inputs = inputs.to(target)
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
+
+    def _generate_kwargs(self, query: Query) -> dict[str, Any]:
+        s = query.settings
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": s.max_new_tokens,
+            "do_sample": s.do_sample,
+            "num_beams": s.num_beams,
+            "repetition_penalty": s.repetition_penalty,
+        }
+        if s.do_sample:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p)
+        return kwargs
+
+    def stream(self, query: Query) -> AnswerStream:
+        import torch
+
+        if self.model is None:
+            raise ModelError("The model is not loaded yet.")
+        started = time.perf_counter()
+        inputs = self._inputs(query)
+        input_len = int(inputs["input_ids"].shape[1])
+        preprocess_s = sum(p.prepare_s for p in query.images) + (time.perf_counter() - started)
+        streamer = TimedStreamer(self.processor.tokenizer, self._timeout)
+        cancel = threading.Event()
+        beams = query.settings.num_beams > 1
+        clock: dict[str, float] = {}
+
+        def target() -> Any:
+            with self._lock:  # one generation at a time on this model
+                assert self._vision is not None
+                self._vision.reset()
+                memory.reset_peaks()
+                if query.settings.seed is not None:
+                    torch.manual_seed(query.settings.seed)
+                clock["start"] = time.perf_counter()
+                with torch.no_grad():
+                    output = self.model.generate(
+                        **inputs,
+                        **self._generate_kwargs(query),
+                        streamer=None if beams else streamer,
+                        stopping_criteria=[CancelCriteria(cancel)],
+                    )
+                memory.synchronize()
+                clock["vision"] = self._vision.seconds
+                clock["peaks"] = memory.peaks_gb()  # type: ignore[assignment]
+            if beams:  # no streaming with beam search: push the whole answer as one piece
+                new_ids = output[0, input_len:]
+                streamer.on_finalized_text(self.processor.decode(new_ids, skip_special_tokens=True), stream_end=True)
+            return output
+
+        def finish(thread: GenerationThread) -> Answer:
+            return self._answer(query, thread, input_len, preprocess_s, started, clock, cancel.is_set())
+
+        return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
+
+    def _answer(
+        self, query: Query, thread: GenerationThread, input_len: int, preprocess_s: float,
+        started: float, clock: dict[str, Any], cancelled: bool,
+    ) -> Answer:
+        new_ids = thread.result[0, input_len:].tolist()
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        pad = self.model.generation_config.pad_token_id
+        while new_ids and new_ids[-1] == pad and pad not in eos_ids:
+            new_ids.pop()
+        text = self.processor.decode(new_ids, skip_special_tokens=True)
+        hit_limit = len(new_ids) >= query.settings.max_new_tokens and new_ids[-1] not in eos_ids
+        truncated = hit_limit or cancelled
+        if hit_limit:
+            text = trim_to_sentence_end(text)
+        end = thread.finished_at or time.perf_counter()
+        gen_start, vision = clock.get("start", started), clock.get("vision", 0.0)
+        first = thread.streamer.first_token_at
+        if first is None:  # beam search: no per-token timestamps
+            prefill, decode = max(0.0, end - gen_start - vision), 0.0
+        else:
+            prefill, decode = max(0.0, first - gen_start - vision), max(0.0, end - first)
+        output_tokens = len(new_ids)
+        return Answer(
+            text=text.strip(),
+            truncated=truncated,
+            input_tokens=input_len,
+            output_tokens=output_tokens,
+            tokens_per_s=(output_tokens - 1) / decode if decode > 0 and output_tokens > 1 else 0.0,
+            timings=StageTimings(
+                preprocess=preprocess_s, vision=vision, prefill=prefill, decode=decode,
+                # wall time from image preparation to the last token, waiting behind another question included
+                total=sum(p.prepare_s for p in query.images) + (end - started),
+            ),
+            peak_memory_gb=clock.get("peaks", {}),
+            image_notes=tuple(note for image in query.images for note in image.notes),
+            model=self.source.name,
+            settings=query.settings,
+        )

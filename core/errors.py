@@ -1,0 +1,33 @@
+"""Loupe's typed errors. Every message is written for the analyst who will read it in the UI."""
+
+
+class LoupeError(Exception):
+    """Base of every refusal Loupe makes on purpose; its message is shown as-is to the analyst."""
+
+
+class ConfigError(LoupeError):
+    """The settings file or an environment override is wrong."""
+
+
+class ImageError(LoupeError):
+    """An uploaded file cannot be used as an image (not an image, truncated, too large, ...)."""
+
+
+class QuestionError(LoupeError):
+    """The question is empty, too long, or carries too many images."""
+
+
+class ModelError(LoupeError):
+    """The model cannot be found, loaded or is not allowed (e.g. remote code without opt-in)."""
+
+
+class PreflightError(ModelError):
+    """The model would not fit in the memory that is there; the message gives both numbers."""
+
+
+class GenerationError(LoupeError):
+    """Generation failed or stalled; the model stays loaded and the next question can run."""
+
+
+class TemplateError(LoupeError):
+    """A prompt template file is malformed or a field is missing when filling it."""

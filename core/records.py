@@ -1,0 +1,130 @@
+"""The frozen records that cross Loupe's boundaries (core ↔ pages, core ↔ history, core ↔ API)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedImage:
+    """An image exactly as the model will see it (RGB, oriented, resized), with what was done to it."""
+
+    image: Image.Image
+    notes: tuple[str, ...]
+    source_format: str
+    original_size: tuple[int, int]
+    sha256: str  # of the uploaded bytes, so history can find the same upload again
+    prepare_s: float
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to generate; defaults are those users of InternLM-XComposer2.5 know (greedy, 1024 tokens)."""
+
+    max_new_tokens: int = 1024
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 0.8
+    num_beams: int = 1
+    repetition_penalty: float = 1.005
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # Imported here: records must stay importable without a circular import through errors.
+        from core.errors import QuestionError
+
+        if not 1 <= self.max_new_tokens <= 8192:
+            raise QuestionError(f"max_new_tokens must be between 1 and 8192, got {self.max_new_tokens}")
+        if not 1 <= self.num_beams <= 3:
+            raise QuestionError(f"num_beams must be 1, 2 or 3, got {self.num_beams}")
+        if self.temperature <= 0:
+            raise QuestionError(f"temperature must be above 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise QuestionError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise QuestionError(f"repetition_penalty must be above 0, got {self.repetition_penalty}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class Query:
+    """One question about one or more prepared images, with the settings to answer it."""
+
+    images: tuple[PreparedImage, ...]
+    question: str
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Seconds spent in each stage of one answer; `total` is wall time from preparation to last token."""
+
+    preprocess: float = 0.0
+    vision: float = 0.0
+    prefill: float = 0.0
+    decode: float = 0.0
+    total: float = 0.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back for one query: text, whether it was cut, token counts, timings and peak memory."""
+
+    text: str
+    truncated: bool
+    input_tokens: int
+    output_tokens: int
+    tokens_per_s: float  # decode rate: tokens after the first / decode seconds
+    timings: StageTimings
+    peak_memory_gb: dict[str, float]  # "cuda:0" → GB allocated at peak; "cpu" → process RSS
+    image_notes: tuple[str, ...]
+    model: str
+    settings: GenerationSettings
+
+    def to_json(self) -> dict[str, Any]:
+        """The `ask --json` contract: these keys are an interface, keep them."""
+        t = self.timings
+        return {
+            "text": self.text,
+            "truncated": self.truncated,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "tokens_per_s": round(self.tokens_per_s, 3),
+            "timings_s": {
+                "preprocess": round(t.preprocess, 4),
+                "vision": round(t.vision, 4),
+                "prefill": round(t.prefill, 4),
+                "decode": round(t.decode, 4),
+                "total": round(t.total, 4),
+            },
+            "peak_memory_gb": {k: round(v, 3) for k, v in self.peak_memory_gb.items()},
+            "image_notes": list(self.image_notes),
+            "model": self.model,
+            "settings": self.settings.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """How a loaded model describes itself to the UI (the sidebar card) and to history."""
+
+    name: str
+    backend: str
+    dtype: str
+    attn_implementation: str
+    device: str
+    is_demo: bool = False
+    device_map_summary: str = ""
+    notes: tuple[str, ...] = ()

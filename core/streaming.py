@@ -1,0 +1,152 @@
+"""Run generation in a thread and hand its text to the caller piece by piece.
+
+The thread's target is wrapped so that an exception inside generate() reaches the reader as a
+GenerationError and the streamer's end marker is always pushed: the reader can never hang on it.
+The reader also gives up after `timeout_s` without a new piece, and cancels the thread then.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from transformers import StoppingCriteria, TextIteratorStreamer
+
+from core.errors import GenerationError, LoupeError
+from core.records import Answer
+
+SENTENCE_ENDS = "。！？.!?\n"
+
+
+def trim_to_sentence_end(text: str) -> str:
+    """Cut text back to its last sentence end (。！？.!? or a newline); unchanged if it has none."""
+    cut = max(text.rfind(mark) for mark in SENTENCE_ENDS)
+    return text[: cut + 1].rstrip() if cut >= 0 else text
+
+
+class TimedStreamer(TextIteratorStreamer):
+    """A TextIteratorStreamer that notes when the first new token arrived and whether it ended."""
+
+    def __init__(self, tokenizer: Any, timeout_s: float) -> None:
+        super().__init__(tokenizer, skip_prompt=True, timeout=timeout_s, skip_special_tokens=True)
+        self.first_token_at: float | None = None
+        self.ended = False
+
+    def put(self, value: Any) -> None:
+        if not self.next_tokens_are_prompt and self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        super().put(value)
+
+    def end(self) -> None:
+        self.ended = True
+        super().end()
+
+
+class CancelCriteria(StoppingCriteria):
+    """Stops generate() at the next token once the event is set (user cancel, reader timeout)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class GenerationThread:
+    """Runs `target` in a daemon thread; keeps its result or exception; always ends the streamer."""
+
+    def __init__(self, target: Callable[[], Any], streamer: TimedStreamer) -> None:
+        self._target = target
+        self.streamer = streamer
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.finished_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name="loupe-generate", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.result = self._target()
+        except BaseException as exc:  # noqa: BLE001 - anything must reach the reader, not die here
+            self.error = exc
+        finally:
+            self.finished_at = time.perf_counter()
+            if not self.streamer.ended:
+                self.streamer.end()
+
+    def start(self) -> GenerationThread:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
+def describe_failure(error: BaseException) -> LoupeError:
+    """Turn whatever generate() raised into the typed error the analyst sees."""
+    if isinstance(error, LoupeError):
+        return error
+    name = type(error).__name__
+    if "OutOfMemory" in name or "out of memory" in str(error).lower():
+        return GenerationError(
+            "The GPU ran out of memory while answering. Try a smaller image, a shorter question "
+            "or fewer new tokens; the model is still loaded."
+        )
+    return GenerationError(f"Generation failed ({name}: {error}). The model is still loaded; try again.")
+
+
+class AnswerStream:
+    """Iterate it for text pieces as they come; once iteration ends, `.answer` holds the Answer.
+
+    `finish` turns the finished generation thread into the Answer (it runs once, on the reader's side).
+    """
+
+    def __init__(
+        self,
+        thread: GenerationThread,
+        cancel_event: threading.Event,
+        finish: Callable[[GenerationThread], Answer],
+    ) -> None:
+        self._thread = thread
+        self._cancel = cancel_event
+        self._finish = finish
+        self.answer: Answer | None = None
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for piece in self._thread.streamer:
+                if piece:
+                    yield piece
+        except queue.Empty:
+            self._cancel.set()
+            timeout = self._thread.streamer.timeout
+            raise GenerationError(
+                f"The model produced nothing for {timeout:.0f} s and the question was stopped. "
+                "The model is still loaded; try again or lower max new tokens."
+            ) from None
+        finally:
+            # Reached on normal end, error, and when the reader abandons the generator early.
+            if self.answer is None and self._thread.error is None and self._thread.finished_at is None:
+                self._cancel.set()
+        self._thread.join()
+        if self._thread.error is not None:
+            raise describe_failure(self._thread.error)
+        self.answer = self._finish(self._thread)
+
+    def text(self) -> str:
+        """Drain the stream and return the final (possibly trimmed) answer text."""
+        for _ in self:
+            pass
+        assert self.answer is not None
+        return self.answer.text
+
+    def collect(self) -> Answer:
+        self.text()
+        assert self.answer is not None
+        return self.answer

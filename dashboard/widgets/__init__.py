@@ -1,0 +1,1 @@
+"""Widgets the pages share: the model resource and card, the answer panel, charts."""

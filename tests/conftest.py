@@ -1,0 +1,39 @@
+"""Shared fixtures: every test gets its own LOUPE_HOME; the demo model is built once per test run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from core import demo_model
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real demo model, built once through the real build code."""
+    return demo_model.build(tmp_path_factory.mktemp("models") / demo_model.DEMO_NAME)
+
+
+@pytest.fixture(autouse=True)
+def loupe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_model_dir: Path) -> Path:
+    """Point LOUPE_HOME at a fresh folder (with the demo model linked in) and ignore any loupe.toml."""
+    home = tmp_path / "loupe-home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / demo_model.DEMO_NAME).symlink_to(demo_model_dir, target_is_directory=True)
+    for name in list(os.environ):
+        if name.startswith("LOUPE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LOUPE_HOME", str(home))
+    monkeypatch.setenv("LOUPE_CONFIG", str(tmp_path / "loupe.toml"))
+    return home
+
+
+@pytest.fixture(scope="session")
+def engine(demo_model_dir: Path):
+    """One loaded demo engine for the whole run (loading is what a real model does, just smaller)."""
+    from core.engine import load_engine
+    from core.settings import load_settings
+
+    settings = load_settings(home=demo_model_dir.parent.parent, model=str(demo_model_dir))
+    return load_engine(settings)

@@ -1,0 +1,71 @@
+"""`python -m core ask|prepare`: the JSON contract and the exit-2 refusals, run as real subprocesses."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.image_factory import encode, jpeg_with_orientation
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _core(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_ask_json_is_exactly_the_answer_record(tmp_path: Path) -> None:
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(jpeg_with_orientation(6))
+    result = _core("ask", str(image), "图中有什么？", "--max-new-tokens", "16", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)  # exactly one JSON object, nothing else on stdout
+    assert {"text", "truncated", "input_tokens", "output_tokens", "tokens_per_s", "timings_s",
+            "peak_memory_gb", "image_notes", "model"} <= set(record)
+    assert set(record["timings_s"]) == {"preprocess", "vision", "prefill", "decode", "total"}
+    assert record["output_tokens"] == 16 and record["truncated"] is True
+    assert record["image_notes"] == ["rotated 90° from EXIF (orientation 6)"]
+    assert record["peak_memory_gb"]["cpu"] > 0 and record["model"] == "demo-llava-v1"
+
+
+def test_ask_streams_text_then_timings(tmp_path: Path) -> None:
+    image = tmp_path / "p.png"
+    image.write_bytes(encode(Image.new("RGB", (40, 40)), "PNG"))
+    result = _core("ask", str(image), "What is it?", "--max-new-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert "tokens/s" in result.stdout and "prefill" in result.stdout
+
+
+def _refusal(result: subprocess.CompletedProcess, phrase: str) -> None:
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and phrase in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_refusals_exit_2_with_one_error_line(tmp_path: Path) -> None:
+    good = tmp_path / "ok.png"
+    good.write_bytes(encode(Image.new("RGB", (40, 40)), "PNG"))
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    _refusal(_core("ask", str(good), "长" * 201), "201 characters")
+    _refusal(_core("ask", str(text), "hi"), "not an image")
+    _refusal(_core("ask", str(tmp_path / "missing.jpg"), "hi"), "No image file")
+    _refusal(_core("ask", str(good), "hi", "--model", str(tmp_path / "no-model")), "never downloads")
+    _refusal(_core("prepare", str(text)), "not an image")
+    _refusal(_core("frobnicate"), "invalid choice")
+
+
+def test_prepare_json_and_out(tmp_path: Path) -> None:
+    source = tmp_path / "big.jpg"
+    source.write_bytes(encode(Image.new("RGB", (4032, 3024)), "JPEG"))
+    out = tmp_path / "prepared.png"
+    result = _core("prepare", str(source), "--json", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"width": 1280, "height": 960, "notes": ["resized 4032×3024 → 1280×960"]}
+    assert Image.open(out).size == (1280, 960)
+    narrow = _core("prepare", str(source), "--max-width", "640", "--json")
+    assert json.loads(narrow.stdout)["width"] == 640

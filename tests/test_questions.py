@@ -1,0 +1,47 @@
+"""Question validation counts Unicode characters and says how long and what the limit is."""
+import pytest
+
+from core import questions
+from core.errors import QuestionError
+from core.records import GenerationSettings
+
+
+def test_question_is_stripped() -> None:
+    assert questions.validate("  图中有几个人？ \n") == "图中有几个人？"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_question_is_refused(text: str) -> None:
+    with pytest.raises(QuestionError, match="empty"):
+        questions.validate(text)
+
+
+def test_limit_counts_characters_not_bytes() -> None:
+    exactly = "图" * 190 + "，。！？、；：“”（"  # 200 characters, 600 bytes in UTF-8
+    assert len(exactly) == 200
+    assert questions.validate(exactly) == exactly
+    with pytest.raises(QuestionError, match="201 characters long; the limit is 200"):
+        questions.validate(exactly + "？")
+
+
+def test_limit_is_a_setting() -> None:
+    with pytest.raises(QuestionError, match="the limit is 10"):
+        questions.validate("a" * 11, max_chars=10)
+
+
+def test_too_many_images() -> None:
+    with pytest.raises(QuestionError, match="5 images were given; a question can carry at most 4"):
+        questions.check_image_count(5)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"num_beams": 4}, {"num_beams": 0}, {"max_new_tokens": 0}, {"temperature": 0}, {"top_p": 1.5}]
+)
+def test_generation_settings_are_checked(bad: dict) -> None:
+    with pytest.raises(QuestionError):
+        GenerationSettings(**bad)
+
+
+def test_generation_defaults_match_the_reference_model() -> None:
+    s = GenerationSettings()
+    assert (s.max_new_tokens, s.do_sample, s.num_beams, s.repetition_penalty) == (1024, False, 1, 1.005)
