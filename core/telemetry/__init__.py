@@ -1,0 +1,1 @@
+"""GPU telemetry: NVML access (nvml.py), and what is built on it."""
