@@ -67,7 +67,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     if image.mode == "F":
         top = max(float(array.max(initial=0)), 1.0)
     scaled = np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8)
-    return Image.fromarray(scaled, mode="L")
+    return Image.fromarray(scaled)  # 2-D uint8 → mode "L"
 
 
 def _to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:

@@ -41,7 +41,7 @@ def test_cmyk_is_converted() -> None:
 
 def test_16_bit_is_scaled_not_clipped() -> None:
     gradient = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(1, 64).repeat(8, axis=0)
-    prepared = images.prepare(encode(Image.fromarray(gradient, mode="I;16"), "PNG"))
+    prepared = images.prepare(encode(Image.fromarray(gradient), "PNG"))
     row = [prepared.image.getpixel((x, 0))[0] for x in range(64)]
     assert row[0] == 0 and row[-1] == 255
     assert 110 < row[32] < 145, "mid-grey must stay mid-grey, not saturate to white"
