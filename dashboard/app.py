@@ -13,5 +13,8 @@ pages = {
     "Ask": [
         st.Page("../pages/playground.py", title="Playground", icon="💬", default=True),
     ],
+    "Monitor": [
+        st.Page("../pages/gpu_monitor.py", title="GPU monitor", icon="📈"),
+    ],
 }
 st.navigation(pages).run()
