@@ -128,3 +128,53 @@ class ModelCard:
     is_demo: bool = False
     device_map_summary: str = ""
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuSnapshot:
+    """One GPU at one instant (NVML numbering, bytes); a field NVML or torch cannot read is None."""
+
+    index: int
+    name: str
+    used_bytes: int | None  # whole card, every process (what nvidia-smi shows)
+    total_bytes: int | None
+    process_bytes: int | None  # this process on this card, as NVML attributes it
+    utilization_pct: int | None
+    temperature_c: int | None
+    power_w: float | None
+    allocated_bytes: int | None = None  # torch's allocator, once this process has initialised CUDA
+    reserved_bytes: int | None = None
+    peak_bytes: int | None = None  # allocator peak since the backend last reset it (each query stage)
+
+
+@dataclass(frozen=True)
+class TelemetrySample:
+    """Everything sampled at one instant: wall-clock time, every GPU, and this process's RSS and CPU use."""
+
+    time: float  # seconds since the epoch (time.time()), the clock stage markers use too
+    gpus: tuple[GpuSnapshot, ...]
+    process_rss_bytes: int
+    process_cpu_pct: float | None  # since the previous sample; None for the first one
+
+
+@dataclass(frozen=True)
+class StageMark:
+    """One stage of one query (preprocess, vision, prefill, decode): wall-clock span and peak GB per device."""
+
+    stage: str
+    start: float  # seconds since the epoch
+    end: float
+    peak_memory_gb: dict[str, float]  # "cuda:N" → allocator peak GB in this stage; "cpu" → RSS GB at its end
+
+
+@dataclass(frozen=True)
+class QueryTrace:
+    """One query's timeline for the memory chart: start, end (None while running), its stages in order."""
+
+    query_id: str
+    model: str
+    question: str
+    start: float  # seconds since the epoch
+    end: float | None
+    outcome: str  # running | answered | cancelled | failed
+    stages: tuple[StageMark, ...]

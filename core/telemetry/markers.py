@@ -1,0 +1,201 @@
+"""Stage markers: when each query ran its stages, and the peak memory per device inside each stage.
+
+A backend opens a `QueryClock` per query and calls it at each boundary; the clock publishes a
+`QueryTrace` here, which the memory chart draws as shaded bands and the GPU page lists.
+
+Stages, in order, never overlapping (wall-clock, the sampler's clock):
+- preprocess: image preparation + processor + copying the inputs to the device. It runs outside the
+  generation lock, beside another query's generation, so resetting the allocator's peak counters there
+  would spoil that query's figures: its memory figure is what is allocated at its end, not a peak.
+- vision: first to last forward of the vision tower (forward hooks).
+- prefill: the end of vision to the first new token (its peak also covers the few milliseconds of
+  generate() before the vision tower runs).
+- decode: the first new token to the last.
+The gap between preprocess and vision is time spent waiting for the model (another query was running).
+Peaks come from torch's allocator ("cuda:N", reset at each boundary inside the generation lock); "cpu"
+is the process RSS at the end of the stage. The answer's `peak_memory_gb` is the per-device maximum
+over vision, prefill and decode, so it still covers the whole generation.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import weakref
+from typing import Any
+
+import psutil
+
+from core import memory
+from core.records import Query, QueryTrace, StageMark
+from core.telemetry.ring import Ring
+
+STAGES = ("preprocess", "vision", "prefill", "decode")
+KEEP_TRACES = 500  # finished queries kept for the chart; 15 minutes of a busy server fits
+
+_lock = threading.Lock()
+_finished: Ring[QueryTrace] = Ring(KEEP_TRACES)
+_running: dict[str, QueryClock] = {}
+_by_query: weakref.WeakKeyDictionary[Query, str] = weakref.WeakKeyDictionary()
+
+
+def _wall(perf: float) -> float:
+    """A perf_counter() reading as seconds since the epoch (the clock samples carry)."""
+    return time.time() - (time.perf_counter() - perf)
+
+
+def _in_use_gb() -> dict[str, float]:
+    """What is allocated right now per CUDA device (no peak), plus the process RSS."""
+    import torch
+
+    in_use = {}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        in_use = {f"cuda:{i}": torch.cuda.memory_allocated(i) / 1e9 for i in range(torch.cuda.device_count())}
+    return {**in_use, "cpu": psutil.Process().memory_info().rss / 1e9}
+
+
+def _merge(into: dict[str, float], reading: dict[str, float]) -> dict[str, float]:
+    """Per-device maximum of CUDA peaks; 'cpu' (RSS, not a peak) takes the newer reading."""
+    merged = dict(into)
+    for device, gb in reading.items():
+        merged[device] = gb if device == "cpu" else max(gb, merged.get(device, 0.0))
+    return merged
+
+
+class QueryClock:
+    """One query's stage boundaries, called by the backend as it reaches them; publishes a QueryTrace."""
+
+    def __init__(self, model: str, query: Query, start: float) -> None:
+        """`start` is a perf_counter() reading: when preprocessing of this query began."""
+        self.query_id = uuid.uuid4().hex[:12]
+        self.model = model
+        self.question = query.question
+        self._start = start
+        self._stages: list[StageMark] = []
+        self._outcome = "running"
+        self._end: float | None = None
+        self._mark = start  # start of the stage now open
+        self._prefill_peaks: dict[str, float] = {}
+        self._vision: tuple[float, float, dict[str, float]] | None = None  # first start, last end, peaks
+        self._vision_open_at: float | None = None
+        self._first_token_seen = False
+        self._hooks: list[Any] = []
+        with _lock:
+            _running[self.query_id] = self
+            _by_query[query] = self.query_id
+
+    # -- boundaries, in the order a generation reaches them ----------------------------------------
+    def preprocess_done(self) -> None:
+        now = time.perf_counter()
+        self._add("preprocess", self._start, now, _in_use_gb())
+
+    def generation_started(self, vision_module: Any = None) -> None:
+        """Inside the generation lock: reset the peak counters and watch the vision tower's forwards."""
+        memory.reset_peaks()
+        self._mark = time.perf_counter()
+        if vision_module is not None:
+            self._hooks = [
+                vision_module.register_forward_pre_hook(lambda *_: self._vision_started()),
+                vision_module.register_forward_hook(lambda *_: self._vision_ended()),
+            ]
+
+    def _vision_started(self) -> None:
+        if self._first_token_seen:  # a model that runs its vision tower again while decoding: leave decode whole
+            return
+        self._prefill_peaks = _merge(self._prefill_peaks, memory.peaks_gb())
+        memory.reset_peaks()
+        self._vision_open_at = time.perf_counter()
+
+    def _vision_ended(self) -> None:
+        if self._first_token_seen:
+            return
+        now = time.perf_counter()
+        peaks = memory.peaks_gb()
+        memory.reset_peaks()
+        first = self._vision[0] if self._vision else (self._vision_open_at or now)
+        self._vision = (first, now, _merge(self._vision[2] if self._vision else {}, peaks))
+        self._mark = now  # prefill's band resumes after the vision tower
+
+    def first_token(self) -> None:
+        """The first new token exists: prefill ends, decode begins."""
+        if self._first_token_seen:
+            return
+        self._first_token_seen = True
+        self._close_prefill(time.perf_counter())
+
+    def _close_prefill(self, now: float) -> None:
+        vision_start, vision_end, vision_peaks = self._vision or (self._mark, self._mark, {})
+        self._add("vision", vision_start, vision_end, vision_peaks)
+        self._add("prefill", self._mark, now, _merge(self._prefill_peaks, memory.peaks_gb()))
+        memory.reset_peaks()
+        self._mark = now
+
+    def generation_ended(self) -> dict[str, float]:
+        """Close the open stages; return the peak GB per device over the whole generation (the answer's)."""
+        now = time.perf_counter()
+        self._remove_hooks()
+        if not self._first_token_seen:  # failed or cancelled before any token
+            self._first_token_seen = True
+            self._close_prefill(now)
+        self._add("decode", self._mark, now, memory.peaks_gb())
+        self._end = now
+        overall: dict[str, float] = {}
+        for stage in self._stages[1:]:  # preprocess is not a peak (see the module docstring)
+            overall = _merge(overall, stage.peak_memory_gb)
+        return overall
+
+    def finish(self, outcome: str) -> QueryTrace:
+        """Publish the trace: answered, cancelled or failed (a failure closes whatever stage was open)."""
+        if self._end is None:
+            self.generation_ended()
+        self._outcome = outcome
+        trace = self.trace()
+        with _lock:
+            _running.pop(self.query_id, None)
+            _finished.append(trace)
+        return trace
+
+    # -- reading ---------------------------------------------------------------------------------
+    def trace(self) -> QueryTrace:
+        return QueryTrace(
+            query_id=self.query_id,
+            model=self.model,
+            question=self.question,
+            start=_wall(self._start),
+            end=_wall(self._end) if self._end is not None else None,
+            outcome=self._outcome,
+            stages=tuple(self._stages),
+        )
+
+    def _add(self, stage: str, start: float, end: float, peaks: dict[str, float]) -> None:
+        self._stages.append(StageMark(stage, _wall(start), _wall(max(start, end)), dict(peaks)))
+
+    def _remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+
+def traces(since: float | None = None) -> tuple[QueryTrace, ...]:
+    """Finished and running queries that overlap [since, now], by start time (all kept ones if since is None)."""
+    with _lock:
+        running = [clock.trace() for clock in _running.values()]
+        finished = _finished.items()
+    found = [t for t in (*finished, *running) if since is None or t.end is None or t.end >= since]
+    return tuple(sorted(found, key=lambda t: t.start))
+
+
+def for_query(query: Query) -> QueryTrace | None:
+    """The trace of this very Query object (finished or running), if it was asked."""
+    with _lock:
+        query_id = _by_query.get(query)
+        if query_id is None:
+            return None
+        if query_id in _running:
+            return _running[query_id].trace()
+    return next((t for t in _finished.items() if t.query_id == query_id), None)
+
+
+def clear() -> None:
+    """Forget finished traces (running ones stay: their queries are still going)."""
+    _finished.clear()
