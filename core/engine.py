@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core import images as image_prep
 from core import questions
@@ -10,6 +11,9 @@ from core.backends import Backend, ProgressCallback, create_backend
 from core.records import GenerationSettings, ModelCard, PreparedImage, Query
 from core.settings import Settings, load_settings
 from core.streaming import AnswerStream
+
+if TYPE_CHECKING:
+    from core.scheduler import Ticket
 
 
 @dataclass
@@ -46,6 +50,16 @@ class Engine:
         self, images: Sequence[bytes | PreparedImage], question: str, generation: GenerationSettings | None = None
     ) -> AnswerStream:
         return self.backend.stream(self.build_query(images, question, generation))
+
+    def submit(
+        self, images: Sequence[bytes | PreparedImage], question: str, generation: GenerationSettings | None = None,
+        *, session: str = "default",
+    ) -> Ticket:
+        """Like ask(), but through the model's shared queue (fair across sessions, position, cancel): the
+        path every page, the batch runner and the API take. The Ticket iterates like an AnswerStream."""
+        from core.scheduler import scheduler_for
+
+        return scheduler_for(self).submit(self.build_query(images, question, generation), session=session)
 
 
 def load_engine(settings: Settings | None = None, progress: ProgressCallback | None = None) -> Engine:

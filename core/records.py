@@ -178,3 +178,28 @@ class QueryTrace:
     end: float | None
     outcome: str  # running | answered | cancelled | failed
     stages: tuple[StageMark, ...]
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """The scheduler's queue at one moment: how many wait, whether one runs, how many sessions wait."""
+
+    waiting: int
+    running: bool
+    sessions: int
+
+
+@dataclass(frozen=True, eq=False)
+class FinishedRequest:
+    """One request the scheduler is done with (answered, failed, refused or cancelled), for history hooks."""
+
+    request_id: int
+    session: str
+    query: Query
+    status: str  # "done" | "failed" | "refused" | "cancelled"
+    answer: Answer | None
+    error: str  # the analyst-facing message when status is not "done"; "" otherwise
+    error_type: str  # e.g. "GenerationError", "AdmissionError"; "" when done
+    submitted_at: float  # wall clock (time.time()) when it entered the queue
+    waited_s: float  # seconds in the queue before the worker took it
+    run_s: float  # seconds the worker spent on it (0 when cancelled in the queue)

@@ -95,6 +95,11 @@ def describe_failure(error: BaseException) -> LoupeError:
             "The GPU ran out of memory while answering. Try a smaller image, a shorter question "
             "or fewer new tokens; the model is still loaded."
         )
+    if isinstance(error, MemoryError) or "can't allocate memory" in str(error):  # host RAM (torch's CPU allocator)
+        return GenerationError(
+            "The machine ran out of memory while answering. Try a smaller image, a shorter question "
+            "or fewer new tokens; the model is still loaded."
+        )
     return GenerationError(f"Generation failed ({name}: {error}). The model is still loaded; try again.")
 
 

@@ -1,0 +1,373 @@
+"""One worker per loaded model: every question (any browser session, the batch runner, the API) waits in
+its queue, and the worker, which alone touches the model, answers them one at a time.
+
+Decisions:
+- Fairness: each session has its own FIFO and the worker serves sessions round-robin, so one session's batch
+  of 50 cannot starve another analyst's single question (that one waits for at most one request per
+  session ahead of it). Positions ("2 requests ahead") follow that order and count the running request.
+- One request at a time, no batching of compatible requests: the transformers backend streams one
+  sequence, and a batch would make every member wait for the longest answer.
+- Admission: before running, the worker estimates the question's memory (core/admission.py) against what
+  is free now and refuses it with a message that says what to reduce; submit() refuses at once a question
+  that would not fit even in the memory free when the worker was last idle.
+- Memory after every request: the worker drops the request's stream (inputs, output ids, cache), runs the
+  garbage collector (a full pass after a failure, whose traceback holds tensors in cycles) and empties the
+  CUDA cache, before it reports the request finished. Out-of-memory errors (CUDA or host) become a
+  GenerationError for that user alone; the model stays loaded and the next request runs.
+- A caller that goes away cancels its work: a Ticket that is garbage-collected, closed (`with`), or whose
+  iteration is abandoned cancels its request; `abandon_session()` cancels everything of one session.
+- Listeners (`add_listener`) get a FinishedRequest for every request, whatever its end (history hook).
+"""
+from __future__ import annotations
+
+import gc
+import itertools
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from core import admission as admission_module
+from core.errors import GenerationError, LoupeError
+from core.records import Answer, FinishedRequest, Query, QueueSnapshot
+from core.streaming import AnswerStream, describe_failure
+
+log = logging.getLogger(__name__)
+_END = object()
+DEFAULT_SESSION = "default"
+
+
+class QueueFullError(GenerationError):
+    """Too many questions are waiting; the caller should try again in a while."""
+
+
+class _Request:
+    """The scheduler's side of one question; callers only ever hold the Ticket that wraps it."""
+
+    def __init__(self, request_id: int, session: str, query: Query) -> None:
+        self.id = request_id
+        self.session = session
+        self.query = query
+        self.status = "queued"  # queued | running | done | failed | refused | cancelled
+        self.pieces: queue.Queue[Any] = queue.Queue()
+        self.done = threading.Event()
+        self.cancel_requested = threading.Event()
+        self.stream: AnswerStream | None = None
+        self.answer: Answer | None = None
+        self.error: LoupeError | None = None
+        self.submitted_at = time.time()
+        self.submitted = time.perf_counter()
+        self.started: float | None = None
+        self.finished: float | None = None
+
+
+class Ticket:
+    """A caller's handle on one queued question. Iterate it for text pieces (it waits its turn first);
+    afterwards `.answer` holds the Answer. Dropping the handle cancels the question.
+    """
+
+    def __init__(self, request: _Request, scheduler: Scheduler) -> None:
+        self._request = request
+        self._scheduler = scheduler
+
+    @property
+    def id(self) -> int:
+        return self._request.id
+
+    @property
+    def session(self) -> str:
+        return self._request.session
+
+    @property
+    def status(self) -> str:
+        return self._request.status
+
+    @property
+    def answer(self) -> Answer | None:
+        return self._request.answer
+
+    @property
+    def error(self) -> LoupeError | None:
+        return self._request.error
+
+    @property
+    def finished(self) -> bool:
+        return self._request.done.is_set()
+
+    def ahead(self) -> int | None:
+        """Requests that will be served before this one (the running one included); None once it runs."""
+        return self._scheduler.ahead(self._request)
+
+    def cancel(self) -> None:
+        self._scheduler.cancel(self._request)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the request is finished (answered, failed or cancelled); False on timeout."""
+        return self._request.done.wait(timeout)
+
+    def __iter__(self) -> Iterator[str]:
+        completed = False
+        try:
+            while (piece := self._request.pieces.get()) is not _END:
+                yield piece
+            completed = True
+        finally:
+            if not completed:  # the reader stopped early (closed tab, abandoned generator): nobody wants the rest
+                self.cancel()
+        if self._request.error is not None:
+            raise self._request.error
+        if self._request.answer is None:
+            raise GenerationError("The question was cancelled before it started.")
+
+    def text(self) -> str:
+        for _ in self:
+            pass
+        assert self.answer is not None
+        return self.answer.text
+
+    def collect(self) -> Answer:
+        self.text()
+        assert self.answer is not None
+        return self.answer
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if not self.finished:
+            self.cancel()
+
+    def __del__(self) -> None:
+        request = getattr(self, "_request", None)
+        if request is not None and not request.done.is_set():
+            self._scheduler.cancel(request)
+
+
+Listener = Callable[[FinishedRequest], None]
+
+
+class Scheduler:
+    """The queue in front of one loaded model; `submit()` from any thread, one worker thread answers."""
+
+    def __init__(self, backend: Any, *, max_memory_gb: str = "", admission: bool = True,
+                 max_waiting: int = 256) -> None:
+        self.backend = backend
+        self.max_waiting = max_waiting
+        self._admission = admission_module.for_backend(backend, max_memory_gb) if admission else None
+        self._idle_free = self._admission.free() if self._admission else {}
+        self._queues: dict[str, deque[_Request]] = {}  # insertion order is the round-robin order
+        self._running: _Request | None = None
+        self._cond = threading.Condition()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._listeners: list[Listener] = []
+        self._worker: threading.Thread | None = None
+
+    # -- callers ---------------------------------------------------------------------------------
+    def submit(self, query: Query, session: str = DEFAULT_SESSION) -> Ticket:
+        """Queue `query` for `session`; raises AdmissionError or QueueFullError at once when it cannot run."""
+        if self._admission is not None:
+            self._admission.check(query, self._idle_free)
+        with self._cond:
+            if self._closed:
+                raise GenerationError("The model is being unloaded; ask again in a moment.")
+            if self._waiting() >= self.max_waiting:
+                raise QueueFullError(f"{self.max_waiting} questions are already waiting; try again in a while.")
+            request = _Request(next(self._ids), session or DEFAULT_SESSION, query)
+            self._queues.setdefault(request.session, deque()).append(request)
+            self._ensure_worker()
+            self._cond.notify_all()
+        return Ticket(request, self)
+
+    def ahead(self, request: _Request) -> int | None:
+        with self._cond:
+            if request.status != "queued":
+                return None
+            order = self._service_order()
+            return order.index(request) + (1 if self._running is not None else 0)
+
+    def cancel(self, request: _Request) -> None:
+        """Queued: removed at once. Running: its generation stops at the next token (answer marked truncated)."""
+        with self._cond:
+            request.cancel_requested.set()
+            if request.status == "running":
+                if request.stream is not None:
+                    request.stream.cancel()
+                return
+            if request.status != "queued":
+                return
+            self._queues[request.session].remove(request)
+            if not self._queues[request.session]:
+                del self._queues[request.session]
+            request.status = "cancelled"
+        self._finish(request)
+
+    def abandon_session(self, session: str) -> int:
+        """Cancel everything `session` has queued or running (its browser went away); returns how many."""
+        with self._cond:
+            mine = list(self._queues.get(session, ()))
+            if self._running is not None and self._running.session == session:
+                mine.append(self._running)
+        for request in mine:
+            self.cancel(request)
+        return len(mine)
+
+    def snapshot(self) -> QueueSnapshot:
+        with self._cond:
+            return QueueSnapshot(waiting=self._waiting(), running=self._running is not None,
+                                 sessions=len(self._queues))
+
+    def add_listener(self, listener: Listener) -> None:
+        """`listener(FinishedRequest)` is called on the worker thread after every request; it must be quick."""
+        self._listeners.append(listener)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Cancel everything queued and running, and stop the worker (before unloading the model)."""
+        with self._cond:
+            self._closed = True
+            queued = [r for q in self._queues.values() for r in q]
+            running = self._running
+            self._cond.notify_all()
+        for request in queued:
+            self.cancel(request)
+        if running is not None:
+            self.cancel(running)
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    # -- worker ----------------------------------------------------------------------------------
+    def _waiting(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def _service_order(self) -> list[_Request]:
+        """Round-robin: the head of each session in rotation order, then each session's second, ..."""
+        lanes = [list(q) for q in self._queues.values()]
+        return [lane[depth] for depth in range(max(map(len, lanes), default=0)) for lane in lanes if depth < len(lane)]
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="loupe-scheduler", daemon=True)
+            self._worker.start()
+
+    def _take(self) -> _Request | None:
+        with self._cond:
+            while not self._queues and not self._closed:
+                self._cond.wait()
+            if self._closed and not self._queues:
+                return None
+            session = next(iter(self._queues))
+            lane = self._queues.pop(session)
+            request = lane.popleft()
+            if lane:
+                self._queues[session] = lane  # back of the rotation
+            request.status = "running"
+            request.started = time.perf_counter()
+            self._running = request
+            return request
+
+    def _work(self) -> None:
+        while (request := self._take()) is not None:
+            failed = self._serve(request)
+            self._release_memory(full=failed)
+            with self._cond:
+                self._running = None
+            self._finish(request)
+
+    def _serve(self, request: _Request) -> bool:
+        """Run one request to its end; True when it failed (its exception may hold tensors in cycles)."""
+        try:
+            if self._admission is not None:
+                self._admission.check(request.query)
+            stream = self.backend.stream(request.query)
+            with self._cond:
+                request.stream = stream
+            if request.cancel_requested.is_set():
+                stream.cancel()
+            for piece in stream:
+                request.pieces.put(piece)
+            request.answer = stream.answer
+            request.status = "done"
+            return False
+        except admission_module.AdmissionError as exc:
+            request.error, request.status = _detached(exc), "refused"
+        except Exception as exc:  # noqa: BLE001 - OOM (CUDA or host) and anything else: this user's error only
+            request.error, request.status = _detached(describe_failure(exc)), "failed"
+        finally:
+            with self._cond:
+                request.stream = None
+            stream = None  # noqa: F841 - drop the generation thread, its inputs and output ids now
+        return True
+
+    def _release_memory(self, full: bool) -> None:
+        gc.collect() if full else gc.collect(1)
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        if self._admission is not None:
+            self._idle_free = self._admission.free()
+
+    def _finish(self, request: _Request) -> None:
+        request.finished = time.perf_counter()
+        request.pieces.put(_END)
+        request.done.set()
+        started = request.started or request.finished
+        record = FinishedRequest(
+            request_id=request.id, session=request.session, query=request.query, status=request.status,
+            answer=request.answer, error=str(request.error) if request.error else "",
+            error_type=type(request.error).__name__ if request.error else "",
+            submitted_at=request.submitted_at, waited_s=started - request.submitted,
+            run_s=request.finished - started,
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(record)
+            except Exception:  # noqa: BLE001 - a broken hook must not stop the queue
+                log.exception("scheduler listener failed")
+
+
+def _detached(error: LoupeError) -> LoupeError:
+    """The same error without its traceback, whose frames would keep the failed request's tensors alive."""
+    error.__traceback__ = None
+    error.__context__ = error.__cause__ = None
+    return error
+
+
+_schedulers: dict[int, tuple[weakref.ref[Any], Scheduler]] = {}
+_schedulers_lock = threading.Lock()
+
+
+def scheduler_for(engine: Any) -> Scheduler:
+    """The one scheduler of a loaded engine, shared by the dashboard, the batch runner and the API.
+
+    It lives as long as the engine: when the engine is dropped (model switch) its scheduler is closed.
+    Close it yourself (`scheduler_for(engine).close()`) before calling `backend.unload()`.
+    """
+    with _schedulers_lock:
+        ref, found = _schedulers.get(id(engine), (None, None))
+        if found is None or ref() is not engine:
+            found = Scheduler(engine.backend, max_memory_gb=engine.settings.max_memory_gb)
+            _schedulers[id(engine)] = (weakref.ref(engine), found)
+            weakref.finalize(engine, _forget, id(engine), found)
+        return found
+
+
+def _forget(key: int, scheduler: Scheduler) -> None:
+    with _schedulers_lock:
+        if _schedulers.get(key, (None, None))[1] is scheduler:
+            del _schedulers[key]
+    scheduler.close(timeout=0)
+
+
+def describe_position(ticket: Ticket) -> str:
+    """What the UI shows while a question waits: "2 requests ahead", "next", "answering", "done"."""
+    ahead = ticket.ahead()
+    if ahead is None:
+        return "answering" if ticket.status == "running" else ticket.status
+    if ahead == 0:
+        return "next"
+    return f"{ahead} request{'s' if ahead != 1 else ''} ahead"
