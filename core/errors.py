@@ -31,3 +31,7 @@ class GenerationError(LoupeError):
 
 class TemplateError(LoupeError):
     """A prompt template file is malformed or a field is missing when filling it."""
+
+
+class HistoryError(LoupeError):
+    """A history entry cannot be found or re-run (e.g. its image was never stored)."""
