@@ -27,6 +27,7 @@ from core.records import Query
 GB = 1e9
 _MARGIN_FACTOR = 1.2
 _MARGIN_BYTES = 64 * 2**20
+_UNKNOWN_PATCH_PIXELS = 14 * 28
 _TEMPLATE_TOKENS = 64  # chat-template tokens around the question (role markers, separators)
 
 
@@ -107,7 +108,8 @@ def spec_from_model(model: Any) -> ModelMemorySpec:
     layers = int(text.num_hidden_layers)
     head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
     image_tokens = int(getattr(config, "image_seq_length", 0) or 0)
-    patch_pixels = 0
+    # An unknown tower: one token per 392 pixels, high for Qwen2-VL-like towers (784), near XComposer2.5's crops.
+    patch_pixels = 0 if image_tokens else _UNKNOWN_PATCH_PIXELS
     if vision is not None and not image_tokens:
         patch = int(getattr(vision, "patch_size", 14) or 14)
         merge = int(getattr(vision, "spatial_merge_size", 1) or 1)

@@ -57,6 +57,7 @@ class _Request:
         self.done = threading.Event()
         self.cancel_requested = threading.Event()
         self.stream: AnswerStream | None = None
+        self.notify: Callable[[], None] | None = None  # called on the worker thread after each piece and at the end
         self.answer: Answer | None = None
         self.error: LoupeError | None = None
         self.submitted_at = time.time()
@@ -108,6 +109,27 @@ class Ticket:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the request is finished (answered, failed or cancelled); False on timeout."""
         return self._request.done.wait(timeout)
+
+    def on_update(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` (on the worker thread: keep it tiny) whenever a piece arrives or the request ends,
+        for async readers that use drain() instead of blocking iteration (the API)."""
+        self._request.notify = callback
+        if self.finished:
+            callback()
+
+    def drain(self) -> tuple[list[str], bool]:
+        """The pieces that arrived since the last call, without waiting, and whether the request has ended.
+        Once it has ended, `.answer` or `.error` says how; do not mix with iteration."""
+        pieces, ended = [], False
+        while True:
+            try:
+                piece = self._request.pieces.get_nowait()
+            except queue.Empty:
+                return pieces, ended
+            if piece is _END:
+                ended = True
+            else:
+                pieces.append(piece)
 
     def __iter__(self) -> Iterator[str]:
         completed = False
@@ -289,6 +311,7 @@ class Scheduler:
                 stream.cancel()
             for piece in stream:
                 request.pieces.put(piece)
+                _notify(request)
             request.answer = stream.answer
             request.status = "done"
             return False
@@ -315,6 +338,7 @@ class Scheduler:
         request.finished = time.perf_counter()
         request.pieces.put(_END)
         request.done.set()
+        _notify(request)
         started = request.started or request.finished
         record = FinishedRequest(
             request_id=request.id, session=request.session, query=request.query, status=request.status,
@@ -328,6 +352,14 @@ class Scheduler:
                 listener(record)
             except Exception:  # noqa: BLE001 - a broken hook must not stop the queue
                 log.exception("scheduler listener failed")
+
+
+def _notify(request: _Request) -> None:
+    if request.notify is not None:
+        try:
+            request.notify()
+        except Exception:  # noqa: BLE001 - e.g. the reader's event loop already closed
+            log.debug("notify callback failed", exc_info=True)
 
 
 def _detached(error: LoupeError) -> LoupeError:

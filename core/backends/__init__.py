@@ -21,4 +21,9 @@ def create_backend(settings: Settings) -> Backend:
             max_images=settings.max_images,
             stream_timeout_s=settings.stream_timeout_s,
         )
-    raise ModelError(f"Unknown backend '{kind}' in the settings (use auto or transformers).")
+    if kind == "openai":  # a remote OpenAI-compatible server; `model` names the model it serves
+        from core.backends.openai_remote import OpenAIRemoteBackend
+
+        return OpenAIRemoteBackend(settings.openai_base_url, settings.openai_api_key, settings.model,
+                                   max_images=settings.max_images, stream_timeout_s=settings.stream_timeout_s)
+    raise ModelError(f"Unknown backend '{kind}' in the settings (use auto, transformers or openai).")

@@ -1,0 +1,274 @@
+"""Loupe's OpenAI-compatible HTTP API, on the same queue as the dashboard (core/scheduler.py).
+
+`POST /v1/chat/completions` (streaming as server-sent events), `GET /v1/models`, `GET /health`.
+How a request body becomes a question is in core/chat_request.py. Decisions here:
+- Errors always come back in OpenAI's shape {"error": {"message", "type", "param", "code"}}: 400 for a
+  bad body, image or question (and for a question too big for free memory), 401 for a missing or wrong
+  token, 404/405 for unknown routes, 413 for a body over `max_body_bytes`, 429 when the queue is full,
+  500 when generation failed (out of memory included; the model stays loaded). Nothing reaches the
+  client as a stack trace.
+- Auth: when the setting `api_token` is set, /v1/* needs `Authorization: Bearer <token>`; /health stays
+  open for load-balancer probes and shows only the queue and memory.
+- A client that disconnects cancels its request, whether it waits in the queue or is being answered.
+- While a streamed request waits in the queue, SSE comments (": 2 requests ahead") keep the connection
+  alive and tell a curious client where it stands; OpenAI clients ignore them.
+- An answer cut at max_tokens streams as generated; its last chunk says finish_reason "length" and
+  carries the sentence-trimmed text in `loupe.text`. Every response carries `loupe` with stage timings.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import chat_request
+from core.admission import AdmissionError
+from core.errors import GenerationError, ImageError, LoupeError, QuestionError
+from core.records import Answer
+from core.scheduler import QueueFullError, Scheduler, Ticket, describe_position, scheduler_for
+from core.telemetry import nvml
+
+DEFAULT_MAX_BODY_BYTES = 32 * 2**20  # four large photos as base64 data URIs
+_POLL_S = 0.5  # how often a waiting request checks that its client is still there
+
+
+def _error(status: int, message: str, kind: str, code: str | None, param: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(chat_request.error_body(message, kind, code, param), status_code=status, headers=headers)
+
+
+def _classify(exc: LoupeError) -> tuple[int, str, str, str | None]:
+    """HTTP status, OpenAI error type, code and param for one of Loupe's typed errors."""
+    if isinstance(exc, chat_request.ApiRequestError):
+        return 400, "invalid_request_error", exc.code, exc.param
+    if isinstance(exc, QueueFullError):
+        return 429, "server_busy", "queue_full", None
+    if isinstance(exc, AdmissionError):
+        return 400, "invalid_request_error", "insufficient_memory", "max_tokens"
+    if isinstance(exc, ImageError):
+        return 400, "invalid_request_error", "invalid_image", "messages"
+    if isinstance(exc, QuestionError):
+        return 400, "invalid_request_error", "invalid_question", "messages"
+    if isinstance(exc, GenerationError):
+        return 500, "server_error", "generation_failed", None
+    return 500, "server_error", "internal_error", None
+
+
+def _loupe_error(exc: LoupeError) -> JSONResponse:
+    status, kind, code, param = _classify(exc)
+    return _error(status, str(exc), kind, code, param)
+
+
+def _usage(answer: Answer) -> dict[str, int]:
+    return {"prompt_tokens": answer.input_tokens, "completion_tokens": answer.output_tokens,
+            "total_tokens": answer.input_tokens + answer.output_tokens}
+
+
+def _sse(payload: dict[str, Any] | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+class _Reader:
+    """Waits for a ticket's pieces on the event loop (woken by the worker thread), without blocking it."""
+
+    def __init__(self, ticket: Ticket) -> None:
+        self.ticket = ticket
+        loop, event = asyncio.get_running_loop(), asyncio.Event()
+        self._event = event  # the callback must not hold the reader: ticket → callback → reader would be a cycle
+        ticket.on_update(lambda: loop.call_soon_threadsafe(event.set))
+
+    async def next(self) -> tuple[list[str], bool]:
+        """Pieces so far and whether it ended; waits at most _POLL_S when there is nothing new."""
+        pieces, ended = self.ticket.drain()
+        if pieces or ended:
+            return pieces, ended
+        try:
+            await asyncio.wait_for(self._event.wait(), _POLL_S)
+        except TimeoutError:
+            pass
+        self._event.clear()
+        return self.ticket.drain()
+
+
+def create_app(engine: Any, scheduler: Scheduler | None = None, *,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """The API over `engine`'s shared queue (the dashboard's, when both run in one process)."""
+    sched = scheduler or scheduler_for(engine)
+    settings = engine.settings
+    card = engine.describe()
+    created = int(time.time())
+    app = FastAPI(title="Loupe", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error", "not_found"
+                      if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else None)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"Internal error ({type(exc).__name__}); the server is still running.",
+                      "server_error", "internal_error")
+
+    @app.middleware("http")
+    async def bearer_token(request: Request, call_next: Any) -> Any:
+        if settings.api_token and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), settings.api_token):
+                return _error(401, "Missing or wrong API token: send 'Authorization: Bearer <token>'.",
+                              "invalid_request_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        queue = sched.snapshot()
+        gpus = [{"index": g.index, "name": g.name, "used_gb": round(g.used_bytes / 1e9, 3),
+                 "free_gb": round(g.free_bytes / 1e9, 3), "total_gb": round(g.total_bytes / 1e9, 3)}
+                for g in await run_in_threadpool(nvml.gpus)]
+        return {"status": "ok", "model": card.name, "backend": card.backend, "device": card.device,
+                "queue": {"waiting": queue.waiting, "running": queue.running, "sessions": queue.sessions},
+                "gpus": gpus, "nvml": nvml.state(), "rss_gb": round(psutil.Process().memory_info().rss / 1e9, 3)}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{
+            "id": card.name, "object": "model", "created": created, "owned_by": "loupe",
+            "loupe": {"backend": card.backend, "device": card.device, "dtype": card.dtype, "is_demo": card.is_demo},
+        }]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            return _too_large(max_body_bytes)
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw.extend(chunk)
+            if len(raw) > max_body_bytes:
+                return _too_large(max_body_bytes)
+        host = request.client.host if request.client else "unknown"
+        try:
+            body = chat_request.parse_body(bytes(raw))
+            ask = await run_in_threadpool(
+                chat_request.decode, body, default_max_tokens=settings.max_new_tokens,
+                max_images=min(settings.max_images, engine.backend.max_images),
+                allowed_paths=settings.api_allowed_paths, max_bytes=max_body_bytes, fallback_session=host)
+            query = await run_in_threadpool(engine.build_query, list(ask.images), ask.question, ask.settings)
+            ticket = sched.submit(query, session=ask.session)
+        except LoupeError as exc:
+            return _loupe_error(exc)
+        meta = {"id": f"chatcmpl-loupe-{ticket.id}", "created": int(time.time()), "model": card.name}
+        if ask.stream:
+            return StreamingResponse(_stream(request, _Reader(ticket), meta, ask.include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return await _complete(request, _Reader(ticket), meta)
+
+    return app
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, f"The request body is larger than {limit // 2**20} MiB; send fewer or smaller images.",
+                  "invalid_request_error", "body_too_large")
+
+
+async def _complete(request: Request, reader: _Reader, meta: dict[str, Any]) -> Any:
+    ticket = reader.ticket
+    text: list[str] = []
+    while True:
+        pieces, ended = await reader.next()
+        text.extend(pieces)
+        if ended:
+            break
+        if await request.is_disconnected():
+            ticket.cancel()
+            return _error(499, "The client went away; the request was cancelled.", "invalid_request_error", "cancelled")
+    if ticket.error is not None:
+        return _loupe_error(ticket.error)
+    answer = ticket.answer
+    if answer is None:
+        return _error(499, "The request was cancelled.", "invalid_request_error", "cancelled")
+    return {**meta, "object": "chat.completion", "choices": [{
+        "index": 0, "message": {"role": "assistant", "content": answer.text}, "logprobs": None,
+        "finish_reason": "length" if answer.truncated else "stop"}],
+        "usage": _usage(answer), "loupe": answer.to_json()}
+
+
+async def _stream(request: Request, reader: _Reader, meta: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    ticket = reader.ticket
+    chunk = {**meta, "object": "chat.completion.chunk"}
+
+    def delta(content: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**chunk, "choices": [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]}
+
+    try:
+        yield _sse(delta({"role": "assistant", "content": ""}))
+        said = ""
+        while True:
+            pieces, ended = await reader.next()
+            for piece in pieces:
+                yield _sse(delta({"content": piece}))
+            if ended:
+                break
+            if ticket.status == "queued" and (where := describe_position(ticket)) != said:
+                said = where
+                yield f": {where}\n\n"
+            if await request.is_disconnected():
+                ticket.cancel()
+                return
+        if ticket.error is not None or ticket.answer is None:
+            failure = ticket.error or GenerationError("The request was cancelled.")
+            _status, kind, code, param = _classify(failure)
+            yield _sse(chat_request.error_body(str(failure), kind, code, param))
+        else:
+            answer = ticket.answer
+            yield _sse({**delta({}, "length" if answer.truncated else "stop"), "loupe": answer.to_json()})
+            if include_usage:
+                yield _sse({**chunk, "choices": [], "usage": _usage(answer)})
+        yield _sse("[DONE]")
+    finally:
+        if not ticket.finished:
+            ticket.cancel()
+
+
+@dataclass
+class RunningServer:
+    """A uvicorn server started in a background thread of this process (tests, benchmarks, the dashboard)."""
+
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def start_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> RunningServer:
+    """Serve `app` from a daemon thread; port 0 picks a free port. Returns once it accepts connections."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="loupe-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise GenerationError(f"The API server did not start on {host}:{port}.")
+        time.sleep(0.01)
+    bound = sock.getsockname()[1]
+    return RunningServer(url=f"http://{'[' + host + ']' if ':' in host else host}:{bound}", server=server, thread=thread)

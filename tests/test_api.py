@@ -1,0 +1,214 @@
+"""The OpenAI-compatible API on the real demo model: TestClient for the contract, one real uvicorn server on
+127.0.0.1 (free port) for concurrent streaming clients and for a client that goes away."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import threading
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from core.api import create_app, start_server
+from core.engine import Engine
+from core.records import GenerationSettings
+from core.scheduler import Scheduler
+from tests.image_factory import encode
+from tests.test_scheduler import Gate
+
+QUESTION = "What is in the image?"
+
+
+def _png(colour: str = "teal") -> bytes:
+    return encode(Image.new("RGB", (120, 90), colour), "PNG")
+
+
+def _uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def _body(*urls: str, question: str = QUESTION, **extra) -> dict:
+    content = [{"type": "text", "text": question}] + [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+    return {"model": "demo-llava-v1", "max_tokens": 8, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def _sse_events(lines) -> list:
+    return [line[len("data: "):] for line in lines if line.startswith("data: ")]
+
+
+@pytest.fixture()
+def serving(engine):
+    """An app over a fresh scheduler on the shared demo engine, with settings a test may change."""
+    made = []
+
+    def make(**settings_changes):
+        scheduler = Scheduler(engine.backend)
+        made.append(scheduler)
+        served = Engine(backend=engine.backend, settings=dataclasses.replace(engine.settings, **settings_changes))
+        return create_app(served, scheduler, max_body_bytes=2 * 2**20), scheduler
+
+    yield make
+    for scheduler in made:
+        scheduler.close()
+
+
+def test_chat_completion_matches_the_local_answer(engine, serving) -> None:
+    app, _ = serving()
+    local = engine.ask([_png()], QUESTION, GenerationSettings(max_new_tokens=8)).collect()
+    response = TestClient(app).post("/v1/chat/completions", json=_body(_uri(_png())))
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["object"] == "chat.completion" and data["model"] == "demo-llava-v1"
+    choice = data["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": local.text}
+    assert choice["finish_reason"] == "length"  # the demo never stops by itself within 8 tokens
+    assert data["usage"] == {"prompt_tokens": local.input_tokens, "completion_tokens": 8,
+                             "total_tokens": local.input_tokens + 8}
+    assert set(data["loupe"]["timings_s"]) == {"preprocess", "vision", "prefill", "decode", "total"}
+
+
+def test_streaming_sends_chunks_then_done(serving) -> None:
+    app, _ = serving()
+    client = TestClient(app)
+    whole = client.post("/v1/chat/completions", json=_body(_uri(_png()))).json()
+    body = _body(_uri(_png()), stream=True, stream_options={"include_usage": True})
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = _sse_events(response.iter_lines())
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    final = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]][0]
+    assert final["choices"][0]["finish_reason"] == "length"
+    assert final["loupe"]["text"] == whole["choices"][0]["message"]["content"]
+    assert streamed.strip().startswith(final["loupe"]["text"])
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 8
+
+
+def test_models_and_health(serving) -> None:
+    app, _ = serving()
+    client = TestClient(app)
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list" and models["data"][0]["id"] == "demo-llava-v1"
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["queue"] == {"waiting": 0, "running": False, "sessions": 0}
+    assert isinstance(health["gpus"], list) and health["rss_gb"] > 0.05 and health["nvml"]
+
+
+def _bad_requests(tmp_path) -> list:
+    text_file = _uri(b"just some text, not pixels", "text/plain")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(_png())
+    return [
+        (b"{not json", 400, "invalid_json", None),
+        (json.dumps({"model": "x"}).encode(), 400, "invalid_value", "messages"),
+        (json.dumps({"messages": [{"role": "system", "content": "hi"}]}).encode(), 400, "invalid_value", "messages"),
+        (json.dumps(_body("https://example.com/a.png")).encode(), 400, "unsupported_image_url", "messages"),
+        (json.dumps(_body(text_file)).encode(), 400, "invalid_image", "messages"),
+        (json.dumps(_body("data:image/png;base64,@@@")).encode(), 400, "invalid_image", "messages"),
+        (json.dumps(_body(_uri(_png()), question="问" * 201)).encode(), 400, "invalid_question", "messages"),
+        (json.dumps(_body(*[_uri(_png())] * 5)).encode(), 400, "invalid_question", "messages"),
+        (json.dumps(_body(_uri(_png()), max_tokens=0)).encode(), 400, "invalid_value", "max_tokens"),
+        (json.dumps(_body(_uri(_png()), max_tokens=100_000)).encode(), 400, "invalid_question", "messages"),
+        (json.dumps(_body(_uri(_png()), n=2)).encode(), 400, "unsupported_value", "n"),
+        (json.dumps(_body(str(outside))).encode(), 400, "path_not_allowed", "messages"),
+        (json.dumps(_body(_uri(b"x" * 3 * 2**20))).encode(), 413, "body_too_large", None),
+    ]
+
+
+def test_bad_requests_get_openai_shaped_4xx(serving, tmp_path) -> None:
+    app, scheduler = serving()
+    client = TestClient(app)
+    for raw, status, code, param in _bad_requests(tmp_path):
+        response = client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == status, (code, response.text)
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert (error["code"], error["param"]) == (code, param), error
+        assert error["message"] and "Traceback" not in error["message"]
+    assert client.get("/nope").json()["error"]["code"] == "not_found"
+    assert client.get("/v1/chat/completions").status_code == 405
+    # the server is still fine afterwards
+    assert client.post("/v1/chat/completions", json=_body(_uri(_png()))).status_code == 200
+    assert scheduler.snapshot().waiting == 0
+
+
+def test_local_paths_only_inside_allowed_folders(serving, tmp_path) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "photo.png").write_bytes(_png())
+    (tmp_path / "secret.png").write_bytes(_png())
+    app, _ = serving(api_allowed_paths=str(allowed))
+    client = TestClient(app)
+    for url in (str(allowed / "photo.png"), (allowed / "photo.png").as_uri()):
+        assert client.post("/v1/chat/completions", json=_body(url)).status_code == 200
+    sneaky = client.post("/v1/chat/completions", json=_body(str(allowed / ".." / "secret.png")))
+    assert sneaky.status_code == 400 and sneaky.json()["error"]["code"] == "path_not_allowed"
+    missing = client.post("/v1/chat/completions", json=_body(str(allowed / "nope.png")))
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "invalid_image"
+
+
+def test_bearer_token(serving) -> None:
+    app, _ = serving(api_token="s3cret")
+    client = TestClient(app)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        response = client.get("/v1/models", headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/health").status_code == 200  # probes need no secret
+
+
+def test_real_server_concurrent_streams_and_a_client_that_goes_away(engine, serving) -> None:
+    app, scheduler = serving()
+    finished = {}
+    cancelled = threading.Event()
+
+    def record(done) -> None:
+        finished[done.session] = done.status
+        if done.status == "cancelled":
+            cancelled.set()
+
+    scheduler.add_listener(record)
+    server = start_server(app)
+    try:
+        assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+        results = {}
+
+        def client(name: str) -> None:
+            body = _body(_uri(_png()), stream=True, user=name)
+            with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=120) as response:
+                results[name] = _sse_events(response.iter_lines())
+
+        threads = [threading.Thread(target=client, args=(f"bot-{i}",)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(events[-1] == "[DONE]" and '"finish_reason": "length"' in events[-2] for events in results.values())
+        assert finished == {"bot-0": "done", "bot-1": "done", "bot-2": "done"}
+
+        gate = Gate(engine)
+        try:
+            holder = threading.Thread(target=client, args=("holder",))
+            holder.start()
+            assert gate.entered.wait(30)
+            with httpx.stream("POST", f"{server.url}/v1/chat/completions", timeout=60,
+                              json=_body(_uri(_png()), stream=True, user="leaver")) as response:
+                lines = response.iter_lines()
+                assert json.loads(next(lines)[6:])["choices"][0]["delta"]["role"] == "assistant"
+                assert ": 1 request ahead" in [next(lines) for _ in range(3)]
+            # the connection is closed here: the server must notice and drop the queued request
+            assert cancelled.wait(30)
+            assert finished["leaver"] == "cancelled"
+        finally:
+            gate.open()
+        holder.join(60)
+        assert finished["holder"] == "done"
+    finally:
+        server.stop()
