@@ -35,3 +35,11 @@ class TemplateError(LoupeError):
 
 class HistoryError(LoupeError):
     """A history entry cannot be found or re-run (e.g. its image was never stored)."""
+
+
+class BatchError(LoupeError):
+    """A batch upload cannot be used (not a zip, unsafe names, a zip bomb, too many files, no images)."""
+
+
+class ReviewError(LoupeError):
+    """A review cannot be saved (unknown result, no label for an unreadable verdict)."""

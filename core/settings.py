@@ -39,6 +39,8 @@ class Settings:
     api_allowed_paths: str = ""  # comma-separated folders the API may read local images from
     sample_interval_s: float = 0.5
     sample_window_s: float = 900.0
+    batch_max_files: int = 200  # images in one batch (uploads, or inside a zip)
+    batch_max_mb: int = 200  # the uploads together (a zip counted as uploaded); its unpacked images at most 5x
 
     @property
     def history_path(self) -> Path:
