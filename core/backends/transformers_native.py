@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from transformers import StoppingCriteria
+
 from core import memory
 from core.backends.base import LoadProgress, ProgressCallback
 from core.errors import ModelError
@@ -25,6 +27,7 @@ from core.streaming import (
     TimedStreamer,
     trim_to_sentence_end,
 )
+from core.telemetry import markers
 
 _VISION_ATTRS = ("vision_tower", "vision_model", "visual", "vit", "vision_encoder")
 
@@ -95,6 +98,25 @@ class VisionClock:
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
+
+
+class FirstTokenMark(StoppingCriteria):
+    """Never stops generation itself: tells the stage clock when the first new token exists (prefill →
+    decode), and notes whether the cancel event was set while tokens were still coming. That, not
+    `cancel.is_set()` afterwards, says a generation was cancelled: the reader sets the event when it
+    finishes reading, which can be after the last token but before generate() has returned."""
+
+    def __init__(self, marks: markers.QueryClock, cancel: threading.Event) -> None:
+        self.marks = marks
+        self.cancel = cancel
+        self.saw_cancel = False
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.marks.first_token()
+        self.saw_cancel = self.saw_cancel or self.cancel.is_set()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class TransformersBackend:
@@ -214,10 +236,13 @@ class TransformersBackend:
         inputs = self._inputs(query)
         input_len = int(inputs["input_ids"].shape[1])
         preprocess_s = sum(p.prepare_s for p in query.images) + (time.perf_counter() - started)
+        marks = markers.QueryClock(self.source.name, query, start=started - sum(p.prepare_s for p in query.images))
+        marks.preprocess_done()
         streamer = TimedStreamer(self.processor.tokenizer, self._timeout)
         cancel = threading.Event()
         beams = query.settings.num_beams > 1
         clock: dict[str, float] = {}
+        stage_mark = FirstTokenMark(marks, cancel)
 
         def target() -> Any:
             with self._lock:  # one generation at a time on this model
@@ -226,24 +251,31 @@ class TransformersBackend:
                 memory.reset_peaks()
                 if query.settings.seed is not None:
                     torch.manual_seed(query.settings.seed)
+                marks.generation_started(find_vision_module(self.model))
                 clock["start"] = time.perf_counter()
-                with torch.no_grad():
-                    output = self.model.generate(
-                        **inputs,
-                        **self._generate_kwargs(query),
-                        streamer=None if beams else streamer,
-                        stopping_criteria=[CancelCriteria(cancel)],
-                    )
-                memory.synchronize()
+                try:
+                    with torch.no_grad():
+                        output = self.model.generate(
+                            **inputs,
+                            **self._generate_kwargs(query),
+                            streamer=None if beams else streamer,
+                            stopping_criteria=[CancelCriteria(cancel), stage_mark],
+                        )
+                    memory.synchronize()
+                except BaseException:
+                    marks.finish("failed")
+                    raise
                 clock["vision"] = self._vision.seconds
-                clock["peaks"] = memory.peaks_gb()  # type: ignore[assignment]
+                # Stage marks reset the peak counters at each boundary: the whole-generation peak is theirs.
+                clock["peaks"] = marks.generation_ended()  # type: ignore[assignment]
+            marks.finish("cancelled" if stage_mark.saw_cancel else "answered")
             if beams:  # no streaming with beam search: push the whole answer as one piece
                 new_ids = output[0, input_len:]
                 streamer.on_finalized_text(self.processor.decode(new_ids, skip_special_tokens=True), stream_end=True)
             return output
 
         def finish(thread: GenerationThread) -> Answer:
-            return self._answer(query, thread, input_len, preprocess_s, started, clock, cancel.is_set())
+            return self._answer(query, thread, input_len, preprocess_s, started, clock, stage_mark.saw_cancel)
 
         return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
 

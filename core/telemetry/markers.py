@@ -39,11 +39,6 @@ _running: dict[str, QueryClock] = {}
 _by_query: weakref.WeakKeyDictionary[Query, str] = weakref.WeakKeyDictionary()
 
 
-def _wall(perf: float) -> float:
-    """A perf_counter() reading as seconds since the epoch (the clock samples carry)."""
-    return time.time() - (time.perf_counter() - perf)
-
-
 def _in_use_gb() -> dict[str, float]:
     """What is allocated right now per CUDA device (no peak), plus the process RSS."""
     import torch
@@ -71,9 +66,13 @@ class QueryClock:
         self.model = model
         self.question = query.question
         self._start = start
+        # perf_counter readings become wall-clock time (the samples' clock) through one fixed offset, so
+        # a boundary shared by two stages converts to the very same float for both.
+        self._to_wall = time.time() - time.perf_counter()
         self._stages: list[StageMark] = []
         self._outcome = "running"
         self._end: float | None = None
+        self._end_wall: float | None = None
         self._mark = start  # start of the stage now open
         self._prefill_peaks: dict[str, float] = {}
         self._vision: tuple[float, float, dict[str, float]] | None = None  # first start, last end, peaks
@@ -124,6 +123,10 @@ class QueryClock:
         self._close_prefill(time.perf_counter())
 
     def _close_prefill(self, now: float) -> None:
+        if self._vision is None and self._vision_open_at is not None:  # it failed inside the vision tower
+            self._vision = (self._vision_open_at, now, memory.peaks_gb())
+            memory.reset_peaks()
+            self._mark = now
         vision_start, vision_end, vision_peaks = self._vision or (self._mark, self._mark, {})
         self._add("vision", vision_start, vision_end, vision_peaks)
         self._add("prefill", self._mark, now, _merge(self._prefill_peaks, memory.peaks_gb()))
@@ -139,6 +142,7 @@ class QueryClock:
             self._close_prefill(now)
         self._add("decode", self._mark, now, memory.peaks_gb())
         self._end = now
+        self._end_wall = self._stages[-1].end
         overall: dict[str, float] = {}
         for stage in self._stages[1:]:  # preprocess is not a peak (see the module docstring)
             overall = _merge(overall, stage.peak_memory_gb)
@@ -161,14 +165,14 @@ class QueryClock:
             query_id=self.query_id,
             model=self.model,
             question=self.question,
-            start=_wall(self._start),
-            end=_wall(self._end) if self._end is not None else None,
+            start=self._start + self._to_wall,
+            end=self._end_wall,
             outcome=self._outcome,
             stages=tuple(self._stages),
         )
 
     def _add(self, stage: str, start: float, end: float, peaks: dict[str, float]) -> None:
-        self._stages.append(StageMark(stage, _wall(start), _wall(max(start, end)), dict(peaks)))
+        self._stages.append(StageMark(stage, start + self._to_wall, max(start, end) + self._to_wall, dict(peaks)))
 
     def _remove_hooks(self) -> None:
         for handle in self._hooks:

@@ -135,7 +135,7 @@ class Sampler:
             raise ConfigError(f"sample_window_s ({window_s}) must be at least sample_interval_s ({interval_s})")
         self.interval_s = interval_s
         self.window_s = window_s
-        self.ring: Ring[TelemetrySample] = Ring(math.ceil(window_s / interval_s))
+        self.ring: Ring[TelemetrySample] = Ring(math.ceil(window_s / interval_s - 1e-9))  # 0.3/0.1 is 2.9999…
         self.cpu_seconds = 0.0  # CPU time the sampling thread has used (time.thread_time)
         self.error: str | None = None  # the last unexpected failure of a tick, if any
         self._reader = SampleReader()

@@ -22,7 +22,12 @@ from core.telemetry.readout import GB
 from core.telemetry.sampler import get_sampler
 
 STAGE_COLOURS = {"preprocess": "#9e9e9e", "vision": "#f59e0b", "prefill": "#3b82f6", "decode": "#22c55e"}
-REFRESH_S = 1.0  # how often the live charts redraw (the sampler itself ticks every sample_interval_s)
+AREA = "rgba(99, 102, 241, 0.12)"  # light, so the stage bands beneath it keep their colours
+GPU_COLOURS = ("#6366f1", "#f97316", "#10b981", "#e11d48", "#0ea5e9", "#a855f7", "#eab308", "#64748b")
+REFRESH_S = 1.0
+# Process CPU % over one 0.5 s tick swings between 0 and a burst (a page redraw, a token): four ticks
+# averaged show the load an analyst means.
+CPU_SMOOTHING = 4  # how often the live charts redraw (the sampler itself ticks every sample_interval_s)
 
 
 def _time(epoch_s: float) -> dt.datetime:
@@ -54,7 +59,7 @@ def memory_figure(samples: Sequence[TelemetrySample], traces: Sequence[QueryTrac
         totals = [g.total_bytes / GB for g in gpus if g and g.total_bytes]
         fig.add_trace(go.Scatter(
             x=x, y=used, name=f"GPU{index} used (all processes)", mode="lines", fill="tozeroy",
-            line={"color": "#6366f1", "width": 2}, hovertemplate="%{y:.2f} GB<extra>GPU%{meta} used</extra>", meta=index,
+            line={"color": "#6366f1", "width": 2}, fillcolor=AREA, hovertemplate="%{y:.2f} GB<extra>GPU%{meta} used</extra>", meta=index,
         ), row=row, col=1)
         fig.add_trace(go.Scatter(
             x=x, y=share, name=f"GPU{index} this process", mode="lines",
@@ -70,28 +75,36 @@ def memory_figure(samples: Sequence[TelemetrySample], traces: Sequence[QueryTrac
             fig.update_yaxes(range=[0, total * 1.08], row=row, col=1)
         fig.update_yaxes(title_text="GB", row=row, col=1)
     _add_stage_bands(fig, samples, traces, rows=len(cards))
-    fig.update_layout(height=120 + 240 * len(cards))
-    return _finish(fig)
+    return _finish(fig, height=120 + 240 * len(cards))
 
 
 def process_figure(samples: Sequence[TelemetrySample], traces: Sequence[QueryTrace] = (), state: str = "") -> go.Figure:
     """No GPU reading: this process's RSS (GB) and CPU use (%, right axis) over time, with stage bands."""
-    fig = make_subplots(specs=[[{"secondary_y": True}]],
-                        subplot_titles=[f"This process (no GPU reading: {state})" if state else "This process"])
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.update_layout(title={"text": f"This process · no GPU reading: {state}" if state else "This process",
+                             "x": 0.5, "xanchor": "center", "y": 0.97, "yanchor": "top", "font": {"size": 14}})
     x = [_time(s.time) for s in samples]
     fig.add_trace(go.Scatter(
         x=x, y=[s.process_rss_bytes / GB for s in samples], name="RSS", mode="lines", fill="tozeroy",
-        line={"color": "#6366f1", "width": 2}, hovertemplate="%{y:.3f} GB<extra>RSS</extra>",
+        line={"color": "#6366f1", "width": 2}, fillcolor=AREA, hovertemplate="%{y:.3f} GB<extra>RSS</extra>",
     ), secondary_y=False)
     fig.add_trace(go.Scatter(
-        x=x, y=[s.process_cpu_pct for s in samples], name="CPU %", mode="lines",
-        line={"color": "#f97316", "width": 1.5}, hovertemplate="%{y:.0f}%<extra>CPU</extra>",
+        x=x, y=_rolling_mean([s.process_cpu_pct for s in samples], CPU_SMOOTHING), name="CPU %", mode="lines",
+        line={"color": "#f97316", "width": 1.5}, hovertemplate="%{y:.0f}%<extra>CPU (mean of 4 samples)</extra>",
     ), secondary_y=True)
     fig.update_yaxes(title_text="RSS GB", rangemode="tozero", secondary_y=False)
-    fig.update_yaxes(title_text="CPU %", rangemode="tozero", showgrid=False, secondary_y=True)
+    fig.update_yaxes(title_text="CPU %", rangemode="tozero", showgrid=False, tickformat=".0f", secondary_y=True)
     _add_stage_bands(fig, samples, traces, rows=1)
-    fig.update_layout(height=360)
-    return _finish(fig)
+    return _finish(fig, height=380)
+
+
+def _rolling_mean(values: Sequence[float | None], width: int) -> list[float | None]:
+    """Mean of the last `width` readings (fewer at the start); None where there is none yet."""
+    means: list[float | None] = []
+    for i in range(len(values)):
+        window = [v for v in values[max(0, i - width + 1): i + 1] if v is not None]
+        means.append(sum(window) / len(window) if window else None)
+    return means
 
 
 def load_figure(samples: Sequence[TelemetrySample]) -> go.Figure | None:
@@ -101,16 +114,18 @@ def load_figure(samples: Sequence[TelemetrySample]) -> go.Figure | None:
         return None
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=["Utilisation %", "Temperature °C", "Power W"])
-    for index in cards:
+    for n, index in enumerate(cards):
         x, gpus = _series(samples, index)
+        colour = GPU_COLOURS[n % len(GPU_COLOURS)]
         for row, field in enumerate(("utilization_pct", "temperature_c", "power_w"), start=1):
             fig.add_trace(go.Scatter(
                 x=x, y=[getattr(g, field) if g else None for g in gpus], mode="lines", name=f"GPU{index}",
-                legendgroup=f"GPU{index}", showlegend=row == 1,
+                legendgroup=f"GPU{index}", showlegend=row == 1, line={"color": colour, "width": 2},
             ), row=row, col=1)
     fig.update_yaxes(range=[0, 100], row=1, col=1)
-    fig.update_layout(height=560)
-    return _finish(fig)
+    fig.update_yaxes(rangemode="tozero", row=2, col=1)
+    fig.update_yaxes(rangemode="tozero", row=3, col=1)
+    return _finish(fig, height=580)
 
 
 def _add_stage_bands(fig: go.Figure, samples: Sequence[TelemetrySample], traces: Sequence[QueryTrace],
@@ -128,7 +143,7 @@ def _add_stage_bands(fig: go.Figure, samples: Sequence[TelemetrySample], traces:
             colour = STAGE_COLOURS.get(stage.stage, "#a3a3a3")
             for row in range(1, rows + 1):
                 fig.add_vrect(x0=_time(max(stage.start, first)), x1=_time(min(stage.end, last)), fillcolor=colour,
-                              opacity=0.22, line_width=0, layer="below", row=row, col=1)
+                              opacity=0.3, line_width=0, layer="below", row=row, col=1)
             seen.add(stage.stage)
             peaks = ", ".join(f"{device} {gb:.2f} GB" for device, gb in stage.peak_memory_gb.items())
             marks_x.append(_time((max(stage.start, first) + min(stage.end, last)) / 2))
@@ -143,14 +158,17 @@ def _add_stage_bands(fig: go.Figure, samples: Sequence[TelemetrySample], traces:
         ))
         fig.update_layout(yaxis99={"overlaying": "y", "range": [0, 1.02], "visible": False, "fixedrange": True})
     for stage in (s for s in STAGE_COLOURS if s in seen):  # legend entries for the band colours
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=stage, legendgroup="stages",
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=stage,
                                  marker={"symbol": "square", "size": 12, "color": STAGE_COLOURS[stage], "opacity": 0.5}))
 
 
-def _finish(fig: go.Figure) -> go.Figure:
+def _finish(fig: go.Figure, height: int) -> go.Figure:
+    top, bottom = 100, 40
     fig.update_layout(
-        margin={"l": 10, "r": 10, "t": 60, "b": 10}, hovermode="x unified",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.06, "x": 0},
+        height=height, margin={"l": 60, "r": 60, "t": top, "b": bottom}, hovermode="x unified",
+        # The legend sits in the top margin, above the first row's title (30 px up, whatever the height).
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1 + 30 / (height - top - bottom), "x": 0,
+                "traceorder": "normal"},
         uirevision="keep",  # keep the analyst's zoom and hidden series across live redraws
     )
     return fig
