@@ -7,14 +7,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="Loupe", page_icon="🔍", layout="wide")
+from core.errors import LoupeError  # noqa: E402
+from core.settings import load_settings  # noqa: E402
+from dashboard.widgets.model_card import show_model_card  # noqa: E402
+from dashboard.widgets.model_resource import get_engine  # noqa: E402
+from dashboard.widgets.session import session_id  # noqa: E402
+
+st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wide")
+
+try:
+    load_settings()
+except LoupeError as exc:
+    st.error(f"Loupe's settings are wrong: {exc}")
+    st.stop()
+session_id()
 
 pages = {
     "Ask": [
-        st.Page("../pages/playground.py", title="Playground", icon="💬", default=True),
+        st.Page("../pages/playground.py", title="Playground", icon=":material/chat:", default=True),
+        st.Page("../pages/documents.py", title="Documents", icon=":material/description:"),
+        st.Page("../pages/education.py", title="Education", icon=":material/school:"),
+        st.Page("../pages/moderation.py", title="E-commerce moderation", icon=":material/shopping_cart:", url_path="moderation"),
+    ],
+    "Analyse": [  # Compare, Review and Batch pages belong here
+        st.Page("../pages/history.py", title="History", icon=":material/history:"),
     ],
     "Monitor": [
-        st.Page("../pages/gpu_monitor.py", title="GPU monitor", icon="📈"),
+        st.Page("../pages/gpu_monitor.py", title="GPU monitor", icon=":material/monitoring:"),
     ],
 }
-st.navigation(pages).run()
+page = st.navigation(pages)
+try:
+    show_model_card(get_engine().describe())
+except LoupeError as exc:
+    st.sidebar.error(f"No model loaded: {exc}")
+page.run()

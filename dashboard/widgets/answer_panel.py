@@ -1,36 +1,96 @@
-"""Streams an answer into the page and shows its timings, tokens and memory underneath."""
+"""Streams an answer into the page, then shows what history recorded: text, timings, tokens, memory, errors.
+
+Model output is always drawn with st.text, never as Markdown or HTML: st.write_stream would render
+Markdown, turning a model's `![x](http://…)` into an image fetched by the analyst's browser and its
+`#` lines into headings. Plain text shows exactly what the model wrote.
+"""
 from __future__ import annotations
 
 import streamlit as st
 
-from core.records import Answer
-from core.streaming import AnswerStream
+from core.errors import LoupeError
+from core.history import HistoryEntry
+from core.moderation import Verdict
+from core.recorded_ask import RecordedAsk
+from dashboard.widgets.verdict_panel import show_verdict
+
+STAGES = ("preprocess", "vision", "prefill", "decode", "total")
 
 
-def show_stream(stream: AnswerStream) -> Answer:
-    """Stream text as it comes (always as plain text, never HTML), then the final trimmed answer."""
-    placeholder = st.empty()
+def _loupe_errors() -> set[str]:
+    found, todo = set(), [LoupeError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator) -> HistoryEntry | None:
+    """Stream the answer's text into `area` (an st.empty) as it comes, then replace it with the recorded
+    result. Errors are not raised: history has them and show_entry draws them with st.error."""
+    pieces = iter(run)
     shown = ""
-    for piece in stream:
-        shown += piece
-        placeholder.text(shown)
-    answer = stream.answer
-    assert answer is not None
-    placeholder.text(answer.text)
-    show_metrics(answer)
-    return answer
+    try:
+        with area.container():
+            status = st.empty()
+            status.caption("Waiting for the model…")
+            text = st.empty()
+            for piece in pieces:
+                if not shown:
+                    status.caption("Answering…")
+                shown += piece
+                text.text(shown)
+    except Exception:  # noqa: BLE001 - recorded in history by RecordedAsk; show_entry shows it
+        pass
+    finally:
+        pieces.close()  # a rerun mid-stream lands here: the row is written as "stopped"
+    area.empty()
+    if run.entry is not None:
+        with area.container():
+            show_entry(run.entry)
+    return run.entry
 
 
-def show_metrics(answer: Answer) -> None:
-    t = answer.timings
-    if answer.truncated:
-        st.caption(f"Cut at {answer.settings.max_new_tokens} new tokens, trimmed to the last sentence end.")
-    cols = st.columns(6)
-    for col, (label, value) in zip(cols, [
-        ("preprocess", t.preprocess), ("vision", t.vision), ("prefill", t.prefill),
-        ("decode", t.decode), ("total", t.total),
-    ]):
-        col.metric(label, f"{value:.3f} s")
-    cols[5].metric("tokens/s", f"{answer.tokens_per_s:.1f}")
-    memory = " · ".join(f"{device} {gb:.2f} GB" for device, gb in answer.peak_memory_gb.items())
-    st.caption(f"{answer.input_tokens} tokens in, {answer.output_tokens} out · peak memory: {memory}")
+def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: bool = False) -> None:
+    """One recorded query's outcome: the error if it failed, the answer as text, metrics, verdict."""
+    if entry.status == "failed":
+        # Loupe's own refusals are written for the analyst; anything else is a bug: say so, name it.
+        message = entry.error if entry.error_type in _loupe_errors() else (
+            f"Unexpected error ({entry.error_type}): {entry.error}. It is recorded in history.")
+        st.error(message, icon=":material/error:")
+    elif entry.status == "stopped":
+        st.info(entry.error, icon=":material/stop_circle:")
+    if entry.answer:
+        with st.container(border=True):
+            st.text(entry.answer)
+    elif entry.status == "answered":
+        st.caption("The model answered with no text.")
+    if entry.status == "answered":
+        if entry.truncated:
+            limit = entry.stamp.get("generation", {}).get("max_new_tokens", "the")
+            st.caption(f"Cut at {limit} new tokens (trimmed back to the last sentence end, if it had one).")
+        show_metrics(entry, compact=compact)
+    if entry.verdict:
+        show_verdict(Verdict.from_json(entry.verdict_detail, entry.answer))
+    if with_reference and entry.id is not None:
+        st.caption(f"Recorded in history as #{entry.id}.")
+
+
+def show_metrics(entry: HistoryEntry, *, compact: bool = False) -> None:
+    """Stage timings, tokens and tokens/s, then peak memory per GPU (or the process RSS on CPU).
+    `compact` writes them as two lines of text, for narrow columns."""
+    timings = [(stage, f"{entry.timings.get(stage, 0.0):.3f} s") for stage in STAGES]
+    memory = entry.peak_memory_gb
+    cells = [(f"peak {k.replace('cuda:', 'GPU')}", f"{v:.2f} GB") for k, v in memory.items() if k.startswith("cuda")]
+    if "cpu" in memory:
+        cells.append(("process RSS", f"{memory['cpu']:.2f} GB"))
+    cells += [("tokens in / out", f"{entry.input_tokens} / {entry.output_tokens}"),
+              ("tokens/s", f"{entry.tokens_per_s:.1f}")]
+    if compact:
+        for row in (timings, cells):
+            st.markdown(" · ".join(f"{label} **{value}**" for label, value in row))
+        return
+    for row in (timings, cells):
+        for col, (label, value) in zip(st.columns(max(len(STAGES), len(row))), row):
+            col.metric(label, value)

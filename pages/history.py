@@ -1,0 +1,88 @@
+"""History: every query asked on this server, filtered and paged in SQL; one entry in full; re-run; export."""
+import hashlib
+import math
+
+import pandas as pd
+import streamlit as st
+
+from core.history import HistoryFilter, queries
+from dashboard.widgets.history_entry import show_history_entry
+from dashboard.widgets.model_resource import get_history
+from dashboard.widgets.session import session_id
+from dashboard.widgets.status_line import show_status_line
+
+ALL, THIS = "", "this"
+OUTCOMES = {"": "Any outcome", "answered": "Answered", "failed": "Failed", "stopped": "Stopped"}
+
+st.title("History")
+store = get_history()
+session = session_id()
+options = queries.options(store)
+
+with st.container(border=True):
+    a, b, c, d = st.columns(4)
+    others = [s for s in options.sessions if s != session]
+    chosen_session = a.selectbox(
+        "Session", [ALL, THIS, *others], key="history-session",
+        format_func=lambda s: "All sessions" if s == ALL else f"This session ({session})" if s == THIS else s,
+    )
+    pages = b.multiselect("Pages", options.pages, key="history-pages", placeholder="All pages")
+    template_id = c.selectbox("Template", [ALL, *options.template_ids], key="history-template",
+                              format_func=lambda t: t or "All templates")
+    outcome = d.selectbox("Outcome", list(OUTCOMES), format_func=OUTCOMES.__getitem__, key="history-outcome")
+    e, f = st.columns([1, 3])
+    dates = e.date_input("Dates (UTC)", value=[], key="history-dates", format="YYYY-MM-DD")
+    text = f.text_input("Text in the question or the answer", key="history-text")
+
+date_from = dates[0] if len(dates) > 0 else None
+date_to = dates[1] if len(dates) > 1 else date_from
+flt = HistoryFilter(
+    session_id=session if chosen_session == THIS else chosen_session, pages=tuple(pages), template_id=template_id,
+    status=outcome, date_from=date_from, date_to=date_to, text=text,
+)
+# The pager's key follows the filters, so new filters start again at page 1.
+page_key = "history-page-" + hashlib.sha1(repr(flt).encode()).hexdigest()[:12]
+page_no = int(st.session_state.get(page_key, 1))
+listing = queries.listing(store, flt, page=page_no)
+pages_total = max(1, math.ceil(listing.total / queries.PAGE_SIZE))
+if page_no > pages_total:  # fewer matches than when that page was chosen
+    del st.session_state[page_key]
+    page_no = 1
+    listing = queries.listing(store, flt, page=page_no)
+
+more = "+" if listing.total_is_capped else ""
+st.caption(f"{listing.total:,}{more} {'query matches' if listing.total == 1 else 'queries match'} · "
+           f"page {page_no} of {pages_total:,}{more} · newest first · times in UTC")
+if listing.rows:
+    frame = pd.DataFrame(listing.rows)
+    frame["created_at"] = frame["created_at"].str.slice(0, 19).str.replace("T", " ")
+    st.dataframe(
+        frame, hide_index=True, width="stretch",
+        column_order=["id", "created_at", "page", "template_id", "status", "verdict", "question", "answer",
+                      "output_tokens", "tokens_per_s", "total_s", "error", "session_id"],
+        column_config={
+            "id": st.column_config.NumberColumn("#", format="%d", width="small"),
+            "created_at": "time (UTC)", "template_id": "template", "status": "outcome",
+            "output_tokens": st.column_config.NumberColumn("tokens", format="%d"),
+            "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.1f"),
+            "total_s": st.column_config.NumberColumn("total s", format="%.2f"),
+            "session_id": "session",
+        },
+    )
+    st.pagination(pages_total, key=page_key, max_visible_pages=7)
+    left, right, _ = st.columns([1, 1, 4])
+    left.download_button("Export CSV", data=lambda: queries.export_csv(store, flt), file_name="loupe-history.csv",
+                         mime="text/csv", icon=":material/download:", key="history-csv",
+                         help=f"Every matching row (the newest {queries.EXPORT_LIMIT:,} at most), all columns.")
+    right.download_button("Export JSON", data=lambda: queries.export_json(store, flt), file_name="loupe-history.json",
+                          mime="application/json", icon=":material/download:", key="history-json",
+                          help=f"Every matching row (the newest {queries.EXPORT_LIMIT:,} at most), all columns.")
+    ids = [row["id"] for row in listing.rows]
+    labels = {row["id"]: f"#{row['id']} · {row['created_at'][:19].replace('T', ' ')} · {row['question'][:60]}"
+              for row in listing.rows}
+    chosen = st.selectbox("Open an entry", ids, format_func=labels.__getitem__, key="history-entry")
+    show_history_entry(store, chosen, session)
+else:
+    st.info("No query matches these filters yet. Ask one on a scenario page and it appears here.",
+            icon=":material/history:")
+show_status_line()
