@@ -227,6 +227,12 @@ class TransformersBackend:
             kwargs.update(temperature=s.temperature, top_p=s.top_p)
         return kwargs
 
+    def answer_batch(self, queries: Any, *, min_new_tokens: int = 0, cancel: threading.Event | None = None) -> Any:
+        """Several prompts in ONE generate() call: [(Answer, new token ids)], one vision encoding (batched.py)."""
+        from core.backends.batched import answer_batch
+
+        return answer_batch(self, queries, min_new_tokens=min_new_tokens, cancel=cancel)
+
     def stream(self, query: Query) -> AnswerStream:
         import torch
 

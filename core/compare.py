@@ -1,0 +1,335 @@
+"""Compare prompts side by side: images × columns (templates or free prompts), saved to history as one group.
+
+Decisions:
+- Each image's columns are answered in ONE batched generate() call when the backend can (`can_batch` and
+  `answer_batch`): one vision encoding, left padding, greedy answers identical to asking each alone. That
+  call takes the model's generation lock directly instead of queueing each column through the scheduler:
+  a comparison is one request, and splitting it would cost 2-6 times the time. Backends that cannot batch
+  answer the columns one after another through the fair queue. A batched call that runs out of memory is
+  retried one column at a time (noted on the run).
+- A comparison has 1-6 images and 1-6 columns, at least 2 cells: one image × 2-6 prompts, or one template
+  across several images (the grid).
+- Every cell is one history row (page "compare"), answered or failed, linked to its group in
+  `compare_cells`. The group keeps each column's exact question text, so a re-run (another model, other
+  images) asks the same thing even if a template was edited since; the run notes that it was.
+- A bad image or a bad question fails its own cells only; the others are still answered.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from typing import Any
+
+from core import history_tables
+from core.engine import Engine
+from core.errors import HistoryError, LoupeError, QuestionError
+from core.history import HistoryEntry, HistoryStore, make_stamp
+from core.history.store import entry_from_row, now_utc
+from core.moderation import parse_verdict
+from core.recorded_ask import ImageUpload
+from core.records import Answer, GenerationSettings, PreparedImage, Query
+from core.streaming import describe_failure
+from core.templates import Template, by_id
+
+MAX_COLUMNS = 6
+MAX_IMAGES = 6
+PAGE = "compare"
+
+
+@dataclass(frozen=True)
+class CompareColumn:
+    """One column: its label, the exact question it asks, and the template it came from (None: free prompt)."""
+
+    label: str
+    question: str
+    template: Template | None = None
+
+
+@dataclass(frozen=True)
+class CompareCell:
+    """One answer of the grid (image row × column): its history row, and, for a fresh run, the Answer and tokens."""
+
+    image_index: int
+    column_index: int
+    entry: HistoryEntry  # answer text, tokens, timings, truncation, verdict, error
+    batched: bool  # answered inside one batched generate() call with the rest of its row
+    answer: Answer | None = None  # None when re-opened from history or failed
+    token_ids: tuple[int, ...] = ()  # the new tokens, when the batched call produced them
+
+
+@dataclass(frozen=True)
+class CompareRun:
+    """A comparison: its history group, images × columns of cells, and what to know about how it ran."""
+
+    group_id: int
+    image_names: tuple[str, ...]
+    image_hashes: tuple[str, ...]
+    columns: tuple[CompareColumn, ...]
+    cells: tuple[CompareCell, ...]
+    notes: tuple[str, ...] = ()
+    wall_s: float = 0.0
+    rerun_of: int | None = None
+
+    def cell(self, image_index: int, column_index: int) -> CompareCell:
+        return next(c for c in self.cells if (c.image_index, c.column_index) == (image_index, column_index))
+
+
+def template_column(template: Template, values: dict[str, str] | None = None, *, max_chars: int | None = None,
+                    ) -> CompareColumn:
+    return CompareColumn(template.title, template.fill(values, max_chars=max_chars), template)
+
+
+def check_shape(images: int, columns: int) -> None:
+    if not 1 <= columns <= MAX_COLUMNS:
+        raise QuestionError(f"Choose between 1 and {MAX_COLUMNS} templates or prompts (got {columns}).")
+    if not 1 <= images <= MAX_IMAGES:
+        raise QuestionError(f"Choose between 1 and {MAX_IMAGES} images (got {images}).")
+    if images * columns < 2:
+        raise QuestionError("A comparison needs at least two answers: 2 or more prompts, or 2 or more images.")
+
+
+# -- answering -------------------------------------------------------------------------------------
+Outcome = tuple[Answer | None, tuple[int, ...], LoupeError | None, bool]  # answer, token ids, error, batched
+
+
+def _answer_call(engine: Engine, queries: list[Query], session_id: str, batched: bool,
+                 notes: list[str]) -> list[Outcome]:
+    backend = engine.backend
+    if batched and len(queries) > 1 and backend.can_batch and hasattr(backend, "answer_batch"):
+        try:
+            return [(a, ids, None, True) for a, ids in backend.answer_batch(queries)]
+        except Exception as exc:  # noqa: BLE001 - the analyst gets a typed message, never a stack trace
+            error = describe_failure(exc)
+            if "out of memory" not in str(error):
+                return [(None, (), error, True) for _ in queries]
+            notes.append(f"The batched call ran out of memory; {len(queries)} prompts were answered one at a time.")
+    results: list[Outcome] = []
+    for query in queries:
+        try:
+            answer = engine.submit(list(query.images), query.question, query.settings, session=session_id).collect()
+            results.append((answer, (), None, False))
+        except LoupeError as exc:
+            results.append((None, (), exc, False))
+    return results
+
+
+def _entry(session_id: str, column: CompareColumn, upload: ImageUpload, prepared: PreparedImage | None,
+           answer: Answer | None, error: LoupeError | None, stamp: dict[str, Any], created_at: str) -> HistoryEntry:
+    template = column.template
+    verdict = parse_verdict(answer.text, template.output.checklist) if (
+        answer is not None and template is not None and template.output is not None) else None
+    t = answer.timings if answer else None
+    return HistoryEntry(
+        session_id=session_id, page=PAGE, question=column.question, status="answered" if answer else "failed",
+        created_at=created_at, template_id=template.id if template else "",
+        template_hash=template.text_hash if template else "",
+        image_hashes=(prepared.sha256 if prepared else _sha256(upload.data),),
+        image_notes=prepared.notes if prepared else (), answer=answer.text if answer else "",
+        truncated=bool(answer and answer.truncated), input_tokens=answer.input_tokens if answer else 0,
+        output_tokens=answer.output_tokens if answer else 0, tokens_per_s=answer.tokens_per_s if answer else 0.0,
+        timings={"preprocess": t.preprocess, "vision": t.vision, "prefill": t.prefill, "decode": t.decode,
+                 "total": t.total} if t else {},
+        peak_memory_gb=dict(answer.peak_memory_gb) if answer else {},
+        error=str(error) if error else "", error_type=type(error).__name__ if error else "",
+        verdict=verdict.status if verdict else "", verdict_detail=verdict.to_json() if verdict else {}, stamp=stamp,
+    )
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def compare(engine: Engine, store: HistoryStore, images: Sequence[ImageUpload], columns: Sequence[CompareColumn], *,
+            generation: GenerationSettings | None = None, session_id: str = "default", batched: bool = True,
+            rerun_of: int | None = None, notes: Sequence[str] = (),
+            on_cell: Callable[[CompareCell], None] | None = None) -> CompareRun:
+    """Answer every image × column, record each cell and the group, and return the grid.
+
+    Calls: one per image (its columns together, one vision encoding) or, with a single column, one for all
+    images. `batched=False` forces one-at-a-time answers (to compare against); `on_cell` hears of each cell.
+    """
+    check_shape(len(images), len(columns))
+    history_tables.ready(store)
+    started = time.perf_counter()
+    generation = generation or engine.default_generation()
+    card = engine.describe()
+    stamp = make_stamp(card, generation, max_width=engine.settings.max_width).to_json()
+    run_notes = list(notes)
+    group_id = _create_group(store, session_id, images, columns, generation, card.name, rerun_of)
+    prepared: list[PreparedImage | None] = []
+    outcomes: dict[tuple[int, int], Outcome] = {}
+    queries: dict[tuple[int, int], Query] = {}
+    for i, upload in enumerate(images):
+        try:
+            prepared.append(engine.prepare_image(upload.data))
+        except LoupeError as exc:
+            prepared.append(None)
+            outcomes.update({(i, j): (None, (), exc, False) for j in range(len(columns))})
+            continue
+        for j, column in enumerate(columns):
+            try:
+                queries[(i, j)] = engine.build_query([prepared[i]], column.question, generation)
+            except LoupeError as exc:
+                outcomes[(i, j)] = (None, (), exc, False)
+    calls = [[(i, j) for i in range(len(images))] for j in range(len(columns))] if len(columns) == 1 else [
+        [(i, j) for j in range(len(columns))] for i in range(len(images))]
+    cells: list[CompareCell] = []
+    for keys in calls:
+        asked = [key for key in keys if key in queries]
+        outcomes.update(zip(asked, _answer_call(engine, [queries[k] for k in asked], session_id, batched, run_notes)))
+        for i, j in keys:
+            answer, ids, error, in_batch = outcomes[(i, j)]
+            image = prepared[i]
+            entry = store.record(_entry(session_id, columns[j], images[i], image, answer, error, stamp, now_utc()),
+                                 ((images[i].data, image),) if image else ())
+            _add_cell(store, group_id, i, j, entry, in_batch)
+            cells.append(CompareCell(i, j, entry, in_batch, answer, ids))
+            if on_cell is not None:
+                on_cell(cells[-1])
+    hashes = tuple(p.sha256 if p else _sha256(u.data) for p, u in zip(prepared, images))
+    cells.sort(key=lambda c: (c.image_index, c.column_index))
+    return CompareRun(group_id, tuple(u.name for u in images), hashes, tuple(columns), tuple(cells),
+                      tuple(dict.fromkeys(run_notes)), time.perf_counter() - started, rerun_of)
+
+
+# -- the group in history --------------------------------------------------------------------------
+def _create_group(store: HistoryStore, session_id: str, images: Sequence[ImageUpload],
+                  columns: Sequence[CompareColumn], generation: GenerationSettings, model: str,
+                  rerun_of: int | None) -> int:
+    spec = {
+        "columns": [{"label": c.label, "question": c.question, "template_id": c.template.id if c.template else "",
+                     "template_hash": c.template.text_hash if c.template else ""} for c in columns],
+        "images": [{"name": u.name, "sha256": _sha256(u.data)} for u in images],
+        "generation": generation.to_dict(), "model": model,
+    }
+    with store.transaction() as db:
+        cursor = db.execute("INSERT INTO compare_groups (created_at, session_id, spec, rerun_of) VALUES (?, ?, ?, ?)",
+                            (now_utc(), session_id, json.dumps(spec, ensure_ascii=False), rerun_of))
+    return int(cursor.lastrowid)
+
+
+def _add_cell(store: HistoryStore, group_id: int, i: int, j: int, entry: HistoryEntry, batched: bool) -> None:
+    with store.transaction() as db:
+        db.execute("INSERT INTO compare_cells (group_id, image_index, column_index, query_id, batched) "
+                   "VALUES (?, ?, ?, ?, ?)", (group_id, i, j, entry.id, int(batched)))
+
+
+def _spec(store: HistoryStore, group_id: int) -> tuple[dict[str, Any], int | None]:
+    history_tables.ready(store)
+    with store.connect() as db:
+        row = db.execute("SELECT spec, rerun_of FROM compare_groups WHERE id = ?", (group_id,)).fetchone()
+    if row is None:
+        raise HistoryError(f"Comparison #{group_id} does not exist.")
+    return json.loads(row[0]), row[1]
+
+
+def _columns(spec: dict[str, Any]) -> tuple[tuple[CompareColumn, ...], list[str]]:
+    columns, notes = [], []
+    for raw in spec["columns"]:
+        template = by_id(raw["template_id"]) if raw["template_id"] else None
+        if raw["template_id"] and (template is None or template.text_hash != raw["template_hash"]):
+            notes.append(f"Template “{raw['label']}” changed or was removed since; its original question is asked.")
+        columns.append(CompareColumn(raw["label"], raw["question"], template))
+    return tuple(columns), notes
+
+
+def load_group(store: HistoryStore, group_id: int) -> CompareRun:
+    """A saved comparison as it was answered (re-opened from history: no Answer records, no token ids)."""
+    spec, rerun_of = _spec(store, group_id)
+    with store.connect() as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute(
+            "SELECT c.image_index, c.column_index, c.batched, q.* FROM compare_cells c "
+            "JOIN queries q ON q.id = c.query_id WHERE c.group_id = ? ORDER BY c.image_index, c.column_index",
+            (group_id,)).fetchall()
+    cells = tuple(CompareCell(r["image_index"], r["column_index"], entry_from_row(r), bool(r["batched"])) for r in rows)
+    columns, notes = _columns(spec)
+    return CompareRun(group_id, tuple(i["name"] for i in spec["images"]), tuple(i["sha256"] for i in spec["images"]),
+                      columns, cells, tuple(notes), 0.0, rerun_of)
+
+
+def list_groups(store: HistoryStore, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest comparisons: id, when, model, image names and column labels, what it re-ran."""
+    history_tables.ready(store)
+    with store.connect() as db:
+        rows = db.execute("SELECT id, created_at, spec, rerun_of FROM compare_groups ORDER BY id DESC LIMIT ?",
+                          (limit,)).fetchall()
+    found = []
+    for group_id, created_at, spec_text, rerun_of in rows:
+        spec = json.loads(spec_text)
+        found.append({"id": group_id, "created_at": created_at, "model": spec.get("model", ""),
+                      "images": [i["name"] for i in spec["images"]], "columns": [c["label"] for c in spec["columns"]],
+                      "rerun_of": rerun_of})
+    return found
+
+
+def rerun_group(engine: Engine, store: HistoryStore, group_id: int, *, images: Sequence[ImageUpload] | None = None,
+                session_id: str = "default", batched: bool = True) -> CompareRun:
+    """Ask a saved comparison again, on this engine's model, with its own images or `images` instead."""
+    spec, _ = _spec(store, group_id)
+    columns, notes = _columns(spec)
+    if images is None:
+        found = []
+        for image in spec["images"]:
+            stored = store.image(image["sha256"])
+            if stored is None:
+                raise HistoryError(f"The image “{image['name']}” of comparison #{group_id} was not kept; "
+                                   "choose images to re-run it on.")
+            found.append(ImageUpload(stored.data, image["name"]))
+        images = found
+    generation = GenerationSettings(**spec["generation"])
+    return compare(engine, store, images, columns, generation=generation, session_id=session_id, batched=batched,
+                   rerun_of=group_id, notes=notes)
+
+
+# -- word-level diff -------------------------------------------------------------------------------
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_WORDS = re.compile(rf"\s+|[{_CJK}]|[^\W{_CJK}]+|[^\w\s]", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class DiffPiece:
+    """A run of words the two answers share ("same"), or that only the first ("removed") or second ("added") has."""
+
+    kind: str
+    text: str
+
+
+def words(text: str) -> list[str]:
+    """Words, whitespace runs and punctuation marks; each CJK character is a word (Chinese has no spaces)."""
+    return _WORDS.findall(text)
+
+
+def word_diff(first: str, second: str) -> list[DiffPiece]:
+    """How `second` differs from `first`, word by word; joining the pieces' text gives back both sides."""
+    a, b = words(first), words(second)
+    pieces: list[DiffPiece] = []
+    for op, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            pieces.append(DiffPiece("same", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            pieces.append(DiffPiece("removed", "".join(a[i1:i2])))
+        if j2 > j1:
+            pieces.append(DiffPiece("added", "".join(b[j1:j2])))
+    return pieces
+
+
+def diff_html(pieces: Sequence[DiffPiece]) -> str:
+    """The diff as HTML safe to render: every piece escaped, removals in <del>, additions in <ins>."""
+    tags = {"same": ("", ""), "removed": ('<del class="loupe-del">', "</del>"),
+            "added": ('<ins class="loupe-ins">', "</ins>")}
+    body = "".join(f"{tags[p.kind][0]}{html.escape(p.text)}{tags[p.kind][1]}" for p in pieces)
+    return f'<div class="loupe-diff" style="white-space: pre-wrap">{body}</div>'
+
+
+def similarity(first: str, second: str) -> float:
+    """Share of words the two answers have in common (difflib's ratio over words), 0..1."""
+    return SequenceMatcher(None, words(first), words(second), autojunk=False).ratio()
