@@ -23,150 +23,26 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
-import queue
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from core import admission as admission_module
 from core.errors import GenerationError, LoupeError
-from core.records import Answer, FinishedRequest, Query, QueueSnapshot
-from core.streaming import AnswerStream, describe_failure
+from core.records import FinishedRequest, Query, QueueSnapshot
+from core.streaming import describe_failure
+from core.ticket import END, QueuedRequest, Ticket, describe_position, notify
 
+__all__ = ["DEFAULT_SESSION", "QueueFullError", "Scheduler", "Ticket", "describe_position", "scheduler_for"]
 log = logging.getLogger(__name__)
-_END = object()
 DEFAULT_SESSION = "default"
 
 
 class QueueFullError(GenerationError):
     """Too many questions are waiting; the caller should try again in a while."""
-
-
-class _Request:
-    """The scheduler's side of one question; callers only ever hold the Ticket that wraps it."""
-
-    def __init__(self, request_id: int, session: str, query: Query) -> None:
-        self.id = request_id
-        self.session = session
-        self.query = query
-        self.status = "queued"  # queued | running | done | failed | refused | cancelled
-        self.pieces: queue.Queue[Any] = queue.Queue()
-        self.done = threading.Event()
-        self.cancel_requested = threading.Event()
-        self.stream: AnswerStream | None = None
-        self.notify: Callable[[], None] | None = None  # called on the worker thread after each piece and at the end
-        self.answer: Answer | None = None
-        self.error: LoupeError | None = None
-        self.submitted_at = time.time()
-        self.submitted = time.perf_counter()
-        self.started: float | None = None
-        self.finished: float | None = None
-
-
-class Ticket:
-    """A caller's handle on one queued question. Iterate it for text pieces (it waits its turn first);
-    afterwards `.answer` holds the Answer. Dropping the handle cancels the question.
-    """
-
-    def __init__(self, request: _Request, scheduler: Scheduler) -> None:
-        self._request = request
-        self._scheduler = scheduler
-
-    @property
-    def id(self) -> int:
-        return self._request.id
-
-    @property
-    def session(self) -> str:
-        return self._request.session
-
-    @property
-    def status(self) -> str:
-        return self._request.status
-
-    @property
-    def answer(self) -> Answer | None:
-        return self._request.answer
-
-    @property
-    def error(self) -> LoupeError | None:
-        return self._request.error
-
-    @property
-    def finished(self) -> bool:
-        return self._request.done.is_set()
-
-    def ahead(self) -> int | None:
-        """Requests that will be served before this one (the running one included); None once it runs."""
-        return self._scheduler.ahead(self._request)
-
-    def cancel(self) -> None:
-        self._scheduler.cancel(self._request)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the request is finished (answered, failed or cancelled); False on timeout."""
-        return self._request.done.wait(timeout)
-
-    def on_update(self, callback: Callable[[], None]) -> None:
-        """Call `callback()` (on the worker thread: keep it tiny) whenever a piece arrives or the request ends,
-        for async readers that use drain() instead of blocking iteration (the API)."""
-        self._request.notify = callback
-        if self.finished:
-            callback()
-
-    def drain(self) -> tuple[list[str], bool]:
-        """The pieces that arrived since the last call, without waiting, and whether the request has ended.
-        Once it has ended, `.answer` or `.error` says how; do not mix with iteration."""
-        pieces, ended = [], False
-        while True:
-            try:
-                piece = self._request.pieces.get_nowait()
-            except queue.Empty:
-                return pieces, ended
-            if piece is _END:
-                ended = True
-            else:
-                pieces.append(piece)
-
-    def __iter__(self) -> Iterator[str]:
-        completed = False
-        try:
-            while (piece := self._request.pieces.get()) is not _END:
-                yield piece
-            completed = True
-        finally:
-            if not completed:  # the reader stopped early (closed tab, abandoned generator): nobody wants the rest
-                self.cancel()
-        if self._request.error is not None:
-            raise self._request.error
-        if self._request.answer is None:
-            raise GenerationError("The question was cancelled before it started.")
-
-    def text(self) -> str:
-        for _ in self:
-            pass
-        assert self.answer is not None
-        return self.answer.text
-
-    def collect(self) -> Answer:
-        self.text()
-        assert self.answer is not None
-        return self.answer
-
-    def __enter__(self) -> Ticket:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if not self.finished:
-            self.cancel()
-
-    def __del__(self) -> None:
-        request = getattr(self, "_request", None)
-        if request is not None and not request.done.is_set():
-            self._scheduler.cancel(request)
 
 
 Listener = Callable[[FinishedRequest], None]
@@ -181,8 +57,8 @@ class Scheduler:
         self.max_waiting = max_waiting
         self._admission = admission_module.for_backend(backend, max_memory_gb) if admission else None
         self._idle_free = self._admission.free() if self._admission else {}
-        self._queues: dict[str, deque[_Request]] = {}  # insertion order is the round-robin order
-        self._running: _Request | None = None
+        self._queues: dict[str, deque[QueuedRequest]] = {}  # insertion order is the round-robin order
+        self._running: QueuedRequest | None = None
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._closed = False
@@ -199,20 +75,20 @@ class Scheduler:
                 raise GenerationError("The model is being unloaded; ask again in a moment.")
             if self._waiting() >= self.max_waiting:
                 raise QueueFullError(f"{self.max_waiting} questions are already waiting; try again in a while.")
-            request = _Request(next(self._ids), session or DEFAULT_SESSION, query)
+            request = QueuedRequest(next(self._ids), session or DEFAULT_SESSION, query)
             self._queues.setdefault(request.session, deque()).append(request)
             self._ensure_worker()
             self._cond.notify_all()
         return Ticket(request, self)
 
-    def ahead(self, request: _Request) -> int | None:
+    def ahead(self, request: QueuedRequest) -> int | None:
         with self._cond:
             if request.status != "queued":
                 return None
             order = self._service_order()
             return order.index(request) + (1 if self._running is not None else 0)
 
-    def cancel(self, request: _Request) -> None:
+    def cancel(self, request: QueuedRequest) -> None:
         """Queued: removed at once. Running: its generation stops at the next token (answer marked truncated)."""
         with self._cond:
             request.cancel_requested.set()
@@ -265,7 +141,7 @@ class Scheduler:
     def _waiting(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
-    def _service_order(self) -> list[_Request]:
+    def _service_order(self) -> list[QueuedRequest]:
         """Round-robin: the head of each session in rotation order, then each session's second, ..."""
         lanes = [list(q) for q in self._queues.values()]
         return [lane[depth] for depth in range(max(map(len, lanes), default=0)) for lane in lanes if depth < len(lane)]
@@ -275,7 +151,7 @@ class Scheduler:
             self._worker = threading.Thread(target=self._work, name="loupe-scheduler", daemon=True)
             self._worker.start()
 
-    def _take(self) -> _Request | None:
+    def _take(self) -> QueuedRequest | None:
         with self._cond:
             while not self._queues and not self._closed:
                 self._cond.wait()
@@ -288,6 +164,7 @@ class Scheduler:
                 self._queues[session] = lane  # back of the rotation
             request.status = "running"
             request.started = time.perf_counter()
+            request.started_or_done.set()
             self._running = request
             return request
 
@@ -299,7 +176,7 @@ class Scheduler:
                 self._running = None
             self._finish(request)
 
-    def _serve(self, request: _Request) -> bool:
+    def _serve(self, request: QueuedRequest) -> bool:
         """Run one request to its end; True when it failed (its exception may hold tensors in cycles)."""
         try:
             if self._admission is not None:
@@ -311,7 +188,7 @@ class Scheduler:
                 stream.cancel()
             for piece in stream:
                 request.pieces.put(piece)
-                _notify(request)
+                notify(request)
             request.answer = stream.answer
             request.status = "done"
             return False
@@ -334,11 +211,12 @@ class Scheduler:
         if self._admission is not None:
             self._idle_free = self._admission.free()
 
-    def _finish(self, request: _Request) -> None:
+    def _finish(self, request: QueuedRequest) -> None:
         request.finished = time.perf_counter()
-        request.pieces.put(_END)
+        request.pieces.put(END)
         request.done.set()
-        _notify(request)
+        request.started_or_done.set()
+        notify(request)
         started = request.started or request.finished
         record = FinishedRequest(
             request_id=request.id, session=request.session, query=request.query, status=request.status,
@@ -352,14 +230,6 @@ class Scheduler:
                 listener(record)
             except Exception:  # noqa: BLE001 - a broken hook must not stop the queue
                 log.exception("scheduler listener failed")
-
-
-def _notify(request: _Request) -> None:
-    if request.notify is not None:
-        try:
-            request.notify()
-        except Exception:  # noqa: BLE001 - e.g. the reader's event loop already closed
-            log.debug("notify callback failed", exc_info=True)
 
 
 def _detached(error: LoupeError) -> LoupeError:
@@ -393,13 +263,3 @@ def _forget(key: int, scheduler: Scheduler) -> None:
         if _schedulers.get(key, (None, None))[1] is scheduler:
             del _schedulers[key]
     scheduler.close(timeout=0)
-
-
-def describe_position(ticket: Ticket) -> str:
-    """What the UI shows while a question waits: "2 requests ahead", "next", "answering", "done"."""
-    ahead = ticket.ahead()
-    if ahead is None:
-        return "answering" if ticket.status == "running" else ticket.status
-    if ahead == 0:
-        return "next"
-    return f"{ahead} request{'s' if ahead != 1 else ''} ahead"

@@ -86,7 +86,8 @@ def test_round_robin_positions_cancel_and_order(engine, scheduler) -> None:
         single_c = scheduler.submit(engine.build_query([_png()], "c", SHORT), session="C")
         # A's batch came first, but B and C each wait for at most one of A's questions.
         assert [t.ahead() for t in (batch[0], single_b, single_c, batch[1], batch[2])] == [1, 2, 3, 4, 5]
-        assert first.ahead() is None and describe_position(first) == "answering"
+        assert first.ahead() is None and describe_position(first) == "answering" and first.wait_started(0)
+        assert not batch[0].wait_started(0.01)
         assert describe_position(batch[0]) == "1 request ahead" and describe_position(single_c) == "3 requests ahead"
         assert scheduler.snapshot().waiting == 5 and scheduler.snapshot().running
         batch[1].cancel()
