@@ -188,9 +188,9 @@ def load_file(path: Path) -> tuple[Template, ...]:
     return tuple(_template(raw, scenario, path.name, i) for i, raw in enumerate(entries))
 
 
-def load_templates(folder: Path = TEMPLATES_DIR) -> tuple[Template, ...]:
-    """All templates in the folder, in file then entry order; ids must be unique across files."""
-    templates = [t for path in sorted(folder.glob("*.toml")) for t in load_file(path)]
+def load_templates(folder: Path | None = None) -> tuple[Template, ...]:
+    """All templates in the folder (default assets/templates), in file then entry order; ids unique across files."""
+    templates = [t for path in sorted((folder or TEMPLATES_DIR).glob("*.toml")) for t in load_file(path)]
     seen: dict[str, str] = {}
     for template in templates:
         if template.id in seen:
@@ -199,9 +199,9 @@ def load_templates(folder: Path = TEMPLATES_DIR) -> tuple[Template, ...]:
     return tuple(templates)
 
 
-def for_scenario(scenario: str, folder: Path = TEMPLATES_DIR) -> tuple[Template, ...]:
+def for_scenario(scenario: str, folder: Path | None = None) -> tuple[Template, ...]:
     return tuple(t for t in load_templates(folder) if t.scenario == scenario)
 
 
-def by_id(template_id: str, folder: Path = TEMPLATES_DIR) -> Template | None:
+def by_id(template_id: str, folder: Path | None = None) -> Template | None:
     return next((t for t in load_templates(folder) if t.id == template_id), None)

@@ -1,18 +1,217 @@
-"""The dashboard answers a question on the demo model (Streamlit AppTest, no mocks)."""
+"""Every page of the dashboard, driven with Streamlit's AppTest on the real demo model (no mocks)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.image_factory import encode
+from core.history import HistoryFilter, HistoryStore, queries
 
-APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "dashboard" / "app.py")
+PAGES = {name: f"../pages/{name}.py" for name in ("playground", "documents", "education", "moderation", "history",
+                                                   "gpu_monitor")}
 
 
-def test_playground_labels_the_demo_model() -> None:
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    assert not at.exception
-    assert any("demo weights — answers are noise" in w.value for w in at.warning)
+@pytest.fixture(autouse=True)
+def short_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOUPE_MAX_NEW_TOKENS", "12")
+
+
+def _app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    if page is not None:
+        at.switch_page(PAGES[page]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _history(home: Path) -> HistoryStore:
+    return HistoryStore(home / "history.sqlite3")
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def _submit(at: AppTest, page: str) -> AppTest:
+    at.button(key=f"{page}-submit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_playground_labels_the_demo_model_in_the_sidebar() -> None:
+    at = _app()
     assert at.title[0].value == "Playground"
+    assert any("demo weights — answers are noise" in w.value for w in at.sidebar.warning)
+    card = " ".join(m.value for m in at.sidebar.markdown) + " ".join(c.value for c in at.sidebar.caption)
+    assert "demo-llava-v1" in card and "transformers" in card and "float32" in card and "sdpa" in card
+    assert "Shard plan: `cpu`" in card
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_renders_without_an_error(page: str) -> None:
+    at = _app(page)
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_documents_template_fill_submit_answer_and_history_row(loupe_home: Path) -> None:
+    at = _app("documents")
+    assert at.selectbox(key="documents-template").value == "doc-cell-zh"
+    assert at.text_area(key="documents-question").value == "图中表格第三列第一行的数值是多少？"
+    assert "Uploaded: PNG 1240×860 · Prepared: used as uploaded, nothing changed" in _captions(at)
+    at.text_input(key="documents-doc-cell-zh-column").set_value("二").run()
+    assert at.text_area(key="documents-question").value == "图中表格第二列第一行的数值是多少？"
+    assert "17 / 200 characters" in _captions(at)
+    _submit(at, "documents")
+    answer = at.text[0].value
+    assert answer and not at.error
+    assert {m.label for m in at.metric} >= {"preprocess", "vision", "prefill", "decode", "total", "tokens/s",
+                                             "process RSS", "tokens in / out"}
+    assert "Recorded in history as #1." in _captions(at)
+    (row,) = queries.listing(_history(loupe_home), HistoryFilter()).rows
+    assert row["page"] == "documents" and row["template_id"] == "doc-cell-zh" and row["status"] == "answered"
+    assert row["question"] == "图中表格第二列第一行的数值是多少？" and row["session_id"] == at.query_params["session"]
+    at.run()  # the answer stays on the page after a rerun, read back from history
+    assert at.text[0].value == answer
+
+
+def test_editing_the_question_survives_until_the_template_changes() -> None:
+    at = _app("documents")
+    at.text_area(key="documents-question").set_value("签名在哪里？").run()
+    assert at.text_area(key="documents-question").value == "签名在哪里？"
+    at.selectbox(key="documents-template").set_value("doc-title-en").run()
+    assert at.text_area(key="documents-question").value.startswith("What is the title of the document")
+
+
+def test_education_preview_says_the_photo_was_rotated(loupe_home: Path) -> None:
+    at = _app("education")
+    assert at.selectbox(key="education-sample").value == "homework-geometry"
+    assert any("rotated 90° from EXIF (orientation 6)" in c for c in _captions(at))
+    assert ["As the model sees it: 1080×1350"] in [i.captions for i in at.image]
+    _submit(at, "education")
+    (row,) = queries.listing(_history(loupe_home), HistoryFilter(pages=("education",))).rows
+    assert _history(loupe_home).get(row["id"]).image_notes == ("rotated 90° from EXIF (orientation 6)",)
+
+
+def test_moderation_shows_an_unparsed_verdict_and_keeps_it(loupe_home: Path) -> None:
+    at = _app("moderation")
+    assert any("resized 1920×1080 → 1280×720" in c for c in _captions(at))
+    assert any("Checklist: 暴露 · 违禁品 · 虚假宣传 · 品牌滥用" in c for c in _captions(at))
+    _submit(at, "moderation")
+    assert any(w.value == "Verdict: unparsed — needs review" for w in at.warning)
+    assert "no JSON verdict found in the answer" in _captions(at)
+    entry = _history(loupe_home).get(1)
+    assert entry.verdict == "unparsed" and entry.verdict_detail["status"] == "unparsed"
+
+
+def test_an_empty_question_is_an_error_on_the_page_and_in_history(loupe_home: Path) -> None:
+    at = _app("playground")
+    assert at.selectbox(key="playground-template").value == "free"
+    _submit(at, "playground")
+    assert [e.value for e in at.error] == ["The question is empty. Type what you want to know about the image."]
+    entry = _history(loupe_home).get(1)
+    assert entry.status == "failed" and entry.error_type == "QuestionError"
+
+
+def test_a_template_filled_past_the_limit_is_refused_before_the_box(loupe_home: Path) -> None:
+    at = _app("playground")
+    at.selectbox(key="playground-template").set_value("general-count-zh").run()
+    at.text_input(key="playground-general-count-zh-object").set_value("人" * 200).run()
+    assert any("the limit is 200" in e.value for e in at.error)
+    assert at.text_area(key="playground-question").value == "图中有几个人？它们分别在做什么或位于哪里？"
+
+
+def _png(size=(320, 200), colour="navy") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_an_uploaded_image_is_previewed_and_asked_about(loupe_home: Path) -> None:
+    at = _app("playground")
+    at.segmented_control(key="playground-source").set_value("Upload").run()
+    at.file_uploader(key="playground-upload").set_value(("mine.png", _png(), "image/png")).run()
+    assert "Uploaded: PNG 320×200 · Prepared: used as uploaded, nothing changed" in _captions(at)
+    at.text_area(key="playground-question").set_value("What colour is it?").run()
+    _submit(at, "playground")
+    entry = _history(loupe_home).get(1)
+    assert entry.status == "answered" and entry.question == "What colour is it?"
+    assert _history(loupe_home).image(entry.image_hashes[0]).data == _png()
+
+
+def test_a_file_that_is_not_an_image_is_an_error_in_preview_and_history(loupe_home: Path) -> None:
+    at = _app("playground")
+    at.segmented_control(key="playground-source").set_value("Upload").run()
+    at.file_uploader(key="playground-upload").set_value(("photo.png", b"not really a png", "image/png")).run()
+    assert any("not an image Loupe can read" in e.value for e in at.error)
+    at.text_area(key="playground-question").set_value("What is this?").run()
+    _submit(at, "playground")
+    entry = _history(loupe_home).get(1)
+    assert entry.status == "failed" and entry.error_type == "ImageError"
+
+
+def test_the_session_id_comes_from_the_url_and_stays_there(loupe_home: Path) -> None:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["session"] = "0123456789ab"
+    at.run()
+    assert at.query_params["session"] == "0123456789ab"
+    at.switch_page(PAGES["documents"]).run()
+    assert at.query_params["session"] == "0123456789ab"
+    _submit(at, "documents")
+    assert _history(loupe_home).get(1).session_id == "0123456789ab"
+    fresh = _app()
+    assert len(fresh.query_params["session"]) == 12 and fresh.query_params["session"] != "0123456789ab"
+
+
+def test_history_filters_pages_opens_an_entry_and_reruns_it(loupe_home: Path) -> None:
+    at = _app("documents")
+    _submit(at, "documents")
+    at.switch_page(PAGES["moderation"]).run()
+    _submit(at, "moderation")
+    at.switch_page(PAGES["history"]).run()
+    assert not at.exception
+    assert any(c.startswith("2 queries match · page 1 of 1") for c in _captions(at))
+    assert list(at.dataframe[0].value["id"]) == [2, 1]
+    at.selectbox(key="history-outcome").set_value("failed").run()
+    assert any(c.startswith("0 queries match") for c in _captions(at)) and at.info
+    at.selectbox(key="history-outcome").set_value("").run()
+    at.multiselect(key="history-pages").set_value(["documents"]).run()
+    assert list(at.dataframe[0].value["id"]) == [1]
+    at.text_input(key="history-text").set_value("第三列").run()
+    assert any(c.startswith("1 query matches") for c in _captions(at))
+    assert at.selectbox(key="history-entry").value == 1
+    at.button(key="history-rerun-1").click().run()
+    assert not at.exception
+    assert any(s.value == "Same conditions, same answer." for s in at.success)
+    rerun = _history(loupe_home).get(3)
+    assert rerun.rerun_of == 1 and rerun.page == "documents"
+    labels = [d.label for d in at.download_button]
+    assert labels == ["Export CSV", "Export JSON"]
+
+
+def test_history_session_filter(loupe_home: Path) -> None:
+    store = _history(loupe_home)
+    from core.history import HistoryEntry
+
+    store.record(HistoryEntry(session_id="ffffffffffff", page="documents", question="someone else's", status="answered"))
+    at = _app("documents")
+    _submit(at, "documents")
+    at.switch_page(PAGES["history"]).run()
+    assert any(c.startswith("2 queries match") for c in _captions(at))
+    at.selectbox(key="history-session").set_value("this").run()
+    assert list(at.dataframe[0].value["session_id"]) == [at.query_params["session"]]
+    at.selectbox(key="history-session").set_value("ffffffffffff").run()
+    assert list(at.dataframe[0].value["question"]) == ["someone else's"]
+
+
+def test_a_broken_template_file_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from core import templates
+
+    (tmp_path / "bad.toml").write_text("scenario = 'documents'\n[[templates]]\nid = 'BAD'\n", encoding="utf-8")
+    monkeypatch.setattr(templates, "TEMPLATES_DIR", tmp_path)
+    at = _app("documents")
+    assert any("The templates could not be loaded" in e.value for e in at.error)

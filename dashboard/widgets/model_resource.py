@@ -3,7 +3,7 @@
 The model lives in a ModelSlot held by st.cache_resource. The slot is keyed on the settings that choose
 and place the model; when they change (loupe.toml edited, LOUPE_* changed), the next page run unloads
 the old model (backend.unload() gives its GPU memory back) before loading the new one, so two models
-never sit in memory together. A session that arrives while another is loading waits for that load and
+never sit in memory together; a new model that cannot even be found leaves the old one loaded. A session that arrives while another is loading waits for that load and
 attaches to it; it never starts a second one. Settings that do not need a reload (question limit,
 image width, ...) apply at once.
 """
@@ -13,8 +13,8 @@ import threading
 
 import streamlit as st
 
-from core.backends import LoadProgress, ProgressCallback
-from core.engine import Engine, load_engine
+from core.backends import LoadProgress, ProgressCallback, create_backend
+from core.engine import Engine
 from core.errors import LoupeError
 from core.history import HistoryStore
 from core.settings import Settings, load_settings
@@ -42,9 +42,11 @@ class ModelSlot:
             if self.engine is not None and self.key == key:
                 self.engine.settings = settings
                 return self.engine
+            # Resolve the new model first (no weights yet): a mistyped path must not cost the loaded model.
+            backend = create_backend(settings)
             self.release()
-            self.engine = load_engine(settings, progress)
-            self.key = key
+            backend.load(progress)
+            self.engine, self.key = Engine(backend=backend, settings=settings), key
             return self.engine
 
     def release(self) -> None:
