@@ -40,15 +40,19 @@ class SampleReader:
         self._torch_devices: dict[str, int] | None = None  # NVML UUID → torch device index
 
     def read(self) -> TelemetrySample:
+        rss, cpu_pct = self.read_process()
+        return TelemetrySample(time=time.time(), gpus=self.read_gpus(), process_rss_bytes=rss, process_cpu_pct=cpu_pct)
+
+    def read_gpus(self) -> tuple[GpuSnapshot, ...]:
+        """Every GPU NVML sees, now (empty without a GPU reading)."""
+        return tuple(self._read_gpu(*card) for card in self._known_cards())
+
+    def read_process(self) -> tuple[int, float | None]:
+        """This process's RSS (bytes) and CPU % since the previous call (None on the first: no baseline)."""
         cpu = self._process.cpu_percent(interval=None)
         cpu_pct = cpu if self._cpu_primed else None  # the first call has no baseline and says 0.0
         self._cpu_primed = True
-        return TelemetrySample(
-            time=time.time(),
-            gpus=tuple(self._read_gpu(*card) for card in self._known_cards()),
-            process_rss_bytes=self._process.memory_info().rss,
-            process_cpu_pct=cpu_pct,
-        )
+        return self._process.memory_info().rss, cpu_pct
 
     def _known_cards(self) -> list[tuple[int, Any, str, str]]:
         if self._cards is None:
