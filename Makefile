@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-.PHONY: run test setup serve
+.PHONY: run test setup serve browser-deps
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,12 +14,25 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 setup: $(VENV)/.installed
 
+## Debian's chromium and a CJK font for the browser test (CI runs as root on Debian); installed when missing.
+browser-deps:
+	@if [ -x $(CHROMIUM) ] && [ -f $(CJK_FONT) ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "note: install chromium and a CJK font (fonts-noto-cjk) for the browser test; it is skipped without chromium"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk; \
+	elif sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk; \
+	else \
+		echo "note: run 'sudo apt-get install chromium fonts-noto-cjk' for the browser test; it is skipped without chromium"; \
+	fi
+
 ## Install into .venv and start the dashboard on http://localhost:8501 (the demo model unless one is set).
 run: setup
 	$(PY) -m streamlit run dashboard/app.py --server.port 8501
 
-## Install into .venv and run the whole test suite.
-test: setup
+## Install into .venv (and the browser test's chromium + CJK font) and run the whole test suite.
+test: setup browser-deps
 	$(PY) -m pytest
 
 ## Start the OpenAI-compatible API server.
