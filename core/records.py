@@ -203,3 +203,93 @@ class FinishedRequest:
     submitted_at: float  # wall clock (time.time()) when it entered the queue
     waited_s: float  # seconds in the queue before the worker took it
     run_s: float  # seconds the worker spent on it (0 when cancelled in the queue)
+
+
+@dataclass(frozen=True)
+class GpuShare:
+    """One GPU's part of a ShardPlan: its decoder layers, other modules, and predicted bytes (GB = 1e9 bytes)."""
+
+    index: int  # CUDA index, as device_map and torch number it
+    layers: tuple[int, int]  # first and last decoder layer, inclusive
+    modules: tuple[str, ...]  # the other device_map entries it holds (vision tower, embeddings, LM head, ...)
+    weights_bytes: int
+    kv_cache_bytes: int  # 2 × its layers × kv heads × head dim × context tokens × batch × dtype bytes
+    activation_bytes: int  # the largest transient on it: a layer's prefill, the vision tower, or the logits
+    context_bytes: int  # CUDA context and allocator slack
+    capacity_bytes: int  # what it may use: NVML free memory, capped by max_memory_gb / --gpu-memory
+
+    @property
+    def reserve_bytes(self) -> int:
+        return self.kv_cache_bytes + self.activation_bytes + self.context_bytes
+
+    @property
+    def predicted_bytes(self) -> int:
+        return self.weights_bytes + self.reserve_bytes
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Where each part of a model goes, GPU by GPU, with predicted memory; made from its config alone."""
+
+    model: str
+    dtype: str
+    layer_prefix: str  # decoder layer N is device_map key f"{layer_prefix}.{N}"
+    gpus: tuple[GpuShare, ...]  # the GPUs used, in order (GPU0 first: images and tokens enter there)
+    device_map: dict[str, int]  # what from_pretrained(device_map=...) takes
+    unused_gpus: tuple[int, ...]  # offered but not needed: a model that fits fewer GPUs stays on fewer
+    capacities: dict[int, int]  # every GPU offered → usable bytes
+    context_tokens: int  # question + image tokens + max_new_tokens, the KV cache's length
+    image_tokens: int
+    max_new_tokens: int
+    batch: int
+    fits: bool
+    pinned: bool = False  # the layer split came from the settings, not from the planner
+    capacity_source: str = "free"  # "free" (NVML), "usable" (max_memory_gb), "given" (--gpu-memory)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(g.weights_bytes for g in self.gpus)
+
+    @property
+    def reserve_bytes(self) -> int:
+        return sum(g.reserve_bytes for g in self.gpus)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(g.predicted_bytes for g in self.gpus)
+
+    def summary(self) -> str:
+        """One line for the model card, e.g. 'GPU0: layers 0-15 (14.2 GB) · GPU1: layers 16-31 (8.5 GB)'."""
+        return " · ".join(
+            f"GPU{g.index}: layers {g.layers[0]}-{g.layers[1]} ({g.predicted_bytes / 1e9:.1f} GB)" for g in self.gpus
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The `plan --json` contract: `gpus` (index, layers, modules, predicted_gb, capacity_gb), `reserve_gb`,
+        `total_gb` are an interface; keep them."""
+        gb = lambda n: round(n / 1e9, 2)  # noqa: E731
+        return {
+            "model": self.model,
+            "dtype": self.dtype,
+            "fits": self.fits,
+            "pinned": self.pinned,
+            "gpus": [
+                {
+                    "index": g.index, "layers": list(g.layers), "modules": list(g.modules),
+                    "predicted_gb": gb(g.predicted_bytes), "capacity_gb": gb(g.capacity_bytes),
+                    "weights_gb": gb(g.weights_bytes), "reserve_gb": gb(g.reserve_bytes),
+                    "kv_cache_gb": gb(g.kv_cache_bytes), "activations_gb": gb(g.activation_bytes),
+                    "context_gb": gb(g.context_bytes),
+                }
+                for g in self.gpus
+            ],
+            "unused_gpus": list(self.unused_gpus),
+            "weights_gb": gb(self.weights_bytes),
+            "reserve_gb": gb(self.reserve_bytes),
+            "total_gb": gb(self.total_bytes),
+            "workload": {"context_tokens": self.context_tokens, "image_tokens": self.image_tokens,
+                         "max_new_tokens": self.max_new_tokens, "batch": self.batch},
+            "notes": list(self.notes),
+            "device_map": dict(self.device_map),
+        }

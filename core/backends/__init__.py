@@ -9,15 +9,32 @@ __all__ = ["Backend", "LoadProgress", "ProgressCallback", "create_backend"]
 
 
 def create_backend(settings: Settings) -> Backend:
-    """The backend the settings ask for, not yet loaded (call .load())."""
+    """The backend the settings ask for, not yet loaded (call .load()).
+
+    Local models pass the pre-flight check first (core/preflight.py): the split over the GPUs is planned
+    from config.json alone and a model that would not fit is refused, with the numbers, before any weight
+    is read. An InternLM-XComposer folder (config model_type internlmxcomposer2) or backend = "xcomposer"
+    selects the XComposer backend, which needs trust_remote_code = true.
+    """
     kind = settings.backend
-    if kind in ("auto", "transformers"):
-        from core import model_source
+    if kind in ("auto", "transformers", "xcomposer"):
+        from core import model_shape, model_source, preflight
+
+        source = model_source.resolve(settings)
+        if kind == "xcomposer" or model_shape.is_xcomposer(model_shape.read_config(source.path)):
+            from core.backends.xcomposer import create_xcomposer
+
+            return create_xcomposer(source, settings)
         from core.backends.transformers_native import TransformersBackend
 
+        clearance = preflight.check(source.path, settings, name=source.name)
         return TransformersBackend(
-            model_source.resolve(settings),
-            device=settings.device,
+            source,
+            device=clearance.device,
+            device_map=clearance.device_map,
+            device_map_summary=clearance.summary,
+            plan=clearance.plan,
+            notes=clearance.notes,
             max_images=settings.max_images,
             stream_timeout_s=settings.stream_timeout_s,
         )
@@ -26,4 +43,4 @@ def create_backend(settings: Settings) -> Backend:
 
         return OpenAIRemoteBackend(settings.openai_base_url, settings.openai_api_key, settings.model,
                                    max_images=settings.max_images, stream_timeout_s=settings.stream_timeout_s)
-    raise ModelError(f"Unknown backend '{kind}' in the settings (use auto, transformers or openai).")
+    raise ModelError(f"Unknown backend '{kind}' in the settings (use auto, transformers, xcomposer or openai).")

@@ -15,11 +15,11 @@ from typing import Any
 
 from transformers import StoppingCriteria
 
-from core import memory
+from core import load_progress, memory
 from core.backends.base import LoadProgress, ProgressCallback
 from core.errors import ModelError
 from core.model_source import ModelSource
-from core.records import Answer, ModelCard, Query, StageTimings
+from core.records import Answer, ModelCard, Query, ShardPlan, StageTimings
 from core.streaming import (
     AnswerStream,
     CancelCriteria,
@@ -136,8 +136,12 @@ class TransformersBackend:
         device_map_summary: str = "",
         max_images: int = 4,
         stream_timeout_s: float = 120.0,
+        plan: ShardPlan | None = None,
+        notes: tuple[str, ...] = (),
     ) -> None:
         self.source = source
+        self._plan = plan  # the pre-flight plan: load progress is reported against it
+        self._notes = notes
         self.runtime = choose_runtime(device)
         self.has_local_gpus = self.runtime.device == "cuda"
         self.max_images = max_images
@@ -158,21 +162,27 @@ class TransformersBackend:
         report = progress or (lambda _p: None)
         started = time.perf_counter()
         report(LoadProgress(0.05, f"Reading processor and tokenizer from {self.source.path}"))
+        failure = ""
         try:
             self.processor = AutoProcessor.from_pretrained(self.source.path, local_files_only=True)
             device_map = self._device_map or ({"": 0} if self.runtime.device == "cuda" else None)
             report(LoadProgress(0.2, f"Loading weights ({self.runtime.dtype}, {self.runtime.attn_implementation}) "
                                      f"to {self.runtime.device}"))
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                self.source.path,
-                dtype=getattr(torch, self.runtime.dtype),
-                attn_implementation=self.runtime.attn_implementation,
-                device_map=device_map,
-                local_files_only=True,
-            ).eval()
-        except (OSError, ValueError, KeyError) as exc:
+            self.model = load_progress.run_watched(
+                lambda: AutoModelForImageTextToText.from_pretrained(
+                    self.source.path,
+                    dtype=getattr(torch, self.runtime.dtype),
+                    attn_implementation=self.runtime.attn_implementation,
+                    device_map=device_map,
+                    local_files_only=True,
+                ).eval(),
+                folder=self.source.path, plan=self._plan, report=report,
+            )
+        except Exception as exc:  # noqa: BLE001 - whatever failed, nothing may stay half-loaded on a GPU
+            failure = load_progress.describe_failure(exc)
+        if failure:  # freed outside the except block: its traceback would keep the half-built model alive
             self.unload()
-            raise ModelError(f"The model in {self.source.path} could not be loaded: {exc}") from None
+            raise ModelError(f"The model in {self.source.path} could not be loaded: {failure}")
         self._vision = VisionClock(find_vision_module(self.model), self.runtime.device == "cuda")
         self.load_s = time.perf_counter() - started
         report(LoadProgress(1.0, f"Model ready in {self.load_s:.1f} s"))
@@ -197,7 +207,7 @@ class TransformersBackend:
             device=self.runtime.device,
             is_demo=self.source.is_demo,
             device_map_summary=self._device_map_summary or self.runtime.device,
-            notes=tuple(n for n in (self.runtime.note,) if n),
+            notes=tuple(dict.fromkeys(n for n in (self.runtime.note, *self._notes) if n)),
         )
 
     # -- answer ----------------------------------------------------------------------------------

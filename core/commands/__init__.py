@@ -2,4 +2,4 @@
 
 The command names, their JSON keys and exit codes are interfaces others depend on: keep them exactly.
 """
-COMMANDS = ("ask", "prepare", "gpus", "serve")
+COMMANDS = ("ask", "prepare", "gpus", "serve", "plan")

@@ -1,0 +1,224 @@
+"""The shard planner: from a model's shape (its config alone) and what each GPU can hold, a ShardPlan.
+
+Decisions, in the order they apply:
+- Fewest GPUs: a model that fits on one GPU stays on one (the other cards stay free for other work);
+  otherwise the first k GPUs that fit are used and the rest are listed as unused. "Fits" here means
+  every GPU stays within HEADROOM (90%) of what it may use, because a prediction is an estimate; only
+  when no number of GPUs achieves that is a plan up to 100% accepted.
+- The vision tower, projector, input embeddings and anything else that is not a decoder layer, the final
+  norm or the LM head go on the first GPU: images and tokens enter there. The final norm and the LM head
+  go with the last layers (with the embeddings instead when the head shares their weight).
+- Decoder layers are split in contiguous runs so that what stays in memory (weights, KV cache, CUDA
+  context) is balanced: the fullest GPU, as a fraction of what it may use, is as empty as possible, among
+  the splits where every GPU also has room for its largest transient. On two equal cards that is about
+  half the layers each, GPU0 a little fewer for the vision tower. When no split fits, the plan minimises
+  the largest predicted peak instead, so the refusal can say how far off it is.
+- Reserve per GPU = the KV cache of its layers over the whole context (question + images + new tokens)
+  + the largest transient it sees (one layer's prefill activations, the vision tower's hidden states on
+  the first GPU, the logits on the last) + CUDA_CONTEXT_BYTES. Transients happen one after another, so
+  the largest one is counted, not their sum.
+- A pinned split from the settings ("0-15,16-31", GPU0 first) replaces the search; it must name every
+  layer exactly once, in order.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.errors import ConfigError
+from core.model_shape import DTYPE_BYTES, ModelShape
+from core.records import GpuShare, ShardPlan
+
+CUDA_CONTEXT_BYTES = 500_000_000  # torch's CUDA context, cuBLAS workspace and allocator slack, per GPU
+HEADROOM = 0.9  # fewer GPUs are used only if none of them is predicted above this share of its capacity
+PROMPT_OVERHEAD_TOKENS = 64  # chat template and system text around the question
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The largest question the reserve must hold: new tokens, question tokens, image tokens, batch size."""
+
+    max_new_tokens: int = 1024
+    question_tokens: int = 200 + PROMPT_OVERHEAD_TOKENS
+    image_tokens: int | None = None  # None: the model's own (its largest images × max_images)
+    crops: int | None = None  # vision-tower crops; None: the model's own
+    batch: int = 1
+    attention: str = "sdpa"  # "eager" materialises heads × prompt² attention scores per layer
+
+
+def workload_for(max_new_tokens: int, max_question_chars: int, **changes: object) -> Workload:
+    """A question of the longest allowed length (one character is at most one token) and the given new tokens."""
+    return Workload(max_new_tokens=max_new_tokens, question_tokens=max_question_chars + PROMPT_OVERHEAD_TOKENS,
+                    **changes)  # type: ignore[arg-type]
+
+
+# -- settings: caps and pinned splits ---------------------------------------------------------------
+def parse_memory(text: str, *, setting: str = "max_memory_gb") -> tuple[float, ...]:
+    """'22.2,22.2' → (22.2, 22.2) GB usable per GPU, GPU0 first."""
+    values = []
+    for piece in [p.strip() for p in text.split(",")]:
+        try:
+            value = float(piece)
+        except ValueError:
+            raise ConfigError(f"{setting} should be GB per GPU separated by commas, like 22.2,22.2; got {text!r}") from None
+        if not 0 < value < 10_000:
+            raise ConfigError(f"{setting}: {piece} GB is not a usable amount of GPU memory")
+        values.append(value)
+    return tuple(values)
+
+
+def parse_split(text: str, num_layers: int) -> tuple[tuple[int, int], ...]:
+    """'0-15,16-31' → ((0, 15), (16, 31)); every layer exactly once, in order, GPU0 first."""
+    ranges = []
+    for gpu, piece in enumerate(p.strip() for p in text.split(",")):
+        bounds = piece.split("-")
+        try:
+            first, last = (int(bounds[0]), int(bounds[-1])) if len(bounds) in (1, 2) else (-1, -1)
+        except ValueError:
+            first, last = -1, -1
+        if first < 0 or last < first:
+            raise ConfigError(f"split: '{piece}' (GPU{gpu}) is not a layer range like 0-15")
+        ranges.append((first, last))
+    expected = 0
+    for gpu, (first, last) in enumerate(ranges):
+        if first < expected:
+            raise ConfigError(f"split: layers {first}-{min(last, expected - 1)} are placed twice (GPU{gpu} overlaps GPU{gpu - 1})")
+        if first > expected:
+            missing = f"{expected}-{first - 1}" if first - 1 > expected else str(expected)
+            raise ConfigError(f"split: layer {missing} is on no GPU (before GPU{gpu}'s {first}-{last})")
+        expected = last + 1
+    if expected != num_layers:
+        if expected > num_layers:
+            raise ConfigError(f"split names layer {expected - 1}, but the model has {num_layers} layers (0-{num_layers - 1})")
+        raise ConfigError(f"split leaves layers {expected}-{num_layers - 1} on no GPU (the model has {num_layers} layers)")
+    return tuple(ranges)
+
+
+# -- reserve arithmetic --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Sizer:
+    """Predicted bytes of one GPU's share, for a given shape and workload."""
+
+    shape: ModelShape
+    workload: Workload
+
+    @property
+    def image_tokens(self) -> int:
+        w = self.workload
+        return self.shape.image_tokens if w.image_tokens is None else w.image_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.workload.question_tokens + self.image_tokens
+
+    @property
+    def context_tokens(self) -> int:
+        return self.prompt_tokens + self.workload.max_new_tokens
+
+    def kv(self, layers: int) -> int:
+        s, w = self.shape, self.workload
+        return 2 * layers * s.kv_heads * s.head_dim * self.context_tokens * w.batch * DTYPE_BYTES[s.dtype]
+
+    def transients(self, *, has_layers: bool, first: bool, last: bool) -> int:
+        s, w, size, prompt = self.shape, self.workload, DTYPE_BYTES[self.shape.dtype], self.prompt_tokens
+        layer = w.batch * prompt * (4 * s.hidden + 3 * s.intermediate) * size
+        if w.attention == "eager":  # softmax runs in fp32 next to the half-precision scores
+            layer += w.batch * s.heads * prompt * prompt * (size + 4)
+        crops = s.crops if w.crops is None else w.crops
+        # vision towers run with output_hidden_states: every layer's hidden states live until the projector
+        vision = w.batch * crops * s.vision_tokens_per_crop * size * (
+            s.vision_hidden * (s.vision_layers + 1) + 2 * s.vision_intermediate)
+        logits = w.batch * (prompt if s.full_logits else 1) * s.vocab * (size + 4)  # half, then its fp32 copy
+        return max(layer if has_layers else 0, vision if first else 0, logits if last else 0)
+
+    def share(self, index: int, lo: int, hi: int, *, first: bool, last: bool, capacity: int) -> GpuShare:
+        s = self.shape
+        parts = [p for p in s.parts if p.place == "first" and first] + [p for p in s.parts if p.place == "last" and last]
+        return GpuShare(
+            index=index, layers=(lo, hi - 1), modules=tuple(p.name for p in parts),
+            weights_bytes=sum(s.layer_bytes[lo:hi]) + sum(p.nbytes for p in parts),
+            kv_cache_bytes=self.kv(hi - lo),
+            activation_bytes=self.transients(has_layers=hi > lo, first=first, last=last),
+            context_bytes=CUDA_CONTEXT_BYTES, capacity_bytes=capacity,
+        )
+
+
+def _best_split(sizer: _Sizer, caps: Sequence[tuple[int, int]], *, peaks: bool) -> list[GpuShare]:
+    """Contiguous runs of layers over these GPUs (each gets at least one) minimising the largest ratio to
+    capacity: of what stays in memory among splits whose peaks fit (peaks=False), or of the peaks."""
+    k, n = len(caps), sizer.shape.num_layers
+
+    def share(j: int, lo: int, hi: int) -> GpuShare:
+        return sizer.share(caps[j][0], lo, hi, first=j == 0, last=j == k - 1, capacity=caps[j][1])
+
+    def ratio(j: int, lo: int, hi: int) -> float:
+        g = share(j, lo, hi)
+        if peaks:
+            return g.predicted_bytes / max(g.capacity_bytes, 1)
+        if g.predicted_bytes > g.capacity_bytes:
+            return math.inf
+        return (g.weights_bytes + g.kv_cache_bytes + g.context_bytes) / max(g.capacity_bytes, 1)
+
+    # best[j][m]: (worst ratio, previous cut) covering layers [0, m) with GPUs 0..j
+    best: list[dict[int, tuple[float, int]]] = [{m: (ratio(0, 0, m), 0) for m in range(1, n - k + 2)}]
+    for j in range(1, k):
+        row = {}
+        for m in range(j + 1, n - k + j + 2):
+            row[m] = min((max(best[j - 1][cut][0], ratio(j, cut, m)), cut) for cut in range(j, m))
+        best.append(row)
+    cuts, m = [], n
+    for j in range(k - 1, -1, -1):
+        cut = best[j][m][1]
+        cuts.append((cut, m))
+        m = cut
+    return [share(j, lo, hi) for j, (lo, hi) in enumerate(reversed(cuts))]
+
+
+def _fits(shares: list[GpuShare], share: float) -> bool:
+    return all(g.predicted_bytes <= share * g.capacity_bytes for g in shares)
+
+
+def plan(
+    shape: ModelShape,
+    capacities: Sequence[tuple[int, int]],
+    workload: Workload | None = None,
+    *,
+    split: str = "",
+    capacity_source: str = "free",
+) -> ShardPlan:
+    """Plan `shape` over the offered GPUs, given as (CUDA index, usable bytes), GPU0 first.
+
+    Always returns a plan; `fits` says whether every GPU holds its share. When nothing fits, the plan is the
+    best one over all offered GPUs, so the refusal can say how far off it is.
+    """
+    if not capacities:
+        raise ValueError("plan() needs at least one GPU; the pre-flight check handles CPU-only machines")
+    sizer = _Sizer(shape, workload or Workload())
+    caps = list(capacities)
+    notes: list[str] = []
+    if split:
+        ranges = parse_split(split, shape.num_layers)
+        if len(ranges) > len(caps):
+            raise ConfigError(f"split names {len(ranges)} GPUs but {len(caps)} are available")
+        shares = [sizer.share(caps[j][0], lo, hi + 1, first=j == 0, last=j == len(ranges) - 1, capacity=caps[j][1])
+                  for j, (lo, hi) in enumerate(ranges)]
+        notes.append(f"layer split pinned in the settings: {split}")
+    else:
+        most = min(len(caps), shape.num_layers)
+        splits = [_best_split(sizer, caps[:k], peaks=False) for k in range(1, most + 1)]
+        shares = next((s for s in splits if _fits(s, HEADROOM)), None) or next(
+            (s for s in splits if _fits(s, 1.0)), None) or _best_split(sizer, caps[:most], peaks=True)
+    used = {g.index for g in shares}
+    device_map: dict[str, int] = {}
+    for g in shares:
+        device_map.update({name: g.index for name in g.modules})
+        device_map.update({f"{shape.layer_prefix}.{i}": g.index for i in range(g.layers[0], g.layers[1] + 1)})
+    return ShardPlan(
+        model=shape.name, dtype=shape.dtype, layer_prefix=shape.layer_prefix, gpus=tuple(shares),
+        device_map=device_map, unused_gpus=tuple(i for i, _ in caps if i not in used),
+        capacities=dict(caps), context_tokens=sizer.context_tokens, image_tokens=sizer.image_tokens,
+        max_new_tokens=sizer.workload.max_new_tokens, batch=sizer.workload.batch,
+        fits=all(g.predicted_bytes <= g.capacity_bytes for g in shares), pinned=bool(split),
+        capacity_source=capacity_source, notes=tuple(notes),
+    )

@@ -1,0 +1,195 @@
+"""The pre-flight check: before any weight is read, will this model fit where it is about to be loaded?
+
+- GPUs and their free memory come from NVML (core/telemetry/nvml.py), read before torch touches CUDA.
+  CUDA_VISIBLE_DEVICES with indices is honoured (NVML numbers every card, CUDA only the visible ones);
+  with UUIDs the first cards NVML lists are taken.
+- `max_memory_gb` caps what each GPU may use ("22.2,22.2": GPU0, GPU1; one value caps every GPU; GPUs
+  beyond the list are not used). `split` pins the layer split; the planner validates both.
+- dtype: bf16 when every GPU used has compute capability 8.0+, else fp16 with a note; fp32 on the CPU.
+- No GPU: the check says so. With device = "auto", Loupe falls back to the CPU only for small models
+  (at most CPU_MAX_PARAMS parameters, like the demo's 0.2 M); larger ones are refused with the numbers.
+  With device = "cpu" any model whose fp32 weights fit in the free RAM is allowed (slowly).
+- XComposer's remote code needs flash-attn for memory that grows linearly with the prompt; without it
+  the check counts eager attention (quadratic) and says so.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psutil
+
+from core import model_shape, planner
+from core.errors import ConfigError, PreflightError
+from core.records import ShardPlan
+from core.settings import Settings
+from core.telemetry import nvml
+from core.telemetry.nvml import GpuInfo
+
+CPU_MAX_PARAMS = 1_000_000_000
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """The pre-flight verdict: where the model will run, in which dtype, with which plan, and why."""
+
+    device: str  # "cuda" | "cpu"
+    dtype: str
+    plan: ShardPlan | None  # None on the CPU
+    params: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def device_map(self) -> dict[str, int] | None:
+        return dict(self.plan.device_map) if self.plan else None
+
+    @property
+    def summary(self) -> str:
+        return self.plan.summary() if self.plan else "cpu"
+
+
+def visible_gpus(gpus: tuple[GpuInfo, ...]) -> tuple[GpuInfo, ...]:
+    """NVML's GPUs as CUDA will number them under CUDA_VISIBLE_DEVICES."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return gpus
+    wanted = [w.strip() for w in raw.split(",") if w.strip()]
+    if not all(w.isdigit() for w in wanted):
+        return tuple(replace(g, index=i) for i, g in enumerate(gpus[: len(wanted)]))
+    by_nvml = {g.index: g for g in gpus}
+    chosen = []
+    for w in wanted:  # CUDA stops at the first index that does not exist
+        if int(w) not in by_nvml:
+            break
+        chosen.append(by_nvml[int(w)])
+    return tuple(replace(g, index=i) for i, g in enumerate(chosen))
+
+
+def choose_dtype(gpus: tuple[GpuInfo, ...]) -> tuple[str, str]:
+    """(dtype, note): bf16 needs compute capability 8.0+ on every GPU used."""
+    old = [g for g in gpus if g.compute_capability is None or g.compute_capability < (8, 0)]
+    if not old:
+        return "bfloat16", ""
+    cc = old[0].compute_capability
+    seen = f"{cc[0]}.{cc[1]}" if cc else "unknown"
+    return "float16", f"bf16 needs compute capability 8.0+ (GPU{old[0].index} has {seen}): using fp16"
+
+
+def capacities(gpus: tuple[GpuInfo, ...], max_memory_gb: str) -> tuple[list[tuple[int, int]], str]:
+    """(CUDA index, usable bytes) per GPU offered to the planner, and where the numbers come from."""
+    if not max_memory_gb:
+        return [(g.index, g.free_bytes) for g in gpus], "free"
+    caps = planner.parse_memory(max_memory_gb)
+    if len(caps) == 1:
+        caps = caps * len(gpus)
+    if len(caps) > len(gpus):
+        raise ConfigError(f"max_memory_gb lists {len(caps)} GPUs but {len(gpus)} are visible")
+    return [(g.index, min(g.free_bytes, int(cap * GB))) for g, cap in zip(gpus, caps)], "usable"
+
+
+def _attention(shape: model_shape.ModelShape, assume_flash: bool) -> tuple[str, tuple[str, ...]]:
+    if shape.kind != "xcomposer" or assume_flash or importlib.util.find_spec("flash_attn"):
+        return "sdpa", ()
+    return "eager", ("flash-attn is not installed: XComposer falls back to eager attention, whose memory grows "
+                     "with the square of the prompt",)
+
+
+def refusal(plan: ShardPlan, *, eager: bool = False) -> str:
+    """The analyst-facing reason a plan does not fit: what is needed, what is there, what to change."""
+    verb = {"free": "has {} GB free", "usable": "may use {} GB (max_memory_gb)", "given": "has {} GB"}[plan.capacity_source]
+    have = ", ".join(f"GPU{i} " + verb.format(f"{b / GB:.1f}") for i, b in plan.capacities.items())
+    text = (f"{plan.model} needs {plan.total_bytes / GB:.1f} GB in all ({plan.weights_bytes / GB:.1f} GB of weights "
+            f"+ {plan.reserve_bytes / GB:.1f} GB reserve for {plan.context_tokens} tokens of context); {have}")
+    over = max(plan.gpus, key=lambda g: g.predicted_bytes - g.capacity_bytes)
+    if len(plan.gpus) > 1 or plan.pinned:
+        how = "with the pinned split," if plan.pinned else f"no split of its {plan.gpus[-1].layers[1] + 1} layers fits:"
+        text += (f"; {how} GPU{over.index} would need {over.predicted_bytes / GB:.1f} GB "
+                 f"(layers {over.layers[0]}-{over.layers[1]})")
+    advice = "add a second GPU" if len(plan.capacities) == 1 else "add a GPU"
+    if plan.pinned:
+        advice = "change the pinned split, " + advice
+    if eager:
+        advice = "install flash-attn (requirements-gpu.txt), " + advice
+    return f"{text}; {advice} or lower the image size / max tokens"
+
+
+def _cpu(shape_params: int, name: str, settings: Settings, reason: str) -> Clearance:
+    need = shape_params * 4  # fp32 on the CPU
+    free = psutil.virtual_memory().available
+    if settings.device == "cpu":
+        if need > free:
+            raise PreflightError(f"{name} needs {need / GB:.1f} GB of RAM in fp32; {free / GB:.1f} GB is free.")
+        return Clearance("cpu", "float32", None, shape_params, ("running on the CPU (device = 'cpu')",))
+    if shape_params > CPU_MAX_PARAMS or need > free:
+        raise PreflightError(
+            f"No GPU is visible ({reason}). {name} has {shape_params / 1e9:.1f} B parameters ({need / GB:.1f} GB in "
+            f"fp32) and is too large for the CPU: without a GPU Loupe runs models up to {CPU_MAX_PARAMS / 1e9:.0f} B "
+            "parameters, like the demo. Use a machine with a GPU, set device = 'cpu' to insist, or plan for cards you "
+            "do not have here with `python -m core plan MODEL --gpu-memory 22.2,22.2`."
+        )
+    return Clearance("cpu", "float32", None, shape_params, (f"no GPU visible ({reason}): running on the CPU",))
+
+
+def _torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check(
+    folder: Path | str,
+    settings: Settings,
+    *,
+    name: str | None = None,
+    gpus: tuple[GpuInfo, ...] | None = None,
+    workload: planner.Workload | None = None,
+) -> Clearance:
+    """Plan the model in `folder` for this machine and refuse, with the numbers, if it cannot fit.
+
+    `gpus` defaults to NVML's reading. Figures given instead (tests, benchmarks, what-if) describe a GPU
+    machine set up as Loupe recommends, so flash-attn is assumed there, as `plan --gpu-memory` does.
+    Nothing is loaded.
+    """
+    name = name or Path(folder).name
+    given = gpus is not None
+    if settings.device == "cpu":
+        gpus, reason = (), "device = 'cpu'"
+    elif gpus is None:
+        gpus = visible_gpus(nvml.gpus())
+        reason = nvml.state() if nvml.state() != "ok" else "CUDA_VISIBLE_DEVICES hides them"
+        if gpus and not _torch_has_cuda():
+            gpus, reason = (), "NVML sees GPUs but this torch build has no CUDA support"
+    else:
+        gpus, reason = visible_gpus(gpus), "no GPU given"
+    if not gpus:
+        if settings.device == "cuda":
+            raise PreflightError(f"The settings ask for a GPU (device = 'cuda') but no GPU is visible ({reason}).")
+        shape = model_shape.load_shape(folder, dtype="float32", max_images=settings.max_images)
+        return _cpu(shape.params, name, settings, reason)
+    caps, source = capacities(gpus, settings.max_memory_gb)
+    dtype, dtype_note = choose_dtype(tuple(g for g in gpus if g.index in dict(caps)))
+    shape = replace(model_shape.load_shape(folder, dtype=dtype, max_images=settings.max_images), name=name)
+    attention, notes = _attention(shape, assume_flash=given)
+    work = workload or planner.workload_for(settings.max_new_tokens, settings.max_question_chars, attention=attention)
+    plan = planner.plan(shape, caps, work, split=settings.split, capacity_source=source)
+    if not plan.fits:
+        raise PreflightError(refusal(plan, eager=work.attention == "eager"))
+    notes = (*plan.notes, *notes, *((dtype_note,) if dtype_note else ()))
+    return Clearance("cuda", dtype, replace(plan, notes=notes), shape.params, notes)
+
+
+def plan_for_cards(
+    folder: Path | str, cards_gb: tuple[float, ...], settings: Settings, *, name: str | None = None
+) -> ShardPlan:
+    """What-if planning for GPUs that need not be here: bf16, flash-attn assumed for XComposer."""
+    shape = model_shape.load_shape(folder, dtype="bfloat16", max_images=settings.max_images)
+    shape = replace(shape, name=name or shape.name)
+    work = planner.workload_for(settings.max_new_tokens, settings.max_question_chars)
+    caps = [(i, int(gb * GB)) for i, gb in enumerate(cards_gb)]
+    plan = planner.plan(shape, caps, work, split=settings.split, capacity_source="given")
+    if not plan.fits:
+        raise PreflightError(refusal(plan))
+    return plan
