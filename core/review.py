@@ -1,0 +1,258 @@
+"""The review queue: every moderation result in history (moderation page, compare runs, batches), and what the
+analysts said about it. Reviews live in the history database (table `reviews`), one per result.
+
+Decisions:
+- A review either agrees with the model's verdict or overrides it with a label (pass, needs_review,
+  reject), a reason (one of REASONS or the analyst's own words) and a note. An override naming the
+  model's own verdict counts as agreement. An "unparsed" verdict cannot be agreed with: its reviewer
+  must choose a label. Reviewing again replaces the earlier review (the latest word counts).
+- Agreement rate = agreed / reviewed, per template and per (template, model verdict).
+- Cohen's kappa between the model and the reviewers, per template, over the labels both used
+  ("unparsed" is a label of the model's that no reviewer gives, so it always counts as disagreement).
+  It is None (undefined) when there are no reviews, or when both sides used one and the same label
+  for everything, where chance agreement is already 1.
+- Dates filter on the day the model answered (UTC), as the History page does.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from core import history_tables
+from core.errors import HistoryError, ReviewError
+from core.history import HistoryStore
+from core.history.store import now_utc
+from core.moderation import STATUSES, UNPARSED, Verdict
+
+LABELS = STATUSES  # what a reviewer may decide: pass | needs_review | reject
+REASONS = ("missed a violation", "flagged a compliant image", "wrong severity", "model output unreadable",
+           "wrong checklist item", "other")
+PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class ReviewFilter:
+    """The queue's filters; an empty field does not filter. `reviewed`: None = both; `date_to` is inclusive."""
+
+    verdicts: tuple[str, ...] = ()
+    reviewed: bool | None = None
+    template_id: str = ""
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    """An analyst's word on one result: agreed, or overridden with a label, a reason and a note."""
+
+    query_id: int
+    model_verdict: str
+    label: str
+    agreed: bool
+    reason: str
+    note: str
+    reviewer: str
+    reviewed_at: str
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One result in the queue: its history row's verdict (items, reasons, raw output), image and review."""
+
+    query_id: int
+    created_at: str
+    page: str
+    template_id: str
+    question: str
+    image_sha256: str
+    verdict: Verdict  # .raw is the model's whole answer
+    review: Review | None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Reviews of one template (and, if set, one model verdict): how many, how many agreed, rate, kappa."""
+
+    template_id: str
+    verdict: str  # "" for the whole template
+    reviewed: int
+    agreed: int
+    kappa: float | None = None  # the whole template only
+
+    @property
+    def rate(self) -> float:
+        return self.agreed / self.reviewed if self.reviewed else 0.0
+
+
+@dataclass(frozen=True)
+class ReviewStats:
+    """Agreement per template and per (template, verdict), and how often each override reason was given."""
+
+    templates: tuple[Agreement, ...]
+    verdicts: tuple[Agreement, ...]
+    reasons: tuple[tuple[str, int], ...]  # most frequent first
+
+
+def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float | None:
+    """Cohen's kappa of two raters over the same items: (observed − chance agreement) / (1 − chance)."""
+    n = len(first)
+    if n == 0 or n != len(second):
+        return None
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    counts_a, counts_b = Counter(first), Counter(second)
+    chance = sum(counts_a[label] * counts_b[label] for label in counts_a) / (n * n)
+    return None if chance == 1 else (observed - chance) / (1 - chance)
+
+
+def _where(f: ReviewFilter) -> tuple[str, list[Any]]:
+    parts, params = ["q.verdict != ''"], []
+    if f.verdicts:
+        parts.append(f"q.verdict IN ({', '.join('?' for _ in f.verdicts)})")
+        params.extend(f.verdicts)
+    if f.reviewed is not None:
+        parts.append("r.query_id IS NOT NULL" if f.reviewed else "r.query_id IS NULL")
+    if f.template_id:
+        parts.append("q.template_id = ?")
+        params.append(f.template_id)
+    if f.date_from:
+        parts.append("q.created_at >= ?")
+        params.append(f.date_from.isoformat())
+    if f.date_to:
+        parts.append("q.created_at < ?")
+        params.append((f.date_to + dt.timedelta(days=1)).isoformat())
+    return " WHERE " + " AND ".join(parts), params
+
+
+_SELECT = ("SELECT q.id, q.created_at, q.page, q.template_id, q.question, q.image_sha256, q.verdict, "
+           "q.verdict_detail, q.answer, r.model_verdict, r.label, r.agreed, r.reason, r.note, r.reviewer, "
+           "r.reviewed_at FROM queries q LEFT JOIN reviews r ON r.query_id = q.id")
+
+
+def _item(row: sqlite3.Row) -> ReviewItem:
+    detail = json.loads(row["verdict_detail"]) or {"status": row["verdict"]}
+    review = None if row["label"] is None else Review(
+        row["id"], row["model_verdict"], row["label"], bool(row["agreed"]), row["reason"], row["note"],
+        row["reviewer"], row["reviewed_at"])
+    return ReviewItem(row["id"], row["created_at"], row["page"], row["template_id"], row["question"],
+                      row["image_sha256"], Verdict.from_json(detail, row["answer"]), review)
+
+
+def _rows(store: HistoryStore, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    history_tables.ready(store)
+    with store.connect() as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql, params).fetchall()
+
+
+def queue(store: HistoryStore, f: ReviewFilter = ReviewFilter(), *, page: int = 1,
+          page_size: int = PAGE_SIZE) -> tuple[list[ReviewItem], int]:
+    """One page (1-based) of matching results, oldest first (a queue is worked through in order), and the count."""
+    where, params = _where(f)
+    rows = _rows(store, f"{_SELECT}{where} ORDER BY q.id LIMIT ? OFFSET ?",
+                 [*params, page_size, max(page - 1, 0) * page_size])
+    total = _rows(store, f"SELECT count(*) FROM queries q LEFT JOIN reviews r ON r.query_id = q.id{where}", params)[0][0]
+    return [_item(r) for r in rows], total
+
+
+def template_ids(store: HistoryStore) -> list[str]:
+    """Templates that have moderation results, for the template filter."""
+    return [r[0] for r in _rows(store, "SELECT DISTINCT template_id FROM queries WHERE verdict != '' "
+                                       "ORDER BY template_id", [])]
+
+
+def get(store: HistoryStore, query_id: int) -> ReviewItem:
+    rows = _rows(store, f"{_SELECT} WHERE q.id = ? AND q.verdict != ''", [query_id])
+    if not rows:
+        raise HistoryError(f"History entry #{query_id} is not a moderation result.")
+    return _item(rows[0])
+
+
+def record(store: HistoryStore, query_id: int, *, agree: bool, label: str = "", reason: str = "", note: str = "",
+           reviewer: str = "") -> Review:
+    """Save (or replace) the review of one result; a ReviewError says what is missing."""
+    verdict = get(store, query_id).verdict.status
+    if agree:
+        if verdict == UNPARSED:
+            raise ReviewError("The model's answer could not be read, so there is no verdict to agree with: "
+                              "choose pass, needs review or reject.")
+        label = verdict
+    elif label not in LABELS:
+        raise ReviewError(f"Choose a label to override with: {', '.join(LABELS)}.")
+    agreed = label == verdict
+    review = Review(query_id, verdict, label, agreed, "" if agreed else reason.strip(), note.strip(),
+                    reviewer.strip(), now_utc())
+    with store.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO reviews (query_id, model_verdict, label, agreed, reason, note, reviewer, "
+                   "reviewed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (query_id, verdict, label, int(agreed), review.reason, review.note, review.reviewer,
+                    review.reviewed_at))
+    return review
+
+
+def clear(store: HistoryStore, query_id: int) -> None:
+    """Take a review back: the result is unreviewed again."""
+    history_tables.ready(store)
+    with store.transaction() as db:
+        db.execute("DELETE FROM reviews WHERE query_id = ?", (query_id,))
+
+
+def _reviewed(store: HistoryStore, f: ReviewFilter) -> list[sqlite3.Row]:
+    where, params = _where(ReviewFilter(f.verdicts, True, f.template_id, f.date_from, f.date_to))
+    return _rows(store, f"{_SELECT}{where} ORDER BY q.id", params)
+
+
+def stats(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> ReviewStats:
+    rows = _reviewed(store, f)
+    by_template: dict[str, list[sqlite3.Row]] = {}
+    for row in rows:
+        by_template.setdefault(row["template_id"], []).append(row)
+    templates, verdicts = [], []
+    for template_id, group in sorted(by_template.items()):
+        kappa = cohen_kappa([r["model_verdict"] for r in group], [r["label"] for r in group])
+        templates.append(Agreement(template_id, "", len(group), sum(r["agreed"] for r in group), kappa))
+        for verdict in (*LABELS, UNPARSED):
+            subset = [r for r in group if r["model_verdict"] == verdict]
+            if subset:
+                verdicts.append(Agreement(template_id, verdict, len(subset), sum(r["agreed"] for r in subset)))
+    reasons = Counter(r["reason"] or "(no reason given)" for r in rows if not r["agreed"])
+    return ReviewStats(tuple(templates), tuple(verdicts), tuple(reasons.most_common()))
+
+
+EXPORT_COLUMNS = ("query_id", "created_at", "page", "template_id", "question", "image_sha256", "model_verdict",
+                  "label", "agreed", "reason", "note", "reviewer", "reviewed_at", "items", "raw_answer")
+
+
+def export_rows(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> list[dict[str, Any]]:
+    """Every reviewed result matching the filter, oldest first, with its checklist items and raw answer."""
+    found = []
+    for row in _reviewed(store, f):
+        item = _item(row)
+        assert item.review is not None
+        review = asdict(item.review)
+        found.append({**{k: review[k] for k in ("query_id", "model_verdict", "label", "agreed", "reason", "note",
+                                                "reviewer", "reviewed_at")},
+                      "created_at": item.created_at, "page": item.page, "template_id": item.template_id,
+                      "question": item.question, "image_sha256": item.image_sha256,
+                      "items": [asdict(i) for i in item.verdict.items], "raw_answer": item.verdict.raw})
+    return [{k: row[k] for k in EXPORT_COLUMNS} for row in found]
+
+
+def export_csv(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> str:
+    """CSV, one row per reviewed result; the checklist items as JSON text in their cell."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS)
+    writer.writeheader()
+    for row in export_rows(store, f):
+        writer.writerow({**row, "items": json.dumps(row["items"], ensure_ascii=False)})
+    return buffer.getvalue()
+
+
+def export_json(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> str:
+    return json.dumps(export_rows(store, f), ensure_ascii=False, indent=1)
