@@ -36,7 +36,8 @@ from core.records import FinishedRequest, Query, QueueSnapshot
 from core.streaming import describe_failure
 from core.ticket import END, QueuedRequest, Ticket, describe_position, notify
 
-__all__ = ["DEFAULT_SESSION", "QueueFullError", "Scheduler", "Ticket", "describe_position", "scheduler_for"]
+__all__ = ["DEFAULT_SESSION", "QueueFullError", "Scheduler", "Ticket", "close_scheduler_for", "describe_position",
+           "scheduler_for"]
 log = logging.getLogger(__name__)
 DEFAULT_SESSION = "default"
 
@@ -256,6 +257,14 @@ def scheduler_for(engine: Any) -> Scheduler:
             _schedulers[id(engine)] = (weakref.ref(engine), found)
             weakref.finalize(engine, _forget, id(engine), found)
         return found
+
+
+def close_scheduler_for(engine: Any, timeout: float | None = 30.0) -> None:
+    """Cancel everything queued for `engine`, stop its worker; call it before `engine.backend.unload()`."""
+    with _schedulers_lock:
+        _ref, found = _schedulers.pop(id(engine), (None, None))
+    if found is not None:
+        found.close(timeout)
 
 
 def _forget(key: int, scheduler: Scheduler) -> None:

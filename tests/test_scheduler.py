@@ -18,7 +18,8 @@ from core.admission import AdmissionError, ModelMemorySpec, kv_cache_bytes
 from core.backends.transformers_native import find_vision_module
 from core.errors import GenerationError
 from core.records import GenerationSettings
-from core.scheduler import Scheduler, describe_position
+from core.engine import Engine
+from core.scheduler import Scheduler, close_scheduler_for, describe_position, scheduler_for
 from tests.image_factory import encode
 
 SHORT = GenerationSettings(max_new_tokens=6)
@@ -215,3 +216,22 @@ def test_kv_cache_formula_and_sharded_estimate() -> None:
     assert est.need_bytes["cuda:0"] < 2 * 2**30  # about 0.6 GB of cache per GPU, not tens of GB
     message = admission.refusal(query, est, "cuda:1", 500_000_000)
     assert "on cuda:1, but only 0.50 GB is free there" in message and "now 4096" in message
+
+
+def test_engine_submit_shares_one_scheduler_until_closed(engine) -> None:
+    mine = Engine(backend=engine.backend, settings=engine.settings)
+    shared = scheduler_for(mine)
+    assert scheduler_for(mine) is shared
+    assert mine.submit([_png()], "hi", SHORT, session="s").collect().output_tokens == 6
+    assert shared.snapshot().waiting == 0
+    close_scheduler_for(mine)  # what the dashboard does before backend.unload()
+    assert shared._worker is not None and not shared._worker.is_alive()
+    replacement = scheduler_for(mine)
+    assert replacement is not shared
+    assert mine.submit([_png()], "hi", SHORT).collect().output_tokens == 6
+    worker = replacement._worker
+    del mine
+    gc.collect()  # a dropped engine closes its scheduler: its worker thread ends
+    assert worker is not None
+    worker.join(30)
+    assert not worker.is_alive()
