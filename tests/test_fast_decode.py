@@ -1,0 +1,67 @@
+"""The fast decode path against plain generate() on the real demo model (float32, CPU: must be identical)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from core.fast_decode import FastDecoder, cache_length, check
+
+
+@pytest.fixture(scope="module")
+def loaded(demo_model_dir):
+    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir).eval()
+    processor = AutoProcessor.from_pretrained(demo_model_dir)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "图中表格的合计是多少？"}]}],
+        add_generation_prompt=True, tokenize=False,
+    )
+    inputs = processor(images=[Image.new("RGB", (120, 90), "orange")], text=prompt, return_tensors="pt")
+    reference = model.generate(**inputs, max_new_tokens=160, do_sample=False, repetition_penalty=1.005)
+    return model, processor, dict(inputs), reference
+
+
+def test_greedy_ids_identical_to_generate_in_float32(loaded) -> None:
+    model, processor, inputs, reference = loaded
+    assert check(model).enabled
+    fast = FastDecoder(model, 512, compile=False)
+    out = fast.generate(inputs, 160, 1.005, {processor.tokenizer.eos_token_id})
+    assert torch.equal(out, reference)
+    # The model's own weights became views into the fused matrices: generate() is unchanged.
+    again = model.generate(**inputs, max_new_tokens=160, do_sample=False, repetition_penalty=1.005)
+    assert torch.equal(again, reference)
+
+
+def test_teacher_forced_logits_agree(loaded) -> None:
+    model, _processor, inputs, reference = loaded
+    fast = FastDecoder(model, 512, compile=False)
+    with torch.no_grad():
+        full = dict(inputs, input_ids=reference, attention_mask=torch.ones_like(reference))
+        ref_logits = model(**full).logits[0]
+        length = fast.prefill(inputs)
+        for pos in range(length, reference.shape[1] - 1):
+            got = fast.logits_at(reference[:, pos], fast.positions[pos : pos + 1])
+            assert float((got - ref_logits[pos]).norm() / ref_logits[pos].norm()) < 1e-4
+
+
+def test_cache_is_reused_across_requests_of_different_lengths(loaded) -> None:
+    model, processor, inputs, reference = loaded
+    fast = FastDecoder(model, 512, compile=False)
+    cache = fast.k_cache.data_ptr()
+    short = fast.generate(inputs, 5, 1.005, set())
+    long = fast.generate(inputs, 160, 1.005, {processor.tokenizer.eos_token_id})
+    assert fast.k_cache.data_ptr() == cache
+    assert torch.equal(long, reference) and torch.equal(short, reference[:, : short.shape[1]])
+
+
+def test_prompt_longer_than_cache_is_refused(loaded) -> None:
+    model, _processor, inputs, _reference = loaded
+    with pytest.raises(ValueError, match="does not fit"):
+        FastDecoder(model, 32, compile=False).generate(inputs, 10, 1.0, set())
+
+
+def test_cache_length_buckets() -> None:
+    assert cache_length(4096, 1) == 512
+    assert cache_length(4096, 1300) == 1536
+    assert cache_length(1024, 5000) == 1024
