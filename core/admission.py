@@ -5,7 +5,9 @@ Need, per device that holds decoder layers (an estimate that errs high):
   with tokens = prompt tokens (text + image tokens) + max_new_tokens, and batch = num_beams;
 - the largest transient activation of one decoder layer during prefill (hidden states, attention
   projections and the MLP's intermediate for the whole prompt; the T×T score matrix only for eager attention);
-- on the device of the vision tower, its activations for the images; on the device of the head, the logits;
+- on the device of the vision tower, its activations for the images; on the device of the head, the logits
+  (for every prompt position with XComposer2.5's remote code, whose image bounds follow the planner's:
+  24 crops for one image, 6 each for several — core/model_shape.py);
 - then × 1.2 and + 64 MiB for allocator rounding, CUDA workspaces and what the formula leaves out.
 Free, per GPU: what CUDA reports free plus what PyTorch's cache holds unused, and, when the planner's
 budget `max_memory_gb` is set, at most that budget minus what this process has allocated there.
@@ -21,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from core import model_shape
 from core.errors import QuestionError
 from core.records import Query
 
@@ -55,10 +58,12 @@ class ModelMemorySpec:
     layers_by_device: dict[str, int]  # "cuda:0" → decoder layers it holds; "cpu" when on CPU
     vision_device: str
     head_device: str
-    image_tokens: int  # per image, for fixed-resolution vision towers; 0 = compute from the image size
+    image_tokens: int  # per image when the question has one, for fixed-size towers; 0 = from the image size
+    image_tokens_several: int  # per image when it has several (XComposer2.5 drops from 24 crops to 6 each)
     patch_pixels: int  # pixels per image token for dynamic-resolution towers (e.g. 28×28 for Qwen2-VL)
-    vision_hidden: int
+    vision_bytes_per_token: int  # the vision tower's transient bytes per image token
     eager_attention: bool
+    full_logits: bool = False  # the forward computes logits for every prompt position (XComposer's remote code)
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,24 @@ def _head_device(model: Any, fallback: str) -> str:
     return _device_name(weight.device if weight is not None else fallback)
 
 
+def _xcomposer_images(dtype_bytes: int, vision_config: dict[str, Any]) -> dict[str, int]:
+    """XComposer2.5's image bounds, as the planner counts them (core/model_shape.py): h×w 560-px crops plus a
+    global view, 2×2-merged to 400 tokens each, a separator per row; every ViT layer's states kept."""
+    vision = {**model_shape.XCOMPOSER_VISION, **vision_config}
+    grid = vision["image_size"] // vision["patch_size"]
+
+    def tokens(hd: int) -> int:
+        return (hd + 1) * (grid // 2) ** 2 + 1 + (hd + 1) * (grid // 2)
+
+    per_crop = (grid * grid + 1) * dtype_bytes * (
+        vision["hidden_size"] * (vision["num_hidden_layers"] + 1) + 2 * vision["intermediate_size"])
+    return {"image_tokens": tokens(model_shape.XCOMPOSER_HD_NUM),
+            "image_tokens_several": tokens(model_shape.XCOMPOSER_MULTI_HD_NUM),
+            "vision_bytes_per_token": math.ceil(per_crop / (grid // 2) ** 2)}
+
+
 def spec_from_model(model: Any) -> ModelMemorySpec:
-    """Read a transformers model's text and vision configs (LLaVA, Qwen2-VL, InternLM2-style, ...)."""
+    """Read a transformers model's text and vision configs (LLaVA, Qwen2-VL, InternLM2-style, XComposer2.5)."""
     config = model.config
     text = getattr(config, "text_config", None) or getattr(config, "llm_config", None) or config
     vision = getattr(config, "vision_config", None)
@@ -118,16 +139,21 @@ def spec_from_model(model: Any) -> ModelMemorySpec:
         else:
             patch_pixels = (patch * merge) ** 2
     first = str(getattr(model, "device", "cpu"))
+    dtype_bytes = int(getattr(getattr(model, "dtype", None), "itemsize", 4) or 4)
+    images: dict[str, int] = {"image_tokens": image_tokens, "image_tokens_several": image_tokens,
+                              "vision_bytes_per_token": 8 * dtype_bytes * max(
+                                  int(getattr(vision, "hidden_size", 0) or 0), hidden)}
+    xcomposer = str(getattr(config, "model_type", "")).lower() in model_shape.XCOMPOSER_TYPES
+    if xcomposer:
+        vision_dict = vision if isinstance(vision, dict) else getattr(vision, "to_dict", dict)()
+        images = _xcomposer_images(dtype_bytes, vision_dict or {})
     return ModelMemorySpec(
         layers=layers, heads=heads, kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
         head_dim=head_dim, hidden=hidden, intermediate=int(getattr(text, "intermediate_size", 4 * hidden)),
         vocab=int(getattr(text, "vocab_size", 0) or getattr(config, "vocab_size", 0) or 0),
-        dtype_bytes=int(getattr(getattr(model, "dtype", None), "itemsize", 4) or 4),
-        layers_by_device=_layers_by_device(model, layers),
-        vision_device=_device_name(first), head_device=_head_device(model, first),
-        image_tokens=image_tokens, patch_pixels=patch_pixels,
-        vision_hidden=int(getattr(vision, "hidden_size", 0) or 0) if vision is not None else 0,
-        eager_attention=getattr(config, "_attn_implementation", "") == "eager",
+        dtype_bytes=dtype_bytes, layers_by_device=_layers_by_device(model, layers),
+        vision_device=_device_name(first), head_device=_head_device(model, first), patch_pixels=patch_pixels,
+        eager_attention=getattr(config, "_attn_implementation", "") == "eager", full_logits=xcomposer, **images,
     )
 
 
@@ -135,7 +161,7 @@ def estimate(query: Query, spec: ModelMemorySpec, text_tokens: int | None = None
     """The memory `query` needs on each device; `text_tokens` from the real tokenizer when the caller has one."""
     question_tokens = text_tokens if text_tokens is not None else 3 * len(query.question)  # byte-level worst case
     if spec.image_tokens:
-        per_image = [spec.image_tokens] * len(query.images)
+        per_image = [spec.image_tokens if len(query.images) == 1 else spec.image_tokens_several] * len(query.images)
     else:
         per_image = [max(1, math.ceil(img.width * img.height / max(spec.patch_pixels, 1))) for img in query.images]
     image_tokens = sum(per_image)
@@ -149,9 +175,10 @@ def estimate(query: Query, spec: ModelMemorySpec, text_tokens: int | None = None
     need: dict[str, float] = {}
     for device, layers in spec.layers_by_device.items():
         need[device] = layers * per_layer_token * total + activation
-    vision = sum(per_image) * max(spec.vision_hidden, spec.hidden) * 8 * spec.dtype_bytes
+    vision = image_tokens * spec.vision_bytes_per_token
     need[spec.vision_device] = need.get(spec.vision_device, 0) + vision
-    need[spec.head_device] = need.get(spec.head_device, 0) + 2 * batch * spec.vocab * 4
+    logits = batch * (prompt if spec.full_logits else 2) * spec.vocab * (spec.dtype_bytes + 4)  # half + fp32 copy
+    need[spec.head_device] = need.get(spec.head_device, 0) + logits
     return MemoryEstimate(
         need_bytes={device: int(value * _MARGIN_FACTOR + _MARGIN_BYTES) for device, value in need.items()},
         prompt_tokens=prompt, image_tokens=image_tokens, total_tokens=total,

@@ -203,7 +203,8 @@ def test_kv_cache_formula_and_sharded_estimate() -> None:
     spec = ModelMemorySpec(
         layers=32, heads=32, kv_heads=8, head_dim=128, hidden=4096, intermediate=14336, vocab=92544,
         dtype_bytes=2, layers_by_device={"cuda:0": 16, "cuda:1": 16}, vision_device="cuda:0",
-        head_device="cuda:1", image_tokens=0, patch_pixels=28 * 28, vision_hidden=1024, eager_attention=False,
+        head_device="cuda:1", image_tokens=0, image_tokens_several=0, patch_pixels=28 * 28,
+        vision_bytes_per_token=8 * 2 * 1024, eager_attention=False,
     )
     from core.records import PreparedImage, Query
 
@@ -235,3 +236,12 @@ def test_engine_submit_shares_one_scheduler_until_closed(engine) -> None:
     assert worker is not None
     worker.join(30)
     assert not worker.is_alive()
+
+
+def test_xcomposer_image_bounds_agree_with_the_planner() -> None:
+    from core import model_shape
+
+    bounds = admission._xcomposer_images(2, {})
+    assert bounds["image_tokens"] == model_shape._xcomposer_image_tokens(560, 14, model_shape.XCOMPOSER_HD_NUM)[0]
+    assert bounds["image_tokens_several"] == model_shape._xcomposer_image_tokens(
+        560, 14, model_shape.XCOMPOSER_MULTI_HD_NUM)[0]
