@@ -45,6 +45,7 @@ class RowClock(StoppingCriteria):
         self.first_at: float | None = None
         self.ended_at: list[float | None] = [None] * rows
         self.marks = marks
+        self._eos: Any = None
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
@@ -54,7 +55,9 @@ class RowClock(StoppingCriteria):
             self.first_at = now
             self.marks.first_token()
         if self.eos_ids:
-            ended = torch.isin(input_ids[:, -1], torch.tensor(self.eos_ids, device=input_ids.device)).tolist()
+            if self._eos is None:
+                self._eos = torch.tensor(self.eos_ids, device=input_ids.device)
+            ended = torch.isin(input_ids[:, -1], self._eos).tolist()
             for row, is_end in enumerate(ended):
                 if is_end and self.ended_at[row] is None:
                     self.ended_at[row] = now
