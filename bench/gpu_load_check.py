@@ -59,19 +59,29 @@ def _free_cuda() -> None:
         torch.cuda.empty_cache()
 
 
-def build_7b(folder: Path) -> dict:
-    """The XComposer-shaped native model, random bf16 weights made on the GPU, saved as safetensors."""
+def xcomposer_like_config(tiny: bool):
+    """LLaVA shaped like XComposer2.5-7B (CLIP ViT-L/14-336 + InternLM2-7B decoder), or the same with tiny widths."""
+    from transformers import AutoConfig, CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    from tests.model_configs import CLIP_L14_336, INTERNLM2_7B, llava_7b_folder
+
+    if not tiny:
+        return AutoConfig.from_pretrained(llava_7b_folder(Path(tempfile.mkdtemp(prefix="loupe-config-"))))
+    vision = CLIPVisionConfig(**{**CLIP_L14_336, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                 "num_attention_heads": 2}, projection_dim=32)
+    text = LlamaConfig(**{**INTERNLM2_7B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                          "num_attention_heads": 4, "num_key_value_heads": 2})
+    return LlavaConfig(vision_config=vision, text_config=text, image_seq_length=576)
+
+
+def build_model(folder: Path, config, device: str) -> dict:
+    """Random bf16 weights made directly on `device` (on a GPU: seconds, where 8 B parameters take minutes
+    on a CPU), saved as safetensors with a processor (the demo's tokenizer, a 336 px CLIP image processor)."""
     import torch
     from transformers import CLIPImageProcessor, GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from tests.model_configs import llava_7b_folder
-
     started = time.perf_counter()
     tokenizer = demo_model._build_tokenizer()
-    config_dir = llava_7b_folder(folder.parent / "config-only")
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(config_dir)
     config.image_token_index = tokenizer.convert_tokens_to_ids("<image>")
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(config.text_config, key, getattr(tokenizer, key))
@@ -79,12 +89,16 @@ def build_7b(folder: Path) -> dict:
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     try:
-        with torch.device("cuda"):  # random init on the GPU: seconds, where 8 B parameters on a CPU take minutes
+        with torch.device(device):
             model = LlavaForConditionalGeneration(config).eval()
     finally:
         torch.set_default_dtype(previous)
+    with torch.no_grad():  # rows past the tokenizer's vocabulary score 0, so greedy answers decode to text
+        model.lm_head.weight[len(tokenizer):] = 0
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)
+    if device == "cuda":
+        torch.cuda.synchronize()
     built = time.perf_counter()
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
@@ -98,8 +112,9 @@ def build_7b(folder: Path) -> dict:
     del model
     _free_cuda()
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
-    return {"params": params, "safetensors_gb": round(size / GB, 3), "build_s": round(built - started, 2),
-            "save_s": round(saved - built, 2), "write_gb_per_s": round(size / GB / max(saved - built, 1e-9), 3)}
+    return {"params": params, "safetensors_gb": round(size / GB, 3), "shards": len(list(folder.glob("*.safetensors"))),
+            "device": device, "build_s": round(built - started, 2), "save_s": round(saved - built, 2),
+            "write_gb_per_s": round(size / GB / max(saved - built, 1e-9), 3)}
 
 
 def _png() -> bytes:
@@ -143,8 +158,13 @@ def load_and_answer(settings) -> dict:
 
 
 def half_loaded_cleanup(folder: Path) -> dict:
-    """Fill the GPU so the load runs out of memory half-way; nothing of the model may stay allocated."""
+    """Fill the GPU so the load runs out of memory half-way; nothing of the model may stay allocated.
+
+    transformers first reserves the whole model's bytes at once (caching_allocator_warmup), which would fail
+    before the first weight is read; it is switched off here so the failure comes half-way through loading.
+    """
     import torch
+    from transformers import modeling_utils
 
     from core import model_source
     from core.backends.transformers_native import TransformersBackend
@@ -153,14 +173,23 @@ def half_loaded_cleanup(folder: Path) -> dict:
     filler = torch.empty(max(0, free - 8 * GIB), dtype=torch.uint8, device="cuda:0")
     held = torch.cuda.memory_allocated(0)
     settings = load_settings(model=str(folder))
-    refused = _refusal(lambda: preflight.check(folder, settings))  # what Loupe would have said
+    refused = _refusal(lambda: preflight.check(folder, settings))  # what Loupe says before loading
     backend = TransformersBackend(model_source.resolve(settings), device="cuda", device_map={"": 0})
-    error = _refusal(backend.load)
+    warmup = getattr(modeling_utils, "caching_allocator_warmup", None)
+    progress: list[str] = []
+    try:
+        if warmup is not None:
+            modeling_utils.caching_allocator_warmup = lambda *args, **kwargs: None
+        error = _refusal(lambda: backend.load(lambda p: progress.append(p.message)))
+    finally:
+        if warmup is not None:
+            modeling_utils.caching_allocator_warmup = warmup
     _free_cuda()
     left = torch.cuda.memory_allocated(0) - held
     del filler
     _free_cuda()
-    return {"preflight_would_refuse": refused, "load_error": error, "left_allocated_gb": round(left / GB, 4),
+    return {"filler_gb": round(held / GB, 2), "preflight_would_refuse": refused, "warmup_disabled": warmup is not None,
+            "load_error": error, "progress": progress, "left_allocated_gb": round(left / GB, 4),
             "memory_after": _memory()}
 
 
@@ -173,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from tests.model_configs import xcomposer_folder
+    from tests.model_configs import llava_7b_folder, xcomposer_folder
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="loupe-load-check-", dir=args.workdir))
@@ -195,16 +224,20 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
         return record[name]
 
+    from core.engine import load_engine
+
     xcomposer = xcomposer_folder(work)
+    folder = work / "llava-xcomposer-shaped"
     if args.cpu:
-        folder = demo_model.build(work / demo_model.DEMO_NAME)
-        step("refusal", lambda: {"xcomposer_shape": _refusal(lambda: preflight.check(xcomposer, load_settings(), gpus=()))})
+        step("build", lambda: build_model(folder, xcomposer_like_config(tiny=True), "cpu"))
+        seven_b = llava_7b_folder(work / "config-only")
+        step("refusal", lambda: {
+            "xcomposer_shape": _refusal(lambda: preflight.check(xcomposer, load_settings(), gpus=())),
+            "engine_7b_on_cpu": _refusal(lambda: load_engine(load_settings(model=str(seven_b), device="auto"))),
+        })
         step("load", lambda: load_and_answer(load_settings(model=str(folder), device="cpu")))
     else:
-        from core.engine import load_engine
-
-        folder = work / "llava-7b-xcomposer-shaped"
-        step("build", lambda: build_7b(folder))
+        step("build", lambda: build_model(folder, xcomposer_like_config(tiny=False), "cuda"))
         capped = load_settings(model=str(folder), max_memory_gb=f"{CAP_GB:.3f}")
 
         def refusals() -> dict:

@@ -30,6 +30,7 @@ XCOMPOSER_VISION = {  # CLIP ViT-L/14 as XComposer2.5 runs it: 560 px crops, 2x2
 XCOMPOSER_HD_NUM = 24  # crops for one image in the model's chat(); it forces 6 per image with several
 XCOMPOSER_MULTI_HD_NUM = 6
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+DYNAMIC_SIDE = 1280  # image side assumed for dynamic-resolution vision towers with no stated pixel cap
 _NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 
 
@@ -248,19 +249,33 @@ def native_shape(folder: Path, *, name: str, dtype: str = "bfloat16", max_images
     )
 
 
+def _side(value: Any) -> int:
+    """image_size / patch_size as int, whether the config gives one number or [height, width]."""
+    if isinstance(value, (list, tuple)):
+        value = max(value)
+    if isinstance(value, dict):
+        value = max(value.values())
+    return int(value or 0)
+
+
 def _native_image_tokens(folder: Path, config: Any, vision: Any) -> tuple[int, int]:
-    """(vision-tower tokens per image, LLM tokens per image), from the config or the preprocessor's pixel cap."""
+    """(vision-tower tokens per image, LLM tokens per image), from the config or the preprocessor's pixel cap.
+
+    Dynamic-resolution towers whose size the folder does not state are sized for a DYNAMIC_SIDE-pixel
+    square image (Loupe's prepared images are at most 1280 px wide).
+    """
     if vision is None:
         return 0, 0
-    patch = int(getattr(vision, "patch_size", 14) or 14)
-    side = getattr(vision, "image_size", None)
-    patches = (int(side) // patch) ** 2 if side else 0
+    patch = _side(getattr(vision, "patch_size", 14)) or 14
+    merge = int(getattr(config, "spatial_merge_size", None) or getattr(vision, "spatial_merge_size", None) or 1)
     pre = Path(folder) / "preprocessor_config.json"
     processor = json.loads(pre.read_text(encoding="utf-8")) if pre.is_file() else {}
     max_pixels = processor.get("max_pixels") or (processor.get("size") or {}).get("max_pixels")
-    if max_pixels:  # dynamic resolution (Qwen2-VL style): patches merged merge_size² to one token
-        merge = int(processor.get("merge_size", getattr(vision, "spatial_merge_size", 2)) or 1)
+    side = _side(getattr(vision, "image_size", None))
+    if max_pixels:  # dynamic resolution (Qwen2-VL style): merge_size² patches become one token
+        merge = int(processor.get("merge_size", merge) or 1)
         patches = math.ceil(int(max_pixels) / (patch * patch))
-        return patches, math.ceil(patches / (merge * merge))
+    else:
+        patches = (side or DYNAMIC_SIDE) ** 2 // (patch * patch)
     tokens = getattr(config, "image_seq_length", None) or getattr(config, "mm_tokens_per_image", None)
-    return patches + 1, int(tokens or patches)
+    return patches + 1, int(tokens or math.ceil(patches / (merge * merge)))
