@@ -18,6 +18,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -76,6 +77,19 @@ def choose_dtype(gpus: tuple[GpuInfo, ...]) -> tuple[str, str]:
     cc = old[0].compute_capability
     seen = f"{cc[0]}.{cc[1]}" if cc else "unknown"
     return "float16", f"bf16 needs compute capability 8.0+ (GPU{old[0].index} has {seen}): using fp16"
+
+
+def memory_held(backend: Any) -> dict[int, int]:
+    """CUDA index → bytes the weights of a loaded backend's model occupy (what unloading it gives back)."""
+    held: dict[int, int] = {}
+    model = getattr(backend, "model", None)
+    if model is None or not hasattr(model, "parameters"):
+        return held
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device.type == "cuda":
+            index = tensor.device.index or 0
+            held[index] = held.get(index, 0) + tensor.numel() * tensor.element_size()
+    return held
 
 
 def capacities(gpus: tuple[GpuInfo, ...], max_memory_gb: str) -> tuple[list[tuple[int, int]], str]:
@@ -146,12 +160,14 @@ def check(
     name: str | None = None,
     gpus: tuple[GpuInfo, ...] | None = None,
     workload: planner.Workload | None = None,
+    reclaim: dict[int, int] | None = None,
 ) -> Clearance:
     """Plan the model in `folder` for this machine and refuse, with the numbers, if it cannot fit.
 
     `gpus` defaults to NVML's reading. Figures given instead (tests, benchmarks, what-if) describe a GPU
     machine set up as Loupe recommends, so flash-attn is assumed there, as `plan --gpu-memory` does.
-    Nothing is loaded.
+    `reclaim` (CUDA index → bytes, see memory_held) counts as free: the model being replaced, which is
+    unloaded before this one loads. Nothing is loaded.
     """
     name = name or Path(folder).name
     given = gpus is not None
@@ -169,6 +185,8 @@ def check(
             raise PreflightError(f"The settings ask for a GPU (device = 'cuda') but no GPU is visible ({reason}).")
         shape = model_shape.load_shape(folder, dtype="float32", max_images=settings.max_images)
         return _cpu(shape.params, name, settings, reason)
+    if reclaim:
+        gpus = tuple(replace(g, free_bytes=g.free_bytes + reclaim.get(g.index, 0)) for g in gpus)
     caps, source = capacities(gpus, settings.max_memory_gb)
     dtype, dtype_note = choose_dtype(tuple(g for g in gpus if g.index in dict(caps)))
     shape = replace(model_shape.load_shape(folder, dtype=dtype, max_images=settings.max_images), name=name)

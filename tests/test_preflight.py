@@ -155,3 +155,16 @@ def test_on_a_gpu_the_demo_is_planned_onto_gpu0(demo_model_dir: Path) -> None:
     clearance = preflight.check(demo_model_dir, load_settings())
     assert clearance.device == "cuda" and [g.index for g in clearance.plan.gpus] == [0]
     assert set(clearance.device_map.values()) == {0}
+
+
+def test_the_model_being_replaced_counts_as_free(tmp_path: Path, engine) -> None:
+    folder, cards = xcomposer_folder(tmp_path), (gpu(0, 8), gpu(1, 8))
+    with pytest.raises(PreflightError, match="GPU0 has 8.0 GB free"):
+        preflight.check(folder, load_settings(), gpus=cards)
+    clearance = preflight.check(folder, load_settings(), gpus=cards, reclaim={0: 14 * GB, 1: 14 * GB})
+    assert [g.capacity_bytes for g in clearance.plan.gpus] == [22 * GB, 22 * GB]
+    held = preflight.memory_held(engine.backend)
+    if engine.describe().device == "cpu":
+        assert held == {}  # the demo's weights are on the CPU: nothing to give back
+    else:
+        assert set(held) == {0} and held[0] > 0

@@ -8,26 +8,28 @@ from core.settings import Settings
 __all__ = ["Backend", "LoadProgress", "ProgressCallback", "create_backend"]
 
 
-def create_backend(settings: Settings) -> Backend:
+def create_backend(settings: Settings, *, replacing: Backend | None = None) -> Backend:
     """The backend the settings ask for, not yet loaded (call .load()).
 
     Local models pass the pre-flight check first (core/preflight.py): the split over the GPUs is planned
     from config.json alone and a model that would not fit is refused, with the numbers, before any weight
     is read. An InternLM-XComposer folder (config model_type internlmxcomposer2) or backend = "xcomposer"
-    selects the XComposer backend, which needs trust_remote_code = true.
+    selects the XComposer backend, which needs trust_remote_code = true. `replacing`: the loaded backend
+    this one will replace (unloaded before this one loads); its GPU memory counts as free in the check.
     """
     kind = settings.backend
     if kind in ("auto", "transformers", "xcomposer"):
         from core import model_shape, model_source, preflight
 
         source = model_source.resolve(settings)
+        reclaim = preflight.memory_held(replacing)
         if kind == "xcomposer" or model_shape.is_xcomposer(model_shape.read_config(source.path)):
             from core.backends.xcomposer import create_xcomposer
 
-            return create_xcomposer(source, settings)
+            return create_xcomposer(source, settings, reclaim=reclaim)
         from core.backends.transformers_native import TransformersBackend
 
-        clearance = preflight.check(source.path, settings, name=source.name)
+        clearance = preflight.check(source.path, settings, name=source.name, reclaim=reclaim)
         return TransformersBackend(
             source,
             device=clearance.device,

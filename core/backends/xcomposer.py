@@ -49,7 +49,7 @@ def opt_in_refusal(name: str) -> ModelError:
     )
 
 
-def create_xcomposer(source: ModelSource, settings: Settings) -> XComposerBackend:
+def create_xcomposer(source: ModelSource, settings: Settings, *, reclaim: dict[int, int] | None = None) -> XComposerBackend:
     """Refuse without opt-in, check the config, run the pre-flight check, then build the (unloaded) backend."""
     config = model_shape.read_config(source.path)
     if not model_shape.is_xcomposer(config):
@@ -57,7 +57,7 @@ def create_xcomposer(source: ModelSource, settings: Settings) -> XComposerBacken
                          "use backend = 'auto' (or 'transformers').")
     if not settings.trust_remote_code:
         raise opt_in_refusal(source.name)
-    clearance = preflight.check(source.path, settings, name=source.name)
+    clearance = preflight.check(source.path, settings, name=source.name, reclaim=reclaim)
     if clearance.device != "cuda":
         raise ModelError("InternLM-XComposer's own code needs a CUDA GPU; it cannot run on the CPU.")
     return XComposerBackend(source, clearance, max_images=settings.max_images,
