@@ -1,7 +1,8 @@
 """Ask a question from a page and keep it in history, whatever happens: what every scenario page calls.
 
 `ask_and_record()` returns a RecordedAsk; iterating it prepares the images, validates the question,
-streams the answer's pieces, and then writes exactly one history row: "answered" (with the answer,
+queues it on the model's shared queue (Engine.submit: fair across sessions), streams the answer's
+pieces, and then writes exactly one history row: "answered" (with the answer,
 timings, memory and, for a moderation template, the parsed verdict), "failed" (with the error, which is
 re-raised for the page to show), or "stopped" (the reader went away before the end: the partial text is
 kept and generation is cancelled). Re-runs go through the same path with the original's question,
@@ -21,6 +22,7 @@ from core.history import HistoryEntry, HistoryStore, differences, make_stamp
 from core.history.store import now_utc
 from core.moderation import Verdict, parse_verdict
 from core.records import Answer, GenerationSettings, PreparedImage
+from core.ticket import Ticket
 from core.templates import Template, by_id
 
 
@@ -47,7 +49,8 @@ class AskRequest:
 
 class RecordedAsk:
     """Iterate for the answer's text pieces. Afterwards: `entry` (the history row written), `answer`,
-    `verdict` (moderation templates), `error` (the LoupeError shown to the analyst, also re-raised)."""
+    `verdict` (moderation templates), `error` (the LoupeError shown to the analyst, also re-raised).
+    `start()` (called by iteration if not before) queues the question; then `ticket` can tell its position."""
 
     def __init__(self, engine: Engine, store: HistoryStore, request: AskRequest) -> None:
         self.engine = engine
@@ -57,40 +60,54 @@ class RecordedAsk:
         self.answer: Answer | None = None
         self.verdict: Verdict | None = None
         self.error: LoupeError | None = None
-        self.stream: Any = None  # the AnswerStream, or the scheduler's Ticket (has .ahead())
+        self.ticket: Ticket | None = None
+        self._prepared: list[PreparedImage] = []
+        self._stamp: dict[str, Any] = {}
+        self._started_at = 0.0
+        self._created_at = ""
 
-    def __iter__(self) -> Iterator[str]:
+    def start(self) -> None:
+        """Prepare the images, validate the question and put it in the model's queue; a refusal is
+        recorded and raised. Does nothing the second time."""
+        if self._created_at:
+            return
         request, engine = self.request, self.engine
-        started = time.perf_counter()
-        created_at = now_utc()
-        prepared: list[PreparedImage] = []
-        pieces: list[str] = []
-        stamp: dict[str, Any] = {}
+        self._started_at, self._created_at = time.perf_counter(), now_utc()
         try:
             generation = request.generation or engine.default_generation()
-            stamp = make_stamp(engine.describe(), generation, max_width=engine.settings.max_width).to_json()
-            prepared = [engine.prepare_image(image.data) for image in request.images]
-            self.stream = _open_stream(engine, prepared, request.question, generation, request.session_id)
-            for piece in self.stream:
+            self._stamp = make_stamp(engine.describe(), generation, max_width=engine.settings.max_width).to_json()
+            self._prepared = [engine.prepare_image(image.data) for image in request.images]
+            self.ticket = engine.submit(self._prepared, request.question, generation, session=request.session_id)
+        except Exception as exc:
+            self._fail(exc, "")
+            raise
+
+    def __iter__(self) -> Iterator[str]:
+        self.start()
+        assert self.ticket is not None
+        pieces: list[str] = []
+        try:
+            for piece in self.ticket:
                 pieces.append(piece)
                 yield piece
-            self.answer = self.stream.answer
+            self.answer = self.ticket.answer
         except GeneratorExit:
-            if self.stream is not None:
-                self.stream.cancel()
-            self._record(created_at, prepared, status="stopped", answer="".join(pieces), started=started,
-                         error="Stopped before the answer was complete (the page was left or rerun).", stamp=stamp)
+            self.ticket.cancel()
+            self._record("stopped", "".join(pieces),
+                         error="Stopped before the answer was complete (the page was left or rerun).")
             raise
         except Exception as exc:
-            self.error = exc if isinstance(exc, LoupeError) else None
-            self._record(created_at, prepared, status="failed", answer="".join(pieces), started=started,
-                         error=str(exc) or type(exc).__name__, error_type=type(exc).__name__, stamp=stamp)
+            self._fail(exc, "".join(pieces))
             raise
         assert self.answer is not None
-        template = request.template
+        template = self.request.template
         if template is not None and template.output is not None:
             self.verdict = parse_verdict(self.answer.text, template.output.checklist)
-        self._record(created_at, prepared, status="answered", answer=self.answer.text, started=started, stamp=stamp)
+        self._record("answered", self.answer.text)
+
+    def _fail(self, exc: Exception, partial: str) -> None:
+        self.error = exc if isinstance(exc, LoupeError) else None
+        self._record("failed", partial, error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
 
     def run(self) -> RecordedAsk:
         """Drain it without streaming (tests, batch work); a LoupeError is re-raised after recording."""
@@ -98,13 +115,12 @@ class RecordedAsk:
             pass
         return self
 
-    def _record(self, created_at: str, prepared: list[PreparedImage], *, status: str, answer: str, started: float,
-                error: str = "", error_type: str = "", stamp: dict[str, Any] | None = None) -> None:
-        request, result = self.request, self.answer
+    def _record(self, status: str, answer: str, *, error: str = "", error_type: str = "") -> None:
+        request, result, prepared = self.request, self.answer, self._prepared
         uploads = [image.data for image in request.images]
         hashes = tuple(p.sha256 for p in prepared) + tuple(
             hashlib.sha256(data).hexdigest() for data in uploads[len(prepared):])
-        timings: dict[str, float] = {"total": time.perf_counter() - started}
+        timings: dict[str, float] = {"total": time.perf_counter() - self._started_at}
         if result is not None:
             t = result.timings
             timings = {"preprocess": t.preprocess, "vision": t.vision, "prefill": t.prefill, "decode": t.decode,
@@ -112,7 +128,7 @@ class RecordedAsk:
         template = request.template
         entry = HistoryEntry(
             session_id=request.session_id, page=request.page, question=request.question, status=status,
-            created_at=created_at, template_id=template.id if template else "",
+            created_at=self._created_at, template_id=template.id if template else "",
             template_hash=template.text_hash if template else "", image_hashes=hashes,
             image_notes=tuple(note for p in prepared for note in p.notes), answer=answer,
             truncated=bool(result and result.truncated) or status == "stopped",
@@ -120,19 +136,10 @@ class RecordedAsk:
             tokens_per_s=result.tokens_per_s if result else 0.0, timings=timings,
             peak_memory_gb=dict(result.peak_memory_gb) if result else {}, error=error, error_type=error_type,
             verdict=self.verdict.status if self.verdict else "",
-            verdict_detail=self.verdict.to_json() if self.verdict else {}, stamp=stamp or {},
+            verdict_detail=self.verdict.to_json() if self.verdict else {}, stamp=self._stamp,
             rerun_of=request.rerun_of,
         )
         self.entry = self.store.record(entry, tuple(zip(uploads, prepared)))
-
-
-def _open_stream(engine: Engine, prepared: list[PreparedImage], question: str, generation: GenerationSettings,
-                 session_id: str) -> Any:
-    # Through the model's shared queue when the engine has one (fair across sessions), else directly.
-    submit = getattr(engine, "submit", None)
-    if submit is not None:
-        return submit(prepared, question, generation, session=session_id)
-    return engine.ask(prepared, question, generation)
 
 
 def ask_and_record(engine: Engine, store: HistoryStore, request: AskRequest) -> RecordedAsk:

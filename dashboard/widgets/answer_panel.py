@@ -12,9 +12,11 @@ from core.errors import LoupeError
 from core.history import HistoryEntry
 from core.moderation import Verdict
 from core.recorded_ask import RecordedAsk
+from core.ticket import describe_position
 from dashboard.widgets.verdict_panel import show_verdict
 
 STAGES = ("preprocess", "vision", "prefill", "decode", "total")
+POSITION_REFRESH_S = 0.25  # how often "2 requests ahead" is redrawn while a question waits
 
 
 def _loupe_errors() -> set[str]:
@@ -27,18 +29,21 @@ def _loupe_errors() -> set[str]:
 
 
 def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator) -> HistoryEntry | None:
-    """Stream the answer's text into `area` (an st.empty) as it comes, then replace it with the recorded
-    result. Errors are not raised: history has them and show_entry draws them with st.error."""
+    """Show the question's place in the model's queue while it waits, stream the answer's text into `area`
+    (an st.empty) as it comes, then replace it with the recorded result. Errors are not raised: history
+    has them and show_entry draws them with st.error."""
     pieces = iter(run)
     shown = ""
     try:
         with area.container():
             status = st.empty()
-            status.caption("Waiting for the model…")
             text = st.empty()
+            run.start()
+            assert run.ticket is not None
+            while not run.ticket.wait_started(timeout=POSITION_REFRESH_S):
+                status.caption(f"Waiting for the model: {describe_position(run.ticket)}")
+            status.caption("Answering…")
             for piece in pieces:
-                if not shown:
-                    status.caption("Answering…")
                 shown += piece
                 text.text(shown)
     except Exception:  # noqa: BLE001 - recorded in history by RecordedAsk; show_entry shows it
@@ -71,7 +76,7 @@ def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: boo
             limit = entry.stamp.get("generation", {}).get("max_new_tokens", "the")
             st.caption(f"Cut at {limit} new tokens (trimmed back to the last sentence end, if it had one).")
         show_metrics(entry, compact=compact)
-    if entry.verdict:
+    if entry.verdict and entry.verdict_detail:
         show_verdict(Verdict.from_json(entry.verdict_detail, entry.answer))
     if with_reference and entry.id is not None:
         st.caption(f"Recorded in history as #{entry.id}.")

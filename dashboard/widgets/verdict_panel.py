@@ -16,9 +16,6 @@ def show_verdict(verdict: Verdict) -> None:
     box(f"Verdict: {verdict.label}", icon=_ICONS.get(verdict.status))
     for note in verdict.notes:
         st.caption(note)
-    if verdict.items:
-        st.dataframe(
-            pd.DataFrame([{"item": i.label or i.item, "result": LABELS.get(i.result, i.result), "reason": i.reason}
-                          for i in verdict.items]),
-            hide_index=True, width="stretch",
-        )
+    if verdict.items:  # a static table: four rows, reasons wrap instead of being cut
+        st.table(pd.DataFrame([{"item": i.label or i.item, "result": LABELS.get(i.result, i.result),
+                                "reason": i.reason} for i in verdict.items]).set_index("item"))

@@ -75,7 +75,7 @@ def test_documents_sample_to_history_in_chromium(app_url: str, loupe_home: Path)
             executable_path=str(CHROMIUM),
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        page = browser.new_page(viewport={"width": 1440, "height": 1300}, locale="zh-CN")
+        page = browser.new_page(viewport={"width": 1440, "height": 1800}, locale="zh-CN")
         page.set_default_timeout(120_000)
         expect.set_options(timeout=120_000)
         page.goto(f"{app_url}/documents")
