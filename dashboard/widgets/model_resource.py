@@ -42,8 +42,9 @@ class ModelSlot:
             if self.engine is not None and self.key == key:
                 self.engine.settings = settings
                 return self.engine
-            # Resolve the new model first (no weights yet): a mistyped path must not cost the loaded model.
-            backend = create_backend(settings)
+            # Resolve and pre-flight the new model first (no weights yet; the old one's GPU memory counts as
+            # free): a mistyped path or a model that cannot fit must not cost the loaded model.
+            backend = create_backend(settings, replacing=self.engine.backend if self.engine else None)
             self.release()
             backend.load(progress)
             self.engine, self.key = Engine(backend=backend, settings=settings), key
