@@ -324,8 +324,8 @@ def word_diff(first: str, second: str) -> list[DiffPiece]:
 
 def diff_html(pieces: Sequence[DiffPiece]) -> str:
     """The diff as HTML safe to render: every piece escaped, removals in <del>, additions in <ins>."""
-    tags = {"same": ("", ""), "removed": ('<del class="loupe-del">', "</del>"),
-            "added": ('<ins class="loupe-ins">', "</ins>")}
+    tags = {"same": ("", ""), "removed": ('<del class="loupe-del" style="background:#ffd7d5">', "</del>"),
+            "added": ('<ins class="loupe-ins" style="background:#ccffd8">', "</ins>")}
     body = "".join(f"{tags[p.kind][0]}{html.escape(p.text)}{tags[p.kind][1]}" for p in pieces)
     return f'<div class="loupe-diff" style="white-space: pre-wrap">{body}</div>'
 

@@ -30,6 +30,9 @@ pages = {
         st.Page("../pages/moderation.py", title="E-commerce moderation", icon=":material/shopping_cart:", url_path="moderation"),
     ],
     "Analyse": [  # Compare, Review and Batch pages belong here
+        st.Page("../pages/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("../pages/review.py", title="Review", icon=":material/fact_check:"),
+        st.Page("../pages/batch.py", title="Batch", icon=":material/dynamic_feed:"),
         st.Page("../pages/history.py", title="History", icon=":material/history:"),
     ],
     "Monitor": [

@@ -21,6 +21,7 @@ Decisions:
 from __future__ import annotations
 
 import functools
+import gc
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +63,16 @@ class RowClock(StoppingCriteria):
                 if is_end and self.ended_at[row] is None:
                     self.ended_at[row] = now
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def _release_memory() -> None:
+    """What the scheduler does after each request: the batch's cache and activations go back to the GPU, so
+    the next admission check (free memory as NVML sees it) is not fooled by PyTorch's cached blocks."""
+    import torch
+
+    gc.collect(1)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _prompt(processor: Any, query: Query) -> str:
@@ -189,12 +200,15 @@ def answer_batch(backend: Any, queries: Sequence[Query], *, min_new_tokens: int 
         peaks = marks.generation_ended()
     cancelled = cancel is not None and cancel.is_set()
     marks.finish("cancelled" if cancelled else "answered")
+    rows_ids = output[:, width:].tolist()
+    del output, inputs
+    _release_memory()
     vision = timer.get("vision", 0.0)
     first = clock.first_at or end
     prefill = max(0.0, first - gen_start - vision)
     results = []
     for row, query in enumerate(queries):
-        new_ids = output[row, width:].tolist()
+        new_ids = rows_ids[row]
         cut = next((i for i, token in enumerate(new_ids) if token in eos_ids), None)
         if cut is not None:
             new_ids = new_ids[: cut + 1]

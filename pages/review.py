@@ -1,0 +1,114 @@
+"""Review: moderation verdicts one at a time (agree, or override with a label, reason and note), agreement and
+Cohen's kappa per template, override reasons, exports. Reviews are in the history database."""
+import hashlib
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import review
+from core.errors import LoupeError
+from core.moderation import LABELS, UNPARSED
+from dashboard.widgets.model_resource import get_history
+from dashboard.widgets.session import session_id
+from dashboard.widgets.verdict_panel import show_verdict
+
+AGREE = "agree"
+SHOWN = {"": "All", False: "Unreviewed", True: "Reviewed"}
+
+store = get_history()
+st.title("Review")
+st.caption("Every moderation result (moderation page, compare runs, batches) with its image, verdict, reasons and "
+           "the model's raw output. Keyboard: Tab to the decision, arrow keys to choose, Enter in the note saves.")
+
+with st.container(border=True):
+    a, b, c, d = st.columns(4)
+    verdicts = a.multiselect("Verdict", [*review.LABELS, UNPARSED], format_func=LABELS.__getitem__,
+                             key="review-verdicts", placeholder="Any verdict")
+    shown = b.segmented_control("Show", list(SHOWN), default=False, format_func=SHOWN.__getitem__, key="review-shown")
+    template_id = c.selectbox("Template", ["", *review.template_ids(store)], key="review-template",
+                              format_func=lambda t: t or "All templates")
+    dates = d.date_input("Dates (UTC)", value=[], key="review-dates", format="YYYY-MM-DD")
+flt = review.ReviewFilter(verdicts=tuple(verdicts), reviewed=None if shown in ("", None) else shown,
+                          template_id=template_id, date_from=dates[0] if dates else None,
+                          date_to=dates[1] if len(dates) > 1 else (dates[0] if dates else None))
+position_key = "review-at-" + hashlib.sha1(repr(flt).encode()).hexdigest()[:12]
+position = int(st.session_state.get(position_key, 0))
+items, total = review.queue(store, flt, page=position + 1, page_size=1)
+if not items and position:
+    position = st.session_state[position_key] = max(total - 1, 0)
+    items, total = review.queue(store, flt, page=position + 1, page_size=1)
+
+if not items:
+    st.info("Nothing to review with these filters.", icon=":material/task_alt:")
+else:
+    item = items[0]
+    st.caption(f"Result {position + 1} of {total} · #{item.query_id} · {item.page} · {item.template_id} · "
+               f"{item.created_at[:19].replace('T', ' ')} UTC")
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        stored = store.image(item.image_sha256) if item.image_sha256 else None
+        if stored is not None:
+            st.image(stored.thumbnail, caption=f"{stored.width}×{stored.height} as the model saw it")
+        st.text(item.question)
+    with right:
+        show_verdict(item.verdict)
+        with st.expander("The model's raw output"):
+            st.text(item.verdict.raw)
+        if item.review is not None:
+            r = item.review
+            st.caption(f"Reviewed {r.reviewed_at[:19].replace('T', ' ')}: "
+                       + ("agreed" if r.agreed else f"overridden to {LABELS[r.label]} ({r.reason or 'no reason'})")
+                       + (f" · {r.note}" if r.note else ""))
+        with st.form("review-form", clear_on_submit=True, border=True):
+            choices = ([] if item.verdict.status == UNPARSED else [AGREE]) + list(review.LABELS)
+            decision = st.radio("Decision", choices, horizontal=True, key="review-decision",
+                                format_func=lambda x: f"Agree ({item.verdict.label})" if x == AGREE
+                                else f"Override: {LABELS[x]}")
+            reason = st.selectbox("Reason for an override", ["", *review.REASONS], key="review-reason",
+                                  format_func=lambda x: x or "—")
+            note = st.text_input("Note", key="review-note")
+            saved = st.form_submit_button("Save review", type="primary", icon=":material/done:")
+        if saved:
+            try:
+                review.record(store, item.query_id, agree=decision == AGREE, label="" if decision == AGREE else decision,
+                              reason=reason, note=note, reviewer=session_id())
+            except LoupeError as exc:
+                st.error(str(exc))
+            else:
+                if flt.reviewed is not False:  # an unreviewed queue moves on by itself: this item has left it
+                    st.session_state[position_key] = position + 1
+                st.rerun()
+    p, n, _ = st.columns([1, 1, 4])
+    if p.button("Previous", key="review-previous", disabled=position == 0, icon=":material/arrow_back:"):
+        st.session_state[position_key] = position - 1
+        st.rerun()
+    if n.button("Skip", key="review-skip", disabled=position + 1 >= total, icon=":material/arrow_forward:"):
+        st.session_state[position_key] = position + 1
+        st.rerun()
+
+st.subheader("Agreement")
+stats = review.stats(store, flt)
+if not stats.templates:
+    st.caption("No reviews yet.")
+else:
+    frame = pd.DataFrame([{"template": a.template_id, "reviewed": a.reviewed, "agreed": a.agreed,
+                           "agreement": a.rate, "kappa": a.kappa} for a in stats.templates])
+    st.dataframe(frame, hide_index=True, width="stretch", column_config={
+        "agreement": st.column_config.NumberColumn(format="percent"),
+        "kappa": st.column_config.NumberColumn("Cohen's κ", format="%.2f", help="Model vs reviewers; empty when "
+                                               "undefined (both always gave the same label).")})
+    chart = go.Figure([go.Bar(name="agreement", x=frame["template"], y=frame["agreement"]),
+                       go.Bar(name="Cohen's κ", x=frame["template"], y=frame["kappa"])])
+    chart.update_layout(barmode="group", height=260, margin={"t": 10, "b": 10}, yaxis_range=[-1, 1])
+    st.plotly_chart(chart, key="review-chart")
+    by_verdict, reasons = st.columns(2)
+    by_verdict.dataframe(pd.DataFrame([{"template": a.template_id, "model verdict": LABELS[a.verdict],
+                                        "reviewed": a.reviewed, "agreement": a.rate} for a in stats.verdicts]),
+                         hide_index=True, column_config={"agreement": st.column_config.NumberColumn(format="percent")})
+    reasons.dataframe(pd.DataFrame(stats.reasons, columns=["override reason", "count"]), hide_index=True)
+    x, y, _ = st.columns([1, 1, 4])
+    x.download_button("Export CSV", data=lambda: review.export_csv(store, flt), file_name="loupe-reviews.csv",
+                      mime="text/csv", key="review-csv", icon=":material/download:")
+    y.download_button("Export JSON", data=lambda: review.export_json(store, flt), file_name="loupe-reviews.json",
+                      mime="application/json", key="review-json", icon=":material/download:")
