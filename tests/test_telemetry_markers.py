@@ -98,3 +98,12 @@ def test_traces_window_and_clear(engine) -> None:
     assert trace not in markers.traces(since=trace.end + 1)
     markers.clear()
     assert markers.for_query(query) is None and trace not in markers.traces()
+
+
+def test_beam_search_is_marked_too(engine) -> None:
+    """No streamer with beams: the first-token boundary comes from the stopping criteria, step one."""
+    query = engine.build_query([_png()], "hi", GenerationSettings(max_new_tokens=6, num_beams=2))
+    engine.backend.stream(query).collect()
+    trace = markers.for_query(query)
+    assert trace.outcome == "answered" and [s.stage for s in trace.stages] == list(STAGES)
+    assert trace.stages[-1].end > trace.stages[-1].start
