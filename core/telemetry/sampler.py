@@ -120,8 +120,11 @@ class SampleReader:
         device = self._torch_devices.get(card_uuid)
         if device is None:
             return None, None, None
-        return (torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device),
-                torch.cuda.max_memory_allocated(device))
+        try:
+            return (torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device),
+                    torch.cuda.max_memory_allocated(device))
+        except RuntimeError:  # a lost or reset device: these fields are empty, the NVML ones still count
+            return None, None, None
 
 
 def read_sample() -> TelemetrySample:
