@@ -10,7 +10,9 @@ Decisions:
 - Items run image by image (all templates of the first image, then the next), each through
   `ask_and_record` (page "batch"): through the scheduler, so a batch of 200 never starves another
   analyst's question, and into history with a verdict for moderation templates (the review queue).
-- A failed item (unreadable image, generation error) records its error and the batch goes on.
+- A failed item (unreadable image, generation error) records its error and the batch goes on. When the
+  model itself goes away (unloaded for a model switch, queue full) the batch pauses instead, with that
+  item still to run: failing every item left for a reason none of them has would waste the batch.
 - One runner thread per batch in this process (`start()` is idempotent); pausing stops at the next
   item boundary. `resume_interrupted()` restarts every batch that was running when the process died.
 - ETA = mean seconds of the items finished so far × items left.
@@ -30,12 +32,13 @@ from core import history_tables
 from core.batch_input import BatchInput
 from core.compare import CompareColumn
 from core.engine import Engine
-from core.errors import BatchError, HistoryError, LoupeError
+from core.errors import BatchError, HistoryError, LoupeError, ModelError
 from core.history import HistoryStore
 from core.history.store import now_utc
 from core.questions import validate
 from core.recorded_ask import AskRequest, ImageUpload, ask_and_record
 from core.records import GenerationSettings
+from core.scheduler import QueueFullError
 from core.streaming import describe_failure
 from core.templates import by_id
 
@@ -119,6 +122,11 @@ def progress(store: HistoryStore, batch_id: int, last: str = "") -> BatchProgres
     return BatchProgress(batch_id, spec["status"], total, counts.get("done", 0), counts.get("failed", 0), eta, last)
 
 
+def _model_gone(error: Exception) -> bool:
+    """The model was unloaded (switched) or its queue is full: every further item would fail the same way."""
+    return isinstance(error, (ModelError, QueueFullError)) or "being unloaded" in str(error)
+
+
 def run(engine: Engine, store: HistoryStore, batch_id: int, *, on_progress: Callable[[BatchProgress], None] | None = None,
         stop: threading.Event | None = None) -> BatchProgress:
     """Run the batch's pending items in order until none is left (status done) or `stop` is set (paused)."""
@@ -145,6 +153,9 @@ def run(engine: Engine, store: HistoryStore, batch_id: int, *, on_progress: Call
         try:
             asked.run()
         except Exception as exc:  # noqa: BLE001 - a failed item records its error; the batch goes on
+            if _model_gone(exc):  # not this item's fault: pause, and run it again on resume
+                _set_status(store, batch_id, "paused")
+                return progress(store, batch_id, f"paused: {exc}")
             error = str(exc if isinstance(exc, LoupeError) else describe_failure(exc))
         status = "failed" if error else "done"
         with store.transaction() as db:

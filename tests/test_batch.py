@@ -184,3 +184,21 @@ def test_nothing_is_written_outside_loupe_home(engine, store, loupe_home, tmp_pa
     assert set(os.listdir(outside)) == before
     assert batch.list_batches(store)[0] == {"id": batch_id, "created_at": batch.list_batches(store)[0]["created_at"],
                                             "status": "done", "items": 2, "done": 2, "failed": 0}
+
+
+def test_a_batch_pauses_when_its_model_goes_away_and_finishes_once_it_is_back(demo_model_dir, store) -> None:
+    from core.engine import load_engine
+    from core.settings import load_settings
+
+    own = load_engine(load_settings(home=demo_model_dir.parent.parent, model=str(demo_model_dir)))
+    batch_id = _batch(own, store, [ImageUpload(_png(c), f"{c}.png") for c in ("navy", "red")])
+
+    def unload_after_first(update: batch.BatchProgress) -> None:
+        if update.finished == 1:
+            own.backend.unload()  # what a model switch does
+
+    paused = batch.run(own, store, batch_id, on_progress=unload_after_first)
+    assert paused.status == "paused" and (paused.done, paused.failed) == (1, 0) and "not loaded" in paused.last
+    own.backend.load()
+    final = batch.run(own, store, batch_id)
+    assert final.status == "done" and (final.done, final.failed) == (4, 0)
