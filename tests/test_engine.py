@@ -104,6 +104,7 @@ def test_stalled_generation_times_out_and_is_cancelled(engine, monkeypatch) -> N
     finally:
         release.set()
         handle.remove()
+        monkeypatch.undo()  # the follow-up question runs with the normal timeout
     stream._thread.join()
     after = engine.ask([_png()], "hi", GenerationSettings(max_new_tokens=3)).collect()
     assert after.output_tokens == 3  # the model still answers
