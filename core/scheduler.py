@@ -121,7 +121,8 @@ class Scheduler:
                                  sessions=len(self._queues))
 
     def add_listener(self, listener: Listener) -> None:
-        """`listener(FinishedRequest)` is called on the worker thread after every request; it must be quick."""
+        """`listener(FinishedRequest)` is called after every request, before its caller sees the end (on the
+        worker thread, or the cancelling caller's for a request cancelled in the queue); it must be quick."""
         self._listeners.append(listener)
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -213,11 +214,8 @@ class Scheduler:
             self._idle_free = self._admission.free()
 
     def _finish(self, request: QueuedRequest) -> None:
+        """Tell the listeners first (history is written before the caller sees the end), then the caller."""
         request.finished = time.perf_counter()
-        request.pieces.put(END)
-        request.done.set()
-        request.started_or_done.set()
-        notify(request)
         started = request.started or request.finished
         record = FinishedRequest(
             request_id=request.id, session=request.session, query=request.query, status=request.status,
@@ -231,6 +229,10 @@ class Scheduler:
                 listener(record)
             except Exception:  # noqa: BLE001 - a broken hook must not stop the queue
                 log.exception("scheduler listener failed")
+        request.pieces.put(END)
+        request.done.set()
+        request.started_or_done.set()
+        notify(request)
 
 
 def _detached(error: LoupeError) -> LoupeError:
