@@ -132,6 +132,8 @@ def test_bad_requests_get_openai_shaped_4xx(serving, tmp_path) -> None:
         assert set(error) == {"message", "type", "param", "code"}
         assert (error["code"], error["param"]) == (code, param), error
         assert error["message"] and "Traceback" not in error["message"]
+    chunked = client.post("/v1/chat/completions", content=iter([b"x" * 2**20] * 3))  # no Content-Length
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "body_too_large"
     assert client.get("/nope").json()["error"]["code"] == "not_found"
     assert client.get("/v1/chat/completions").status_code == 405
     # the server is still fine afterwards
@@ -210,5 +212,30 @@ def test_real_server_concurrent_streams_and_a_client_that_goes_away(engine, serv
             gate.open()
         holder.join(60)
         assert finished["holder"] == "done"
+    finally:
+        server.stop()
+
+
+def test_the_openai_client_works_unchanged(serving) -> None:
+    """What the README shows: the official `openai` Python client against a real server."""
+    openai = pytest.importorskip("openai")
+    app, _ = serving(api_token="s3cret")
+    server = start_server(app)
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="s3cret")
+        model = client.models.list().data[0].id
+        content = [{"type": "text", "text": QUESTION}, {"type": "image_url", "image_url": {"url": _uri(_png())}}]
+        reply = client.chat.completions.create(model=model, max_tokens=8,
+                                               messages=[{"role": "user", "content": content}])
+        assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 8
+        stream = client.chat.completions.create(model=model, max_tokens=8, stream=True,
+                                                messages=[{"role": "user", "content": content}])
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert streamed.strip().startswith(reply.choices[0].message.content)
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "问" * 201}])
+        assert refused.value.code == "invalid_question" and "201 characters" in refused.value.message
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong").models.list()
     finally:
         server.stop()
