@@ -4,8 +4,9 @@ Why: plain `generate()` is bound by Python overhead (about 6% of the memory-band
 This path, in the spirit of gpt-fast, runs the decoder with
 - QKV and gate/up projections fused into one matrix each, the model's own weights re-pointed as views into
   them (no second copy of any weight), so plain `generate()` keeps working on the same tensors;
-- one static KV cache allocated once and reused by every request (its length is a fixed bucket, so the
-  compiled decode step never recompiles for requests of different lengths);
+- one static KV cache allocated once and reused by every request; decode attention reads only a bucket of
+  it (1024, 2048, 4096, ... positions: the smallest that holds the filled part), one compiled graph per
+  bucket, all compiled during loading, so no request ever pays for compilation;
 - the decode step compiled with CUDA graphs (`torch.compile(mode="reduce-overhead")`) and greedy argmax
   plus the repetition penalty done on the GPU;
 - the prefill (vision tower + merged embeddings) taken from the real model: a pre-hook on its language model
@@ -77,7 +78,7 @@ def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | 
 class FastDecoder:
     """Greedy decoding with a static cache of `max_len` positions for one loaded VLM (batch 1)."""
 
-    def __init__(self, model: Any, max_len: int, compile: bool | None = None) -> None:
+    def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (1024, 2048)) -> None:
         self.model = model
         self.lm = _language_model(model)
         cfg = self.lm.config
@@ -104,6 +105,7 @@ class FastDecoder:
         self.positions = positions
         self.seen = torch.zeros(cfg.vocab_size if hasattr(cfg, "vocab_size") else model.lm_head.weight.shape[0],
                                 device=self.device, dtype=torch.bool)
+        self.buckets = tuple(sorted({b for b in buckets if b < max_len} | {max_len}))
         use_compile = self.device.type == "cuda" if compile is None else compile
         self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True) if use_compile \
             else self._decode_step
@@ -121,7 +123,7 @@ class FastDecoder:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def _layers(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _layers(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None, bucket: int = 0) -> torch.Tensor:
         """x: [1, T, hidden] at positions `pos` (T of them); writes K/V into the cache at `pos`."""
         t = x.shape[1]
         cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]
@@ -138,7 +140,8 @@ class FastDecoder:
             if mask is None:  # prefill: causal attention over the fresh positions only
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
             else:
-                out = F.scaled_dot_product_attention(q, self.k_cache[i], self.v_cache[i], attn_mask=mask,
+                out = F.scaled_dot_product_attention(q, self.k_cache[i, :, :, :bucket], self.v_cache[i, :, :, :bucket],
+                                                     attn_mask=mask,
                                                      enable_gqa=self.n_kv != self.n_heads)
             x = x + o_proj(out.transpose(1, 2).reshape(1, t, q_size))
             gate, up = F.linear(self._norm(norm2, x), wgu).chunk(2, dim=-1)
@@ -154,16 +157,37 @@ class FastDecoder:
         self.seen.index_fill_(0, token, True)
         return token
 
-    def _decode_step(self, token: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    def _decode_step(self, token: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, bucket: int) -> torch.Tensor:
         x = self.lm.embed_tokens(token.view(1, 1))
-        mask = (self.positions <= pos)[None, None, None]
-        return self._next_token(self._layers(x, pos, mask), penalty)
+        mask = (self.positions[:bucket] <= pos)[None, None, None]
+        return self._next_token(self._layers(x, pos, mask, bucket), penalty)
+
+    def bucket_for(self, filled: int) -> int:
+        return next(b for b in self.buckets if b >= filled)
+
+    @torch.no_grad()
+    def warm_up(self, report: Any = None) -> float:
+        """Compile (and capture) the decode step for every bucket now, so no analyst's question pays for it."""
+        import time
+
+        started = time.perf_counter()
+        token = torch.zeros(1, dtype=torch.long, device=self.device)
+        penalty = torch.tensor(1.0, device=self.device)
+        for bucket in self.buckets:
+            if report is not None:
+                report(f"Compiling the decode step for answers up to {bucket} tokens (once, while loading)")
+            for _ in range(3):  # warm-up, record, replay
+                if self.device.type == "cuda":
+                    torch.compiler.cudagraph_mark_step_begin()
+                self._step(token, self.positions[bucket - 1 : bucket], penalty, bucket).clone()
+        self.seen.zero_()
+        return time.perf_counter() - started
 
     def logits_at(self, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Teacher-forced decode logits for one token at one position (for checking against the model)."""
         x = self.lm.embed_tokens(token.view(1, 1))
         mask = (self.positions <= pos)[None, None, None]
-        return self.model.lm_head(self._layers(x, pos, mask)[:, -1]).float()[0]
+        return self.model.lm_head(self._layers(x, pos, mask, self.max_len)[:, -1]).float()[0]
 
     # -- one request --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -213,7 +237,8 @@ class FastDecoder:
                 break
             if self.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
-            token = self._step(token, self.positions[length + step : length + step + 1], penalty).clone()
+            pos = length + step
+            token = self._step(token, self.positions[pos : pos + 1], penalty, self.bucket_for(pos + 1)).clone()
         if streamer is not None:
             streamer.end()
         new = torch.tensor([produced], dtype=input_ids.dtype, device=input_ids.device)

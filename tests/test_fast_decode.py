@@ -65,3 +65,13 @@ def test_cache_length_buckets() -> None:
     assert cache_length(4096, 1) == 512
     assert cache_length(4096, 1300) == 1536
     assert cache_length(1024, 5000) == 1024
+
+
+def test_buckets_cover_the_cache_and_warm_up_leaves_answers_unchanged(loaded) -> None:
+    model, processor, inputs, reference = loaded
+    fast = FastDecoder(model, 512, compile=False, buckets=(64, 128))
+    assert fast.buckets == (64, 128, 512)
+    assert fast.bucket_for(1) == 64 and fast.bucket_for(65) == 128 and fast.bucket_for(300) == 512
+    assert fast.warm_up() >= 0
+    out = fast.generate(inputs, 160, 1.005, {processor.tokenizer.eos_token_id})  # crosses two buckets
+    assert torch.equal(out, reference)

@@ -111,11 +111,16 @@ class FirstTokenMark(StoppingCriteria):
         self.cancel = cancel
         self.saw_cancel = False
 
+    def after_token(self) -> bool:
+        """Called after every new token (by generate() through __call__, or by the fast decoder): stop?"""
+        self.marks.first_token()
+        self.saw_cancel = self.saw_cancel or self.cancel.is_set()
+        return self.saw_cancel
+
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        self.marks.first_token()
-        self.saw_cancel = self.saw_cancel or self.cancel.is_set()
+        self.after_token()
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
@@ -136,6 +141,7 @@ class TransformersBackend:
         device_map_summary: str = "",
         max_images: int = 4,
         stream_timeout_s: float = 120.0,
+        fast_decode: bool = True,
         plan: ShardPlan | None = None,
         notes: tuple[str, ...] = (),
     ) -> None:
@@ -153,6 +159,9 @@ class TransformersBackend:
         self.processor: Any = None
         self._vision: VisionClock | None = None
         self.load_s = 0.0
+        self.fast_decode = fast_decode
+        self.fast_decoder: Any = None  # core.fast_decode.FastDecoder when the model allows it
+        self.fast_status = "off"
 
     # -- load ------------------------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
@@ -184,12 +193,34 @@ class TransformersBackend:
             self.unload()
             raise ModelError(f"The model in {self.source.path} could not be loaded: {failure}")
         self._vision = VisionClock(find_vision_module(self.model), self.runtime.device == "cuda")
+        if self.fast_decode:
+            self._prepare_fast_decoder(report)
         self.load_s = time.perf_counter() - started
         report(LoadProgress(1.0, f"Model ready in {self.load_s:.1f} s"))
+
+    def _prepare_fast_decoder(self, report: ProgressCallback) -> None:
+        """Build the fast decode path and compile it now, so the first question pays no compilation."""
+        from core import fast_decode
+
+        status = fast_decode.check(self.model)
+        self.fast_status = status.reason
+        if not status.enabled:
+            return
+        positions = getattr(self.model.model.language_model.config, "max_position_embeddings", 4096)
+        self.fast_decoder = fast_decode.FastDecoder(self.model, fast_decode.cache_length(positions, 4096))
+        seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
+        self.fast_status = f"{status.reason} (ready in {seconds:.1f} s)"
+
+    def _use_fast_decoder(self, query: Query, input_len: int) -> bool:
+        s = query.settings
+        return (self.fast_decoder is not None and not s.do_sample and s.num_beams == 1
+                and input_len + s.max_new_tokens <= self.fast_decoder.max_len)
 
     def unload(self) -> None:
         """Drop the model and give its GPU memory back (used when switching models)."""
         import torch
+
+        self.fast_decoder = None
 
         if self._vision is not None:
             self._vision.remove()
@@ -207,7 +238,8 @@ class TransformersBackend:
             device=self.runtime.device,
             is_demo=self.source.is_demo,
             device_map_summary=self._device_map_summary or self.runtime.device,
-            notes=tuple(dict.fromkeys(n for n in (self.runtime.note, *self._notes) if n)),
+            notes=tuple(dict.fromkeys(n for n in (self.runtime.note, *self._notes, f"fast decode: {self.fast_status}")
+                                      if n)),
         )
 
     # -- answer ----------------------------------------------------------------------------------
@@ -270,13 +302,19 @@ class TransformersBackend:
                 marks.generation_started(find_vision_module(self.model))
                 clock["start"] = time.perf_counter()
                 try:
-                    with torch.no_grad():
-                        output = self.model.generate(
-                            **inputs,
-                            **self._generate_kwargs(query),
-                            streamer=None if beams else streamer,
-                            stopping_criteria=[CancelCriteria(cancel), stage_mark],
+                    if self._use_fast_decoder(query, input_len):
+                        output = self.fast_decoder.generate(
+                            dict(inputs), query.settings.max_new_tokens, query.settings.repetition_penalty,
+                            self._eos_ids(), streamer=streamer, should_stop=stage_mark.after_token,
                         )
+                    else:
+                        with torch.no_grad():
+                            output = self.model.generate(
+                                **inputs,
+                                **self._generate_kwargs(query),
+                                streamer=None if beams else streamer,
+                                stopping_criteria=[CancelCriteria(cancel), stage_mark],
+                            )
                     memory.synchronize()
                 except BaseException:
                     marks.finish("failed")
@@ -294,6 +332,10 @@ class TransformersBackend:
             return self._answer(query, thread, input_len, preprocess_s, started, clock, stage_mark.saw_cancel)
 
         return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
     def _answer(
         self, query: Query, thread: GenerationThread, input_len: int, preprocess_s: float,
