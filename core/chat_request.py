@@ -8,7 +8,8 @@ Decisions (a client written for OpenAI's API works unchanged; what Loupe cannot 
   the setting `api_allowed_paths`; http(s) URLs are refused because Loupe never fetches from the network.
 - Sampling: greedy (reproducible, Loupe's default) unless `temperature` > 0 is sent; then `top_p` and
   `seed` apply. `max_tokens` (or `max_completion_tokens`) defaults to the setting `max_new_tokens`. `n` must be 1.
-- Session, for the queue's fairness: the request's `user` field, else the caller's address.
+- Session, for the queue's fairness: "api:" + the request's `user` field, else "api:" + the caller's address
+  (the prefix tells history hooks which requests came through the API).
 """
 from __future__ import annotations
 
@@ -163,7 +164,7 @@ def decode(body: ChatBody, *, default_max_tokens: int, max_images: int, allowed_
     )
     return ChatAsk(images=images, question=question, settings=settings, stream=body.stream,
                    include_usage=bool(body.stream_options and body.stream_options.include_usage),
-                   session=body.user or fallback_session)
+                   session=f"api:{body.user or fallback_session}")
 
 
 def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, Any]:

@@ -193,7 +193,7 @@ def test_real_server_concurrent_streams_and_a_client_that_goes_away(engine, serv
         for thread in threads:
             thread.join()
         assert all(events[-1] == "[DONE]" and '"finish_reason": "length"' in events[-2] for events in results.values())
-        assert finished == {"bot-0": "done", "bot-1": "done", "bot-2": "done"}
+        assert finished == {"api:bot-0": "done", "api:bot-1": "done", "api:bot-2": "done"}
 
         gate = Gate(engine)
         try:
@@ -207,11 +207,11 @@ def test_real_server_concurrent_streams_and_a_client_that_goes_away(engine, serv
                 assert ": 1 request ahead" in [next(lines) for _ in range(3)]
             # the connection is closed here: the server must notice and drop the queued request
             assert cancelled.wait(30)
-            assert finished["leaver"] == "cancelled"
+            assert finished["api:leaver"] == "cancelled"
         finally:
             gate.open()
         holder.join(60)
-        assert finished["holder"] == "done"
+        assert finished["api:holder"] == "done"
     finally:
         server.stop()
 
