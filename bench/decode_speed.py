@@ -99,6 +99,7 @@ def main() -> dict:
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--model-dir", default="/tmp/loupe-7b")
     parser.add_argument("--skip-hf-compile", action="store_true")
+    parser.add_argument("--out", default=None, help="JSON file (default bench/results/decode_speed_<cuda|cpu>.json)")
     args = parser.parse_args()
 
     from PIL import Image
@@ -197,7 +198,7 @@ def main() -> dict:
     if on_gpu:
         result["peak_GB_per_gpu"] = {f"cuda:{i}": round(torch.cuda.max_memory_allocated(i) / 1e9, 2)
                                      for i in range(torch.cuda.device_count())}
-    out = ROOT / "bench" / "results" / f"decode_speed_{'cuda' if on_gpu else 'cpu'}.json"
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"decode_speed_{'cuda' if on_gpu else 'cpu'}.json"
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(result))
     return result

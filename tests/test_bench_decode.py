@@ -1,0 +1,18 @@
+"""CI runs the decode benchmark's CPU mode on the demo model, so the GPU script cannot rot unnoticed."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_decode_benchmark_cpu_mode(tmp_path: Path) -> None:
+    out = tmp_path / "decode.json"
+    result = subprocess.run([sys.executable, "bench/decode_speed.py", "--cpu", "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["teacher_forced_ok"] is True and record["teacher_forced_max_rel_diff"] < 1e-4
+    for key in ("device", "plain_generate_tok_s", "decode_tok_s", "ttft_s", "batch4_over_single"):
+        assert record[key], key
