@@ -1,6 +1,6 @@
 """Load on the OpenAI-compatible API over loopback: N concurrent clients, a fixed count of requests.
 
-    python bench/load_api.py [--clients 4] [--requests 40] [--max-tokens 16] [--batch 8]
+    python bench/load_api.py [--clients 4] [--requests 40] [--max-tokens 16] [--batch 16]
     # writes bench/results/load_api_<cpu|cuda>.json
 
 The server is a real `python -m core serve --port 0` subprocess on 127.0.0.1 (the demo model unless
@@ -9,8 +9,9 @@ LOUPE_MODEL is set), so the clients' threads never share a GIL with the model. T
    non-streaming requests; latency is client-side wall time. Per-client counts show how evenly the queue
    served them (Jain's index: 1.0 = perfectly even).
 2. fairness: one session queues a batch of `batch` requests at once; when they wait, another session
-   asks one question. Round-robin serves it after at most two batch requests (the running one and the
-   next); plain FIFO would serve the whole batch first.
+   asks one question (streamed, so the server's ": N requests ahead" comment gives its queue position).
+   Round-robin queues it behind at most two batch requests (the running one and the next); plain FIFO
+   would queue it behind the whole batch.
 """
 from __future__ import annotations
 
@@ -128,10 +129,25 @@ def fairness_phase(url: str, batch: int, max_tokens: int) -> dict[str, Any]:
     finished: list[tuple[str, float]] = []
     lock = threading.Lock()
 
+    positions: list[int] = []
+
     def ask(user: str, index: int) -> None:
         response = httpx.post(f"{url}/v1/chat/completions", json=_body(user, index, max_tokens), timeout=600)
         with lock:
             finished.append((user if response.status_code == 200 else f"{user}:error", time.perf_counter()))
+
+    def ask_streaming(user: str, index: int) -> None:
+        """Streamed, to read the position the server gave it (": N requests ahead") when it was queued."""
+        body = {**_body(user, index, max_tokens), "stream": True}
+        ok = False
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as response:
+            for line in response.iter_lines():
+                found = re.match(r": (\d+) requests? ahead", line)
+                if found and not positions:
+                    positions.append(int(found.group(1)))
+                ok = ok or line == "data: [DONE]"
+        with lock:
+            finished.append((user if ok else f"{user}:error", time.perf_counter()))
 
     batch_threads = [threading.Thread(target=ask, args=("batch", i)) for i in range(batch)]
     started = time.perf_counter()
@@ -145,7 +161,7 @@ def fairness_phase(url: str, batch: int, max_tokens: int) -> dict[str, Any]:
             break
         time.sleep(0.01)
     single_sent = time.perf_counter()
-    single = threading.Thread(target=ask, args=("single", 99))
+    single = threading.Thread(target=ask_streaming, args=("single", 99))
     single.start()
     for thread in [*batch_threads, single]:
         thread.join()
@@ -154,7 +170,12 @@ def fairness_phase(url: str, batch: int, max_tokens: int) -> dict[str, Any]:
     return {
         "batch_requests": batch, "errors": sum(":error" in user for user, _ in finished),
         "batch_waiting_when_single_sent": waiting,
-        "batch_done_before_single": overtaking,  # round-robin: at most 2; FIFO: batch_waiting + 1
+        # where the server queued the single question: round-robin puts it behind the running request and at
+        # most one more of the batch (2); FIFO would put it behind every queued one (batch_waiting + 1)
+        "single_position_when_queued": positions[0] if positions else 0,
+        # batch requests finished between sending the single question and its answer (this includes any that
+        # finished while it was still being sent and decoded)
+        "batch_done_before_single": overtaking,
         "single_latency_s": round(single_done - single_sent, 3),
         "batch_wall_s": round(max(t for u, t in finished if u == "batch") - started, 3),
     }
@@ -165,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

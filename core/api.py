@@ -216,14 +216,14 @@ async def _stream(request: Request, reader: _Reader, meta: dict[str, Any], inclu
         yield _sse(delta({"role": "assistant", "content": ""}))
         said = ""
         while True:
+            if ticket.status == "queued" and (where := describe_position(ticket)) != said:
+                said = where
+                yield f": {where}\n\n"
             pieces, ended = await reader.next()
             for piece in pieces:
                 yield _sse(delta({"content": piece}))
             if ended:
                 break
-            if ticket.status == "queued" and (where := describe_position(ticket)) != said:
-                said = where
-                yield f": {where}\n\n"
             if await request.is_disconnected():
                 ticket.cancel()
                 return
