@@ -66,6 +66,17 @@ def app_url(loupe_home: Path, tmp_path: Path) -> Iterator[str]:
             process.kill()
 
 
+def _settle(page) -> None:
+    """Wait until the app's script run is over, no element is stale and none still loading (a skeleton),
+    so a screenshot shows the page as the analyst sees it."""
+    page.wait_for_function("""() => {
+        const app = document.querySelector('[data-testid="stApp"]');
+        return app !== null && app.getAttribute("data-test-script-state") === "notRunning"
+            && document.querySelector('[data-stale="true"]') === null
+            && document.querySelector('[data-testid^="stSkeleton"]') === null;
+    }""")
+
+
 def test_documents_sample_to_history_in_chromium(app_url: str, loupe_home: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -90,6 +101,7 @@ def test_documents_sample_to_history_in_chromium(app_url: str, loupe_home: Path)
         page.get_by_role("button", name="Submit").click()
         expect(page.get_by_text("Recorded in history as #1.")).to_be_visible()
         expect(page.get_by_text("tokens/s")).to_be_visible()
+        _settle(page)
         page.screenshot(path=str(OUTPUT / "documents-answer.png"), full_page=True)
 
         page.get_by_role("link", name="E-commerce moderation").click()
@@ -98,6 +110,7 @@ def test_documents_sample_to_history_in_chromium(app_url: str, loupe_home: Path)
         page.get_by_role("button", name="Submit").click()
         expect(page.get_by_text("Recorded in history as #2.")).to_be_visible()
         expect(page.get_by_text("Verdict: unparsed — needs review")).to_be_visible()
+        _settle(page)
         page.screenshot(path=str(OUTPUT / "moderation-verdict.png"), full_page=True)
         assert f"session={session}" in page.url  # the session survived the page switch
 
@@ -108,5 +121,6 @@ def test_documents_sample_to_history_in_chromium(app_url: str, loupe_home: Path)
         page.get_by_role("combobox", name="Session").click()
         page.get_by_role("option", name=f"This session ({session})").click()
         expect(page.get_by_text("2 queries match")).to_be_visible()
+        _settle(page)
         page.screenshot(path=str(OUTPUT / "history.png"), full_page=True)
         browser.close()
