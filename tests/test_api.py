@@ -5,7 +5,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -239,3 +243,15 @@ def test_the_openai_client_works_unchanged(serving) -> None:
             openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong").models.list()
     finally:
         server.stop()
+
+
+def test_serve_refuses_a_busy_port_with_one_error_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "core", "serve", "--port", str(port)], capture_output=True,
+                                text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: Cannot listen on 127.0.0.1:{port} (Address already in use); "
+                                                  "choose another --port."]
