@@ -84,6 +84,8 @@ def main() -> dict:
     args = parser.parse_args()
     on_gpu = torch.cuda.is_available() and not args.cpu
     new_tokens = args.new_tokens or (128 if on_gpu else 32)
+    if not on_gpu:  # one thread: on a shared CI machine, spinning intra-op threads make the figures noise
+        torch.set_num_threads(1)
 
     from core import demo_model, images, questions, samples
     from core.commands.common import quiet_libraries
@@ -122,7 +124,7 @@ def main() -> dict:
         "device": device, "model": "llava-7b-class-random-bf16" if on_gpu else "demo-llava-v1 (float32)",
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
         "templates": list(TEMPLATES), "image": f"{sample.id} ({prepared.width}×{prepared.height})",
-        "new_tokens": new_tokens, "runs": RUNS,
+        "new_tokens": new_tokens, "runs": RUNS, "cpu_threads": torch.get_num_threads(),
         "single_s": round(single_s, 4), "batched_s": round(batched_s, 4), "sequential_s": round(sequential_s, 4),
         "ratio": round(batched_s / single_s, 3), "sequential_over_single": round(sequential_s / single_s, 3),
         "speedup_vs_sequential": round(sequential_s / batched_s, 3),
