@@ -97,10 +97,11 @@ class Scheduler:
                 if request.stream is not None:
                     request.stream.cancel()
                 return
-            if request.status != "queued":
-                return
-            self._queues[request.session].remove(request)
-            if not self._queues[request.session]:
+            lane = self._queues.get(request.session)
+            if request.status != "queued" or lane is None or request not in lane:
+                return  # already ended, or being taken this instant (a __del__ from the garbage collector)
+            lane.remove(request)
+            if not lane:
                 del self._queues[request.session]
             request.status = "cancelled"
         self._finish(request)
