@@ -5,7 +5,7 @@ This path, in the spirit of gpt-fast, runs the decoder with
 - QKV and gate/up projections fused into one matrix each, the model's own weights re-pointed as views into
   them (no second copy of any weight), so plain `generate()` keeps working on the same tensors;
 - one static KV cache allocated once and reused by every request; decode attention reads only a bucket of
-  it (1024, 2048, 4096, ... positions: the smallest that holds the filled part), one compiled graph per
+  it (2048 or the whole cache: the smallest that holds the filled part), one compiled graph per
   bucket, all compiled during loading, so no request ever pays for compilation;
 - the decode step compiled with CUDA graphs (`torch.compile(mode="reduce-overhead")`) and greedy argmax
   plus the repetition penalty done on the GPU;
@@ -78,7 +78,7 @@ def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | 
 class FastDecoder:
     """Greedy decoding with a static cache of `max_len` positions for one loaded VLM (batch 1)."""
 
-    def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (1024, 2048)) -> None:
+    def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (2048,)) -> None:
         self.model = model
         self.lm = _language_model(model)
         cfg = self.lm.config
@@ -103,12 +103,21 @@ class FastDecoder:
         cos, sin = self.lm.rotary_emb(probe, positions[None])
         self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)  # [max_len, head_dim]
         self.positions = positions
+        # The position goes in through its own small buffer, never as a view of `positions`: a view of a
+        # static-address tensor with a new offset each step would make CUDA graphs re-record every token.
+        self._pos = torch.zeros(1, dtype=torch.long, device=self.device)
         self.seen = torch.zeros(cfg.vocab_size if hasattr(cfg, "vocab_size") else model.lm_head.weight.shape[0],
                                 device=self.device, dtype=torch.bool)
         self.buckets = tuple(sorted({b for b in buckets if b < max_len} | {max_len}))
         use_compile = self.device.type == "cuda" if compile is None else compile
-        self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True) if use_compile \
-            else self._decode_step
+        if use_compile:
+            # CUDA graphs need these at fixed addresses (as HF's StaticCache does); dynamic=False gives each
+            # bucket its own static graph instead of one dynamic-shape graph.
+            for tensor in (self.k_cache, self.v_cache, self.seen, self.positions, self.cos, self.sin):
+                torch._dynamo.mark_static_address(tensor)
+            self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
+        else:
+            self._step = self._decode_step
 
     # -- the decoder --------------------------------------------------------------------------------
     @staticmethod
@@ -176,10 +185,11 @@ class FastDecoder:
         for bucket in self.buckets:
             if report is not None:
                 report(f"Compiling the decode step for answers up to {bucket} tokens (once, while loading)")
+            self._pos.fill_(bucket - 1)
             for _ in range(3):  # warm-up, record, replay
                 if self.device.type == "cuda":
                     torch.compiler.cudagraph_mark_step_begin()
-                self._step(token, self.positions[bucket - 1 : bucket], penalty, bucket).clone()
+                self._step(token, self._pos, penalty, bucket).clone()
         self.seen.zero_()
         return time.perf_counter() - started
 
@@ -238,7 +248,8 @@ class FastDecoder:
             if self.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
             pos = length + step
-            token = self._step(token, self.positions[pos : pos + 1], penalty, self.bucket_for(pos + 1)).clone()
+            self._pos.fill_(pos)
+            token = self._step(token, self._pos, penalty, self.bucket_for(pos + 1)).clone()
         if streamer is not None:
             streamer.end()
         new = torch.tensor([produced], dtype=input_ids.dtype, device=input_ids.device)
