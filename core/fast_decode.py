@@ -113,8 +113,9 @@ class FastDecoder:
         if use_compile:
             # CUDA graphs need these at fixed addresses (as HF's StaticCache does); dynamic=False gives each
             # bucket its own static graph instead of one dynamic-shape graph.
-            for tensor in (self.k_cache, self.v_cache, self.seen, self.positions, self.cos, self.sin):
-                torch._dynamo.mark_static_address(tensor)
+            fused = [t for layer in self.layers for t in (layer[1], layer[2], layer[5]) if t is not None]
+            for tensor in (self.k_cache, self.v_cache, self.seen, self.positions, self.cos, self.sin, *fused):
+                torch._dynamo.mark_static_address(tensor)  # else CUDA graphs copy them in on every step
             self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
         else:
             self._step = self._decode_step
@@ -148,11 +149,15 @@ class FastDecoder:
             self.v_cache[i].index_copy_(2, pos, v)
             if mask is None:  # prefill: causal attention over the fresh positions only
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
+                out = out.transpose(1, 2).reshape(1, t, q_size)
             else:
-                out = F.scaled_dot_product_attention(q, self.k_cache[i, :, :, :bucket], self.v_cache[i, :, :, :bucket],
-                                                     attn_mask=mask,
-                                                     enable_gqa=self.n_kv != self.n_heads)
-            x = x + o_proj(out.transpose(1, 2).reshape(1, t, q_size))
+                # One token: fold each KV group's query heads into the query-length axis, so a masked SDPA needs
+                # no enable_gqa (which, with a mask, falls back to the slow bf16 math kernel).
+                group = q.view(1, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
+                out = F.scaled_dot_product_attention(group, self.k_cache[i, :, :, :bucket],
+                                                     self.v_cache[i, :, :, :bucket], attn_mask=mask)
+                out = out.reshape(1, 1, q_size)
+            x = x + o_proj(out)
             gate, up = F.linear(self._norm(norm2, x), wgu).chunk(2, dim=-1)
             x = x + down(F.silu(gate) * up)
         return self._norm(self.lm.norm, x)
