@@ -48,8 +48,15 @@ def _first_decoder_layer(model: Any) -> Any:
     raise RuntimeError("no decoder layer found")
 
 
+def _hook_target(model: Any) -> Any:
+    """Layer 0's attention output projection: both generate() and the fast decode path call this module
+    (the fast path reads the layer's other weights directly, so a hook on the layer itself never fires)."""
+    layer = _first_decoder_layer(model)
+    return getattr(getattr(layer, "self_attn", None), "o_proj", None) or layer
+
+
 class OversizedActivation:
-    """On the Nth forward of a decoder layer: hold an activation, then ask for more memory than exists."""
+    """On the Nth call of layer 0's attention output: hold an activation, then ask for more memory than exists."""
 
     def __init__(self, model: Any, device: str, on_call: int = 3) -> None:
         import torch
@@ -60,7 +67,7 @@ class OversizedActivation:
         self._device = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
         self._too_much = (torch.cuda.get_device_properties(self._device).total_memory * 2 if device == "cuda"
                           else 2**50)
-        self._handle = _first_decoder_layer(model).register_forward_hook(self._hook)
+        self._handle = _hook_target(model).register_forward_hook(self._hook)
 
     def _hook(self, *_: Any) -> None:
         import torch
@@ -147,7 +154,7 @@ def run(device: str, sequential: int = 50) -> dict[str, Any]:
         after_next = _memory(device)
         tolerance = 2**20 if device == "cuda" else 64 * 2**20  # allocator bytes are near exact; RSS is not
         result["oom"] = {
-            "forced_at": f"decoder layer 0, forward pass {hook.calls} (inside generate, KV cache alive)",
+            "forced_at": f"decoder layer 0 attention output, call {hook.calls} (during generation, KV cache alive)",
             "error_type": error_type, "message": message,
             "held_activation_freed": bool(hook.held) and hook.held[0]() is None,
             "baseline_bytes": baseline, "after_oom_bytes": after_oom, "after_next_bytes": after_next,
