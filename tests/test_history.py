@@ -50,7 +50,7 @@ def test_reopening_runs_only_new_migrations(store: HistoryStore, monkeypatch: py
         assert migrations.apply(db) == []
 
     def m999_reviews(db: sqlite3.Connection) -> None:
-        db.execute("CREATE TABLE reviews (id INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE m999_probe (id INTEGER PRIMARY KEY)")
 
     monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, m999_reviews])
     HistoryStore(store.path)
