@@ -103,10 +103,16 @@ class _Reader:
 
 
 def create_app(engine: Any, scheduler: Scheduler | None = None, *,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """The API over `engine`'s shared queue (the dashboard's, when both run in one process)."""
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, record_history: bool = True) -> FastAPI:
+    """The API over `engine`'s shared queue (the dashboard's, when both run in one process); every API
+    request, answered or failed, is written to history (page "api")."""
     sched = scheduler or scheduler_for(engine)
     settings = engine.settings
+    if record_history:
+        from core.history.api_requests import record_api_requests
+        from core.history.store import HistoryStore
+
+        record_api_requests(sched, engine, HistoryStore(settings.history_path))
     card = engine.describe()
     created = int(time.time())
     app = FastAPI(title="Loupe", version="1", docs_url=None, redoc_url=None, openapi_url=None)

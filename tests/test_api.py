@@ -44,11 +44,12 @@ def _sse_events(lines) -> list:
 
 
 @pytest.fixture()
-def serving(engine):
+def serving(engine, tmp_path):
     """An app over a fresh scheduler on the shared demo engine, with settings a test may change."""
     made = []
 
     def make(**settings_changes):
+        settings_changes.setdefault("history_db", str(tmp_path / "history.sqlite3"))
         scheduler = Scheduler(engine.backend)
         made.append(scheduler)
         served = Engine(backend=engine.backend, settings=dataclasses.replace(engine.settings, **settings_changes))
@@ -255,3 +256,27 @@ def test_serve_refuses_a_busy_port_with_one_error_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: Cannot listen on 127.0.0.1:{port} (Address already in use); "
                                                   "choose another --port."]
+
+
+def test_api_requests_are_kept_in_history(serving, tmp_path) -> None:
+    from core.history import HistoryStore
+
+    app, scheduler = serving()
+    assert TestClient(app).post("/v1/chat/completions", json=_body(_uri(_png()))).status_code == 200
+    store = HistoryStore(tmp_path / "history.sqlite3")
+    assert store.count() == 1
+    entry = store.get(1)
+    assert entry.page == "api" and entry.status == "answered" and entry.session_id.startswith("api:")
+    assert entry.output_tokens == 8 and entry.stamp["model"] == "demo-llava-v1" and len(entry.image_hashes) == 1
+
+
+def test_a_failed_api_request_keeps_its_error() -> None:
+    from core.history.api_requests import entry_for
+    from core.records import FinishedRequest, Query
+
+    failed = FinishedRequest(request_id=1, session="api:x", query=Query(images=(), question="hi"), status="failed",
+                             answer=None, error="The GPU ran out of memory while answering.",
+                             error_type="GenerationError", submitted_at=0.0, waited_s=0.0, run_s=0.1)
+    entry = entry_for(failed, {})
+    assert (entry.status, entry.error_type, entry.page) == ("failed", "GenerationError", "api")
+    assert "ran out of memory" in entry.error
