@@ -10,7 +10,6 @@ import socket
 import sys
 
 from core.commands.common import quiet_libraries
-from core.engine import load_engine
 from core.errors import ConfigError
 from core.settings import load_settings
 
@@ -45,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     sock = _listen(args.host, args.port)
     quiet_libraries()
     settings = load_settings(model=args.model)
+    from core.engine import load_engine  # torch + transformers: only when serving
+
     engine = load_engine(settings)
     card = engine.describe()
     auth = "bearer token required" if settings.api_token else "no token (set api_token to require one)"
