@@ -54,6 +54,9 @@ class ModelSlot:
         """Unload the current model, if any (its GPU memory is returned)."""
         if self.engine is not None:
             engine, self.engine, self.key = self.engine, None, None
+            from core.scheduler import close_scheduler_for
+
+            close_scheduler_for(engine)  # stop its queue worker first: nothing may run on an unloaded model
             engine.backend.unload()
 
     def is_loading(self, settings: Settings) -> bool:
