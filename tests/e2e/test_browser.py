@@ -123,4 +123,11 @@ def test_documents_sample_to_history_in_chromium(app_url: str, loupe_home: Path)
         expect(page.get_by_text("2 queries match")).to_be_visible()
         _settle(page)
         page.screenshot(path=str(OUTPUT / "history.png"), full_page=True)
+
+        # The live memory chart, with the stage bands of the two questions just asked.
+        page.get_by_role("link", name="GPU monitor").click()
+        expect(page.get_by_role("heading", name="GPU monitor")).to_be_visible()
+        expect(page.locator(".js-plotly-plot").first).to_be_visible()
+        _settle(page)
+        page.screenshot(path=str(OUTPUT / "gpu-monitor.png"), full_page=True)
         browser.close()
