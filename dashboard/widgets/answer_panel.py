@@ -37,6 +37,9 @@ def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator) -> 
     try:
         with area.container():
             status = st.empty()
+            # Any click reruns the script, which interrupts this loop at its next draw; the `finally` below
+            # then cancels the ticket (queued or running) and history keeps the question as "stopped".
+            st.button("Stop", key=f"loupe-stop-{id(run)}", icon=":material/stop_circle:")
             text = st.empty()
             run.start()
             assert run.ticket is not None
