@@ -27,54 +27,23 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+import llava_7b  # noqa: E402  (bench/, beside this script)
+
 TEMPLATES = ("doc-title-en", "general-count-en", "edu-conditions-en", "mod-checklist-en")
 RUNS = 3
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def gpu_backend(demo_dir: Path):
-    """A TransformersBackend holding a 7B-class LLaVA with random bf16 weights, built on the GPU."""
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
-
+    """A TransformersBackend holding the 7B-class LLaVA (bench/llava_7b.py), built on the GPU."""
     from core import demo_model
     from core.backends.transformers_native import TransformersBackend
     from core.model_source import ModelSource
 
     tokenizer = demo_model._build_tokenizer()
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                              image_size=336, patch_size=14, projection_dim=768)
-    text = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=92544, max_position_embeddings=32768,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                       bos_token_id=tokenizer.bos_token_id)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_seq_length=576,
-                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-                         vision_feature_select_strategy="default", vision_feature_layer=-2)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlavaForConditionalGeneration._from_config(config, dtype=torch.bfloat16).eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
     backend = TransformersBackend(ModelSource(demo_dir, "llava-7b-class-random", False), device="cuda")
-    backend.model = model
-    backend.processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
-        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=demo_model.CHAT_TEMPLATE)
+    backend.model = llava_7b.build_on_gpu(tokenizer)
+    backend.processor = llava_7b.processor(tokenizer)
     return backend
-
-
-def timed_s(fn) -> float:
-    sync()
-    started = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - started
 
 
 def main() -> dict:
@@ -113,9 +82,9 @@ def main() -> dict:
     answer(queries[:1])
     runs: dict[str, list[float]] = {"single": [], "batched": [], "sequential": []}
     for _ in range(RUNS):  # interleaved, so a change in machine load hits all three alike
-        runs["single"].append(timed_s(lambda: answer(queries[:1])))
-        runs["batched"].append(timed_s(lambda: answer(queries)))
-        runs["sequential"].append(timed_s(lambda: [answer([q]) for q in queries]))
+        runs["single"].append(llava_7b.timed(lambda: answer(queries[:1])))
+        runs["batched"].append(llava_7b.timed(lambda: answer(queries)))
+        runs["sequential"].append(llava_7b.timed(lambda: [answer([q]) for q in queries]))
     single_s, batched_s, sequential_s = (statistics.median(runs[k]) for k in ("single", "batched", "sequential"))
     batched = answer(queries)
     alone = [answer([q])[0] for q in queries]

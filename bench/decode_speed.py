@@ -23,12 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+import llava_7b  # noqa: E402  (bench/, beside this script)
+from llava_7b import sync, timed  # noqa: E402
+
 NEW_TOKENS = 256
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def copy_bandwidth_gbps() -> float:
@@ -49,32 +47,12 @@ def copy_bandwidth_gbps() -> float:
 
 
 def build_7b(target: Path) -> None:
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
-
     from core import demo_model
 
     tokenizer = demo_model._build_tokenizer()
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                              image_size=336, patch_size=14, projection_dim=768)
-    text = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=92544, max_position_embeddings=32768, rope_theta=1e6,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                       bos_token_id=tokenizer.bos_token_id)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_seq_length=576,
-                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-                         vision_feature_select_strategy="default", vision_feature_layer=-2)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlavaForConditionalGeneration(config).to(torch.bfloat16)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
-        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=demo_model.CHAT_TEMPLATE)
+    model = llava_7b.build_on_gpu(tokenizer)
     model.save_pretrained(target)
-    processor.save_pretrained(target)
+    llava_7b.processor(tokenizer).save_pretrained(target)
     del model
     torch.cuda.empty_cache()
 
@@ -84,14 +62,6 @@ def decoder_bytes(model) -> int:
     lm = model.model.language_model
     layers = sum(p.numel() * p.element_size() for p in lm.layers.parameters())
     return layers + model.lm_head.weight.numel() * model.lm_head.weight.element_size()
-
-
-def timed(fn) -> float:
-    sync()
-    started = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - started
 
 
 def main() -> dict:
@@ -130,7 +100,7 @@ def main() -> dict:
     result["load_s"] = round(time.perf_counter() - started, 2)
     save()
     backend = engine.backend
-    model, processor = backend.model, backend.processor
+    model = backend.model
     result["bytes_per_token_GB"] = round(decoder_bytes(model) / 1e9, 3)
     result["fast_status"] = getattr(backend, "fast_status", "")
     if on_gpu:

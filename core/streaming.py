@@ -103,7 +103,28 @@ def describe_failure(error: BaseException) -> LoupeError:
     return GenerationError(f"Generation failed ({name}: {error}). The model is still loaded; try again.")
 
 
-class AnswerStream:
+class Drainable:
+    """`text()` and `collect()` for anything that yields text pieces and then holds `.answer`."""
+
+    answer: Answer | None
+
+    def __iter__(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    def text(self) -> str:
+        """Drain the stream and return the final (possibly trimmed) answer text."""
+        for _ in self:
+            pass
+        assert self.answer is not None
+        return self.answer.text
+
+    def collect(self) -> Answer:
+        self.text()
+        assert self.answer is not None
+        return self.answer
+
+
+class AnswerStream(Drainable):
     """Iterate it for text pieces as they come; once iteration ends, `.answer` holds the Answer.
 
     `finish` turns the finished generation thread into the Answer (it runs once, on the reader's side).
@@ -143,15 +164,3 @@ class AnswerStream:
         if self._thread.error is not None:
             raise describe_failure(self._thread.error)
         self.answer = self._finish(self._thread)
-
-    def text(self) -> str:
-        """Drain the stream and return the final (possibly trimmed) answer text."""
-        for _ in self:
-            pass
-        assert self.answer is not None
-        return self.answer.text
-
-    def collect(self) -> Answer:
-        self.text()
-        assert self.answer is not None
-        return self.answer

@@ -17,7 +17,7 @@ from typing import Any
 
 from core.errors import GenerationError, LoupeError
 from core.records import Answer, Query
-from core.streaming import AnswerStream
+from core.streaming import AnswerStream, Drainable
 
 log = logging.getLogger(__name__)
 END = object()  # pushed after the last piece
@@ -45,7 +45,7 @@ class QueuedRequest:
         self.finished: float | None = None
 
 
-class Ticket:
+class Ticket(Drainable):
     """A caller's handle on one queued question. Iterate it for text pieces (it waits its turn first);
     afterwards `.answer` holds the Answer. Dropping the handle cancels the question.
     """
@@ -128,17 +128,6 @@ class Ticket:
             raise self._request.error
         if self._request.answer is None:
             raise GenerationError("The question was cancelled before it started.")
-
-    def text(self) -> str:
-        for _ in self:
-            pass
-        assert self.answer is not None
-        return self.answer.text
-
-    def collect(self) -> Answer:
-        self.text()
-        assert self.answer is not None
-        return self.answer
 
     def __enter__(self) -> Ticket:
         return self
