@@ -119,3 +119,17 @@ def test_stage_bands_follow_wall_clock_of_samples() -> None:
     trace = _trace(now - 0.9)
     fig = memory_figure(samples, [trace])
     assert fig.layout.shapes  # the trace overlaps the two samples: same clock
+
+
+
+def test_hundreds_of_queries_in_the_window_band_only_the_most_recent() -> None:
+    """A long-running dashboard keeps hundreds of queries in its window; the chart bands the latest 40
+    (one shape per stage per GPU row), so a redraw stays cheap instead of growing without bound."""
+    from dashboard.widgets.memory_chart import MAX_BANDED_QUERIES
+
+    samples = _samples(2, n=2000)  # 1,000 s of samples
+    traces = [_trace(T0 + 2 * i) for i in range(400)]  # 400 queries inside it
+    fig = memory_figure(samples, traces)
+    assert len(fig.layout.shapes) == MAX_BANDED_QUERIES * 4 * 2
+    newest = max(shape.x1 for shape in fig.layout.shapes)
+    assert newest == max(shape.x1 for shape in memory_figure(samples, traces[-1:]).layout.shapes)

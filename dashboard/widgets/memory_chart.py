@@ -128,6 +128,9 @@ def load_figure(samples: Sequence[TelemetrySample]) -> go.Figure | None:
     return _finish(fig, height=580)
 
 
+MAX_BANDED_QUERIES = 40  # the most recent queries in the window get stage bands; older ones would be slivers
+
+
 def _add_stage_bands(fig: go.Figure, samples: Sequence[TelemetrySample], traces: Sequence[QueryTrace],
                      rows: int) -> None:
     """A shaded band per stage of each query inside the sampled window, and a hover mark on top of each."""
@@ -136,20 +139,27 @@ def _add_stage_bands(fig: go.Figure, samples: Sequence[TelemetrySample], traces:
     first, last = samples[0].time, samples[-1].time
     seen: set[str] = set()
     marks_x, marks_text, marks_colour = [], [], []
-    for trace in traces:
+    shapes: list[dict] = []
+    recent = sorted((t for t in traces if t.start <= last), key=lambda t: t.start)[-MAX_BANDED_QUERIES:]
+    for trace in recent:
         for stage in trace.stages:
             if stage.end <= stage.start or stage.end < first or stage.start > last:
                 continue
             colour = STAGE_COLOURS.get(stage.stage, "#a3a3a3")
             for row in range(1, rows + 1):
-                fig.add_vrect(x0=_time(max(stage.start, first)), x1=_time(min(stage.end, last)), fillcolor=colour,
-                              opacity=0.3, line_width=0, layer="below", row=row, col=1)
+                axis = "" if row == 1 else str(row)
+                shapes.append({"type": "rect", "xref": f"x{axis}", "yref": f"y{axis} domain", "y0": 0, "y1": 1,
+                               "x0": _time(max(stage.start, first)), "x1": _time(min(stage.end, last)),
+                               "fillcolor": colour, "opacity": 0.3, "line": {"width": 0}, "layer": "below"})
             seen.add(stage.stage)
             peaks = ", ".join(f"{device} {gb:.2f} GB" for device, gb in stage.peak_memory_gb.items())
             marks_x.append(_time((max(stage.start, first) + min(stage.end, last)) / 2))
             marks_text.append(f"{stage.stage} · {stage.end - stage.start:.2f} s<br>{peaks}<br>"
                               f"{trace.question[:40]} ({trace.outcome})")
             marks_colour.append(colour)
+    # All bands in one layout update: plotly's add_vrect re-checks every existing shape on each call, which
+    # is quadratic and took minutes once a long-running dashboard had hundreds of queries in the window.
+    fig.update_layout(shapes=[*fig.layout.shapes, *shapes])
     if marks_x:  # paper-anchored y: the marks sit on the top edge whatever the scale
         fig.add_trace(go.Scatter(
             x=marks_x, y=[1.0] * len(marks_x), yaxis="y99", mode="markers", showlegend=False, name="stages",
