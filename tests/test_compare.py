@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from core import compare
-from core.backends.transformers_native import find_vision_module
+from core.backends.stage_clocks import find_vision_module
 from core.compare import CompareColumn, diff_html, word_diff, words
 from core.errors import HistoryError, QuestionError
 from core.history import HistoryStore

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from core import model_source
-from core.backends.transformers_native import find_vision_module
+from core.backends.stage_clocks import find_vision_module
 from core.errors import GenerationError, ModelError, QuestionError
 from core.records import GenerationSettings
 from core.settings import load_settings

@@ -15,7 +15,7 @@ from PIL import Image
 
 from core import admission
 from core.admission import AdmissionError, ModelMemorySpec, kv_cache_bytes
-from core.backends.transformers_native import find_vision_module
+from core.backends.stage_clocks import find_vision_module
 from core.errors import GenerationError
 from core.records import GenerationSettings
 from core.engine import Engine

@@ -6,7 +6,7 @@ import time
 import pytest
 from PIL import Image
 
-from core.backends.transformers_native import find_vision_module
+from core.backends.stage_clocks import find_vision_module
 from core.errors import GenerationError
 from core.records import GenerationSettings
 from core.telemetry import markers

@@ -175,7 +175,7 @@ def answer_batch(backend: Any, queries: Sequence[Query], *, min_new_tokens: int 
             shadowed = vars(inner).get("get_image_features")
             inner.get_image_features = _encode_once(inner, rows, timer, on_cuda)
         else:
-            from core.backends.transformers_native import VisionClock, find_vision_module
+            from core.backends.stage_clocks import VisionClock, find_vision_module
 
             vision_clock = VisionClock(find_vision_module(model), on_cuda)
         marks.generation_started(None)

@@ -7,16 +7,14 @@ Beam search (num_beams > 1) cannot stream in transformers: its answer arrives as
 from __future__ import annotations
 
 import gc
-import importlib.util
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
-
-from transformers import StoppingCriteria
 
 from core import load_progress, memory
 from core.backends.base import LoadProgress, ProgressCallback
+from core.backends.runtime import choose_runtime
+from core.backends.stage_clocks import FirstTokenMark, VisionClock, find_vision_module
 from core.errors import ModelError
 from core.model_source import ModelSource
 from core.records import Answer, ModelCard, Query, ShardPlan, StageTimings
@@ -28,101 +26,6 @@ from core.streaming import (
     trim_to_sentence_end,
 )
 from core.telemetry import markers
-
-_VISION_ATTRS = ("vision_tower", "vision_model", "visual", "vit", "vision_encoder")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how the model runs: device, dtype and attention implementation."""
-
-    device: str
-    dtype: str
-    attn_implementation: str
-    note: str = ""
-
-
-def choose_runtime(device_setting: str = "auto") -> Runtime:
-    """bf16 on a GPU that has it (fp16 otherwise), fp32 on CPU; flash-attn 2 only when importable on CUDA."""
-    import torch
-
-    use_cuda = device_setting != "cpu" and torch.cuda.is_available()
-    if device_setting == "cuda" and not use_cuda:
-        raise ModelError("The settings ask for a GPU (device = 'cuda') but no CUDA GPU is visible.")
-    if not use_cuda:
-        return Runtime("cpu", "float32", "sdpa")
-    major, _minor = torch.cuda.get_device_capability(0)
-    dtype, note = ("bfloat16", "") if major >= 8 else ("float16", "bf16 needs compute capability 8.0+: using fp16")
-    attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
-    return Runtime("cuda", dtype, attn, note)
-
-
-def find_vision_module(model: Any) -> Any:
-    """The vision tower, wherever this architecture keeps it (for timing the vision stage)."""
-    import torch
-
-    for owner in (model, getattr(model, "model", None)):
-        for attr in _VISION_ATTRS:
-            module = getattr(owner, attr, None) if owner is not None else None
-            if isinstance(module, torch.nn.Module):
-                return module
-    return None
-
-
-class VisionClock:
-    """Forward hooks on the vision tower that add up its time (CUDA-synchronised on a GPU)."""
-
-    def __init__(self, module: Any, on_cuda: bool) -> None:
-        self.seconds = 0.0
-        self._started: float | None = None
-        self._on_cuda = on_cuda
-        self._handles = []
-        if module is not None:
-            self._handles = [module.register_forward_pre_hook(self._before), module.register_forward_hook(self._after)]
-
-    def reset(self) -> None:
-        self.seconds, self._started = 0.0, None
-
-    def _before(self, *_: Any) -> None:
-        if self._on_cuda:
-            memory.synchronize()
-        self._started = time.perf_counter()
-
-    def _after(self, *_: Any) -> None:
-        if self._on_cuda:
-            memory.synchronize()
-        if self._started is not None:
-            self.seconds += time.perf_counter() - self._started
-            self._started = None
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
-class FirstTokenMark(StoppingCriteria):
-    """Never stops generation itself: tells the stage clock when the first new token exists (prefill →
-    decode), and notes whether the cancel event was set while tokens were still coming. That, not
-    `cancel.is_set()` afterwards, says a generation was cancelled: the reader sets the event when it
-    finishes reading, which can be after the last token but before generate() has returned."""
-
-    def __init__(self, marks: markers.QueryClock, cancel: threading.Event) -> None:
-        self.marks = marks
-        self.cancel = cancel
-        self.saw_cancel = False
-
-    def after_token(self) -> bool:
-        """Called after every new token (by generate() through __call__, or by the fast decoder): stop?"""
-        self.marks.first_token()
-        self.saw_cancel = self.saw_cancel or self.cancel.is_set()
-        return self.saw_cancel
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        self.after_token()
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
 
 class TransformersBackend:
     """Loads a model folder with AutoModelForImageTextToText + AutoProcessor and streams answers."""

@@ -32,7 +32,7 @@ from typing import Any
 
 from core import load_progress, memory, model_shape, preflight
 from core.backends.base import LoadProgress, ProgressCallback
-from core.backends.transformers_native import VisionClock
+from core.backends.stage_clocks import VisionClock
 from core.errors import ModelError
 from core.model_source import ModelSource
 from core.records import Answer, ModelCard, Query, StageTimings

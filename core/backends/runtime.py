@@ -1,0 +1,32 @@
+"""Where and how a model runs: the device, the dtype and the attention implementation it gets."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from core.errors import ModelError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the model runs: device, dtype and attention implementation."""
+
+    device: str
+    dtype: str
+    attn_implementation: str
+    note: str = ""
+
+
+def choose_runtime(device_setting: str = "auto") -> Runtime:
+    """bf16 on a GPU that has it (fp16 otherwise), fp32 on CPU; flash-attn 2 only when importable on CUDA."""
+    import torch
+
+    use_cuda = device_setting != "cpu" and torch.cuda.is_available()
+    if device_setting == "cuda" and not use_cuda:
+        raise ModelError("The settings ask for a GPU (device = 'cuda') but no CUDA GPU is visible.")
+    if not use_cuda:
+        return Runtime("cpu", "float32", "sdpa")
+    major, _minor = torch.cuda.get_device_capability(0)
+    dtype, note = ("bfloat16", "") if major >= 8 else ("float16", "bf16 needs compute capability 8.0+: using fp16")
+    attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    return Runtime("cuda", dtype, attn, note)
