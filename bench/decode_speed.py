@@ -13,6 +13,7 @@ to bench/results/decode_speed_<cuda|cpu>.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -25,6 +26,8 @@ import torch  # noqa: E402
 
 import llava_7b  # noqa: E402  (bench/, beside this script)
 from llava_7b import sync, timed  # noqa: E402
+
+from core.fast_decode_accuracy import teacher_forced  # noqa: E402
 
 NEW_TOKENS = 256
 
@@ -158,8 +161,7 @@ def main() -> dict:
     result["batch4_over_single"] = round(batched_s / single_s, 3)
     save()
 
-    result.update(correctness(model, fast, inputs))
-    save()
+    result.update(correctness(model, fast, inputs, on_gpu))
     save()
     if on_gpu and not args.skip_hf_compile:
         def hf_static(n: int):
@@ -184,23 +186,17 @@ def main() -> dict:
     return result
 
 
-def correctness(model, fast, inputs) -> dict:
-    """Teacher-forced: generate()'s own logits at each of 256 greedy steps vs the fast path's logits for the
-    same tokens at the same positions; the worst relative difference ‖Δ‖/‖ref‖ over the steps."""
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
-                             output_logits=True, return_dict_in_generate=True)
-        ids, ref_logits = out.sequences, out.logits
-        length = fast.prefill(dict(inputs))
-        worst, diffs = 0.0, []
-        first = fast.model.lm_head(fast._prefill_hidden[:, -1]).float()[0]
-        for step in range(NEW_TOKENS):
-            got = first if step == 0 else fast.logits_at(ids[:, length + step - 1], fast.positions[length + step - 1: length + step])
-            ref = ref_logits[step][0].float()
-            diffs.append(float((got - ref).norm() / ref.norm()))
-        worst = max(diffs)
-    return {"teacher_forced_max_rel_diff": round(worst, 5), "teacher_forced_mean_rel_diff": round(sum(diffs) / len(diffs), 5),
-            "teacher_forced_ok": worst <= 1e-2}
+def correctness(model, fast, inputs, on_gpu: bool) -> dict:
+    """Teacher-forced over NEW_TOKENS greedy steps (core/fast_decode_accuracy.py): the fast path against
+    generate()'s own logits, next to the noise floor between transformers' own two paths; against an fp32
+    copy of the weights too where it fits (always on the CPU; on a GPU with room for it)."""
+    truth = None
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    if not on_gpu or torch.cuda.mem_get_info()[0] > 1.3 * weights:
+        truth = copy.deepcopy(model).float()
+    result = teacher_forced(model, fast, inputs, NEW_TOKENS, truth=truth)
+    del truth
+    return result
 
 
 def _png(image) -> bytes:

@@ -110,6 +110,7 @@ class FastDecoder:
                                 device=self.device, dtype=torch.bool)
         self.buckets = tuple(sorted({b for b in buckets if b < max_len} | {max_len}))
         use_compile = self.device.type == "cuda" if compile is None else compile
+        self.compiled = use_compile
         if use_compile:
             # CUDA graphs need these at fixed addresses (as HF's StaticCache does); dynamic=False gives each
             # bucket its own static graph instead of one dynamic-shape graph.

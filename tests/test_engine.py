@@ -35,6 +35,11 @@ def test_answer_streams_and_records_everything(engine) -> None:
     assert answer.model == "demo-llava-v1"
 
 
+def test_model_card_says_the_fast_path_is_not_compiled_on_cpu(engine) -> None:
+    notes = [n for n in engine.backend.describe().notes if n.startswith("fast decode:")]
+    assert len(notes) == 1 and "not compiled (CPU)" in notes[0] and "ready in" in notes[0]
+
+
 def test_greedy_is_reproducible_and_settings_travel(engine) -> None:
     settings = engine.default_generation(max_new_tokens=12)
     first = engine.ask([_png()], "What is this?", settings).collect()

@@ -112,7 +112,9 @@ class TransformersBackend:
         positions = getattr(self.model.model.language_model.config, "max_position_embeddings", 4096)
         self.fast_decoder = fast_decode.FastDecoder(self.model, fast_decode.cache_length(positions, 4096))
         seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
-        self.fast_status = f"{status.reason} (ready in {seconds:.1f} s)"
+        # On the CPU the step is not compiled (CUDA graphs need a GPU): the card must not claim it is.
+        how = status.reason if self.fast_decoder.compiled else "static KV cache, decode step not compiled (CPU)"
+        self.fast_status = f"{how} (ready in {seconds:.1f} s)"
 
     def _use_fast_decoder(self, query: Query, input_len: int) -> bool:
         s = query.settings

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.history import HistoryFilter, HistoryStore, queries
-from tests.e2e.test_browser import CHROMIUM, OUTPUT, _settle, app_url  # noqa: F401 - app_url is a fixture
+from tests.e2e.conftest import CHROMIUM, OUTPUT, settle
 
 pytestmark = [
     pytest.mark.browser,
@@ -15,27 +15,19 @@ pytestmark = [
 ]
 
 
-def test_compare_two_templates_in_chromium(app_url: str, loupe_home: Path) -> None:  # noqa: F811
-    from playwright.sync_api import expect, sync_playwright
+@pytest.mark.parametrize("browser_page", [2000], indirect=True)  # a taller page: both columns and the diff
+def test_compare_two_templates_in_chromium(app_url: str, loupe_home: Path, browser_page) -> None:
+    from playwright.sync_api import expect
 
-    OUTPUT.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1440, "height": 2000}, locale="zh-CN")
-        page.set_default_timeout(120_000)
-        expect.set_options(timeout=120_000)
-        page.goto(f"{app_url}/compare")
-        expect(page.get_by_role("heading", name="Compare", exact=True)).to_be_visible()
-        page.get_by_role("button", name="Compare").click()
-        expect(page.get_by_role("heading", name="Comparison #1")).to_be_visible()
-        expect(page.get_by_text("Word diff")).to_be_visible()
-        expect(page.locator(".loupe-diff")).to_be_visible()
-        expect(page.get_by_text("batched", exact=False).first).to_be_visible()
-        _settle(page)
-        page.screenshot(path=str(OUTPUT / "compare.png"), full_page=True)
-        browser.close()
+    page = browser_page
+    page.goto(f"{app_url}/compare")
+    expect(page.get_by_role("heading", name="Compare", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Compare").click()
+    expect(page.get_by_role("heading", name="Comparison #1")).to_be_visible()
+    expect(page.get_by_text("Word diff")).to_be_visible()
+    expect(page.locator(".loupe-diff")).to_be_visible()
+    expect(page.get_by_text("batched", exact=False).first).to_be_visible()
+    settle(page)
+    page.screenshot(path=str(OUTPUT / "compare.png"), full_page=True)
     rows = queries.listing(HistoryStore(loupe_home / "history.sqlite3"), HistoryFilter(pages=("compare",))).rows
     assert len(rows) == 2 and {r["template_id"] for r in rows} == {"mod-checklist-en", "mod-claims-en"}

@@ -1,0 +1,91 @@
+"""Browser tests' shared parts: the app started as the README starts it, and a headless Chromium page."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "test-output"
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}: {process.stdout.read()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not become healthy in {timeout_s:.0f} s")
+
+
+@pytest.fixture
+def app_url(loupe_home: Path, tmp_path: Path) -> Iterator[str]:
+    """`python -m streamlit run dashboard/app.py` as the README starts it, on a free port, own LOUPE_HOME."""
+    port = _free_port()
+    env = {**os.environ, "LOUPE_MAX_NEW_TOKENS": "48", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def settle(page) -> None:
+    """Wait until the app's script run is over, no element is stale and none still loading (a skeleton),
+    so a screenshot shows the page as the analyst sees it."""
+    page.wait_for_function("""() => {
+        const app = document.querySelector('[data-testid="stApp"]');
+        return app !== null && app.getAttribute("data-test-script-state") === "notRunning"
+            && document.querySelector('[data-stale="true"]') === null
+            && document.querySelector('[data-testid^="stSkeleton"]') === null;
+    }""")
+
+
+@pytest.fixture
+def browser_page(request: pytest.FixtureRequest) -> Iterator[object]:
+    """A page in Debian's headless Chromium (driven offline by Playwright), Chinese locale, 2-minute waits."""
+    from playwright.sync_api import expect, sync_playwright
+
+    OUTPUT.mkdir(exist_ok=True)
+    height = getattr(request, "param", 1800)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1440, "height": height}, locale="zh-CN")
+        page.set_default_timeout(120_000)
+        expect.set_options(timeout=120_000)
+        try:
+            yield page
+        finally:
+            browser.close()
