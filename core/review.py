@@ -27,7 +27,7 @@ from typing import Any
 
 from core import history_tables
 from core.errors import HistoryError, ReviewError
-from core.history import HistoryStore
+from core.history import HistoryStore, queries
 from core.history.store import now_utc
 from core.moderation import STATUSES, UNPARSED, Verdict
 
@@ -121,12 +121,7 @@ def _where(f: ReviewFilter) -> tuple[str, list[Any]]:
     if f.template_id:
         parts.append("q.template_id = ?")
         params.append(f.template_id)
-    if f.date_from:
-        parts.append("q.created_at >= ?")
-        params.append(f.date_from.isoformat())
-    if f.date_to:
-        parts.append("q.created_at < ?")
-        params.append((f.date_to + dt.timedelta(days=1)).isoformat())
+    queries.add_day_range(parts, params, "q.created_at", f.date_from, f.date_to)
     return " WHERE " + " AND ".join(parts), params
 
 

@@ -60,6 +60,17 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def add_day_range(parts: list[str], params: list[Any], column: str, first: dt.date | None,
+                  last: dt.date | None) -> None:
+    """Conditions for `column` (an ISO UTC timestamp) falling on the days first..last, both inclusive."""
+    if first:
+        parts.append(f"{column} >= ?")
+        params.append(first.isoformat())
+    if last:
+        parts.append(f"{column} < ?")
+        params.append((last + dt.timedelta(days=1)).isoformat())
+
+
 def where_clause(f: HistoryFilter) -> tuple[str, list[Any]]:
     """The WHERE clause (with its parameters) for a filter; '' when nothing filters."""
     parts: list[str] = []
@@ -72,12 +83,7 @@ def where_clause(f: HistoryFilter) -> tuple[str, list[Any]]:
     if f.pages:
         parts.append(f"page IN ({', '.join('?' for _ in f.pages)})")
         params.extend(f.pages)
-    if f.date_from:
-        parts.append("created_at >= ?")
-        params.append(f.date_from.isoformat())
-    if f.date_to:
-        parts.append("created_at < ?")
-        params.append((f.date_to + dt.timedelta(days=1)).isoformat())
+    add_day_range(parts, params, "created_at", f.date_from, f.date_to)
     if f.text.strip():
         parts.append("(question LIKE ? ESCAPE '\\' OR answer LIKE ? ESCAPE '\\')")
         params.extend([_like(f.text.strip())] * 2)
