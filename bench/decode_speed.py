@@ -142,6 +142,8 @@ def main() -> dict:
         result["fast_peak_GB"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
         result["decode_pct_of_limit"] = round(100 * result["decode_tok_s"] / result["bandwidth_limit_tok_s"], 1)
     save()
+    result["decode_profile"] = profile_decode(fast, inputs, on_gpu)
+    save()
 
     # Time to first token through the engine, as an analyst sees it (image preparation included).
     ttfts = []
@@ -184,6 +186,48 @@ def main() -> dict:
     save()
     print(json.dumps(result))
     return result
+
+
+PROFILED_STEPS = 32
+
+
+def profile_decode(fast, inputs, on_gpu: bool) -> dict:
+    """Where a decoded token's time goes: kernel time against wall time (the rest is launch gaps and host
+    work), kernels and CUDA-graph replays per token, and the ops that take the most device time.
+
+    Two profiled calls, 1 and 1 + PROFILED_STEPS new tokens; their difference is the decode steps alone."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+
+    def run(new: int):
+        with profile(activities=activities) as prof:
+            wall = timed(lambda: fast.generate(dict(inputs), new, 1.005, set()))
+        return wall, prof.key_averages()
+
+    def device_us(event) -> float:
+        return float(getattr(event, "self_device_time_total", 0.0) or 0.0) if on_gpu else float(event.self_cpu_time_total)
+
+    def totals(events) -> tuple[float, int, int]:
+        kernel = sum(device_us(e) for e in events)
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        graphs = sum(e.count for e in events if e.key == "cudaGraphLaunch")
+        return kernel, launches, graphs
+
+    wall_1, events_1 = run(1)
+    wall_n, events_n = run(1 + PROFILED_STEPS)
+    (k1, l1, g1), (kn, ln, gn) = totals(events_1), totals(events_n)
+    wall_us = (wall_n - wall_1) * 1e6
+    top = sorted(events_n, key=device_us, reverse=True)[:8]
+    return {
+        "steps": PROFILED_STEPS,
+        "wall_ms_per_token": round(wall_us / PROFILED_STEPS / 1e3, 3),
+        ("kernel_ms_per_token" if on_gpu else "cpu_op_ms_per_token"): round((kn - k1) / PROFILED_STEPS / 1e3, 3),
+        "device_busy_pct": round(100 * (kn - k1) / wall_us, 1) if on_gpu and wall_us > 0 else None,
+        "kernel_launches_per_token": round((ln - l1) / PROFILED_STEPS, 1),
+        "cuda_graph_replays_per_token": round((gn - g1) / PROFILED_STEPS, 2),
+        "top_ops": [{"op": e.key[:80], "ms": round(device_us(e) / 1e3, 3), "calls": e.count} for e in top],
+    }
 
 
 def correctness(model, fast, inputs, on_gpu: bool) -> dict:

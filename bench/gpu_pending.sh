@@ -16,7 +16,9 @@ case "${1:-}" in
     python3 bench/oom_recovery.py 2>&1 | tail -3
     cp bench/results/oom_recovery*.json "$OUT/" 2>/dev/null ;;
   decode)
-    python3 bench/decode_speed.py --skip-hf-compile --model-dir /tmp/loupe-7b 2>&1 | tail -3
+    # perf_hints: inductor says here if it skipped CUDA graphs for the decode step, and why.
+    TORCH_LOGS=perf_hints python3 bench/decode_speed.py --skip-hf-compile --model-dir /tmp/loupe-7b 2>&1 \
+      | tee "$OUT/decode.log" | tail -3
     cp bench/results/decode_speed_cuda.json "$OUT/" ;;
   two)
     nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv
