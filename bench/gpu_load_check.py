@@ -169,8 +169,11 @@ def half_loaded_cleanup(folder: Path) -> dict:
     from core import model_source
     from core.backends.transformers_native import TransformersBackend
 
+    _free_cuda()
     free, _total = torch.cuda.mem_get_info(0)
-    filler = torch.empty(max(0, free - 8 * GIB), dtype=torch.uint8, device="cuda:0")
+    # Blocks torch keeps cached (freed, not returned) are free for the load too: the filler takes them as well.
+    cached = torch.cuda.memory_reserved(0) - torch.cuda.memory_allocated(0)
+    filler = torch.empty(max(0, free + cached - 8 * GIB), dtype=torch.uint8, device="cuda:0")
     held = torch.cuda.memory_allocated(0)
     settings = load_settings(model=str(folder))
     refused = _refusal(lambda: preflight.check(folder, settings))  # what Loupe says before loading
@@ -189,6 +192,7 @@ def half_loaded_cleanup(folder: Path) -> dict:
     del filler
     _free_cuda()
     return {"filler_gb": round(held / GB, 2), "preflight_would_refuse": refused, "warmup_disabled": warmup is not None,
+            "exercised": bool(error),  # False: the load fitted after all, and this step proved nothing
             "load_error": error, "progress": progress, "left_allocated_gb": round(left / GB, 4),
             "memory_after": _memory()}
 

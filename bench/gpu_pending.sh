@@ -14,7 +14,8 @@ case "${1:-}" in
       tests/test_oom_recovery_gpu.py tests/test_preflight.py 2>&1 | tee "$OUT/gpu_tests.log"
     cp "$OUT/gpu_tests.log" bench/results/gpu_tests_cuda.log
     python3 bench/oom_recovery.py 2>&1 | tail -3
-    cp bench/results/oom_recovery*.json "$OUT/" 2>/dev/null ;;
+    python3 bench/gpu_load_check.py --workdir /tmp 2>&1 | tail -1 | cut -c1-2000
+    cp bench/results/oom_recovery*.json bench/results/gpu_load_check.json "$OUT/" 2>/dev/null ;;
   decode)
     # perf_hints: inductor says here if it skipped CUDA graphs for the decode step, and why.
     TORCH_LOGS=perf_hints python3 bench/decode_speed.py --skip-hf-compile --model-dir /tmp/loupe-7b 2>&1 \
