@@ -2,7 +2,7 @@
 between any two answers, and saved comparisons re-opened or re-run."""
 import streamlit as st
 
-from core import compare, samples
+from core import compare, samples, word_diff
 from core.errors import LoupeError
 from core.images import ACCEPTED_FORMATS
 from core.recorded_ask import ImageUpload
@@ -104,7 +104,7 @@ if (group_id := st.session_state.get(GROUP_KEY)) is not None:
         first = d1.selectbox("From", keys, format_func=names.__getitem__, key="compare-diff-a")
         second = d2.selectbox("To", keys, index=1, format_func=names.__getitem__, key="compare-diff-b")
         a_text, b_text = run.cell(*first).entry.answer, run.cell(*second).entry.answer
-        st.caption(f"{compare.similarity(a_text, b_text):.0%} of words in common · "
+        st.caption(f"{word_diff.similarity(a_text, b_text):.0%} of words in common · "
                    "removed from the first in red, added in the second in green")
-        st.markdown(compare.diff_html(compare.word_diff(a_text, b_text)), unsafe_allow_html=True)  # escaped in core
+        st.markdown(word_diff.diff_html(word_diff.word_diff(a_text, b_text)), unsafe_allow_html=True)  # escaped in core
 show_status_line()

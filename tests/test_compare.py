@@ -9,11 +9,12 @@ from PIL import Image
 
 from core import compare
 from core.backends.stage_clocks import find_vision_module
-from core.compare import CompareColumn, diff_html, word_diff, words
+from core.compare import CompareColumn
 from core.errors import HistoryError, QuestionError
 from core.history import HistoryStore
 from core.recorded_ask import ImageUpload
 from core.templates import by_id
+from core.word_diff import DiffPiece, diff_html, similarity, word_diff, words
 from tests.image_factory import encode
 
 PROMPTS = ("What is this?", "图中表格第三列第一行的数值是多少？请按从左到右的顺序列出四个图标名称。", "hi",
@@ -173,6 +174,6 @@ def test_word_diff_is_word_level_and_safe_to_render() -> None:
 def test_chinese_is_diffed_character_by_character() -> None:
     assert words("价格是39.9元") == ["价", "格", "是", "39", ".", "9", "元"]
     pieces = word_diff("价格是39.9元", "价格是49.9元")
-    assert [p for p in pieces if p.kind != "same"] == [compare.DiffPiece("removed", "39"),
-                                                       compare.DiffPiece("added", "49")]
-    assert compare.similarity("a b c", "a b c") == 1.0 and compare.similarity("", "x y") == 0.0
+    assert [p for p in pieces if p.kind != "same"] == [DiffPiece("removed", "39"),
+                                                       DiffPiece("added", "49")]
+    assert similarity("a b c", "a b c") == 1.0 and similarity("", "x y") == 0.0
