@@ -95,9 +95,12 @@ class FastDecoder:
             wgu, _ = _fuse([mlp.gate_proj, mlp.up_proj])
             self.layers.append((layer.input_layernorm, wqkv, bqkv, attn.o_proj, layer.post_attention_layernorm,
                                 wgu, mlp.down_proj))
-        shape = (len(self.layers), 1, self.n_kv, max_len, self.head_dim)
-        self.k_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
-        self.v_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        # One K and one V tensor per layer, never views of one big tensor: compiled, a write into a view
+        # (cache[i].index_copy_) is not done in place but as a copy of the layer's whole cache and a copy
+        # back, every token (seen in the post-grad graph); a write into a whole tensor stays in place.
+        shape = (1, self.n_kv, max_len, self.head_dim)
+        self.k_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
+        self.v_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
         positions = torch.arange(max_len, device=self.device)
         probe = torch.zeros(1, 1, device=self.device, dtype=self.dtype)
         cos, sin = self.lm.rotary_emb(probe, positions[None])
@@ -115,7 +118,7 @@ class FastDecoder:
             # CUDA graphs need these at fixed addresses (as HF's StaticCache does); dynamic=False gives each
             # bucket its own static graph instead of one dynamic-shape graph.
             fused = [t for layer in self.layers for t in (layer[1], layer[2], layer[5]) if t is not None]
-            for tensor in (self.k_cache, self.v_cache, self.seen, self.positions, self.cos, self.sin, *fused):
+            for tensor in (*self.k_cache, *self.v_cache, self.seen, self.positions, self.cos, self.sin, *fused):
                 torch._dynamo.mark_static_address(tensor)  # else CUDA graphs copy them in on every step
             self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
         else:
@@ -155,8 +158,8 @@ class FastDecoder:
                 # One token: fold each KV group's query heads into the query-length axis, so a masked SDPA needs
                 # no enable_gqa (which, with a mask, falls back to the slow bf16 math kernel).
                 group = q.view(1, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
-                out = F.scaled_dot_product_attention(group, self.k_cache[i, :, :, :bucket],
-                                                     self.v_cache[i, :, :, :bucket], attn_mask=mask)
+                out = F.scaled_dot_product_attention(group, self.k_cache[i][:, :, :bucket],
+                                                     self.v_cache[i][:, :, :bucket], attn_mask=mask)
                 out = out.reshape(1, 1, q_size)
             x = x + o_proj(out)
             gate, up = F.linear(self._norm(norm2, x), wgu).chunk(2, dim=-1)
