@@ -117,6 +117,19 @@ def test_an_empty_question_is_an_error_on_the_page_and_in_history(loupe_home: Pa
     assert entry.status == "failed" and entry.error_type == "QuestionError"
 
 
+def test_a_pasted_long_question_is_kept_counted_and_refused_with_its_length(loupe_home: Path) -> None:
+    at = _app("playground")
+    long_question = "图中红色方块在什么位置？" * 20  # 240 characters
+    at.text_area(key="playground-question").set_value(long_question).run()
+    assert at.text_area(key="playground-question").value == long_question  # nothing cut or dropped
+    assert any("240 / 200 characters: 40 too many" in c for c in _captions(at))
+    _submit(at, "playground")
+    assert [e.value for e in at.error] == [
+        "The question is 240 characters long; the limit is 200. Shorten it or split it into several questions."]
+    entry = _history(loupe_home).get(1)
+    assert entry.status == "failed" and entry.error_type == "QuestionError" and entry.question == long_question
+
+
 def test_a_template_filled_past_the_limit_is_refused_before_the_box(loupe_home: Path) -> None:
     at = _app("playground")
     at.selectbox(key="playground-template").set_value("general-count-zh").run()

@@ -74,13 +74,19 @@ def _question_box(page: str, template: Template | None, values: dict[str, str], 
             if st.session_state.get(filled_key) != (template.id, filled):
                 st.session_state[key] = filled
                 st.session_state[filled_key] = (template.id, filled)
+    # No max_chars: with it the browser silently drops or cuts a pasted longer question. The analyst sees
+    # all of it, the count turns red, and Submit gets core's QuestionError (kept in history) as any refusal.
     question = st.text_area(
-        "Question", key=key, max_chars=limit, height=120,
+        "Question", key=key, height=120,
         placeholder="图中表格第三列第一行的数值是多少？ / What is the title of the document?",
         help="Counted in characters: a Chinese character or “，” counts 1. Ask one specific thing; "
              "direct questions work better than “describe this image”.",
     )
-    st.caption(f"{len(question)} / {limit} characters")
+    length = len(question.strip())
+    if length > limit:
+        st.caption(f":red[{length} / {limit} characters: {length - limit} too many, shorten it before submitting]")
+    else:
+        st.caption(f"{length} / {limit} characters")
     return question
 
 
