@@ -51,8 +51,9 @@ batches = batch.list_batches(store)
 if not batches:
     st.caption("No batch yet.")
     st.stop()
-labels = {b["id"]: f"#{b['id']} · {b['created_at'][:19].replace('T', ' ')} · {b['status']} · "
-                   f"{b['done'] + b['failed']}/{b['items']} items" for b in batches}
+# Only what never changes goes in the choice's label: it is drawn once per page run, while the progress below
+# is redrawn every second (a status here read "running · 0/2" next to a finished batch).
+labels = {b["id"]: f"#{b['id']} · {b['created_at'][:19].replace('T', ' ')} · {b['items']} items" for b in batches}
 if st.session_state.get(CURRENT) not in labels:
     st.session_state[CURRENT] = batches[0]["id"]
 batch_id = st.selectbox("Batch", list(labels), format_func=labels.__getitem__, key=CURRENT)
