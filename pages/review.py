@@ -22,7 +22,7 @@ st.caption("Every moderation result (moderation page, compare runs, batches) wit
            "the model's raw output. Keyboard: Tab to the decision, arrow keys to choose, Enter in the note saves.")
 
 with st.container(border=True):
-    a, b, c, d = st.columns(4)
+    a, b, c, d = st.columns([3, 4, 3, 3])  # "Show" needs room for its three choices
     verdicts = a.multiselect("Verdict", [*review.LABELS, UNPARSED], format_func=LABELS.__getitem__,
                              key="review-verdicts", placeholder="Any verdict")
     shown = b.segmented_control("Show", list(SHOWN), default=False, format_func=SHOWN.__getitem__, key="review-shown")
@@ -62,14 +62,20 @@ else:
                        + (f" · {r.note}" if r.note else ""))
         with st.form("review-form", clear_on_submit=True, border=True):
             choices = ([] if item.verdict.status == UNPARSED else [AGREE]) + list(review.LABELS)
+            # An unreadable answer has no verdict to agree with, and no label is chosen for the analyst:
+            # Enter in the note must never save "pass" for something nobody looked at.
             decision = st.radio("Decision", choices, horizontal=True, key="review-decision",
+                                index=None if item.verdict.status == UNPARSED else 0,
                                 format_func=lambda x: f"Agree ({item.verdict.label})" if x == AGREE
                                 else f"Override: {LABELS[x]}")
             reason = st.selectbox("Reason for an override", ["", *review.REASONS], key="review-reason",
                                   format_func=lambda x: x or "—")
             note = st.text_input("Note", key="review-note")
             saved = st.form_submit_button("Save review", type="primary", icon=":material/done:")
-        if saved:
+        if saved and decision is None:
+            st.error("Choose a label (pass, needs review or reject): the model's answer could not be read, so "
+                     "there is no verdict to agree with.", icon=":material/rule:")
+        elif saved:
             try:
                 review.record(store, item.query_id, agree=decision == AGREE, label="" if decision == AGREE else decision,
                               reason=reason, note=note, reviewer=session_id())

@@ -96,6 +96,9 @@ def test_review_overrides_a_verdict_and_counts_agreement(loupe_home: Path, engin
     assert any("Result 1 of 2" in c.value and f"#{first}" in c.value for c in at.caption)
     assert any(w.value == "Verdict: unparsed — needs review" for w in at.warning)
     assert at.radio(key="review-decision").options == ["Override: pass", "Override: needs review", "Override: reject"]
+    assert at.radio(key="review-decision").value is None  # nothing chosen for the analyst on an unreadable answer
+    next(b for b in at.button if b.label == "Save review").click().run()
+    assert any("Choose a label" in e.value for e in at.error) and review.get(_store(loupe_home), first).review is None
     at.radio(key="review-decision").set_value("reject")
     at.selectbox(key="review-reason").set_value("missed a violation")
     at.text_input(key="review-note").set_value("claims 全网最便宜")
