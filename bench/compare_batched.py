@@ -90,7 +90,7 @@ def main() -> dict:
     alone = [answer([q])[0] for q in queries]
     device = torch.cuda.get_device_name(0) if on_gpu else "cpu"
     result = {
-        "device": device, "model": "llava-7b-class-random-bf16" if on_gpu else "demo-llava-v1 (float32)",
+        "device": device, "model": "llava-7b-class-random-bf16" if on_gpu else "demo-llava-v2 (float32)",
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
         "templates": list(TEMPLATES), "image": f"{sample.id} ({prepared.width}×{prepared.height})",
         "new_tokens": new_tokens, "runs": RUNS, "cpu_threads": torch.get_num_threads(),

@@ -1,6 +1,6 @@
 """The embedded demo model: a tiny LLaVA (CLIP vision tower + Llama decoder) with random weights.
 
-Built once, deterministically, into `<LOUPE_HOME>/models/demo-llava-v1`, then loaded back through the same
+Built once, deterministically, into `<LOUPE_HOME>/models/demo-llava-v2`, then loaded back through the same
 AutoModelForImageTextToText / AutoProcessor path a real model takes. Its answers are noise: it exists so
 that every part of Loupe (and its tests) runs for real on a machine with no download and no GPU.
 """
@@ -10,9 +10,10 @@ import json
 import shutil
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 
-DEMO_NAME = "demo-llava-v1"
+DEMO_NAME = "demo-llava-v2"  # v2: no half-character tokens in answers
 DEMO_LABEL = "demo weights — answers are noise"
 _MARKER = "loupe-demo.json"
 
@@ -49,6 +50,11 @@ def demo_path(models_dir: Path) -> Path:
 
 def is_demo(path: Path | str) -> bool:
     return (Path(path) / _MARKER).is_file()
+
+
+def _unreadable(text: str) -> bool:
+    """Part of a UTF-8 character ("�"), or a control character other than a line break."""
+    return "\ufffd" in text or any(unicodedata.category(c) == "Cc" and c != "\n" for c in text)
 
 
 def _build_tokenizer():
@@ -111,9 +117,18 @@ def build(target: Path) -> Path:
     )
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config).eval()
+    # Noise, but readable noise. Only the end-of-answer token stays among those that would not read as text:
+    # part of a UTF-8 character (shows as "�", like an encoding bug), control characters (invisible junk),
+    # special tokens (an <image> in an answer). Greedy answers never pick them (their LM head rows are zero,
+    # so they score 0 against a positive best); sampled ones are stopped by the generation config.
+    special = set(tokenizer.all_special_ids) | {tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    unreadable = [i for i in range(vocab) if i != tokenizer.eos_token_id
+               and (i in special or _unreadable(tokenizer.decode([i])))]
+    with torch.no_grad():
+        model.lm_head.weight[unreadable] = 0
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, suppress_tokens=unreadable or None,
     )
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},

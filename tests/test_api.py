@@ -36,7 +36,7 @@ def _uri(data: bytes, mime: str = "image/png") -> str:
 
 def _body(*urls: str, question: str = QUESTION, **extra) -> dict:
     content = [{"type": "text", "text": question}] + [{"type": "image_url", "image_url": {"url": u}} for u in urls]
-    return {"model": "demo-llava-v1", "max_tokens": 8, "messages": [{"role": "user", "content": content}], **extra}
+    return {"model": "demo-llava-v2", "max_tokens": 8, "messages": [{"role": "user", "content": content}], **extra}
 
 
 def _sse_events(lines) -> list:
@@ -66,7 +66,7 @@ def test_chat_completion_matches_the_local_answer(engine, serving) -> None:
     response = TestClient(app).post("/v1/chat/completions", json=_body(_uri(_png())))
     assert response.status_code == 200, response.text
     data = response.json()
-    assert data["object"] == "chat.completion" and data["model"] == "demo-llava-v1"
+    assert data["object"] == "chat.completion" and data["model"] == "demo-llava-v2"
     choice = data["choices"][0]
     assert choice["message"] == {"role": "assistant", "content": local.text}
     assert choice["finish_reason"] == "length"  # the demo never stops by itself within 8 tokens
@@ -100,7 +100,7 @@ def test_models_and_health(serving) -> None:
     app, _ = serving()
     client = TestClient(app)
     models = client.get("/v1/models").json()
-    assert models["object"] == "list" and models["data"][0]["id"] == "demo-llava-v1"
+    assert models["object"] == "list" and models["data"][0]["id"] == "demo-llava-v2"
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["queue"] == {"waiting": 0, "running": False, "sessions": 0}
     assert isinstance(health["gpus"], list) and health["rss_gb"] > 0.05 and health["nvml"]
@@ -267,7 +267,7 @@ def test_api_requests_are_kept_in_history(serving, tmp_path) -> None:
     assert store.count() == 1
     entry = store.get(1)
     assert entry.page == "api" and entry.status == "answered" and entry.session_id.startswith("api:")
-    assert entry.output_tokens == 8 and entry.stamp["model"] == "demo-llava-v1" and len(entry.image_hashes) == 1
+    assert entry.output_tokens == 8 and entry.stamp["model"] == "demo-llava-v2" and len(entry.image_hashes) == 1
 
 
 def test_a_failed_api_request_keeps_its_error() -> None:

@@ -28,7 +28,7 @@ def test_ask_json_is_exactly_the_answer_record(tmp_path: Path) -> None:
     assert set(record["timings_s"]) == {"preprocess", "vision", "prefill", "decode", "total"}
     assert record["output_tokens"] == 16 and record["truncated"] is True
     assert record["image_notes"] == ["rotated 90° from EXIF (orientation 6)"]
-    assert record["peak_memory_gb"]["cpu"] > 0 and record["model"] == "demo-llava-v1"
+    assert record["peak_memory_gb"]["cpu"] > 0 and record["model"] == "demo-llava-v2"
 
 
 def test_ask_streams_text_then_timings(tmp_path: Path) -> None:

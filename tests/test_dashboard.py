@@ -48,7 +48,7 @@ def test_playground_labels_the_demo_model_in_the_sidebar() -> None:
     assert at.title[0].value == "Playground"
     assert any("demo weights — answers are noise" in w.value for w in at.sidebar.warning)
     card = " ".join(m.value for m in at.sidebar.markdown) + " ".join(c.value for c in at.sidebar.caption)
-    assert "demo-llava-v1" in card and "transformers" in card and "float32" in card and "sdpa" in card
+    assert "demo-llava-v2" in card and "transformers" in card and "float32" in card and "sdpa" in card
     assert "Shard plan: `cpu`" in card
 
 

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from pathlib import Path
 
+from PIL import Image
+
 from core import demo_model, model_source
+from core.records import GenerationSettings
 from core.settings import load_settings
+from tests.image_factory import encode
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -57,3 +62,13 @@ def test_demo_is_built_when_missing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LOUPE_HOME", str(tmp_path / "fresh"))
     source = model_source.resolve(load_settings())
     assert demo_model.is_demo(source.path) and (source.path / "model.safetensors").is_file()
+
+
+def test_answers_are_readable_noise(engine) -> None:
+    """No half-characters ("�") or control characters, greedy (the fast path) or sampled (generate())."""
+    image = encode(Image.new("RGB", (200, 120), "teal"), "PNG")
+    for settings in (GenerationSettings(max_new_tokens=200), GenerationSettings(max_new_tokens=200, do_sample=True,
+                                                                                  temperature=1.5, seed=3)):
+        text = engine.ask([image], "图中有什么？", settings).collect().text
+        assert text and "\ufffd" not in text, text
+        assert not any(unicodedata.category(c) == "Cc" and c != "\n" for c in text), repr(text)

@@ -32,7 +32,7 @@ def test_answer_streams_and_records_everything(engine) -> None:
     assert answer.tokens_per_s > 0
     assert answer.peak_memory_gb["cpu"] > 0.05
     assert answer.image_notes == ("rotated 90° from EXIF (orientation 6)",)
-    assert answer.model == "demo-llava-v1"
+    assert answer.model == "demo-llava-v2"
 
 
 def test_model_card_says_the_fast_path_is_not_compiled_on_cpu(engine) -> None:
@@ -49,10 +49,14 @@ def test_greedy_is_reproducible_and_settings_travel(engine) -> None:
 
 
 def test_default_max_new_tokens_and_sentence_trim(engine) -> None:
-    answer = engine.ask([_png()], "Describe the photo.").collect()
+    stream = engine.ask([_png()], "Describe the photo.")
+    streamed = "".join(stream)  # what the reader saw arrive, before the cut
+    answer = stream.answer
     assert answer.settings.max_new_tokens == 1024
-    if answer.truncated and any(mark in answer.text for mark in "。！？.!?\n"):
-        assert answer.text[-1] in "。！？.!?"
+    if answer.truncated:
+        assert answer.output_tokens == 1024 and answer.text == trim_to_sentence_end(streamed.strip())
+        if any(mark in streamed for mark in "。！？.!?\n"):
+            assert len(answer.text) < len(streamed)
 
 
 def test_sampling_with_seed_is_repeatable(engine) -> None:

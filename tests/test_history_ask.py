@@ -43,7 +43,7 @@ def test_an_answer_is_streamed_then_recorded_with_everything(engine, store: Hist
     assert set(entry.timings) == {"preprocess", "vision", "prefill", "decode", "total"}
     assert entry.output_tokens == run.answer.output_tokens > 0 and "cpu" in entry.peak_memory_gb
     stamp = entry.stamp
-    assert stamp["model"] == "demo-llava-v1" and stamp["dtype"] == "float32" and stamp["attn_implementation"]
+    assert stamp["model"] == "demo-llava-v2" and stamp["dtype"] == "float32" and stamp["attn_implementation"]
     assert stamp["generation"]["max_new_tokens"] == 12 and stamp["torch"] and stamp["transformers"]
     assert store.image(entry.image_hashes[0]).data == sample("homework-geometry").read()
 

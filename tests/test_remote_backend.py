@@ -43,7 +43,7 @@ def remote(server, monkeypatch):
 def test_remote_answers_like_the_local_model(engine, remote) -> None:
     assert isinstance(remote.backend, OpenAIRemoteBackend) and remote.backend.has_local_gpus is False
     card = remote.describe()
-    assert (card.name, card.backend, card.device) == ("demo-llava-v1", "openai", "remote")
+    assert (card.name, card.backend, card.device) == ("demo-llava-v2", "openai", "remote")
     photo = jpeg_with_orientation(6)
     settings = GenerationSettings(max_new_tokens=12)
     local = engine.ask([photo], "图中有什么？", settings).collect()
@@ -55,7 +55,7 @@ def test_remote_answers_like_the_local_model(engine, remote) -> None:
     assert (answer.input_tokens, answer.output_tokens) == (local.input_tokens, 12)
     t = answer.timings
     assert t.vision == 0 and t.prefill > 0 and t.decode > 0 and t.total >= t.prefill + t.decode
-    assert answer.peak_memory_gb == {} and answer.model == "demo-llava-v1"
+    assert answer.peak_memory_gb == {} and answer.model == "demo-llava-v2"
     assert answer.image_notes == ("rotated 90° from EXIF (orientation 6)",)
 
 

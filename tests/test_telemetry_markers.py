@@ -29,7 +29,7 @@ def test_answer_leaves_four_stages_in_order(engine) -> None:
     answer = stream.collect()
     trace = markers.for_query(query)
     assert trace is not None and trace.outcome == "answered"
-    assert trace.model == "demo-llava-v1" and trace.question == "What is this?"
+    assert trace.model == "demo-llava-v2" and trace.question == "What is this?"
     assert [s.stage for s in trace.stages] == list(STAGES)
     assert trace.end is not None and before - 5 <= trace.start <= trace.end <= time.time()
     edges = [t for s in trace.stages for t in (s.start, s.end)]
