@@ -9,6 +9,9 @@ This path, in the spirit of gpt-fast, runs the decoder with
   bucket, all compiled during loading, so no request ever pays for compilation;
 - the decode step compiled with CUDA graphs (`torch.compile(mode="reduce-overhead")`) and greedy argmax
   plus the repetition penalty done on the GPU;
+- all of it run on ONE thread that the decoder owns: torch keeps CUDA graphs per thread, so graphs recorded
+  while loading would be recorded again in every request's own generation thread (a new private memory pool
+  and a warm-up + capture per request) if each request decoded on the thread that asked;
 - the prefill (vision tower + merged embeddings) taken from the real model: a pre-hook on its language model
   captures `inputs_embeds`, so every VLM whose decoder is Llama-shaped (LLaVA, ...) gets it unchanged.
 Used for greedy, batch-1 answers on one device; sampling, beams and multi-GPU splits use `generate()`.
@@ -16,6 +19,8 @@ Used for greedy, batch-1 answers on one device; sampling, beams and multi-GPU sp
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +128,25 @@ class FastDecoder:
             self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
         else:
             self._step = self._decode_step
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loupe-fast-decode")
+        self._thread_id = self._thread.submit(threading.get_ident).result()
+
+    def on_own_thread(self, fn: Any, *args: Any) -> Any:
+        """Run fn on the decoder's one thread (directly when already on it) and wait; its exception is raised here."""
+        if threading.get_ident() == self._thread_id:
+            return fn(*args)
+        return self._thread.submit(fn, *args).result()
+
+    def close(self) -> None:
+        """Drop this thread's CUDA graphs (their memory pool) and end the thread; the decoder is unusable after."""
+        def forget_graphs() -> None:
+            if self.compiled and self.device.type == "cuda":
+                from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+                reset_cudagraph_trees()
+
+        self.on_own_thread(forget_graphs)
+        self._thread.shutdown(wait=True)
 
     # -- the decoder --------------------------------------------------------------------------------
     @staticmethod
@@ -183,24 +207,28 @@ class FastDecoder:
     def bucket_for(self, filled: int) -> int:
         return next(b for b in self.buckets if b >= filled)
 
-    @torch.no_grad()
     def warm_up(self, report: Any = None) -> float:
-        """Compile (and capture) the decode step for every bucket now, so no analyst's question pays for it."""
+        """Compile (and capture) the decode step for every bucket now, so no analyst's question pays for it.
+        `report` is called on the caller's thread (a UI's progress bar may only be drawn from there)."""
         import time
 
         started = time.perf_counter()
-        token = torch.zeros(1, dtype=torch.long, device=self.device)
-        penalty = torch.tensor(1.0, device=self.device)
         for bucket in self.buckets:
             if report is not None:
                 report(f"Compiling the decode step for answers up to {bucket} tokens (once, while loading)")
-            self._pos.fill_(bucket - 1)
-            for _ in range(3):  # warm-up, record, replay
-                if self.device.type == "cuda":
-                    torch.compiler.cudagraph_mark_step_begin()
-                self._step(token, self._pos, penalty, bucket).clone()
-        self.seen.zero_()
+            self.on_own_thread(self._warm_up_bucket, bucket)
         return time.perf_counter() - started
+
+    @torch.no_grad()
+    def _warm_up_bucket(self, bucket: int) -> None:
+        token = torch.zeros(1, dtype=torch.long, device=self.device)
+        penalty = torch.tensor(1.0, device=self.device)
+        self._pos.fill_(bucket - 1)
+        for _ in range(3):  # warm-up, record, replay
+            if self.device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            self._step(token, self._pos, penalty, bucket).clone()
+        self.seen.zero_()
 
     def logits_at(self, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Teacher-forced decode logits for one token at one position (for checking against the model)."""
@@ -235,10 +263,16 @@ class FastDecoder:
             raise RuntimeError("the language model was called without inputs_embeds")
         raise _Captured(embeds)
 
-    @torch.no_grad()
     def generate(self, inputs: dict[str, Any], max_new_tokens: int, repetition_penalty: float,
                  eos_ids: set[int], streamer: Any = None, should_stop: Any = None) -> torch.Tensor:
-        """Greedy tokens after the prompt, streamed one by one; returns prompt + new ids like generate()."""
+        """Greedy tokens after the prompt, streamed one by one; returns prompt + new ids like generate().
+        Runs on the decoder's own thread (where its CUDA graphs live); the caller waits."""
+        return self.on_own_thread(self._generate, inputs, max_new_tokens, repetition_penalty, eos_ids, streamer,
+                                   should_stop)
+
+    @torch.no_grad()
+    def _generate(self, inputs: dict[str, Any], max_new_tokens: int, repetition_penalty: float,
+                  eos_ids: set[int], streamer: Any, should_stop: Any) -> torch.Tensor:
         input_ids = inputs["input_ids"]
         length = self.prefill(inputs)
         max_new_tokens = min(max_new_tokens, self.max_len - length)

@@ -20,5 +20,5 @@ def test_decode_benchmark_cpu_mode(tmp_path: Path) -> None:
     profile = record["decode_profile"]
     assert profile["steps"] == 32 and profile["wall_ms_per_token"] > 0 and profile["cpu_op_ms_per_token"] > 0
     assert profile["top_ops"] and profile["cuda_graph_replays_per_token"] == 0  # no CUDA, no graphs
-    for key in ("device", "plain_generate_tok_s", "decode_tok_s", "ttft_s", "batch4_over_single"):
+    for key in ("device", "plain_generate_tok_s", "decode_tok_s", "engine_decode_tok_s", "ttft_s", "batch4_over_single"):
         assert record[key], key

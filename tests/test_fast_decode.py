@@ -1,6 +1,8 @@
 """The fast decode path against plain generate() on the real demo model (float32, CPU: must be identical)."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from PIL import Image
@@ -59,6 +61,31 @@ def test_prompt_longer_than_cache_is_refused(loaded) -> None:
     model, _processor, inputs, _reference = loaded
     with pytest.raises(ValueError, match="does not fit"):
         FastDecoder(model, 32, compile=False).generate(inputs, 10, 1.0, set())
+
+
+def test_every_request_decodes_on_the_decoders_own_thread(loaded) -> None:
+    """torch keeps CUDA graphs per thread: warm-up and every request, whichever thread asks (each answer has its
+    own generation thread), must run on the one thread where the graphs were recorded."""
+    model, _processor, inputs, reference = loaded
+    fast = FastDecoder(model, 512, compile=False)
+    ran_on: list[int] = []
+    step = fast._step
+    fast._step = lambda *args: (ran_on.append(threading.get_ident()), step(*args))[1]
+    reported_on: list[int] = []
+    fast.warm_up(lambda _message: reported_on.append(threading.get_ident()))
+    assert reported_on and set(reported_on) == {threading.get_ident()}  # progress is drawn by the caller's thread
+    results: list[torch.Tensor] = []
+    callers = [threading.Thread(target=lambda: results.append(fast.generate(inputs, 20, 1.005, set()))) for _ in "ab"]
+    for caller in callers:
+        caller.start()
+        caller.join()
+    assert len(results) == 2 and all(torch.equal(r, reference[:, : r.shape[1]]) for r in results)
+    assert len(set(ran_on)) == 1 and ran_on[0] not in {c.ident for c in callers} | {threading.get_ident()}
+    nested = fast.on_own_thread(lambda: fast.generate(inputs, 20, 1.005, set()))  # already there: no deadlock
+    assert torch.equal(nested, results[0]) and set(ran_on) == {ran_on[0]}
+    fast.close()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        fast.generate(inputs, 5, 1.0, set())
 
 
 def test_cache_length_buckets() -> None:

@@ -126,6 +126,8 @@ class TransformersBackend:
         import torch
 
         compiled = getattr(self.fast_decoder, "compiled", False)
+        if self.fast_decoder is not None:
+            self.fast_decoder.close()
         self.fast_decoder = None
         if self._vision is not None:
             self._vision.remove()
