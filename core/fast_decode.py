@@ -176,7 +176,11 @@ class FastDecoder:
             self.k_cache[i].index_copy_(2, pos, k)
             self.v_cache[i].index_copy_(2, pos, v)
             if mask is None:  # prefill: causal attention over the fresh positions only
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
+                # K/V repeated per query head, as transformers' own sdpa path does: its causal SDPA is a fused
+                # (flash / memory-efficient) kernel, where enable_gqa may fall back to the math kernel.
+                groups = self.n_heads // self.n_kv
+                out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
+                                                     v.repeat_interleave(groups, dim=1), is_causal=True)
                 out = out.transpose(1, 2).reshape(1, t, q_size)
             else:
                 # One token: fold each KV group's query heads into the query-length axis, so a masked SDPA needs
