@@ -1,18 +1,12 @@
 """CI runs the decode benchmark's CPU mode on the demo model, so the GPU script cannot rot unnoticed."""
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_script import run_bench
 
 
 def test_decode_benchmark_cpu_mode(tmp_path: Path) -> None:
     out = tmp_path / "decode.json"
-    result = subprocess.run([sys.executable, "bench/decode_speed.py", "--cpu", "--out", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    record = json.loads(out.read_text())
+    record = run_bench("decode_speed.py", "--cpu", "--out", str(out), result_file=out)
     assert record["teacher_forced_ok"] is True and record["teacher_forced_max_rel_diff"] < 1e-4
     # The demo model runs in float32 on the CPU: every path agrees with the fp32 truth almost exactly.
     assert record["within_noise_floor"] is True and record["fast_vs_fp32_max_rel_diff"] < 1e-4

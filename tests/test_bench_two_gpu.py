@@ -1,18 +1,12 @@
 """CI runs the two-GPU script's CPU mode, so the run that needs two cards cannot rot before it gets them."""
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_script import run_bench
 
 
 def test_two_gpu_script_cpu_mode(tmp_path: Path) -> None:
     out = tmp_path / "two.json"
-    result = subprocess.run([sys.executable, "bench/two_gpu.py", "--cpu", "--out", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    record = json.loads(out.read_text(encoding="utf-8"))
+    record = run_bench("two_gpu.py", "--cpu", "--out", str(out), result_file=out)
     for key in ("device", "gpus", "plan_predicted_gb", "nvml_used_gb", "plan_error_pct", "identical_tokens",
                 "decode_tok_s_1gpu", "decode_tok_s_2gpu", "ttft_s_1gpu", "ttft_s_2gpu"):
         assert key in record, key

@@ -1,22 +1,14 @@
 """The overhead benchmark runs end to end on the CPU with the demo model (tiny settings) and writes its JSON."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_script import run_bench
 
 
 def test_overhead_benchmark_writes_the_promised_keys(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "bench/telemetry_overhead.py", "--device", "cpu", "--tokens", "6", "--rounds", "1",
-         "--idle-s", "1", "--sample-reps", "20", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    record = json.loads((tmp_path / "telemetry_overhead_cpu.json").read_text())
+    record = run_bench("telemetry_overhead.py", "--device", "cpu", "--tokens", "6", "--rounds", "1", "--idle-s", "1",
+                       "--sample-reps", "20", "--out", str(tmp_path), result_file=tmp_path / "telemetry_overhead_cpu.json")
     assert {"device", "sample_us_per_gpu", "sampler_cpu_pct", "decode_tok_s_sampler_on",
             "decode_tok_s_sampler_off"} <= set(record)
     assert record["device"] == "cpu" and record["sample_us"] > 0 and record["sampler_cpu_pct"] >= 0
