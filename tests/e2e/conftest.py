@@ -71,21 +71,31 @@ def settle(page) -> None:
 
 
 @pytest.fixture
-def browser_page(request: pytest.FixtureRequest) -> Iterator[object]:
-    """A page in Debian's headless Chromium (driven offline by Playwright), Chinese locale, 2-minute waits."""
+def chromium() -> Iterator[object]:
+    """Debian's headless Chromium, driven offline by Playwright; expectations wait up to 2 minutes."""
     from playwright.sync_api import expect, sync_playwright
 
     OUTPUT.mkdir(exist_ok=True)
-    height = getattr(request, "param", 1800)
+    expect.set_options(timeout=120_000)
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM),
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        page = browser.new_page(viewport={"width": 1440, "height": height}, locale="zh-CN")
-        page.set_default_timeout(120_000)
-        expect.set_options(timeout=120_000)
         try:
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def new_page(browser, height: int = 1800):
+    """A page of its own browser context (its own cookies and Streamlit session), Chinese locale."""
+    page = browser.new_context(viewport={"width": 1440, "height": height}, locale="zh-CN").new_page()
+    page.set_default_timeout(120_000)
+    return page
+
+
+@pytest.fixture
+def browser_page(request: pytest.FixtureRequest, chromium) -> object:
+    """One page in headless Chromium; `request.param` (indirect parametrisation) sets its height."""
+    return new_page(chromium, getattr(request, "param", 1800))
