@@ -138,7 +138,9 @@ class FastDecoder:
         return self._thread.submit(fn, *args).result()
 
     def close(self) -> None:
-        """Drop this thread's CUDA graphs (their memory pool) and end the thread; the decoder is unusable after."""
+        """Drop what compiling made, then end the thread; the decoder is unusable after. The CUDA graphs (their
+        private memory pool) live on this decoder's thread; dynamo's code cache keeps the model's tensors
+        reachable until reset. One model is loaded per process, so the reset loses nothing another needs."""
         def forget_graphs() -> None:
             if self.compiled and self.device.type == "cuda":
                 from torch._inductor.cudagraph_trees import reset_cudagraph_trees
@@ -147,6 +149,8 @@ class FastDecoder:
 
         self.on_own_thread(forget_graphs)
         self._thread.shutdown(wait=True)
+        if self.compiled:
+            torch._dynamo.reset()
 
     # -- the decoder --------------------------------------------------------------------------------
     @staticmethod

@@ -10,12 +10,17 @@ DEFAULT_MAX_CHARS = 200
 DEFAULT_MAX_IMAGES = 4
 
 
+def char_count(text: str) -> int:
+    """A question's length as the limit counts it: Unicode characters after stripping (a Chinese '，' counts 1)."""
+    return len((text or "").strip())
+
+
 def validate(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     """Strip the question and check its length in Unicode characters (a Chinese '，' counts 1)."""
     question = (text or "").strip()
     if not question:
         raise QuestionError("The question is empty. Type what you want to know about the image.")
-    length = len(question)
+    length = char_count(question)
     if length > max_chars:
         raise QuestionError(
             f"The question is {length} characters long; the limit is {max_chars}. "

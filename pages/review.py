@@ -72,12 +72,10 @@ else:
                                   format_func=lambda x: x or "—")
             note = st.text_input("Note", key="review-note")
             saved = st.form_submit_button("Save review", type="primary", icon=":material/done:")
-        if saved and decision is None:
-            st.error("Choose a label (pass, needs review or reject): the model's answer could not be read, so "
-                     "there is no verdict to agree with.", icon=":material/rule:")
-        elif saved:
-            try:
-                review.record(store, item.query_id, agree=decision == AGREE, label="" if decision == AGREE else decision,
+        if saved:
+            try:  # no label chosen: core's ReviewError says to choose one
+                review.record(store, item.query_id, agree=decision == AGREE,
+                              label="" if decision == AGREE else decision or "",
                               reason=reason, note=note, reviewer=session_id())
             except LoupeError as exc:
                 st.error(str(exc))

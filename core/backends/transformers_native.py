@@ -125,18 +125,12 @@ class TransformersBackend:
         """Drop the model and give its GPU memory back (used when switching models)."""
         import torch
 
-        compiled = getattr(self.fast_decoder, "compiled", False)
         if self.fast_decoder is not None:
-            self.fast_decoder.close()
+            self.fast_decoder.close()  # its CUDA graphs and compiled code hold the model's memory
         self.fast_decoder = None
         if self._vision is not None:
             self._vision.remove()
         self.model = self.processor = self._vision = None
-        if compiled:
-            # The compiled decode step's CUDA graphs keep a private memory pool, and its code cache keeps the
-            # old model's tensors reachable, until dynamo is reset. One model is loaded per process, so
-            # resetting every compiled graph loses nothing that the next model could use.
-            torch._dynamo.reset()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import samples
+from core import questions, samples
 from core.engine import Engine
 from core.errors import LoupeError, TemplateError
 from core.images import ACCEPTED_FORMATS
@@ -82,7 +82,7 @@ def _question_box(page: str, template: Template | None, values: dict[str, str], 
         help="Counted in characters: a Chinese character or “，” counts 1. Ask one specific thing; "
              "direct questions work better than “describe this image”.",
     )
-    length = len(question.strip())
+    length = questions.char_count(question)
     if length > limit:
         st.caption(f":red[{length} / {limit} characters: {length - limit} too many, shorten it before submitting]")
     else:
