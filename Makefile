@@ -7,9 +7,10 @@ CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
 .PHONY: run test setup serve browser-deps
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+## The project itself is installed editable (pyproject.toml), so `import core` works from anywhere.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e .
 	touch $@
 
 setup: $(VENV)/.installed

@@ -214,7 +214,7 @@ def product_router() -> Image.Image:
 
 
 def render_all() -> dict[str, bytes]:
-    """File name → encoded bytes for every sample (names match core/samples.py)."""
+    """File name → encoded bytes for every sample (names match core/inputs/samples.py)."""
     png = io.BytesIO()
     document_table().save(png, "PNG", optimize=False)
     jpeg = io.BytesIO()

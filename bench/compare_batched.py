@@ -35,9 +35,9 @@ RUNS = 3
 
 def gpu_backend(demo_dir: Path):
     """A TransformersBackend holding the 7B-class LLaVA (bench/llava_7b.py), built on the GPU."""
-    from core import demo_model
+    from core.models import demo_model
     from core.backends.transformers_native import TransformersBackend
-    from core.model_source import ModelSource
+    from core.models.model_source import ModelSource
 
     tokenizer = demo_model._build_tokenizer()
     backend = TransformersBackend(ModelSource(demo_dir, "llava-7b-class-random", False), device="cuda")
@@ -56,12 +56,13 @@ def main() -> dict:
     if not on_gpu:  # one thread: on a shared CI machine, spinning intra-op threads make the figures noise
         torch.set_num_threads(1)
 
-    from core import demo_model, images, questions, samples
+    from core.models import demo_model
+    from core.inputs import images, questions, samples
     from core.commands.common import quiet_libraries
-    from core.engine import load_engine
+    from core.serving.engine import load_engine
     from core.records import GenerationSettings
     from core.settings import load_settings
-    from core.templates import by_id
+    from core.inputs.templates import by_id
 
     quiet_libraries()
     started = time.perf_counter()

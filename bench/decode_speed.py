@@ -27,7 +27,7 @@ import torch  # noqa: E402
 import llava_7b  # noqa: E402  (bench/, beside this script)
 from llava_7b import sync, timed  # noqa: E402
 
-from core.fast_decode_accuracy import teacher_forced  # noqa: E402
+from core.models.fast_decode_accuracy import teacher_forced  # noqa: E402
 
 NEW_TOKENS = 256
 
@@ -50,7 +50,7 @@ def copy_bandwidth_gbps() -> float:
 
 
 def build_7b(target: Path) -> None:
-    from core import demo_model
+    from core.models import demo_model
 
     tokenizer = demo_model._build_tokenizer()
     model = llava_7b.build_on_gpu(tokenizer)
@@ -78,8 +78,8 @@ def main() -> dict:
     from PIL import Image
 
     from core.commands.common import quiet_libraries
-    from core.engine import load_engine
-    from core.fast_decode import FastDecoder
+    from core.serving.engine import load_engine
+    from core.models.fast_decode import FastDecoder
     from core.settings import load_settings
 
     quiet_libraries()
@@ -241,7 +241,7 @@ def profile_decode(fast, inputs, on_gpu: bool) -> dict:
 
 
 def correctness(model, fast, inputs, on_gpu: bool) -> dict:
-    """Teacher-forced over NEW_TOKENS greedy steps (core/fast_decode_accuracy.py): the fast path against
+    """Teacher-forced over NEW_TOKENS greedy steps (core/models/fast_decode_accuracy.py): the fast path against
     generate()'s own logits, next to the noise floor between transformers' own two paths; against an fp32
     copy of the weights too where it fits (always on the CPU; on a GPU with room for it)."""
     truth = None

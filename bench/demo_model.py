@@ -19,9 +19,9 @@ def main() -> dict:
     import torch
     from PIL import Image
 
-    from core import demo_model
+    from core.models import demo_model
     from core.commands.common import quiet_libraries
-    from core.engine import load_engine
+    from core.serving.engine import load_engine
     from core.settings import load_settings
 
     quiet_libraries()

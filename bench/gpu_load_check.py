@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import demo_model, preflight  # noqa: E402  (after the path fix)
+from core.models import demo_model, preflight  # noqa: E402  (after the path fix)
 from core.errors import LoupeError  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from core.telemetry import nvml  # noqa: E402
@@ -135,7 +135,7 @@ def _refusal(action) -> str:
 
 def load_and_answer(settings) -> dict:
     """Plan, pre-flight, load (with progress) and one question through the Engine."""
-    from core.engine import load_engine
+    from core.serving.engine import load_engine
 
     progress: list[str] = []
     clearance = preflight.check(settings.model, settings)  # the same plan load_engine is about to make
@@ -166,7 +166,7 @@ def half_loaded_cleanup(folder: Path) -> dict:
     import torch
     from transformers import modeling_utils
 
-    from core import model_source
+    from core.models import model_source
     from core.backends.transformers_native import TransformersBackend
 
     _free_cuda()
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
         return record[name]
 
-    from core.engine import load_engine
+    from core.serving.engine import load_engine
 
     xcomposer = xcomposer_folder(work)
     folder = work / "llava-xcomposer-shaped"

@@ -44,10 +44,10 @@ def fill(path: Path, rows: int, seed: int = 7) -> None:
     """Write `rows` history rows through the real schema (HistoryStore migrates), in one transaction."""
     from core.history import HistoryStore
     from core.history.store import thumbnail
-    from core.images import prepare
-    from core.moderation import parse_verdict
-    from core.samples import SAMPLES
-    from core.templates import by_id
+    from core.inputs.images import prepare
+    from core.analysis.moderation import parse_verdict
+    from core.inputs.samples import SAMPLES
+    from core.inputs.templates import by_id
 
     store = HistoryStore(path)
     rng = random.Random(seed)

@@ -39,7 +39,7 @@ def config(tokenizer):
 def processor(tokenizer):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    from core import demo_model
+    from core.models import demo_model
 
     return LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),

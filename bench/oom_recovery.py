@@ -1,4 +1,4 @@
-"""Out-of-memory recovery and memory that comes back, through the shared queue (core/scheduler.py).
+"""Out-of-memory recovery and memory that comes back, through the shared queue (core/serving/scheduler.py).
 
     python bench/oom_recovery.py                 # GPU when there is one: bench/results/oom_recovery.json
     python bench/oom_recovery.py --device cpu    # CPU mode (CI):           bench/results/oom_recovery_cpu.json
@@ -88,10 +88,10 @@ def run(device: str, sequential: int = 50) -> dict[str, Any]:
     from PIL import Image
 
     from core.commands.common import quiet_libraries
-    from core.engine import load_engine
+    from core.serving.engine import load_engine
     from core.errors import GenerationError
     from core.records import GenerationSettings
-    from core.scheduler import Scheduler
+    from core.serving.scheduler import Scheduler
     from core.settings import load_settings
 
     quiet_libraries()

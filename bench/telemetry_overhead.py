@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import demo_model  # noqa: E402
-from core.engine import Engine, load_engine  # noqa: E402
+from core.models import demo_model  # noqa: E402
+from core.serving.engine import Engine, load_engine  # noqa: E402
 from core.records import GenerationSettings  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from core.telemetry import nvml  # noqa: E402

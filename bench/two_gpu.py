@@ -75,8 +75,8 @@ def _answers(engine, image: bytes) -> dict:
 
 
 def _load(settings, image: bytes, sampler: Sampler | None = None) -> dict:
-    from core import preflight
-    from core.engine import load_engine
+    from core.models import preflight
+    from core.serving.engine import load_engine
 
     clearance = preflight.check(settings.model, settings) if settings.device != "cpu" else None
     before = _cards()
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     record["build"] = build.build_model(folder, build.xcomposer_like_config(tiny=args.cpu), "cpu" if args.cpu else "cuda")
     save()
     if args.cpu:
-        from core import preflight
+        from core.models import preflight
         from tests.model_configs import llava_7b_folder
 
         seven_b = llava_7b_folder(work / "config-only")  # the GPU run's shape, planned without the GPUs

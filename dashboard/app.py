@@ -1,17 +1,14 @@
-"""Loupe's entry point: routing only. Start it with the README's run command."""
-import sys
-from pathlib import Path
+"""Loupe's entry point: routing only. Start it with the README's run command.
 
-# `streamlit run dashboard/app.py` puts dashboard/ on sys.path; pages import core/ from the repo root.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+`core` and `dashboard` are imported as the installed project (`pip install -e .`, done by make run/test).
+"""
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from core.errors import LoupeError  # noqa: E402
-from core.settings import load_settings  # noqa: E402
-from dashboard.widgets.model_card import show_model_card  # noqa: E402
-from dashboard.widgets.model_resource import get_engine  # noqa: E402
-from dashboard.widgets.session import session_id  # noqa: E402
+from core.errors import LoupeError
+from core.settings import load_settings
+from dashboard.widgets.model_card import show_model_card
+from dashboard.widgets.model_resource import get_engine
+from dashboard.widgets.session import session_id
 
 st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wide")
 

@@ -3,12 +3,12 @@ ETA, results filling in, downloads; a batch interrupted by a refresh or a restar
 import pandas as pd
 import streamlit as st
 
-from core import batch
-from core.batch_input import IMAGE_SUFFIXES, BatchLimits, collect
-from core.compare import template_column
+from core.analysis import batch
+from core.analysis.batch_input import IMAGE_SUFFIXES, BatchLimits, collect
+from core.analysis.compare import template_column
 from core.errors import LoupeError
-from core.recorded_ask import ImageUpload
-from core.templates import load_templates
+from core.serving.recorded_ask import ImageUpload
+from core.inputs.templates import load_templates
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line

@@ -2,11 +2,12 @@
 between any two answers, and saved comparisons re-opened or re-run."""
 import streamlit as st
 
-from core import compare, samples, word_diff
+from core.analysis import compare, word_diff
+from core.inputs import samples
 from core.errors import LoupeError
-from core.images import ACCEPTED_FORMATS
-from core.recorded_ask import ImageUpload
-from core.templates import load_templates
+from core.inputs.images import ACCEPTED_FORMATS
+from core.serving.recorded_ask import ImageUpload
+from core.inputs.templates import load_templates
 from dashboard.widgets.answer_panel import show_entry
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.session import session_id

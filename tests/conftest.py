@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core import demo_model
+from core.models import demo_model
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def loupe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_model_dir: 
 @pytest.fixture(scope="session")
 def engine(demo_model_dir: Path):
     """One loaded demo engine for the whole run (loading is what a real model does, just smaller)."""
-    from core.engine import load_engine
+    from core.serving.engine import load_engine
     from core.settings import load_settings
 
     settings = load_settings(home=demo_model_dir.parent.parent, model=str(demo_model_dir))

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core import batch
-from core.batch_input import BatchLimits, collect
-from core.compare import CompareColumn, template_column
+from core.analysis import batch
+from core.analysis.batch_input import BatchLimits, collect
+from core.analysis.compare import CompareColumn, template_column
 from core.errors import BatchError, QuestionError
 from core.history import HistoryStore
-from core.recorded_ask import ImageUpload
-from core.templates import by_id
+from core.serving.recorded_ask import ImageUpload
+from core.inputs.templates import by_id
 from tests.image_factory import encode
 
 
@@ -187,7 +187,7 @@ def test_nothing_is_written_outside_loupe_home(engine, store, loupe_home, tmp_pa
 
 
 def test_a_batch_pauses_when_its_model_goes_away_and_finishes_once_it_is_back(demo_model_dir, store) -> None:
-    from core.engine import load_engine
+    from core.serving.engine import load_engine
     from core.settings import load_settings
 
     own = load_engine(load_settings(home=demo_model_dir.parent.parent, model=str(demo_model_dir)))

@@ -222,7 +222,7 @@ def test_history_session_filter(loupe_home: Path) -> None:
 
 
 def test_a_broken_template_file_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from core import templates
+    from core.inputs import templates
 
     (tmp_path / "bad.toml").write_text("scenario = 'documents'\n[[templates]]\nid = 'BAD'\n", encoding="utf-8")
     monkeypatch.setattr(templates, "TEMPLATES_DIR", tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core import images, samples
+from core.inputs import images, samples
 
 ROOT = Path(__file__).resolve().parent.parent
 FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")

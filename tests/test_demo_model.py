@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from core import demo_model, model_source
+from core.models import demo_model, model_source
 from core.records import GenerationSettings
 from core.settings import load_settings
 from tests.image_factory import encode

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from core.fast_decode import FastDecoder, cache_length, check
+from core.models.fast_decode import FastDecoder, cache_length, check
 
 
 @pytest.fixture(scope="module")

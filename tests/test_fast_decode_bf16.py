@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.fast_decode import FastDecoder
-from core.fast_decode_accuracy import teacher_forced
+from core.models.fast_decode import FastDecoder
+from core.models.fast_decode_accuracy import teacher_forced
 
 NEW = 12
 

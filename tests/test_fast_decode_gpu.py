@@ -33,7 +33,7 @@ def _inputs(dtype: torch.dtype) -> dict:
 
 
 def test_compiled_teacher_forced_logits_within_bf16_tolerance() -> None:
-    from core.fast_decode import FastDecoder
+    from core.models.fast_decode import FastDecoder
 
     model, inputs = _model(torch.bfloat16), _inputs(torch.bfloat16)
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_compiled_teacher_forced_logits_within_bf16_tolerance() -> None:
 
 
 def test_float32_greedy_ids_identical_to_generate() -> None:
-    from core.fast_decode import FastDecoder
+    from core.models.fast_decode import FastDecoder
 
     model, inputs = _model(torch.float32), _inputs(torch.float32)
     with torch.no_grad():

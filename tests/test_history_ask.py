@@ -1,4 +1,4 @@
-"""Every question asked through core.recorded_ask lands in history: answered, failed or stopped; re-runs."""
+"""Every question asked through core.serving.recorded_ask lands in history: answered, failed or stopped; re-runs."""
 from __future__ import annotations
 
 import os
@@ -12,9 +12,9 @@ import pytest
 
 from core.errors import HistoryError, ImageError, QuestionError
 from core.history import HistoryFilter, HistoryStore, queries
-from core.recorded_ask import AskRequest, ImageUpload, ask_and_record, rerun_differences, rerun_request
-from core.samples import by_id as sample
-from core.templates import by_id as template
+from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record, rerun_differences, rerun_request
+from core.inputs.samples import by_id as sample
+from core.inputs.templates import by_id as template
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,10 +105,10 @@ def test_a_rerun_without_its_image_is_refused(engine, store: HistoryStore) -> No
 
 KILLED_MID_QUERY = textwrap.dedent("""
     import sys
-    from core.engine import load_engine
+    from core.serving.engine import load_engine
     from core.history import HistoryStore
-    from core.recorded_ask import AskRequest, ImageUpload, ask_and_record
-    from core.samples import by_id
+    from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
+    from core.inputs.samples import by_id
     engine, store = load_engine(), HistoryStore(sys.argv[1])
     image = (ImageUpload(by_id("document-table").read(), "document-table"),)
     for i in range(3):

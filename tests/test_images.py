@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import images
+from core.inputs import images
 from core.errors import ImageError
 from tests.image_factory import encode, jpeg_with_orientation, marker_image
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from core.moderation import UNPARSED, Verdict, normalise, parse_verdict
-from core.templates import by_id
+from core.analysis.moderation import UNPARSED, Verdict, normalise, parse_verdict
+from core.inputs.templates import by_id
 
 CHECKLIST = (("exposure", "暴露"), ("prohibited", "违禁品"), ("claims", "虚假宣传"), ("brand", "品牌滥用"))
 ALL_PASS = {"exposure": ["pass", "无裸露"], "prohibited": ["pass", ""], "claims": ["pass", ""], "brand": ["pass", ""]}
@@ -114,7 +114,7 @@ def test_normalise(word: str, status: str | None) -> None:
 
 def test_the_demo_models_noise_is_unparsed(engine) -> None:
     template = by_id("mod-claims-en")
-    from core.samples import by_id as sample
+    from core.inputs.samples import by_id as sample
 
     answer = engine.ask([sample("product-router").read()], template.fill(),
                         engine.default_generation(max_new_tokens=24)).collect()

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import batch, compare, review
-from core.batch_input import collect
+from core.analysis import batch, compare, review
+from core.analysis.batch_input import collect
 from core.history import HistoryFilter, HistoryStore, queries
-from core.recorded_ask import ImageUpload
-from core.templates import by_id
+from core.serving.recorded_ask import ImageUpload
+from core.inputs.templates import by_id
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core import model_shape, planner
+from core.models import model_shape, planner
 from core.errors import ConfigError
 from tests.model_configs import CLIP_L14_336, llava_7b_folder, tied_text_folder, xcomposer_folder
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from core import load_progress, preflight
+from core.models import load_progress, preflight
 from core.backends import create_backend
 from core.backends.base import LoadProgress
-from core.engine import load_engine
+from core.serving.engine import load_engine
 from core.errors import ConfigError, ModelError, PreflightError
 from core.settings import load_settings
 from core.telemetry.nvml import GpuInfo

@@ -1,7 +1,7 @@
 """Question validation counts Unicode characters and says how long and what the limit is."""
 import pytest
 
-from core import questions
+from core.inputs import questions
 from core.errors import QuestionError
 from core.records import GenerationSettings
 

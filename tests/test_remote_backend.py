@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 from PIL import Image
 
-from core.api import create_app, start_server
+from core.serving.api import create_app, start_server
 from core.backends import create_backend
 from core.backends.openai_remote import OpenAIRemoteBackend
-from core.engine import Engine
+from core.serving.engine import Engine
 from core.errors import ModelError, QuestionError
 from core.records import GenerationSettings
-from core.scheduler import Scheduler
+from core.serving.scheduler import Scheduler
 from core.settings import load_settings
 from tests.image_factory import encode, jpeg_with_orientation
 
@@ -33,7 +33,7 @@ def remote(server, monkeypatch):
     monkeypatch.setenv("LOUPE_BACKEND", "openai")
     monkeypatch.setenv("LOUPE_OPENAI_BASE_URL", f"{server.url}/v1")
     monkeypatch.setenv("LOUPE_OPENAI_API_KEY", "k3y")
-    from core.engine import load_engine
+    from core.serving.engine import load_engine
 
     engine = load_engine(load_settings())
     yield engine

@@ -9,13 +9,13 @@ import json
 import pytest
 from PIL import Image
 
-from core import compare, review
+from core.analysis import compare, review
 from core.errors import HistoryError, ReviewError
 from core.history import HistoryEntry, HistoryStore
-from core.moderation import parse_verdict
-from core.recorded_ask import ImageUpload
-from core.review import ReviewFilter, cohen_kappa
-from core.templates import by_id
+from core.analysis.moderation import parse_verdict
+from core.serving.recorded_ask import ImageUpload
+from core.analysis.review import ReviewFilter, cohen_kappa
+from core.inputs.templates import by_id
 from tests.image_factory import encode
 
 CHECKLIST = by_id("mod-checklist-en").output.checklist

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core import admission
-from core.admission import AdmissionError, ModelMemorySpec, kv_cache_bytes
+from core.serving import admission
+from core.serving.admission import AdmissionError, ModelMemorySpec, kv_cache_bytes
 from core.backends.stage_clocks import find_vision_module
 from core.errors import GenerationError
 from core.records import GenerationSettings
-from core.engine import Engine
-from core.scheduler import Scheduler, close_scheduler_for, describe_position, scheduler_for
+from core.serving.engine import Engine
+from core.serving.scheduler import Scheduler, close_scheduler_for, describe_position, scheduler_for
 from tests.image_factory import encode
 
 SHORT = GenerationSettings(max_new_tokens=6)
@@ -239,7 +239,7 @@ def test_engine_submit_shares_one_scheduler_until_closed(engine) -> None:
 
 
 def test_xcomposer_image_bounds_agree_with_the_planner() -> None:
-    from core import model_shape
+    from core.models import model_shape
 
     bounds = admission._xcomposer_images(2, {})
     assert bounds["image_tokens"] == model_shape._xcomposer_image_tokens(560, 14, model_shape.XCOMPOSER_HD_NUM)[0]

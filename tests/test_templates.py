@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import TemplateError
-from core.templates import SCENARIOS, by_id, for_scenario, load_file, load_templates
+from core.inputs.templates import SCENARIOS, by_id, for_scenario, load_file, load_templates
 
 
 def test_every_scenario_ships_templates_in_chinese_and_english() -> None:

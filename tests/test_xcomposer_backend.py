@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core import model_source, preflight
+from core.models import model_source, preflight
 from core.backends import Backend, create_backend
 from core.backends.xcomposer import XComposerBackend
 from core.errors import ModelError, PreflightError

@@ -1,4 +1,10 @@
-"""Backends: pick one from the settings. The rest of Loupe only sees the Backend protocol."""
+"""Backends: pick one from the settings. The rest of Loupe only sees the Backend protocol.
+
+Owns running a model: the transformers backend (with the fast decode path), the batched compare call, the
+XComposer backend, the remote OpenAI-compatible backend, and generation threads (streaming.py). May import
+core.models, core.inputs, core.telemetry, core.records, core.errors and core.settings; never core.serving,
+core.analysis or core.history.
+"""
 from __future__ import annotations
 
 from core.backends.base import Backend, LoadProgress, ProgressCallback
@@ -11,7 +17,7 @@ __all__ = ["Backend", "LoadProgress", "ProgressCallback", "create_backend"]
 def create_backend(settings: Settings, *, replacing: Backend | None = None) -> Backend:
     """The backend the settings ask for, not yet loaded (call .load()).
 
-    Local models pass the pre-flight check first (core/preflight.py): the split over the GPUs is planned
+    Local models pass the pre-flight check first (core/models/preflight.py): the split over the GPUs is planned
     from config.json alone and a model that would not fit is refused, with the numbers, before any weight
     is read. An InternLM-XComposer folder (config model_type internlmxcomposer2) or backend = "xcomposer"
     selects the XComposer backend, which needs trust_remote_code = true. `replacing`: the loaded backend
@@ -19,7 +25,7 @@ def create_backend(settings: Settings, *, replacing: Backend | None = None) -> B
     """
     kind = settings.backend
     if kind in ("auto", "transformers", "xcomposer"):
-        from core import model_shape, model_source, preflight
+        from core.models import model_shape, model_source, preflight
 
         source = model_source.resolve(settings)
         reclaim = preflight.memory_held(replacing)

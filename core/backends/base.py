@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from core.records import ModelCard, Query
-from core.streaming import AnswerStream
+from core.backends.streaming import AnswerStream
 
 
 @dataclass(frozen=True)

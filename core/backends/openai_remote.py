@@ -27,7 +27,7 @@ import httpx
 from core.backends.base import LoadProgress, ProgressCallback
 from core.errors import GenerationError, ModelError, QuestionError
 from core.records import Answer, ModelCard, Query, StageTimings
-from core.streaming import AnswerStream, GenerationThread, TimedStreamer, trim_to_sentence_end
+from core.backends.streaming import AnswerStream, GenerationThread, TimedStreamer, trim_to_sentence_end
 
 
 def _data_uri(image: Any) -> str:

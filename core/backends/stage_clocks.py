@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import StoppingCriteria
 
-from core import memory
+from core.models import memory
 from core.telemetry import markers
 
 _VISION_ATTRS = ("vision_tower", "vision_model", "visual", "vit", "vision_encoder")

@@ -11,14 +11,14 @@ import threading
 import time
 from typing import Any
 
-from core import load_progress, memory
+from core.models import load_progress, memory
 from core.backends.base import LoadProgress, ProgressCallback
 from core.backends.runtime import choose_runtime
 from core.backends.stage_clocks import FirstTokenMark, VisionClock, find_vision_module
 from core.errors import ModelError
-from core.model_source import ModelSource
+from core.models.model_source import ModelSource
 from core.records import Answer, ModelCard, Query, ShardPlan, StageTimings
-from core.streaming import (
+from core.backends.streaming import (
     AnswerStream,
     CancelCriteria,
     GenerationThread,
@@ -63,7 +63,7 @@ class TransformersBackend:
         self._vision: VisionClock | None = None
         self.load_s = 0.0
         self.fast_decode = fast_decode
-        self.fast_decoder: Any = None  # core.fast_decode.FastDecoder when the model allows it
+        self.fast_decoder: Any = None  # core.models.fast_decode.FastDecoder when the model allows it
         self.fast_status = "off"
 
     # -- load ------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class TransformersBackend:
 
     def _prepare_fast_decoder(self, report: ProgressCallback) -> None:
         """Build the fast decode path and compile it now, so the first question pays no compilation."""
-        from core import fast_decode
+        from core.models import fast_decode
 
         status = fast_decode.check(self.model)
         self.fast_status = status.reason

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from core import images, questions
+from core.inputs import images, questions
 from core.commands.common import quiet_libraries, read_image_file
 from core.settings import load_settings
 
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     # Refuse bad input before paying for a model load.
     questions.validate(args.question, max_chars=settings.max_question_chars)
     prepared = images.prepare(read_image_file(args.image), max_width=settings.max_width, max_pixels=settings.max_pixels)
-    from core.engine import load_engine  # torch + transformers: only imported when a model is needed
+    from core.serving.engine import load_engine  # torch + transformers: only imported when a model is needed
 
     engine = load_engine(settings)
     stream = engine.ask([prepared], args.question)

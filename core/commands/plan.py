@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from core import planner, preflight
+from core.models import planner, preflight
 from core.commands.common import quiet_libraries
 from core.errors import ModelError
 from core.records import ShardPlan

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from core import images
+from core.inputs import images
 from core.commands.common import read_image_file
 from core.settings import load_settings
 

@@ -39,12 +39,12 @@ def _listen(host: str, port: int) -> socket.socket:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from core.api import create_app
+    from core.serving.api import create_app
 
     sock = _listen(args.host, args.port)
     quiet_libraries()
     settings = load_settings(model=args.model)
-    from core.engine import load_engine  # torch + transformers: only when serving
+    from core.serving.engine import load_engine  # torch + transformers: only when serving
 
     engine = load_engine(settings)
     card = engine.describe()

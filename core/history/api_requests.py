@@ -1,6 +1,6 @@
 """API requests in history: a scheduler listener that writes one row for every request of an `api:` session.
 
-Dashboard questions are recorded by core/recorded_ask.py, which knows the page and template; the API's
+Dashboard questions are recorded by core/serving/recorded_ask.py, which knows the page and template; the API's
 only pass through the scheduler, so they are recorded from its FinishedRequest (page "api"). A request
 that failed (out of memory, refused by admission) is kept with its error, like any other query.
 """

@@ -1,1 +1,5 @@
-"""GPU telemetry: NVML access (nvml.py), and what is built on it."""
+"""GPU telemetry: the one GPU reader (NVML through nvml.py, torch's allocator), the sampler thread and its
+ring buffer, and stage markers for the memory chart.
+
+May import core.records, core.errors and core.settings only.
+"""

@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from core import memory
+from core.models import memory
 from core.records import Query, QueryTrace, StageMark
 from core.telemetry.ring import Ring
 

@@ -10,9 +10,9 @@ import streamlit as st
 
 from core.errors import LoupeError
 from core.history import HistoryEntry
-from core.moderation import Verdict
-from core.recorded_ask import RecordedAsk
-from core.ticket import describe_position
+from core.analysis.moderation import Verdict
+from core.serving.recorded_ask import RecordedAsk
+from core.serving.ticket import describe_position
 from dashboard.widgets.verdict_panel import show_verdict
 
 STAGES = ("preprocess", "vision", "prefill", "decode", "total")

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import questions, samples
-from core.engine import Engine
+from core.inputs import questions, samples
+from core.serving.engine import Engine
 from core.errors import LoupeError, TemplateError
-from core.images import ACCEPTED_FORMATS
+from core.inputs.images import ACCEPTED_FORMATS
 from core.records import GenerationSettings, PreparedImage
-from core.recorded_ask import AskRequest, ImageUpload, ask_and_record
-from core.templates import Template, for_scenario
+from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
+from core.inputs.templates import Template, for_scenario
 from dashboard.widgets.answer_panel import show_entry, stream_answer
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.session import session_id
@@ -29,7 +29,7 @@ LANGUAGE_NAMES = {"zh": "中文", "en": "English"}
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _prepare(data: bytes, max_width: int, max_pixels: int) -> PreparedImage:
-    from core import images
+    from core.inputs import images
 
     return images.prepare(data, max_width=max_width, max_pixels=max_pixels)
 

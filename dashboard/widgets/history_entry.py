@@ -5,7 +5,7 @@ import streamlit as st
 
 from core.errors import LoupeError
 from core.history import HistoryStore
-from core.recorded_ask import ask_and_record, rerun_differences, rerun_request
+from core.serving.recorded_ask import ask_and_record, rerun_differences, rerun_request
 from dashboard.widgets.answer_panel import show_entry, stream_answer
 from dashboard.widgets.model_resource import require_engine
 

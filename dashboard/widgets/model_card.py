@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.demo_model import DEMO_LABEL
+from core.models.demo_model import DEMO_LABEL
 from core.records import ModelCard
 
 

@@ -14,7 +14,7 @@ import threading
 import streamlit as st
 
 from core.backends import LoadProgress, ProgressCallback, create_backend
-from core.engine import Engine
+from core.serving.engine import Engine
 from core.errors import LoupeError
 from core.history import HistoryStore
 from core.settings import Settings, load_settings
@@ -54,7 +54,7 @@ class ModelSlot:
         """Unload the current model, if any (its GPU memory is returned)."""
         if self.engine is not None:
             engine, self.engine, self.key = self.engine, None, None
-            from core.scheduler import close_scheduler_for
+            from core.serving.scheduler import close_scheduler_for
 
             close_scheduler_for(engine)  # stop its queue worker first: nothing may run on an unloaded model
             engine.backend.unload()

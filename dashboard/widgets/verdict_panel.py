@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.moderation import LABELS, Verdict
+from core.analysis.moderation import LABELS, Verdict
 
 _BOXES = {"pass": st.success, "needs_review": st.warning, "reject": st.error}
 _ICONS = {"pass": ":material/check_circle:", "needs_review": ":material/help:", "reject": ":material/block:",

@@ -1,7 +1,7 @@
 """Batches: images × templates, run one item at a time through the model's fair queue, resumable after a restart.
 
 State lives in the history database (tables `batches`, `batch_images`, `batch_items`, see
-core/history_tables.py): the images' bytes and every item's status, so a batch interrupted by a page
+core/history/tables.py): the images' bytes and every item's status, so a batch interrupted by a page
 refresh or a restart resumes with its first unfinished item and never reruns a finished one. An item
 is finished once its answer (or its error) is in history; its status is written right after, so at
 most the one item that was running when the process died is asked again.
@@ -28,19 +28,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core import history_tables
-from core.batch_input import BatchInput
-from core.compare import CompareColumn
-from core.engine import Engine
+from core.history import tables as history_tables
+from core.analysis.batch_input import BatchInput
+from core.analysis.compare import CompareColumn
+from core.serving.engine import Engine
 from core.errors import BatchError, HistoryError, LoupeError, ModelError
 from core.history import HistoryStore
 from core.history.store import now_utc
-from core.questions import validate
-from core.recorded_ask import AskRequest, ImageUpload, ask_and_record
+from core.inputs.questions import validate
+from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
 from core.records import GenerationSettings
-from core.scheduler import QueueFullError
-from core.streaming import describe_failure
-from core.templates import by_id
+from core.serving.scheduler import QueueFullError
+from core.backends.streaming import describe_failure
+from core.inputs.templates import by_id
 
 PAGE = "batch"
 MAX_COLUMNS = 6

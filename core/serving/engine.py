@@ -5,15 +5,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core import images as image_prep
-from core import questions
+from core.inputs import images as image_prep
+from core.inputs import questions
 from core.backends import Backend, ProgressCallback, create_backend
 from core.records import GenerationSettings, ModelCard, PreparedImage, Query
 from core.settings import Settings, load_settings
-from core.streaming import AnswerStream
+from core.backends.streaming import AnswerStream
 
 if TYPE_CHECKING:
-    from core.scheduler import Ticket
+    from core.serving.scheduler import Ticket
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Engine:
     ) -> Ticket:
         """Like ask(), but through the model's shared queue (fair across sessions, position, cancel): the
         path every page, the batch runner and the API take. The Ticket iterates like an AnswerStream."""
-        from core.scheduler import scheduler_for
+        from core.serving.scheduler import scheduler_for
 
         return scheduler_for(self).submit(self.build_query(images, question, generation), session=session)
 

@@ -7,7 +7,7 @@ Decisions:
   session ahead of it). Positions ("2 requests ahead") follow that order and count the running request.
 - One request at a time, no batching of compatible requests: the transformers backend streams one
   sequence, and a batch would make every member wait for the longest answer.
-- Admission: before running, the worker estimates the question's memory (core/admission.py) against what
+- Admission: before running, the worker estimates the question's memory (core/serving/admission.py) against what
   is free now and refuses it with a message that says what to reduce; submit() refuses at once a question
   that would not fit even in the memory free when the worker was last idle.
 - Memory after every request: the worker drops the request's stream (inputs, output ids, cache), runs the
@@ -30,11 +30,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from core import admission as admission_module
+from core.serving import admission as admission_module
 from core.errors import GenerationError, LoupeError
 from core.records import FinishedRequest, Query, QueueSnapshot
-from core.streaming import describe_failure
-from core.ticket import END, QueuedRequest, Ticket, describe_position, notify
+from core.backends.streaming import describe_failure
+from core.serving.ticket import END, QueuedRequest, Ticket, describe_position, notify
 
 __all__ = ["DEFAULT_SESSION", "QueueFullError", "Scheduler", "Ticket", "close_scheduler_for", "describe_position",
            "scheduler_for"]

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.errors import ConfigError
-from core.model_shape import DTYPE_BYTES, ModelShape
+from core.models.model_shape import DTYPE_BYTES, ModelShape
 from core.records import GpuShare, ShardPlan
 
 CUDA_CONTEXT_BYTES = 500_000_000  # torch's CUDA context, cuBLAS workspace and allocator slack, per GPU

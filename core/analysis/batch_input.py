@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import BatchError, ConfigError
-from core.images import ACCEPTED_FORMATS
-from core.recorded_ask import ImageUpload
+from core.inputs.images import ACCEPTED_FORMATS
+from core.serving.recorded_ask import ImageUpload
 from core.settings import Settings
 
 MB = 1024 * 1024

@@ -24,16 +24,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core import history_tables
-from core.engine import Engine
+from core.history import tables as history_tables
+from core.serving.engine import Engine
 from core.errors import HistoryError, LoupeError, QuestionError
 from core.history import HistoryEntry, HistoryStore, make_stamp
 from core.history.store import entry_from_row, now_utc
-from core.moderation import parse_verdict
-from core.recorded_ask import ImageUpload
+from core.analysis.moderation import parse_verdict
+from core.serving.recorded_ask import ImageUpload
 from core.records import Answer, GenerationSettings, PreparedImage, Query
-from core.streaming import describe_failure
-from core.templates import Template, by_id
+from core.backends.streaming import describe_failure
+from core.inputs.templates import Template, by_id
 
 MAX_COLUMNS = 6
 MAX_IMAGES = 6

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import demo_model
+from core.models import demo_model
 from core.errors import ModelError
 from core.settings import Settings
 

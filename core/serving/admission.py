@@ -7,7 +7,7 @@ Need, per device that holds decoder layers (an estimate that errs high):
   projections and the MLP's intermediate for the whole prompt; the T×T score matrix only for eager attention);
 - on the device of the vision tower, its activations for the images; on the device of the head, the logits
   (for every prompt position with XComposer2.5's remote code, whose image bounds follow the planner's:
-  24 crops for one image, 6 each for several — core/model_shape.py);
+  24 crops for one image, 6 each for several — core/models/model_shape.py);
 - then × 1.2 and + 64 MiB for allocator rounding, CUDA workspaces and what the formula leaves out.
 Free, per GPU: what CUDA reports free plus what PyTorch's cache holds unused, and, when the planner's
 budget `max_memory_gb` is set, at most that budget minus what this process has allocated there.
@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from core import model_shape
+from core.models import model_shape
 from core.errors import QuestionError
 from core.records import Query
 
@@ -104,7 +104,7 @@ def _head_device(model: Any, fallback: str) -> str:
 
 
 def _xcomposer_images(dtype_bytes: int, vision_config: dict[str, Any]) -> dict[str, int]:
-    """XComposer2.5's image bounds, as the planner counts them (core/model_shape.py): h×w 560-px crops plus a
+    """XComposer2.5's image bounds, as the planner counts them (core/models/model_shape.py): h×w 560-px crops plus a
     global view, 2×2-merged to 400 tokens each, a separator per row; every ViT layer's states kept."""
     vision = {**model_shape.XCOMPOSER_VISION, **vision_config}
     grid = vision["image_size"] // vision["patch_size"]

@@ -1,7 +1,7 @@
-"""Loupe's OpenAI-compatible HTTP API, on the same queue as the dashboard (core/scheduler.py).
+"""Loupe's OpenAI-compatible HTTP API, on the same queue as the dashboard (core/serving/scheduler.py).
 
 `POST /v1/chat/completions` (streaming as server-sent events), `GET /v1/models`, `GET /health`.
-How a request body becomes a question is in core/chat_request.py. Decisions here:
+How a request body becomes a question is in core/serving/chat_request.py. Decisions here:
 - Errors always come back in OpenAI's shape {"error": {"message", "type", "param", "code"}}: 400 for a
   bad body, image or question (and for a question too big for free memory), 401 for a missing or wrong
   token, 404/405 for unknown routes, 413 for a body over `max_body_bytes`, 429 when the queue is full,
@@ -33,11 +33,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core import chat_request
-from core.admission import AdmissionError
+from core.serving import chat_request
+from core.serving.admission import AdmissionError
 from core.errors import GenerationError, ImageError, LoupeError, QuestionError
 from core.records import Answer
-from core.scheduler import QueueFullError, Scheduler, Ticket, describe_position, scheduler_for
+from core.serving.scheduler import QueueFullError, Scheduler, Ticket, describe_position, scheduler_for
 from core.telemetry import nvml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20  # four large photos as base64 data URIs

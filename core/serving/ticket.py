@@ -17,7 +17,7 @@ from typing import Any
 
 from core.errors import GenerationError, LoupeError
 from core.records import Answer, Query
-from core.streaming import AnswerStream, Drainable
+from core.backends.streaming import AnswerStream, Drainable
 
 log = logging.getLogger(__name__)
 END = object()  # pushed after the last piece

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from core import model_shape, planner
+from core.models import model_shape, planner
 from core.errors import ConfigError, PreflightError
 from core.records import ShardPlan
 from core.settings import Settings

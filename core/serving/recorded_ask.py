@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.engine import Engine
+from core.serving.engine import Engine
 from core.errors import HistoryError, LoupeError
 from core.history import HistoryEntry, HistoryStore, differences, make_stamp
 from core.history.store import now_utc
-from core.moderation import Verdict, parse_verdict
+from core.analysis.moderation import Verdict, parse_verdict
 from core.records import Answer, GenerationSettings, PreparedImage
-from core.ticket import Ticket
-from core.templates import Template, by_id
+from core.serving.ticket import Ticket
+from core.inputs.templates import Template, by_id
 
 
 @dataclass(frozen=True)
