@@ -14,6 +14,9 @@ from pathlib import Path
 
 from core.errors import ConfigError
 
+# The project's data files (templates, samples, style); core/ sits beside assets/ in the repository.
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+from core.settings import ASSETS_DIR
+
+SAMPLES_DIR = ASSETS_DIR / "samples"
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import TemplateError
+from core.settings import ASSETS_DIR
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "assets" / "templates"
+TEMPLATES_DIR = ASSETS_DIR / "templates"
 SCENARIOS = ("general", "documents", "education", "moderation")
 LANGUAGES = ("zh", "en")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
