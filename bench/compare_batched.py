@@ -25,9 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
 import llava_7b  # noqa: E402  (bench/, beside this script)
+import torch  # noqa: E402
 
 TEMPLATES = ("doc-title-en", "general-count-en", "edu-conditions-en", "mod-checklist-en")
 RUNS = 3
@@ -35,8 +34,8 @@ RUNS = 3
 
 def gpu_backend(demo_dir: Path):
     """A TransformersBackend holding the 7B-class LLaVA (bench/llava_7b.py), built on the GPU."""
-    from core.models import demo_model
     from core.backends.transformers_native import TransformersBackend
+    from core.models import demo_model
     from core.models.model_source import ModelSource
 
     tokenizer = demo_model._build_tokenizer()
@@ -56,13 +55,13 @@ def main() -> dict:
     if not on_gpu:  # one thread: on a shared CI machine, spinning intra-op threads make the figures noise
         torch.set_num_threads(1)
 
-    from core.models import demo_model
-    from core.inputs import images, questions, samples
     from core.commands.common import quiet_libraries
-    from core.serving.engine import load_engine
-    from core.records import GenerationSettings
-    from core.settings import load_settings
+    from core.inputs import images, questions, samples
     from core.inputs.templates import by_id
+    from core.models import demo_model
+    from core.records import GenerationSettings
+    from core.serving.engine import load_engine
+    from core.settings import load_settings
 
     quiet_libraries()
     started = time.perf_counter()

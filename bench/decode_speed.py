@@ -22,9 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
 import llava_7b  # noqa: E402  (bench/, beside this script)
+import torch  # noqa: E402
 from llava_7b import sync, timed  # noqa: E402
 
 from core.models.fast_decode_accuracy import teacher_forced  # noqa: E402
@@ -78,8 +77,8 @@ def main() -> dict:
     from PIL import Image
 
     from core.commands.common import quiet_libraries
-    from core.serving.engine import load_engine
     from core.models.fast_decode import FastDecoder
+    from core.serving.engine import load_engine
     from core.settings import load_settings
 
     quiet_libraries()

@@ -19,8 +19,8 @@ def main() -> dict:
     import torch
     from PIL import Image
 
-    from core.models import demo_model
     from core.commands.common import quiet_libraries
+    from core.models import demo_model
     from core.serving.engine import load_engine
     from core.settings import load_settings
 

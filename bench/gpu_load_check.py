@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.models import demo_model, preflight  # noqa: E402  (after the path fix)
 from core.errors import LoupeError  # noqa: E402
+from core.models import demo_model, preflight  # noqa: E402  (after the path fix)
 from core.settings import load_settings  # noqa: E402
 from core.telemetry import nvml  # noqa: E402
 
@@ -166,8 +166,8 @@ def half_loaded_cleanup(folder: Path) -> dict:
     import torch
     from transformers import modeling_utils
 
-    from core.models import model_source
     from core.backends.transformers_native import TransformersBackend
+    from core.models import model_source
 
     _free_cuda()
     free, _total = torch.cuda.mem_get_info(0)

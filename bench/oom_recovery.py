@@ -88,9 +88,9 @@ def run(device: str, sequential: int = 50) -> dict[str, Any]:
     from PIL import Image
 
     from core.commands.common import quiet_libraries
-    from core.serving.engine import load_engine
     from core.errors import GenerationError
     from core.records import GenerationSettings
+    from core.serving.engine import load_engine
     from core.serving.scheduler import Scheduler
     from core.settings import load_settings
 

@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.models import demo_model  # noqa: E402
-from core.serving.engine import Engine, load_engine  # noqa: E402
 from core.records import GenerationSettings  # noqa: E402
+from core.serving.engine import Engine, load_engine  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from core.telemetry import nvml  # noqa: E402
-from core.telemetry.sampler import SampleReader, Sampler  # noqa: E402
+from core.telemetry.sampler import Sampler, SampleReader  # noqa: E402
 
 # A TinyLlama-shaped decoder: ~0.97B parameters with the demo tokenizer's 1024-token vocabulary.
 BENCH_TEXT = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "head_dim": 64,

@@ -43,3 +43,28 @@ class BatchError(LoupeError):
 
 class ReviewError(LoupeError):
     """A review cannot be saved (unknown result, no label for an unreadable verdict)."""
+
+
+class OutOfMemoryError(GenerationError):
+    """The GPU (or the machine) ran out of memory while answering; the model stays loaded."""
+
+
+class ModelUnloadingError(GenerationError):
+    """The model is being unloaded (a switch of model or shutdown); the question may be asked again later."""
+
+
+class QueueFullError(GenerationError):
+    """Too many questions are waiting; the caller should try again in a while."""
+
+
+class AdmissionError(QuestionError):
+    """The question would need more memory than is free; the message says what to reduce."""
+
+
+class ApiRequestError(LoupeError):
+    """A request body the API cannot use; `param` and `code` go into OpenAI's error shape."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code

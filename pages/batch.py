@@ -7,8 +7,8 @@ from core.analysis import batch
 from core.analysis.batch_input import IMAGE_SUFFIXES, BatchLimits, collect
 from core.analysis.compare import template_column
 from core.errors import LoupeError
-from core.serving.recorded_ask import ImageUpload
 from core.inputs.templates import load_templates
+from core.serving.recorded_ask import ImageUpload
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line

@@ -3,11 +3,11 @@ between any two answers, and saved comparisons re-opened or re-run."""
 import streamlit as st
 
 from core.analysis import compare, word_diff
-from core.inputs import samples
 from core.errors import LoupeError
+from core.inputs import samples
 from core.inputs.images import ACCEPTED_FORMATS
-from core.serving.recorded_ask import ImageUpload
 from core.inputs.templates import load_templates
+from core.serving.recorded_ask import ImageUpload
 from dashboard.widgets.answer_panel import show_entry
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.session import session_id

@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from core.records import GenerationSettings
 from core.serving.api import create_app, start_server
 from core.serving.engine import Engine
-from core.records import GenerationSettings
 from core.serving.scheduler import Scheduler
 from tests.image_factory import encode
 from tests.test_scheduler import Gate

@@ -17,8 +17,8 @@ from core.analysis.batch_input import BatchLimits, collect
 from core.analysis.compare import CompareColumn, template_column
 from core.errors import BatchError, QuestionError
 from core.history import HistoryStore
-from core.serving.recorded_ask import ImageUpload
 from core.inputs.templates import by_id
+from core.serving.recorded_ask import ImageUpload
 from tests.image_factory import encode
 
 

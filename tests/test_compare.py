@@ -8,13 +8,13 @@ import pytest
 from PIL import Image
 
 from core.analysis import compare
-from core.backends.stage_clocks import find_vision_module
 from core.analysis.compare import CompareColumn
+from core.analysis.word_diff import DiffPiece, diff_html, similarity, word_diff, words
+from core.backends.stage_clocks import find_vision_module
 from core.errors import HistoryError, QuestionError
 from core.history import HistoryStore
-from core.serving.recorded_ask import ImageUpload
 from core.inputs.templates import by_id
-from core.analysis.word_diff import DiffPiece, diff_html, similarity, word_diff, words
+from core.serving.recorded_ask import ImageUpload
 from tests.image_factory import encode
 
 PROMPTS = ("What is this?", "图中表格第三列第一行的数值是多少？请按从左到右的顺序列出四个图标名称。", "hi",

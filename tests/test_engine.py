@@ -6,12 +6,12 @@ import threading
 import pytest
 from PIL import Image
 
-from core.models import model_source
 from core.backends.stage_clocks import find_vision_module
+from core.backends.streaming import trim_to_sentence_end
 from core.errors import GenerationError, ModelError, QuestionError
+from core.models import model_source
 from core.records import GenerationSettings
 from core.settings import load_settings
-from core.backends.streaming import trim_to_sentence_end
 from tests.image_factory import encode, jpeg_with_orientation
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from core.inputs import images
 from core.history import HistoryEntry, HistoryFilter, HistoryStore, differences, migrations, queries
+from core.inputs import images
 from core.inputs.samples import by_id as sample
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ import pytest
 
 from core.errors import HistoryError, ImageError, QuestionError
 from core.history import HistoryFilter, HistoryStore, queries
-from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record, rerun_differences, rerun_request
 from core.inputs.samples import by_id as sample
 from core.inputs.templates import by_id as template
+from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record, rerun_differences, rerun_request
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.inputs import images
 from core.errors import ImageError
+from core.inputs import images
 from tests.image_factory import encode, jpeg_with_orientation, marker_image
 
 

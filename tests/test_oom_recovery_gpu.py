@@ -21,7 +21,7 @@ def _bench():
 def _check(result: dict) -> None:
     assert (result["burst"]["answered"], result["burst"]["errors"]) == (3, 0)
     oom = result["oom"]
-    assert oom["error_type"] == "GenerationError" and "ran out of memory" in oom["message"]
+    assert oom["error_type"] == "OutOfMemoryError" and "ran out of memory" in oom["message"]
     assert oom["held_activation_freed"] and oom["returned_to_baseline"]
     assert oom["next_request_ok"] and oom["model_still_loaded"]
 

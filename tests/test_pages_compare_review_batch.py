@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 from core.analysis import batch, compare, review
 from core.analysis.batch_input import collect
 from core.history import HistoryFilter, HistoryStore, queries
-from core.serving.recorded_ask import ImageUpload
 from core.inputs.templates import by_id
+from core.serving.recorded_ask import ImageUpload
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")

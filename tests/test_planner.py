@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from core.models import model_shape, planner
 from core.errors import ConfigError
+from core.models import model_shape, planner
 from tests.model_configs import CLIP_L14_336, llava_7b_folder, tied_text_folder, xcomposer_folder
 
 GB = 10**9

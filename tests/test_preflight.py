@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from core.models import load_progress, preflight
 from core.backends import create_backend
 from core.backends.base import LoadProgress
-from core.serving.engine import load_engine
 from core.errors import ConfigError, ModelError, PreflightError
+from core.models import load_progress, preflight
+from core.serving.engine import load_engine
 from core.settings import load_settings
 from core.telemetry.nvml import GpuInfo
 from tests.model_configs import llava_7b_folder, xcomposer_folder

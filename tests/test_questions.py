@@ -1,8 +1,8 @@
 """Question validation counts Unicode characters and says how long and what the limit is."""
 import pytest
 
-from core.inputs import questions
 from core.errors import QuestionError
+from core.inputs import questions
 from core.records import GenerationSettings
 
 

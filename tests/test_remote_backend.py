@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 from PIL import Image
 
-from core.serving.api import create_app, start_server
 from core.backends import create_backend
 from core.backends.openai_remote import OpenAIRemoteBackend
-from core.serving.engine import Engine
 from core.errors import ModelError, QuestionError
 from core.records import GenerationSettings
+from core.serving.api import create_app, start_server
+from core.serving.engine import Engine
 from core.serving.scheduler import Scheduler
 from core.settings import load_settings
 from tests.image_factory import encode, jpeg_with_orientation

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core.serving import admission
-from core.serving.admission import AdmissionError, ModelMemorySpec, kv_cache_bytes
 from core.backends.stage_clocks import find_vision_module
-from core.errors import GenerationError
+from core.errors import AdmissionError, GenerationError
 from core.records import GenerationSettings
+from core.serving import admission
+from core.serving.admission import ModelMemorySpec, kv_cache_bytes
 from core.serving.engine import Engine
 from core.serving.scheduler import Scheduler, close_scheduler_for, describe_position, scheduler_for
 from tests.image_factory import encode
@@ -156,7 +156,7 @@ def test_out_of_memory_is_reported_and_the_next_request_runs(engine, scheduler) 
         handle.remove()
     assert caught.value.__traceback__ is not None  # re-raised to the reader, but the scheduler kept none
     assert held and held[0]() is None, "the failed request's tensors must be freed"
-    assert failing.status == "failed" and scheduler.finished[-1].error_type == "GenerationError"
+    assert failing.status == "failed" and scheduler.finished[-1].error_type == "OutOfMemoryError"
     assert scheduler.submit(engine.build_query([_png()], "next", SHORT), session="b").collect().output_tokens == 6
 
 

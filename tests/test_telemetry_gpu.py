@@ -8,7 +8,7 @@ import torch
 
 from core.records import GenerationSettings
 from core.telemetry import markers, nvml, readout
-from core.telemetry.sampler import SampleReader, Sampler
+from core.telemetry.sampler import Sampler, SampleReader
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from core.models import model_source, preflight
 from core.backends import Backend, create_backend
 from core.backends.xcomposer import XComposerBackend
 from core.errors import ModelError, PreflightError
+from core.models import model_source, preflight
 from core.settings import load_settings
 from tests.model_configs import xcomposer_folder
 from tests.test_preflight import gpu

@@ -28,19 +28,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.history import tables as history_tables
 from core.analysis.batch_input import BatchInput
 from core.analysis.compare import CompareColumn
-from core.serving.engine import Engine
-from core.errors import BatchError, HistoryError, LoupeError, ModelError
+from core.backends.streaming import describe_failure
+from core.errors import BatchError, HistoryError, LoupeError, ModelError, ModelUnloadingError, QueueFullError
 from core.history import HistoryStore
+from core.history import tables as history_tables
 from core.history.store import now_utc
 from core.inputs.questions import validate
-from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
-from core.records import GenerationSettings
-from core.serving.scheduler import QueueFullError
-from core.backends.streaming import describe_failure
 from core.inputs.templates import by_id
+from core.records import GenerationSettings
+from core.serving.engine import Engine
+from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
 
 PAGE = "batch"
 MAX_COLUMNS = 6
@@ -124,7 +123,7 @@ def progress(store: HistoryStore, batch_id: int, last: str = "") -> BatchProgres
 
 def _model_gone(error: Exception) -> bool:
     """The model was unloaded (switched) or its queue is full: every further item would fail the same way."""
-    return isinstance(error, (ModelError, QueueFullError)) or "being unloaded" in str(error)
+    return isinstance(error, (ModelError, QueueFullError, ModelUnloadingError))
 
 
 def run(engine: Engine, store: HistoryStore, batch_id: int, *, on_progress: Callable[[BatchProgress], None] | None = None,

@@ -24,16 +24,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.history import tables as history_tables
-from core.serving.engine import Engine
-from core.errors import HistoryError, LoupeError, QuestionError
-from core.history import HistoryEntry, HistoryStore, make_stamp
-from core.history.store import entry_from_row, now_utc
 from core.analysis.moderation import parse_verdict
-from core.serving.recorded_ask import ImageUpload
-from core.records import Answer, GenerationSettings, PreparedImage, Query
 from core.backends.streaming import describe_failure
+from core.errors import HistoryError, LoupeError, OutOfMemoryError, QuestionError
+from core.history import HistoryEntry, HistoryStore, make_stamp
+from core.history import tables as history_tables
+from core.history.store import entry_from_row, now_utc
 from core.inputs.templates import Template, by_id
+from core.records import Answer, GenerationSettings, PreparedImage, Query
+from core.serving.engine import Engine
+from core.serving.recorded_ask import ImageUpload
 
 MAX_COLUMNS = 6
 MAX_IMAGES = 6
@@ -104,7 +104,7 @@ def _answer_call(engine: Engine, queries: list[Query], session_id: str, batched:
             return [(a, ids, None, True) for a, ids in backend.answer_batch(queries)]
         except Exception as exc:  # noqa: BLE001 - the analyst gets a typed message, never a stack trace
             error = describe_failure(exc)
-            if "out of memory" not in str(error):
+            if not isinstance(error, OutOfMemoryError):
                 return [(None, (), error, True) for _ in queries]
             notes.append(f"The batched call ran out of memory; {len(queries)} prompts were answered one at a time.")
     results: list[Outcome] = []

@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.history import tables as history_tables
+from core.analysis.moderation import STATUSES, UNPARSED, Verdict
 from core.errors import HistoryError, ReviewError
 from core.history import HistoryStore, queries
+from core.history import tables as history_tables
 from core.history.store import now_utc
-from core.analysis.moderation import STATUSES, UNPARSED, Verdict
 
 LABELS = STATUSES  # what a reviewer may decide: pass | needs_review | reject
 REASONS = ("missed a violation", "flagged a compliant image", "wrong severity", "model output unreadable",

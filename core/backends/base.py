@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from core.records import ModelCard, Query
 from core.backends.streaming import AnswerStream
+from core.records import ModelCard, Query
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from typing import Any
 
 from transformers import StoppingCriteria
 
-from core.models import memory
-from core.errors import ModelError, QuestionError
-from core.records import Answer, GenerationSettings, Query, StageTimings
 from core.backends.streaming import CancelCriteria, trim_to_sentence_end
+from core.errors import ModelError, QuestionError
+from core.models import memory
+from core.records import Answer, GenerationSettings, Query, StageTimings
 from core.telemetry import markers
 
 _PER_IMAGE_KEYS = {"input_ids", "attention_mask", "pixel_values"}  # anything else: not the LLaVA layout

@@ -25,9 +25,9 @@ from urllib.parse import urlparse
 import httpx
 
 from core.backends.base import LoadProgress, ProgressCallback
+from core.backends.streaming import AnswerStream, GenerationThread, TimedStreamer, trim_to_sentence_end
 from core.errors import GenerationError, ModelError, QuestionError
 from core.records import Answer, ModelCard, Query, StageTimings
-from core.backends.streaming import AnswerStream, GenerationThread, TimedStreamer, trim_to_sentence_end
 
 
 def _data_uri(image: Any) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import StoppingCriteria, TextIteratorStreamer
 
-from core.errors import GenerationError, LoupeError
+from core.errors import GenerationError, LoupeError, OutOfMemoryError
 from core.records import Answer
 
 SENTENCE_ENDS = "。！？.!?\n"
@@ -91,12 +91,12 @@ def describe_failure(error: BaseException) -> LoupeError:
         return error
     name = type(error).__name__
     if "OutOfMemory" in name or "out of memory" in str(error).lower():
-        return GenerationError(
+        return OutOfMemoryError(
             "The GPU ran out of memory while answering. Try a smaller image, a shorter question "
             "or fewer new tokens; the model is still loaded."
         )
     if isinstance(error, MemoryError) or "can't allocate memory" in str(error):  # host RAM (torch's CPU allocator)
-        return GenerationError(
+        return OutOfMemoryError(
             "The machine ran out of memory while answering. Try a smaller image, a shorter question "
             "or fewer new tokens; the model is still loaded."
         )

@@ -11,13 +11,9 @@ import threading
 import time
 from typing import Any
 
-from core.models import load_progress, memory
 from core.backends.base import LoadProgress, ProgressCallback
 from core.backends.runtime import choose_runtime
 from core.backends.stage_clocks import FirstTokenMark, VisionClock, find_vision_module
-from core.errors import ModelError
-from core.models.model_source import ModelSource
-from core.records import Answer, ModelCard, Query, ShardPlan, StageTimings
 from core.backends.streaming import (
     AnswerStream,
     CancelCriteria,
@@ -25,7 +21,12 @@ from core.backends.streaming import (
     TimedStreamer,
     trim_to_sentence_end,
 )
+from core.errors import ModelError
+from core.models import load_progress, memory
+from core.models.model_source import ModelSource
+from core.records import Answer, ModelCard, Query, ShardPlan, StageTimings
 from core.telemetry import markers
+
 
 class TransformersBackend:
     """Loads a model folder with AutoModelForImageTextToText + AutoProcessor and streams answers."""

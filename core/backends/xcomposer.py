@@ -30,14 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.models import load_progress, memory, model_shape, preflight
 from core.backends.base import LoadProgress, ProgressCallback
 from core.backends.stage_clocks import VisionClock
+from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer, trim_to_sentence_end
 from core.errors import ModelError
+from core.models import load_progress, memory, model_shape, preflight
 from core.models.model_source import ModelSource
 from core.records import Answer, ModelCard, Query, StageTimings
 from core.settings import Settings
-from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer, trim_to_sentence_end
 
 HD_NUM = model_shape.XCOMPOSER_HD_NUM
 

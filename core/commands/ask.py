@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 
-from core.inputs import images, questions
 from core.commands.common import quiet_libraries, read_image_file
+from core.inputs import images, questions
 from core.settings import load_settings
 
 

@@ -15,9 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-from core.models import planner, preflight
 from core.commands.common import quiet_libraries
 from core.errors import ModelError
+from core.models import planner, preflight
 from core.records import ShardPlan
 from core.settings import load_settings
 

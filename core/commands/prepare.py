@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.inputs import images
 from core.commands.common import read_image_file
+from core.inputs import images
 from core.settings import load_settings
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from core.history import HistoryStore
-from core.history import migrations
+from core.history import HistoryStore, migrations
 
 
 @migrations.migration

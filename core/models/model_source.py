@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.models import demo_model
 from core.errors import ModelError
+from core.models import demo_model
 from core.settings import Settings
 
 

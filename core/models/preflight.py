@@ -22,8 +22,8 @@ from typing import Any
 
 import psutil
 
-from core.models import model_shape, planner
 from core.errors import ConfigError, PreflightError
+from core.models import model_shape, planner
 from core.records import ShardPlan
 from core.settings import Settings
 from core.telemetry import nvml

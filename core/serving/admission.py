@@ -23,8 +23,8 @@ from typing import Any
 
 import psutil
 
+from core.errors import AdmissionError
 from core.models import model_shape
-from core.errors import QuestionError
 from core.records import Query
 
 GB = 1e9
@@ -32,10 +32,6 @@ _MARGIN_FACTOR = 1.2
 _MARGIN_BYTES = 64 * 2**20
 _UNKNOWN_PATCH_PIXELS = 14 * 28
 _TEMPLATE_TOKENS = 64  # chat-template tokens around the question (role markers, separators)
-
-
-class AdmissionError(QuestionError):
-    """The question would need more memory than is free; the message says what to reduce."""
 
 
 def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, tokens: int, batch: int, dtype_bytes: int) -> int:

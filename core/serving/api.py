@@ -33,11 +33,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.serving import chat_request
-from core.serving.admission import AdmissionError
-from core.errors import GenerationError, ImageError, LoupeError, QuestionError
+from core.errors import AdmissionError, ApiRequestError, GenerationError, ImageError, LoupeError, QuestionError, QueueFullError
 from core.records import Answer
-from core.serving.scheduler import QueueFullError, Scheduler, Ticket, describe_position, scheduler_for
+from core.serving import chat_request
+from core.serving.scheduler import Scheduler, Ticket, describe_position, scheduler_for
 from core.telemetry import nvml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20  # four large photos as base64 data URIs
@@ -51,7 +50,7 @@ def _error(status: int, message: str, kind: str, code: str | None, param: str | 
 
 def _classify(exc: LoupeError) -> tuple[int, str, str, str | None]:
     """HTTP status, OpenAI error type, code and param for one of Loupe's typed errors."""
-    if isinstance(exc, chat_request.ApiRequestError):
+    if isinstance(exc, ApiRequestError):
         return 400, "invalid_request_error", exc.code, exc.param
     if isinstance(exc, QueueFullError):
         return 429, "server_busy", "queue_full", None

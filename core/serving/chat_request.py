@@ -22,17 +22,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import ImageError, LoupeError, QuestionError
+from core.errors import ApiRequestError, ImageError, QuestionError
 from core.records import GenerationSettings
-
-
-class ApiRequestError(LoupeError):
-    """A request body the API cannot use; `param` and `code` go into OpenAI's error shape."""
-
-    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_request") -> None:
-        super().__init__(message)
-        self.param = param
-        self.code = code
 
 
 class _ImageUrl(BaseModel):

@@ -5,12 +5,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.backends import Backend, ProgressCallback, create_backend
+from core.backends.streaming import AnswerStream
 from core.inputs import images as image_prep
 from core.inputs import questions
-from core.backends import Backend, ProgressCallback, create_backend
 from core.records import GenerationSettings, ModelCard, PreparedImage, Query
 from core.settings import Settings, load_settings
-from core.backends.streaming import AnswerStream
 
 if TYPE_CHECKING:
     from core.serving.scheduler import Ticket

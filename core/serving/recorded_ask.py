@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.serving.engine import Engine
+from core.analysis.moderation import Verdict, parse_verdict
 from core.errors import HistoryError, LoupeError
 from core.history import HistoryEntry, HistoryStore, differences, make_stamp
 from core.history.store import now_utc
-from core.analysis.moderation import Verdict, parse_verdict
-from core.records import Answer, GenerationSettings, PreparedImage
-from core.serving.ticket import Ticket
 from core.inputs.templates import Template, by_id
+from core.records import Answer, GenerationSettings, PreparedImage
+from core.serving.engine import Engine
+from core.serving.ticket import Ticket
 
 
 @dataclass(frozen=True)

@@ -30,20 +30,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from core.serving import admission as admission_module
-from core.errors import GenerationError, LoupeError
-from core.records import FinishedRequest, Query, QueueSnapshot
 from core.backends.streaming import describe_failure
+from core.errors import LoupeError, ModelUnloadingError, QueueFullError
+from core.records import FinishedRequest, Query, QueueSnapshot
+from core.serving import admission as admission_module
 from core.serving.ticket import END, QueuedRequest, Ticket, describe_position, notify
 
 __all__ = ["DEFAULT_SESSION", "QueueFullError", "Scheduler", "Ticket", "close_scheduler_for", "describe_position",
            "scheduler_for"]
 log = logging.getLogger(__name__)
 DEFAULT_SESSION = "default"
-
-
-class QueueFullError(GenerationError):
-    """Too many questions are waiting; the caller should try again in a while."""
 
 
 Listener = Callable[[FinishedRequest], None]
@@ -73,7 +69,7 @@ class Scheduler:
             self._admission.check(query, self._idle_free)
         with self._cond:
             if self._closed:
-                raise GenerationError("The model is being unloaded; ask again in a moment.")
+                raise ModelUnloadingError("The model is being unloaded; ask again in a moment.")
             if self._waiting() >= self.max_waiting:
                 raise QueueFullError(f"{self.max_waiting} questions are already waiting; try again in a while.")
             request = QueuedRequest(next(self._ids), session or DEFAULT_SESSION, query)

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from core.backends.streaming import AnswerStream, Drainable
 from core.errors import GenerationError, LoupeError
 from core.records import Answer, Query
-from core.backends.streaming import AnswerStream, Drainable
 
 log = logging.getLogger(__name__)
 END = object()  # pushed after the last piece

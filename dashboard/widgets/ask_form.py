@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.inputs import questions, samples
-from core.serving.engine import Engine
 from core.errors import LoupeError, TemplateError
+from core.inputs import questions, samples
 from core.inputs.images import ACCEPTED_FORMATS
-from core.records import GenerationSettings, PreparedImage
-from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
 from core.inputs.templates import Template, for_scenario
+from core.records import GenerationSettings, PreparedImage
+from core.serving.engine import Engine
+from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
 from dashboard.widgets.answer_panel import show_entry, stream_answer
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.session import session_id

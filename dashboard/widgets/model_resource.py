@@ -14,9 +14,9 @@ import threading
 import streamlit as st
 
 from core.backends import LoadProgress, ProgressCallback, create_backend
-from core.serving.engine import Engine
 from core.errors import LoupeError
 from core.history import HistoryStore
+from core.serving.engine import Engine
 from core.settings import Settings, load_settings
 
 # The settings that decide which weights are loaded and where; any other setting applies without a reload.
