@@ -100,5 +100,5 @@ def show_metrics(entry: HistoryEntry, *, compact: bool = False) -> None:
             st.markdown(" · ".join(f"{label} **{value}**" for label, value in row))
         return
     for row in (timings, cells):
-        for col, (label, value) in zip(st.columns(max(len(STAGES), len(row))), row):
+        for col, (label, value) in zip(st.columns(max(len(STAGES), len(row))), row, strict=False):
             col.metric(label, value)
