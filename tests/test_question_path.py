@@ -73,3 +73,21 @@ def test_an_upload_without_a_preview_is_prepared_when_asked(engine, tmp_path: Pa
 def test_a_prepared_image_from_other_bytes_is_refused() -> None:
     with pytest.raises(ValueError, match="not prepared from its bytes"):
         ImageUpload(_png(96), "a.png", images.prepare(_png(50)))
+
+
+def test_statuses_are_the_enums_of_core_statuses(engine) -> None:
+    from core.serving.scheduler import Scheduler
+    from core.statuses import RequestStatus, TraceOutcome
+    from core.telemetry import markers
+
+    scheduler, finished = Scheduler(engine.backend), []
+    scheduler.add_listener(finished.append)
+    try:
+        ticket = scheduler.submit(engine.build_query([_png()], "What is it?", engine.default_generation(max_new_tokens=2)))
+        assert ticket.status in (RequestStatus.QUEUED, RequestStatus.RUNNING)
+        ticket.collect()
+    finally:
+        scheduler.close()
+    assert ticket.status is RequestStatus.DONE and [r.status for r in finished] == [RequestStatus.DONE]
+    trace = next(t for t in reversed(markers.traces()) if t.question == "What is it?")
+    assert trace.outcome is TraceOutcome.ANSWERED and trace.outcome == "answered"  # stored and shown as before

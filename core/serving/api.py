@@ -37,6 +37,7 @@ from core.errors import AdmissionError, ApiRequestError, GenerationError, ImageE
 from core.records import Answer
 from core.serving import chat_request
 from core.serving.scheduler import Scheduler, Ticket, describe_position, scheduler_for
+from core.statuses import RequestStatus
 from core.telemetry import nvml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20  # four large photos as base64 data URIs
@@ -221,7 +222,7 @@ async def _stream(request: Request, reader: _Reader, meta: dict[str, Any], inclu
         yield _sse(delta({"role": "assistant", "content": ""}))
         said = ""
         while True:
-            if ticket.status == "queued" and (where := describe_position(ticket)) != said:
+            if ticket.status == RequestStatus.QUEUED and (where := describe_position(ticket)) != said:
                 said = where
                 yield f": {where}\n\n"
             pieces, ended = await reader.next()
