@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()
+    assert stream.answer is not None
     answer = stream.answer
-    assert answer is not None
     t = answer.timings
     print("\n")
     if answer.truncated:

@@ -87,7 +87,11 @@ class _Reader:
         self.ticket = ticket
         loop, event = asyncio.get_running_loop(), asyncio.Event()
         self._event = event  # the callback must not hold the reader: ticket → callback → reader would be a cycle
-        ticket.on_update(lambda: loop.call_soon_threadsafe(event.set))
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(event.set)
+
+        ticket.on_update(wake)
 
     async def next(self) -> tuple[list[str], bool]:
         """Pieces so far and whether it ended; waits at most _POLL_S when there is nothing new."""

@@ -145,11 +145,12 @@ def decode(body: ChatBody, *, default_max_tokens: int, max_images: int, allowed_
     question = last if isinstance(last, str) else "\n".join(p.text or "" for p in last or () if p.text)
     roots = allowed_roots(allowed_paths)
     images = tuple(_image_bytes(url, roots, max_bytes) for url in urls)
-    sampling = bool(body.temperature)
+    temperature = body.temperature or 0.0
+    sampling = temperature > 0
     settings = GenerationSettings(
         max_new_tokens=body.max_completion_tokens or body.max_tokens or default_max_tokens,
         do_sample=sampling,
-        temperature=body.temperature if sampling else 1.0,
+        temperature=temperature if sampling else 1.0,
         top_p=body.top_p if sampling and body.top_p is not None else GenerationSettings.top_p,
         seed=body.seed,
     )

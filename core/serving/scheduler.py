@@ -252,7 +252,7 @@ def scheduler_for(engine: Any) -> Scheduler:
     """
     with _schedulers_lock:
         ref, found = _schedulers.get(id(engine), (None, None))
-        if found is None or ref() is not engine:
+        if found is None or ref is None or ref() is not engine:
             found = Scheduler(engine.backend, max_memory_gb=engine.settings.max_memory_gb)
             _schedulers[id(engine)] = (weakref.ref(engine), found)
             weakref.finalize(engine, _forget, id(engine), found)

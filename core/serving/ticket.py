@@ -105,7 +105,8 @@ class Ticket(Drainable):
     def drain(self) -> tuple[list[str], bool]:
         """The pieces that arrived since the last call, without waiting, and whether the request has ended.
         Once it has ended, `.answer` or `.error` says how; do not mix with iteration."""
-        pieces, ended = [], False
+        pieces: list[str] = []
+        ended = False
         while True:
             try:
                 piece = self._request.pieces.get_nowait()
