@@ -5,6 +5,18 @@ class LoupeError(Exception):
     """Base of every refusal Loupe makes on purpose; its message is shown as-is to the analyst."""
 
 
+def is_refusal(error_type: str) -> bool:
+    """Whether an error recorded by its type name (history's error_type) is one of Loupe's own refusals,
+    whose message is written for the analyst; any other type is a bug and is shown as one."""
+    found: list[type[LoupeError]] = [LoupeError]
+    while found:
+        kind = found.pop()
+        if kind.__name__ == error_type:
+            return True
+        found.extend(kind.__subclasses__())
+    return False
+
+
 class ConfigError(LoupeError):
     """The settings file or an environment override is wrong."""
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from PIL import Image
 
+from core.statuses import RequestStatus, TraceOutcome
+
 
 @dataclass(frozen=True, eq=False)
 class PreparedImage:
@@ -176,7 +178,7 @@ class QueryTrace:
     question: str
     start: float  # seconds since the epoch
     end: float | None
-    outcome: str  # running | answered | cancelled | failed
+    outcome: TraceOutcome
     stages: tuple[StageMark, ...]
 
 
@@ -196,7 +198,7 @@ class FinishedRequest:
     request_id: int
     session: str
     query: Query
-    status: str  # "done" | "failed" | "refused" | "cancelled"
+    status: RequestStatus  # DONE, FAILED, REFUSED or CANCELLED
     answer: Answer | None
     error: str  # the analyst-facing message when status is not "done"; "" otherwise
     error_type: str  # e.g. "GenerationError", "AdmissionError"; "" when done

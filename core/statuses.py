@@ -15,8 +15,11 @@ class EntryStatus(StrEnum):
 
 
 class RequestStatus(StrEnum):
-    """How the scheduler finished with a request."""
+    """Where a request is in the scheduler: queued, running, then how it finished (a FinishedRequest carries
+    one of the last four)."""
 
+    QUEUED = "queued"
+    RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
     REFUSED = "refused"

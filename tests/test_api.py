@@ -273,8 +273,10 @@ def test_api_requests_are_kept_in_history(serving, tmp_path) -> None:
 def test_a_failed_api_request_keeps_its_error() -> None:
     from core.history.api_requests import entry_for
     from core.records import FinishedRequest, Query
+    from core.statuses import RequestStatus
 
-    failed = FinishedRequest(request_id=1, session="api:x", query=Query(images=(), question="hi"), status="failed",
+    failed = FinishedRequest(request_id=1, session="api:x", query=Query(images=(), question="hi"),
+                             status=RequestStatus.FAILED,
                              answer=None, error="The GPU ran out of memory while answering.",
                              error_type="GenerationError", submitted_at=0.0, waited_s=0.0, run_s=0.1)
     entry = entry_for(failed, {})

@@ -1,13 +1,17 @@
-"""`python -m core ask|prepare`: the JSON contract and the exit-2 refusals, run as real subprocesses."""
+"""`python -m core` (the `loupe` script): the JSON contract and the exit-2 refusals, run as real subprocesses."""
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+import core.__main__
 from tests.image_factory import encode, jpeg_with_orientation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,3 +73,18 @@ def test_prepare_json_and_out(tmp_path: Path) -> None:
     assert Image.open(out).size == (1280, 960)
     narrow = _core("prepare", str(source), "--max-width", "640", "--json")
     assert json.loads(narrow.stdout)["width"] == 640
+
+
+def test_the_loupe_script_is_python_m_core(capsys) -> None:
+    """pyproject.toml's `loupe` console script is core.__main__:main, whose help lists the five commands."""
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]["loupe"]
+    module, _, name = target.partition(":")
+    assert getattr(importlib.import_module(module), name) is core.__main__.main
+    with pytest.raises(SystemExit) as exited:
+        core.__main__.main(["--help"])
+    assert exited.value.code == 0
+    listed = capsys.readouterr().out
+    commands = listed[listed.index("{") + 1:listed.index("}")]
+    assert sorted(commands.split(",")) == ["ask", "gpus", "plan", "prepare", "serve"]
+    for command in ("ask", "prepare", "plan", "gpus", "serve"):
+        assert f"\n    {command} " in listed  # each with its one-line help

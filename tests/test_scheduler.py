@@ -20,6 +20,7 @@ from core.serving import admission
 from core.serving.admission import ModelMemorySpec, kv_cache_bytes
 from core.serving.engine import Engine
 from core.serving.scheduler import Scheduler, close_scheduler_for, describe_position, scheduler_for
+from core.statuses import RequestStatus
 from tests.image_factory import encode
 
 SHORT = GenerationSettings(max_new_tokens=6)
@@ -74,6 +75,7 @@ def test_three_sessions_within_three_seconds_all_answered(engine, scheduler) -> 
     answers = {name: ticket.collect() for name, ticket in tickets.items()}
     assert all(a.output_tokens == 6 and a.text for a in answers.values())
     assert sorted(r.status for r in scheduler.finished) == ["done"] * 3
+    assert all(r.status is RequestStatus.DONE for r in scheduler.finished)  # the enum, not a bare string
     assert {r.session for r in scheduler.finished} == set(tickets)
 
 
@@ -130,7 +132,7 @@ def test_caller_that_goes_away_cancels_its_work(engine, scheduler) -> None:
     statuses = {r.query.question: r.status for r in scheduler.finished}
     assert statuses == {"dropped": "cancelled", "closed": "cancelled", "tab3-0": "cancelled",
                         "tab3-1": "cancelled", "gate": "done"}
-    assert all(t.status == "cancelled" for t in kept)
+    assert all(t.status is RequestStatus.CANCELLED for t in kept)
     # A reader that stops mid-answer cancels the rest of it.
     ticket = scheduler.submit(engine.build_query([_png()], "abandon", GenerationSettings(max_new_tokens=400)))
     for _ in ticket:

@@ -23,13 +23,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_libraries()
     settings = load_settings(model=args.model, max_new_tokens=args.max_new_tokens)
-    # Refuse bad input before paying for a model load.
-    questions.validate(args.question, max_chars=settings.max_question_chars)
-    prepared = images.prepare(read_image_file(args.image), max_width=settings.max_width, max_pixels=settings.max_pixels)
+    # Checked, and its image read and decoded, before paying for a model load; the engine answers this very Query.
+    query = questions.build_query(
+        [args.image], args.question, questions.default_generation(settings),
+        prepare=lambda path: images.prepare(read_image_file(path), max_width=settings.max_width,
+                                            max_pixels=settings.max_pixels),
+        max_chars=settings.max_question_chars, max_images=settings.max_images,
+    )
     from core.serving.engine import load_engine  # torch + transformers: only imported when a model is needed
 
     engine = load_engine(settings)
-    stream = engine.ask([prepared], args.question)
+    stream = engine.stream(query)
     if args.json:
         answer = stream.collect()
         print(json.dumps(answer.to_json(), ensure_ascii=False))
@@ -37,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()
+    assert stream.answer is not None
     answer = stream.answer
-    assert answer is not None
     t = answer.timings
     print("\n")
     if answer.truncated:

@@ -1,13 +1,22 @@
-"""Check a question before it reaches the model, and build the Query that carries it."""
+"""Check a question before it reaches the model, and build the Query that carries it.
+
+`build_query` is the one check every question passes on its way to a model (the engine, the API and the
+command line all go through it): the text, then the image count, and only then are images decoded, so a
+refused question costs no decoding.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from core.errors import QuestionError
 from core.records import GenerationSettings, PreparedImage, Query
+from core.settings import Settings
 
 DEFAULT_MAX_CHARS = 200
 DEFAULT_MAX_IMAGES = 4
+
+Source = TypeVar("Source")  # what an image is before it is prepared: upload bytes, a file path, ...
 
 
 def char_count(text: str) -> int:
@@ -34,14 +43,30 @@ def check_image_count(count: int, *, max_images: int = DEFAULT_MAX_IMAGES) -> No
         raise QuestionError(f"{count} images were given; a question can carry at most {max_images}.")
 
 
+def default_generation(settings: Settings, **changes: object) -> GenerationSettings:
+    """The generation settings a question gets: the settings file's max_new_tokens, greedy, plus the asker's changes."""
+    values = {"max_new_tokens": settings.max_new_tokens, **changes}
+    return GenerationSettings(**values)  # type: ignore[arg-type]
+
+
 def build_query(
-    images: Sequence[PreparedImage],
+    images: Sequence[Source | PreparedImage],
     text: str,
     settings: GenerationSettings | None = None,
     *,
+    prepare: Callable[[Source], PreparedImage] | None = None,
     max_chars: int = DEFAULT_MAX_CHARS,
     max_images: int = DEFAULT_MAX_IMAGES,
 ) -> Query:
-    """A validated Query: images in the order given, at most max_images of them."""
+    """A checked Query: images in the order given, at most max_images of them. Images that are not prepared
+    yet are handed to `prepare`, after every check has passed; a PreparedImage is used as it is."""
+    question = validate(text, max_chars=max_chars)
     check_image_count(len(images), max_images=max_images)
-    return Query(images=tuple(images), question=validate(text, max_chars=max_chars), settings=settings or GenerationSettings())
+    prepared = tuple(image if isinstance(image, PreparedImage) else _prepare(image, prepare) for image in images)
+    return Query(images=prepared, question=question, settings=settings or GenerationSettings())
+
+
+def _prepare(image: Source, prepare: Callable[[Source], PreparedImage] | None) -> PreparedImage:
+    if prepare is None:
+        raise TypeError(f"build_query got an unprepared image ({type(image).__name__}) and no `prepare` for it")
+    return prepare(image)

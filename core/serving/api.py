@@ -37,6 +37,7 @@ from core.errors import AdmissionError, ApiRequestError, GenerationError, ImageE
 from core.records import Answer
 from core.serving import chat_request
 from core.serving.scheduler import Scheduler, Ticket, describe_position, scheduler_for
+from core.statuses import RequestStatus
 from core.telemetry import nvml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20  # four large photos as base64 data URIs
@@ -86,7 +87,11 @@ class _Reader:
         self.ticket = ticket
         loop, event = asyncio.get_running_loop(), asyncio.Event()
         self._event = event  # the callback must not hold the reader: ticket → callback → reader would be a cycle
-        ticket.on_update(lambda: loop.call_soon_threadsafe(event.set))
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(event.set)
+
+        ticket.on_update(wake)
 
     async def next(self) -> tuple[list[str], bool]:
         """Pieces so far and whether it ended; waits at most _POLL_S when there is nothing new."""
@@ -221,7 +226,7 @@ async def _stream(request: Request, reader: _Reader, meta: dict[str, Any], inclu
         yield _sse(delta({"role": "assistant", "content": ""}))
         said = ""
         while True:
-            if ticket.status == "queued" and (where := describe_position(ticket)) != said:
+            if ticket.status == RequestStatus.QUEUED and (where := describe_position(ticket)) != said:
                 said = where
                 yield f": {where}\n\n"
             pieces, ended = await reader.next()

@@ -22,7 +22,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import ApiRequestError, ImageError, QuestionError
+from core.errors import ApiRequestError, ImageError
+from core.inputs import questions
 from core.records import GenerationSettings
 
 
@@ -139,17 +140,17 @@ def decode(body: ChatBody, *, default_max_tokens: int, max_images: int, allowed_
         for part in message.content if isinstance(message.content, list) else ():
             if part.type in ("image_url", "input_image") and part.image_url is not None:
                 urls.append(part.image_url if isinstance(part.image_url, str) else part.image_url.url)
-    if len(urls) > max_images:
-        raise QuestionError(f"{len(urls)} images were given; a question can carry at most {max_images}.")
+    questions.check_image_count(len(urls), max_images=max_images)  # before any image is read
     last = users[-1].content
     question = last if isinstance(last, str) else "\n".join(p.text or "" for p in last or () if p.text)
     roots = allowed_roots(allowed_paths)
     images = tuple(_image_bytes(url, roots, max_bytes) for url in urls)
-    sampling = bool(body.temperature)
+    temperature = body.temperature or 0.0
+    sampling = temperature > 0
     settings = GenerationSettings(
         max_new_tokens=body.max_completion_tokens or body.max_tokens or default_max_tokens,
         do_sample=sampling,
-        temperature=body.temperature if sampling else 1.0,
+        temperature=temperature if sampling else 1.0,
         top_p=body.top_p if sampling and body.top_p is not None else GenerationSettings.top_p,
         seed=body.seed,
     )

@@ -30,26 +30,26 @@ class Engine:
         return image_prep.prepare(data, max_width=self.settings.max_width, max_pixels=self.settings.max_pixels)
 
     def default_generation(self, **changes: object) -> GenerationSettings:
-        values = {"max_new_tokens": self.settings.max_new_tokens, **changes}
-        return GenerationSettings(**values)  # type: ignore[arg-type]
+        return questions.default_generation(self.settings, **changes)
 
     def build_query(
         self, images: Sequence[bytes | PreparedImage], question: str, generation: GenerationSettings | None = None
     ) -> Query:
-        """Validate everything before any image is decoded or any token is spent."""
-        max_images = min(self.settings.max_images, self.backend.max_images)
-        questions.validate(question, max_chars=self.settings.max_question_chars)
-        questions.check_image_count(len(images), max_images=max_images)  # before any decoding
-        prepared = [img if isinstance(img, PreparedImage) else self.prepare_image(img) for img in images]
+        """The question checked once (core/inputs/questions.py), before any image is decoded or any token is
+        spent; images given as bytes are prepared here, a PreparedImage is used as it is."""
         return questions.build_query(
-            prepared, question, generation or self.default_generation(),
-            max_chars=self.settings.max_question_chars, max_images=max_images,
+            images, question, generation or self.default_generation(), prepare=self.prepare_image,
+            max_chars=self.settings.max_question_chars, max_images=min(self.settings.max_images, self.backend.max_images),
         )
 
     def ask(
         self, images: Sequence[bytes | PreparedImage], question: str, generation: GenerationSettings | None = None
     ) -> AnswerStream:
-        return self.backend.stream(self.build_query(images, question, generation))
+        return self.stream(self.build_query(images, question, generation))
+
+    def stream(self, query: Query) -> AnswerStream:
+        """Answer a Query that was already built (and so checked), straight from the backend, bypassing the queue."""
+        return self.backend.stream(query)
 
     def submit(
         self, images: Sequence[bytes | PreparedImage], question: str, generation: GenerationSettings | None = None,

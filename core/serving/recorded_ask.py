@@ -28,10 +28,19 @@ from core.serving.ticket import Ticket
 
 @dataclass(frozen=True)
 class ImageUpload:
-    """An image as the analyst gave it: the bytes and the name it came with (a file name or a sample id)."""
+    """An image as the analyst gave it: the bytes and the name it came with (a file name or a sample id).
+
+    `prepared`: the image already prepared from these bytes (the page's preview), handed to the model as it
+    is so the analyst sees exactly what the model gets and it is not decoded twice; the bytes stay for
+    history's image store. None: prepared when the question is asked."""
 
     data: bytes
     name: str
+    prepared: PreparedImage | None = None
+
+    def __post_init__(self) -> None:
+        if self.prepared is not None and self.prepared.sha256 != hashlib.sha256(self.data).hexdigest():
+            raise ValueError(f"the prepared image handed with {self.name!r} was not prepared from its bytes")
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,8 @@ class RecordedAsk:
         self._created_at = ""
 
     def start(self) -> None:
-        """Prepare the images, validate the question and put it in the model's queue; a refusal is
-        recorded and raised. Does nothing the second time."""
+        """Prepare the images (those the page has not prepared already), check the question and put it in
+        the model's queue; a refusal is recorded and raised. Does nothing the second time."""
         if self._created_at:
             return
         request, engine = self.request, self.engine
@@ -76,7 +85,7 @@ class RecordedAsk:
         try:
             generation = request.generation or engine.default_generation()
             self._stamp = make_stamp(engine.describe(), generation, max_width=engine.settings.max_width).to_json()
-            self._prepared = [engine.prepare_image(image.data) for image in request.images]
+            self._prepared = [image.prepared or engine.prepare_image(image.data) for image in request.images]
             self.ticket = engine.submit(self._prepared, request.question, generation, session=request.session_id)
         except Exception as exc:
             self._fail(exc, "")
@@ -139,7 +148,7 @@ class RecordedAsk:
             verdict_detail=self.verdict.to_json() if self.verdict else {}, stamp=self._stamp,
             rerun_of=request.rerun_of,
         )
-        self.entry = self.store.record(entry, tuple(zip(uploads, prepared)))
+        self.entry = self.store.record(entry, tuple(zip(uploads, prepared, strict=False)))  # failed mid-way: fewer prepared
 
 
 def ask_and_record(engine: Engine, store: HistoryStore, request: AskRequest) -> RecordedAsk:

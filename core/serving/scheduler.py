@@ -31,10 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 from core.backends.streaming import describe_failure
-from core.errors import LoupeError, ModelUnloadingError, QueueFullError
+from core.errors import AdmissionError, LoupeError, ModelUnloadingError, QueueFullError
 from core.records import FinishedRequest, Query, QueueSnapshot
 from core.serving import admission as admission_module
 from core.serving.ticket import END, QueuedRequest, Ticket, describe_position, notify
+from core.statuses import RequestStatus
 
 __all__ = ["DEFAULT_SESSION", "QueueFullError", "Scheduler", "Ticket", "close_scheduler_for", "describe_position",
            "scheduler_for"]
@@ -80,7 +81,7 @@ class Scheduler:
 
     def ahead(self, request: QueuedRequest) -> int | None:
         with self._cond:
-            if request.status != "queued":
+            if request.status != RequestStatus.QUEUED:
                 return None
             order = self._service_order()
             return order.index(request) + (1 if self._running is not None else 0)
@@ -89,17 +90,17 @@ class Scheduler:
         """Queued: removed at once. Running: its generation stops at the next token (answer marked truncated)."""
         with self._cond:
             request.cancel_requested.set()
-            if request.status == "running":
+            if request.status == RequestStatus.RUNNING:
                 if request.stream is not None:
                     request.stream.cancel()
                 return
             lane = self._queues.get(request.session)
-            if request.status != "queued" or lane is None or request not in lane:
+            if request.status != RequestStatus.QUEUED or lane is None or request not in lane:
                 return  # already ended, or being taken this instant (a __del__ from the garbage collector)
             lane.remove(request)
             if not lane:
                 del self._queues[request.session]
-            request.status = "cancelled"
+            request.status = RequestStatus.CANCELLED
         self._finish(request)
 
     def abandon_session(self, session: str) -> int:
@@ -161,7 +162,7 @@ class Scheduler:
             request = lane.popleft()
             if lane:
                 self._queues[session] = lane  # back of the rotation
-            request.status = "running"
+            request.status = RequestStatus.RUNNING
             request.started = time.perf_counter()
             request.started_or_done.set()
             self._running = request
@@ -189,12 +190,12 @@ class Scheduler:
                 request.pieces.put(piece)
                 notify(request)
             request.answer = stream.answer
-            request.status = "done"
+            request.status = RequestStatus.DONE
             return False
-        except admission_module.AdmissionError as exc:
-            request.error, request.status = _detached(exc), "refused"
+        except AdmissionError as exc:
+            request.error, request.status = _detached(exc), RequestStatus.REFUSED
         except Exception as exc:  # noqa: BLE001 - OOM (CUDA or host) and anything else: this user's error only
-            request.error, request.status = _detached(describe_failure(exc)), "failed"
+            request.error, request.status = _detached(describe_failure(exc)), RequestStatus.FAILED
         finally:
             with self._cond:
                 request.stream = None
@@ -251,7 +252,7 @@ def scheduler_for(engine: Any) -> Scheduler:
     """
     with _schedulers_lock:
         ref, found = _schedulers.get(id(engine), (None, None))
-        if found is None or ref() is not engine:
+        if found is None or ref is None or ref() is not engine:
             found = Scheduler(engine.backend, max_memory_gb=engine.settings.max_memory_gb)
             _schedulers[id(engine)] = (weakref.ref(engine), found)
             weakref.finalize(engine, _forget, id(engine), found)

@@ -18,6 +18,7 @@ from typing import Any
 from core.backends.streaming import AnswerStream, Drainable
 from core.errors import GenerationError, LoupeError
 from core.records import Answer, Query
+from core.statuses import RequestStatus
 
 log = logging.getLogger(__name__)
 END = object()  # pushed after the last piece
@@ -30,7 +31,7 @@ class QueuedRequest:
         self.id = request_id
         self.session = session
         self.query = query
-        self.status = "queued"  # queued | running | done | failed | refused | cancelled
+        self.status = RequestStatus.QUEUED
         self.pieces: queue.Queue[Any] = queue.Queue()
         self.done = threading.Event()
         self.started_or_done = threading.Event()
@@ -63,7 +64,7 @@ class Ticket(Drainable):
         return self._request.session
 
     @property
-    def status(self) -> str:
+    def status(self) -> RequestStatus:
         return self._request.status
 
     @property
@@ -104,7 +105,8 @@ class Ticket(Drainable):
     def drain(self) -> tuple[list[str], bool]:
         """The pieces that arrived since the last call, without waiting, and whether the request has ended.
         Once it has ended, `.answer` or `.error` says how; do not mix with iteration."""
-        pieces, ended = [], False
+        pieces: list[str] = []
+        ended = False
         while True:
             try:
                 piece = self._request.pieces.get_nowait()
@@ -154,7 +156,7 @@ def describe_position(ticket: Ticket) -> str:
     """What the UI shows while a question waits: "2 requests ahead", "next", "answering", "done"."""
     ahead = ticket.ahead()
     if ahead is None:
-        return "answering" if ticket.status == "running" else ticket.status
+        return "answering" if ticket.status == RequestStatus.RUNNING else ticket.status.value
     if ahead == 0:
         return "next"
     return f"{ahead} request{'s' if ahead != 1 else ''} ahead"

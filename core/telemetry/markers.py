@@ -28,6 +28,7 @@ import psutil
 
 from core.models import memory
 from core.records import Query, QueryTrace, StageMark
+from core.statuses import TraceOutcome
 from core.telemetry.ring import Ring
 
 STAGES = ("preprocess", "vision", "prefill", "decode")
@@ -70,7 +71,7 @@ class QueryClock:
         # a boundary shared by two stages converts to the very same float for both.
         self._to_wall = time.time() - time.perf_counter()
         self._stages: list[StageMark] = []
-        self._outcome = "running"
+        self._outcome = TraceOutcome.RUNNING
         self._end: float | None = None
         self._end_wall: float | None = None
         self._mark = start  # start of the stage now open
@@ -148,11 +149,11 @@ class QueryClock:
             overall = _merge(overall, stage.peak_memory_gb)
         return overall
 
-    def finish(self, outcome: str) -> QueryTrace:
+    def finish(self, outcome: TraceOutcome | str) -> QueryTrace:
         """Publish the trace: answered, cancelled or failed (a failure closes whatever stage was open)."""
         if self._end is None:
             self.generation_ended()
-        self._outcome = outcome
+        self._outcome = TraceOutcome(outcome)  # a plain string from a caller still becomes the enum
         trace = self.trace()
         with _lock:
             _running.pop(self.query_id, None)

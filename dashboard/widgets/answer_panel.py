@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.analysis.moderation import Verdict
-from core.errors import LoupeError
+from core.errors import is_refusal
 from core.history import HistoryEntry
 from core.serving.recorded_ask import RecordedAsk
 from core.serving.ticket import describe_position
@@ -17,15 +17,6 @@ from dashboard.widgets.verdict_panel import show_verdict
 
 STAGES = ("preprocess", "vision", "prefill", "decode", "total")
 POSITION_REFRESH_S = 0.25  # how often "2 requests ahead" is redrawn while a question waits
-
-
-def _loupe_errors() -> set[str]:
-    found, todo = set(), [LoupeError]
-    while todo:
-        cls = todo.pop()
-        found.add(cls.__name__)
-        todo.extend(cls.__subclasses__())
-    return found
 
 
 def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator) -> HistoryEntry | None:
@@ -64,7 +55,7 @@ def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: boo
     """One recorded query's outcome: the error if it failed, the answer as text, metrics, verdict."""
     if entry.status == "failed":
         # Loupe's own refusals are written for the analyst; anything else is a bug: say so, name it.
-        message = entry.error if entry.error_type in _loupe_errors() else (
+        message = entry.error if is_refusal(entry.error_type) else (
             f"Unexpected error ({entry.error_type}): {entry.error}. It is recorded in history.")
         st.error(message, icon=":material/error:")
     elif entry.status == "stopped":
@@ -100,5 +91,5 @@ def show_metrics(entry: HistoryEntry, *, compact: bool = False) -> None:
             st.markdown(" · ".join(f"{label} **{value}**" for label, value in row))
         return
     for row in (timings, cells):
-        for col, (label, value) in zip(st.columns(max(len(STAGES), len(row))), row):
+        for col, (label, value) in zip(st.columns(max(len(STAGES), len(row))), row, strict=False):
             col.metric(label, value)

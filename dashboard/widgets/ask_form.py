@@ -8,6 +8,8 @@ on the page (read back from history) until the next Submit.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from core.errors import LoupeError, TemplateError
@@ -50,7 +52,7 @@ def _fields(page: str, template: Template) -> dict[str, str]:
         st.caption(template.description)
     values: dict[str, str] = {}
     columns = st.columns(max(len(template.fields), 1)) if template.fields else []
-    for column, field in zip(columns, template.fields):
+    for column, field in zip(columns, template.fields, strict=True):
         key = f"{page}-{template.id}-{field.name}"
         with column:
             if field.choices:
@@ -105,17 +107,20 @@ def _image_picker(page: str, scenario: str) -> ImageUpload | None:
     return ImageUpload(sample.read(), sample.id)
 
 
-def _preview(engine: Engine, image: ImageUpload) -> None:
+def _preview(engine: Engine, image: ImageUpload) -> ImageUpload:
+    """Show the image as the model will see it; returns the upload carrying that very prepared image (or
+    without one when it cannot be read: Submit then records core's ImageError like any refusal)."""
     settings = engine.settings
     try:
         prepared = _prepare(image.data, settings.max_width, settings.max_pixels)
     except LoupeError as exc:
         st.error(str(exc), icon=":material/broken_image:")
-        return
+        return image
     st.image(prepared.image, caption=f"As the model sees it: {prepared.width}×{prepared.height}")
     original = "×".join(map(str, prepared.original_size))
     notes = "; ".join(prepared.notes) if prepared.notes else "used as uploaded, nothing changed"
     st.caption(f"Uploaded: {prepared.source_format} {original} · Prepared: {notes}")
+    return replace(image, prepared=prepared)
 
 
 def _generation(page: str, engine: Engine) -> GenerationSettings | None:
@@ -157,7 +162,7 @@ def render_ask_page(*, page: str, scenario: str, title: str, intro: str, allow_f
     with left:
         image = _image_picker(page, scenario)
         if image is not None:
-            _preview(engine, image)
+            image = _preview(engine, image)
     with right:
         template = _template_picker(page, templates, allow_free or not templates)
         values = _fields(page, template) if template is not None else {}
