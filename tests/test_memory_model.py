@@ -32,8 +32,9 @@ def _assert_plan_equals_admission(plan, est: admission.MemoryEstimate) -> None:
     for g in plan.gpus:
         need = est.device_needs[f"cuda:{g.index}"]
         assert need == DeviceNeed(kv_cache_bytes=g.kv_cache_bytes, transient_bytes=g.activation_bytes)
-        assert g.reserve_bytes == need.total_bytes + memory_model.CUDA_CONTEXT_BYTES
-        assert est.need_bytes[f"cuda:{g.index}"] == int(need.total_bytes * 1.2 + 64 * 2**20)
+        before_margin = need.kv_cache_bytes + need.transient_bytes
+        assert g.reserve_bytes == before_margin + memory_model.CUDA_CONTEXT_BYTES
+        assert est.need_bytes[f"cuda:{g.index}"] == int(before_margin * 1.2 + 64 * 2**20)
 
 
 def test_the_plans_reserve_equals_admissions_estimate_for_a_loaded_sharded_model(tmp_path: Path) -> None:

@@ -213,9 +213,9 @@ def test_kv_cache_formula_and_sharded_estimate() -> None:
     image = PreparedImage(Image.new("RGB", (1120, 560)), (), "PNG", (1120, 560), "", 0.0)
     query = Query((image,), "hi", GenerationSettings(max_new_tokens=4096))
     est = admission.estimate(query, spec, text_tokens=2)
-    assert est.image_tokens == 800 and est.prompt_tokens == 800 + 2 + 64
+    assert est.workload.image_tokens == 800 and est.workload.prompt_tokens == 800 + 2 + 64
     assert est.workload.vision_tokens == 4 * 800 and est.workload.batch == 1  # Qwen2-VL merges 2×2 patches
-    kv_half = kv_cache_bytes(16, 8, 128, est.total_tokens, 1, 2)
+    kv_half = kv_cache_bytes(16, 8, 128, est.workload.context_tokens, 1, 2)
     assert est.need_bytes["cuda:0"] > kv_half * 1.2 and est.need_bytes["cuda:1"] > kv_half * 1.2
     assert est.need_bytes["cuda:0"] < 2 * 2**30  # about 0.6 GB of cache per GPU, not tens of GB
     message = admission.refusal(query, est, "cuda:1", 500_000_000)

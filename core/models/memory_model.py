@@ -63,21 +63,17 @@ class Workload:
         return self.prompt_tokens + self.max_new_tokens
 
 
+def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, tokens: int, batch: int, dtype_bytes: int) -> int:
+    """Keys and values for every layer, head and token: 2 × layers × kv_heads × head_dim × tokens × batch × bytes."""
+    return 2 * layers * kv_heads * head_dim * tokens * batch * dtype_bytes
+
+
 @dataclass(frozen=True)
 class DeviceNeed:
     """What one device needs for a workload beside its weights, before the CUDA context or any margin."""
 
     kv_cache_bytes: int
     transient_bytes: int  # the largest of: a layer's prefill, the vision tower, the logits
-
-    @property
-    def total_bytes(self) -> int:
-        return self.kv_cache_bytes + self.transient_bytes
-
-
-def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, tokens: int, batch: int, dtype_bytes: int) -> int:
-    """Keys and values for every layer, head and token: 2 × layers × kv_heads × head_dim × tokens × batch × bytes."""
-    return 2 * layers * kv_heads * head_dim * tokens * batch * dtype_bytes
 
 
 def layer_prefill_bytes(g: Geometry, w: Workload) -> int:
@@ -108,6 +104,6 @@ def device_need(g: Geometry, w: Workload, *, layers: int, vision: bool, head: bo
                       transient)
 
 
-def with_admission_margin(need_bytes: int) -> int:
-    """Admission's figure for a device: the need × 1.2 + 64 MiB."""
-    return int(need_bytes * ADMISSION_MARGIN_FACTOR + ADMISSION_MARGIN_BYTES)
+def with_admission_margin(need: DeviceNeed) -> int:
+    """Admission's figure for a device: its need (KV cache + largest transient) × 1.2 + 64 MiB."""
+    return int((need.kv_cache_bytes + need.transient_bytes) * ADMISSION_MARGIN_FACTOR + ADMISSION_MARGIN_BYTES)

@@ -60,18 +60,6 @@ class MemoryEstimate:
     need_bytes: dict[str, int]  # with the margin: what admission compares with free memory
     kv_bytes_per_token: int  # over all layers and beams, for the "what to reduce" advice
 
-    @property
-    def prompt_tokens(self) -> int:
-        return self.workload.prompt_tokens
-
-    @property
-    def image_tokens(self) -> int:
-        return self.workload.image_tokens
-
-    @property
-    def total_tokens(self) -> int:
-        return self.workload.context_tokens
-
 
 def _device_name(device: Any) -> str:
     text = str(device)
@@ -184,7 +172,7 @@ def estimate_workload(workload: Workload, spec: ModelMemorySpec) -> MemoryEstima
     g = spec.geometry
     return MemoryEstimate(
         workload=workload, device_needs=needs,
-        need_bytes={device: memory_model.with_admission_margin(need.total_bytes) for device, need in needs.items()},
+        need_bytes={device: memory_model.with_admission_margin(need) for device, need in needs.items()},
         kv_bytes_per_token=kv_cache_bytes(spec.layers, g.kv_heads, g.head_dim, 1, workload.batch, g.dtype_bytes),
     )
 
@@ -220,8 +208,9 @@ def refusal(query: Query, est: MemoryEstimate, device: str, free: int) -> str:
     s = query.settings
     per_k = _human(est.kv_bytes_per_token * 1000)
     tips = [f"lower max new tokens (now {s.max_new_tokens}; each 1000 tokens need about {per_k})"]
-    if est.image_tokens:
-        tips.append(f"use fewer or smaller images (now {len(query.images)} images, {est.image_tokens} image tokens)")
+    if est.workload.image_tokens:
+        tips.append(f"use fewer or smaller images (now {len(query.images)} images, "
+                    f"{est.workload.image_tokens} image tokens)")
     if s.num_beams > 1:
         tips.append(f"use 1 beam instead of {s.num_beams}")
     return (f"This question needs about {_human(est.need_bytes[device])} on {device}, but only "
