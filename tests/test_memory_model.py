@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from core.models import memory_model, model_shape, planner
-from core.models.memory_model import DeviceNeed, Geometry, Workload
+from core.models.memory_model import Attention, DeviceNeed, Geometry, Workload
 from core.records import GenerationSettings, PreparedImage, Query
 from core.serving import admission
 from tests.model_configs import INTERNLM2_7B, llava_7b_folder, xcomposer_folder
@@ -96,7 +96,7 @@ def test_the_formulas_that_had_drifted() -> None:
     # SwiGLU holds act(gate), up and their product at once: 3 intermediate widths, not 2.
     assert memory_model.layer_prefill_bytes(g, w) == 1000 * (4 * 4096 + 3 * 14336) * 2
     # Eager attention: bf16 scores, their fp32 softmax and its bf16 copy, per head and prompt position pair.
-    eager = Workload(prompt_tokens=1000, image_tokens=0, max_new_tokens=24, attention="eager")
+    eager = Workload(prompt_tokens=1000, image_tokens=0, max_new_tokens=24, attention=Attention.EAGER)
     assert memory_model.layer_prefill_bytes(g, eager) - memory_model.layer_prefill_bytes(g, w) == 32 * 1000**2 * 8
     # generate() keeps the logits of one position (then its fp32 copy); full-prompt remote code keeps all.
     assert memory_model.logits_bytes(g, w) == 92544 * (2 + 4)

@@ -21,12 +21,20 @@ Why these formulas (what transformers' Llama-style decoder layer allocates in a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 CUDA_CONTEXT_BYTES = 500_000_000  # torch's CUDA context, cuBLAS workspace and allocator slack, per GPU
 ADMISSION_MARGIN_FACTOR = 1.2  # admission's estimate errs high: allocator rounding, what the formulas leave out
 ADMISSION_MARGIN_BYTES = 64 * 2**20  # CUDA workspaces a forward allocates beside the tensors counted
 FP32_BYTES = 4
 TEMPLATE_TOKENS = 64  # chat-template tokens around the question (role markers, separators, system text)
+
+
+class Attention(StrEnum):
+    """How a decoder layer computes attention, as far as memory goes."""
+
+    SDPA = "sdpa"  # sdpa or flash-attn: the scores are never materialised
+    EAGER = "eager"  # heads × prompt² scores per layer
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class Workload:
     max_new_tokens: int
     batch: int = 1  # sequences decoded side by side (num_beams)
     vision_tokens: int = 0  # tokens the vision tower encodes, every image and crop together
-    attention: str = "sdpa"  # "eager" materialises heads × prompt² attention scores per layer
+    attention: Attention = Attention.SDPA
 
     @property
     def context_tokens(self) -> int:
@@ -79,7 +87,7 @@ class DeviceNeed:
 def layer_prefill_bytes(g: Geometry, w: Workload) -> int:
     """One decoder layer's transient during the prefill (see the module docstring for 4h + 3i and the scores)."""
     layer = w.batch * w.prompt_tokens * (4 * g.hidden + 3 * g.intermediate) * g.dtype_bytes
-    if w.attention == "eager":
+    if w.attention == Attention.EAGER:
         layer += w.batch * g.heads * w.prompt_tokens**2 * (2 * g.dtype_bytes + FP32_BYTES)
     return layer
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from core.errors import ConfigError
 from core.models import memory_model
-from core.models.memory_model import CUDA_CONTEXT_BYTES, TEMPLATE_TOKENS, Workload
+from core.models.memory_model import CUDA_CONTEXT_BYTES, TEMPLATE_TOKENS, Attention, Workload
 from core.models.model_shape import ModelShape
 from core.records import GpuShare, ShardPlan
 
@@ -36,7 +36,7 @@ HEADROOM = 0.9  # fewer GPUs are used only if none of them is predicted above th
 
 
 def largest_workload(shape: ModelShape, max_new_tokens: int = 1024, max_question_chars: int = 200, *,
-                     batch: int = 1, attention: str = "sdpa") -> Workload:
+                     batch: int = 1, attention: Attention = Attention.SDPA) -> Workload:
     """The largest question the reserve must hold: the longest question allowed (one character is at most one
     token) with the chat template, the model's largest images (its max_images), and `max_new_tokens`."""
     return Workload(prompt_tokens=max_question_chars + TEMPLATE_TOKENS + shape.image_tokens,

@@ -25,7 +25,7 @@ import psutil
 
 from core.errors import ConfigError, PreflightError
 from core.models import model_shape, planner
-from core.models.memory_model import Workload
+from core.models.memory_model import Attention, Workload
 from core.records import GpuSnapshot, ShardPlan
 from core.settings import Settings
 from core.telemetry import gpu_reader, nvml
@@ -105,10 +105,10 @@ def capacities(gpus: tuple[GpuSnapshot, ...], max_memory_gb: str) -> tuple[list[
     return [(g.index, min(g.free_bytes or 0, int(cap * GB))) for g, cap in zip(gpus, caps, strict=False)], "usable"
 
 
-def _attention(shape: model_shape.ModelShape, assume_flash: bool) -> tuple[str, tuple[str, ...]]:
+def _attention(shape: model_shape.ModelShape, assume_flash: bool) -> tuple[Attention, tuple[str, ...]]:
     if shape.kind != "xcomposer" or assume_flash or importlib.util.find_spec("flash_attn"):
-        return "sdpa", ()
-    return "eager", ("flash-attn is not installed: XComposer falls back to eager attention, whose memory grows "
+        return Attention.SDPA, ()
+    return Attention.EAGER, ("flash-attn is not installed: XComposer falls back to eager attention, whose memory grows "
                      "with the square of the prompt",)
 
 
@@ -196,7 +196,7 @@ def check(
                                                 attention=attention)
     plan = planner.plan(shape, caps, work, split=settings.split, capacity_source=source)
     if not plan.fits:
-        raise PreflightError(refusal(plan, eager=work.attention == "eager"))
+        raise PreflightError(refusal(plan, eager=work.attention == Attention.EAGER))
     notes = (*plan.notes, *notes, *((dtype_note,) if dtype_note else ()))
     return Clearance("cuda", dtype, replace(plan, notes=notes), shape.params, notes)
 

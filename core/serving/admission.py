@@ -25,7 +25,7 @@ import psutil
 
 from core.errors import AdmissionError, ModelError
 from core.models import memory_model, model_shape
-from core.models.memory_model import DeviceNeed, Geometry, Workload, kv_cache_bytes
+from core.models.memory_model import Attention, DeviceNeed, Geometry, Workload, kv_cache_bytes
 from core.records import Query
 from core.telemetry import gpu_reader
 
@@ -48,7 +48,7 @@ class ModelMemorySpec:
     vision_tokens_several: int
     patch_pixels: int  # pixels per image token for dynamic-resolution towers (e.g. 28×28 for Qwen2-VL)
     vision_tokens_per_image_token: int = 1  # dynamic towers merge this many patches into one LLM token
-    attention: str = "sdpa"
+    attention: Attention = Attention.SDPA
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def spec_from_model(model: Any) -> ModelMemorySpec:
     return ModelMemorySpec(
         geometry=geometry, layers=layers, layers_by_device=_layers_by_device(model, layers), vision_device=first,
         head_device=_head_device(model, first), **_image_rules(config),
-        attention="eager" if getattr(config, "_attn_implementation", "") == "eager" else "sdpa",
+        attention=Attention.EAGER if getattr(config, "_attn_implementation", "") == "eager" else Attention.SDPA,
     )
 
 
