@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.errors import LoupeError  # noqa: E402
 from core.models import demo_model, preflight  # noqa: E402  (after the path fix)
 from core.settings import load_settings  # noqa: E402
-from core.telemetry import nvml  # noqa: E402
+from core.telemetry import gpu_reader, nvml  # noqa: E402
 
 GIB = 2**30
 GB = 1e9
@@ -43,7 +43,7 @@ CAP_GB = 22 * GIB / GB  # 22 GiB, in the GB (1e9) Loupe's settings use
 def _memory() -> dict:
     import torch
 
-    reading = {f"nvml_gpu{g.index}_used_gb": round(g.used_bytes / GB, 3) for g in nvml.gpus()}
+    reading = {f"nvml_gpu{g.index}_used_gb": round((g.used_bytes or 0) / GB, 3) for g in gpu_reader.read_gpus()}
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             reading[f"torch_cuda{i}_allocated_gb"] = round(torch.cuda.memory_allocated(i) / GB, 3)
@@ -214,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     record: dict = {"mode": "cpu" if args.cpu else "gpu", "torch": torch.__version__,
                     "transformers": transformers.__version__, "nvml": nvml.state(),
-                    "gpus": [{"index": g.index, "name": g.name, "total_gb": round(g.total_bytes / GB, 2),
-                              "free_gb": round(g.free_bytes / GB, 2), "compute_capability": g.compute_capability}
-                             for g in nvml.gpus()]}
+                    "gpus": [{"index": g.index, "name": g.name, "total_gb": round((g.total_bytes or 0) / GB, 2),
+                              "free_gb": round((g.free_bytes or 0) / GB, 2), "compute_capability": g.compute_capability}
+                             for g in gpu_reader.read_gpus()]}
 
     def step(name: str, action) -> object:
         """Run one step; an unexpected failure is recorded, not fatal, and the JSON is written after each."""

@@ -42,7 +42,7 @@ import gpu_load_check as build  # noqa: E402  (bench/, beside this script)
 
 from core.records import GenerationSettings  # noqa: E402
 from core.settings import load_settings  # noqa: E402
-from core.telemetry import nvml, readout  # noqa: E402
+from core.telemetry import gpu_reader, nvml, readout  # noqa: E402
 from core.telemetry.sampler import Sampler  # noqa: E402
 
 GB = 1e9
@@ -52,7 +52,7 @@ PROMPTS = ("图中表格第三列第一行的数值是多少？", "What is the t
 
 
 def _cards() -> list[dict]:
-    return [{"index": g.index, "used_gb": round(g.used_bytes / GB, 3)} for g in nvml.gpus()]
+    return [{"index": g.index, "used_gb": round((g.used_bytes or 0) / GB, 3)} for g in gpu_reader.read_gpus()]
 
 
 def _answers(engine, image: bytes) -> dict:
@@ -107,7 +107,7 @@ def plan_error(record: dict) -> tuple[list[float], list[float], float]:
     for share in plan["gpus"]:
         predicted.append(round(share["weights_gb"] + share["context_gb"], 3))
         used.append(round(record["memory_after_load"][f"nvml_gpu{share['index']}_used_gb"] - before[share["index"]], 3))
-    worst = max(abs(u - p) / p * 100 for p, u in zip(predicted, used))
+    worst = max(abs(u - p) / p * 100 for p, u in zip(predicted, used, strict=True))
     return predicted, used, round(worst, 2)
 
 

@@ -134,19 +134,23 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class GpuSnapshot:
-    """One GPU at one instant (NVML numbering, bytes); a field NVML or torch cannot read is None."""
+    """One GPU at one instant in bytes, read by core/telemetry/gpu_reader.py; None where it could not be read.
+    `index` is NVML's number (nvidia-smi's) for cards read through NVML, CUDA's for those read through torch."""
 
     index: int
     name: str
-    used_bytes: int | None  # whole card, every process (what nvidia-smi shows)
-    total_bytes: int | None
-    process_bytes: int | None  # this process on this card, as NVML attributes it
-    utilization_pct: int | None
-    temperature_c: int | None
-    power_w: float | None
+    used_bytes: int | None = None  # whole card, every process (what nvidia-smi shows)
+    total_bytes: int | None = None
+    process_bytes: int | None = None  # this process on this card, as NVML attributes it
+    utilization_pct: int | None = None
+    temperature_c: int | None = None
+    power_w: float | None = None
     allocated_bytes: int | None = None  # torch's allocator, once this process has initialised CUDA
     reserved_bytes: int | None = None
     peak_bytes: int | None = None  # allocator peak since the backend last reset it (each query stage)
+    free_bytes: int | None = None  # what the driver reports free on the whole card
+    compute_capability: tuple[int, int] | None = None
+    cuda_index: int | None = None  # how torch numbers this card, once this process has initialised CUDA
 
 
 @dataclass(frozen=True)

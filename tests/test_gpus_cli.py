@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from core.__main__ import main
-from core.telemetry import nvml
+from core.telemetry import gpu_reader, nvml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def test_gpus_text_names_every_card_or_says_why_not(capsys) -> None:
     out = capsys.readouterr().out
     assert "process RSS" in out
     if nvml.state() == "ok":
-        assert all(f"GPU{gpu.index} " in out for gpu in nvml.gpus())
+        assert all(f"GPU{gpu.index} " in out for gpu in gpu_reader.read_gpus())
     else:
         assert out.startswith(f"no GPU reading: {nvml.state()}")
 
@@ -39,4 +39,4 @@ def test_gpus_text_names_every_card_or_says_why_not(capsys) -> None:
 def test_gpus_json_in_process(capsys) -> None:
     assert main(["gpus", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["state"] == nvml.state() and len(record["gpus"]) == len(nvml.gpus())
+    assert record["state"] == nvml.state() and len(record["gpus"]) == len(gpu_reader.read_gpus())

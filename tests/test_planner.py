@@ -7,11 +7,22 @@ import pytest
 
 from core.errors import ConfigError
 from core.models import model_shape, planner
+from core.models.memory_model import Workload
 from tests.model_configs import CLIP_L14_336, llava_7b_folder, tied_text_folder, xcomposer_folder
 
 GB = 10**9
 TWO_CARDS = [(0, int(22.2 * GB)), (1, int(22.2 * GB))]
-WORK = planner.workload_for(1024, 200)
+
+
+def work(shape: model_shape.ModelShape) -> Workload:
+    """The largest question of the default settings: 1024 new tokens, 200 characters, the model's images."""
+    return planner.largest_workload(shape, 1024, 200)
+
+
+def one_image(shape: model_shape.ModelShape, max_new_tokens: int, batch: int = 1) -> Workload:
+    """One image of 576 LLM tokens, encoded as one crop, under a 264-token question."""
+    return Workload(prompt_tokens=264 + 576, image_tokens=576, max_new_tokens=max_new_tokens, batch=batch,
+                    vision_tokens=shape.vision_tokens_per_crop)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +38,7 @@ def llava7b(tmp_path_factory: pytest.TempPathFactory) -> model_shape.ModelShape:
 def _covers_every_layer_once(plan, layers: int) -> None:
     ranges = [g.layers for g in plan.gpus]
     assert ranges[0][0] == 0 and ranges[-1][1] == layers - 1
-    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:]))
+    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))
     assert sorted(k for k in plan.device_map if k.startswith(plan.layer_prefix + ".")) == sorted(
         f"{plan.layer_prefix}.{i}" for i in range(layers))
 
@@ -50,14 +61,14 @@ def test_a_vision_config_overrides_the_xcomposer_default(tmp_path: Path) -> None
     shape = model_shape.load_shape(xcomposer_folder(tmp_path, vision=CLIP_L14_336))
     assert shape.image_tokens == 4 * ((6 + 1) * 144 + 1 + 7 * 12)  # 336 px crops: 144 tokens each
     # Its predicted peak on one 22.2 GB card is above the 90% headroom: it is spread over both.
-    single = planner.plan(shape, TWO_CARDS[:1], WORK)
+    single = planner.plan(shape, TWO_CARDS[:1], work(shape))
     assert single.fits and single.total_bytes > planner.HEADROOM * 22.2 * GB
-    plan = planner.plan(shape, TWO_CARDS, WORK)
+    plan = planner.plan(shape, TWO_CARDS, work(shape))
     assert len(plan.gpus) == 2 and 14 <= plan.gpus[0].layers[1] + 1 <= 16
 
 
 def test_xcomposer_on_two_22gb_cards_splits_about_half_with_vision_on_gpu0(xcomposer) -> None:
-    plan = planner.plan(xcomposer, TWO_CARDS, WORK)
+    plan = planner.plan(xcomposer, TWO_CARDS, work(xcomposer))
     assert plan.fits and [g.index for g in plan.gpus] == [0, 1]
     first, second = plan.gpus
     assert {"vit", "vision_proj", "model.tok_embeddings"} <= set(first.modules)
@@ -76,32 +87,32 @@ def test_xcomposer_on_two_22gb_cards_splits_about_half_with_vision_on_gpu0(xcomp
 
 
 def test_one_22_8_gb_card_cannot_hold_the_xcomposer_shape(xcomposer) -> None:
-    plan = planner.plan(xcomposer, [(0, int(22.8 * GB))], WORK)
+    plan = planner.plan(xcomposer, [(0, int(22.8 * GB))], work(xcomposer))
     assert not plan.fits
     assert plan.total_bytes > 22.8 * GB and plan.weights_bytes < 22.8 * GB  # the reserve is what tips it
 
 
 def test_reserve_grows_with_new_tokens_and_image_tokens(xcomposer) -> None:
-    small = planner.plan(xcomposer, TWO_CARDS, planner.Workload(max_new_tokens=128, image_tokens=576, crops=1))
-    large = planner.plan(xcomposer, TWO_CARDS, planner.Workload(max_new_tokens=4096, image_tokens=576, crops=1))
+    small = planner.plan(xcomposer, TWO_CARDS, one_image(xcomposer, 128))
+    large = planner.plan(xcomposer, TWO_CARDS, one_image(xcomposer, 4096))
     assert large.context_tokens - small.context_tokens == 4096 - 128
     kv_small = sum(g.kv_cache_bytes for g in small.gpus)
     kv_large = sum(g.kv_cache_bytes for g in large.gpus)
     assert kv_large - kv_small == 2 * 32 * 8 * 128 * (4096 - 128) * 2
-    batch = planner.plan(xcomposer, TWO_CARDS, planner.Workload(max_new_tokens=128, image_tokens=576, crops=1, batch=4))
+    batch = planner.plan(xcomposer, TWO_CARDS, one_image(xcomposer, 128, batch=4))
     assert sum(g.kv_cache_bytes for g in batch.gpus) == 4 * kv_small
 
 
 def test_native_7b_fits_one_card_and_leaves_the_second_unused(llava7b) -> None:
     assert llava7b.layer_prefix == "model.language_model.layers" and llava7b.num_layers == 32
     assert 15.5 * GB < llava7b.weights_bytes < 16.5 * GB
-    plan = planner.plan(llava7b, TWO_CARDS, WORK)
+    plan = planner.plan(llava7b, TWO_CARDS, work(llava7b))
     assert plan.fits and [g.index for g in plan.gpus] == [0] and plan.unused_gpus == (1,)
     assert set(plan.device_map.values()) == {0}
 
 
 def test_native_7b_on_small_cards_puts_vision_first_and_head_last(llava7b) -> None:
-    plan = planner.plan(llava7b, [(0, 10 * GB), (1, 10 * GB)], WORK)
+    plan = planner.plan(llava7b, [(0, 10 * GB), (1, 10 * GB)], work(llava7b))
     assert plan.fits and len(plan.gpus) == 2
     assert {"model.vision_tower", "model.multi_modal_projector", "model.language_model.embed_tokens",
             "model.language_model.rotary_emb"} <= set(plan.gpus[0].modules)
@@ -110,7 +121,7 @@ def test_native_7b_on_small_cards_puts_vision_first_and_head_last(llava7b) -> No
 
 
 def test_a_model_that_cannot_fit_is_planned_best_effort_and_marked(llava7b) -> None:
-    plan = planner.plan(llava7b, [(0, 8 * GB), (1, 8 * GB)], WORK)
+    plan = planner.plan(llava7b, [(0, 8 * GB), (1, 8 * GB)], work(llava7b))
     assert not plan.fits and len(plan.gpus) == 2
     assert plan.total_bytes > 16 * GB
 
@@ -120,7 +131,7 @@ def test_the_demo_model_stays_on_one_gpu_and_its_device_map_covers_every_paramet
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     shape = model_shape.load_shape(demo_model_dir)
-    plan = planner.plan(shape, TWO_CARDS, WORK)
+    plan = planner.plan(shape, TWO_CARDS, work(shape))
     assert plan.fits and len(plan.gpus) == 1 and plan.unused_gpus == (1,)
     with init_empty_weights():
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(demo_model_dir))
@@ -134,12 +145,12 @@ def test_tied_lm_head_stays_with_the_embeddings(tmp_path: Path) -> None:
     shape = model_shape.load_shape(tied_text_folder(tmp_path))  # text-only: AutoModelForCausalLM fallback
     head = next(p for p in shape.parts if p.name == "lm_head")
     assert head.place == "first" and head.nbytes == 0  # shares the embedding weight: counted once, placed with it
-    plan = planner.plan(shape, [(0, 10**6), (1, 10**6)], planner.Workload(max_new_tokens=16, question_tokens=16))
+    plan = planner.plan(shape, [(0, 10**6), (1, 10**6)], Workload(prompt_tokens=16, image_tokens=0, max_new_tokens=16))
     assert plan.device_map["lm_head"] == plan.device_map["model.embed_tokens"] == 0
 
 
 def test_a_pinned_split_is_used_as_given(xcomposer) -> None:
-    plan = planner.plan(xcomposer, TWO_CARDS, WORK, split="0-15,16-31")
+    plan = planner.plan(xcomposer, TWO_CARDS, work(xcomposer), split="0-15,16-31")
     assert [g.layers for g in plan.gpus] == [(0, 15), (16, 31)] and plan.pinned and plan.fits
 
 
@@ -154,7 +165,7 @@ def test_a_pinned_split_is_used_as_given(xcomposer) -> None:
 ])
 def test_bad_pinned_splits_are_refused_clearly(xcomposer, split: str, phrase: str) -> None:
     with pytest.raises(ConfigError, match=phrase):
-        planner.plan(xcomposer, TWO_CARDS, WORK, split=split)
+        planner.plan(xcomposer, TWO_CARDS, work(xcomposer), split=split)
 
 
 @pytest.mark.parametrize("text", ["22.2,abc", "0", "-3", "22.2,,22.2"])

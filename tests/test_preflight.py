@@ -14,18 +14,18 @@ from core.backends import create_backend
 from core.backends.base import LoadProgress
 from core.errors import ConfigError, ModelError, PreflightError
 from core.models import load_progress, preflight
+from core.records import GpuSnapshot
 from core.serving.engine import load_engine
 from core.settings import load_settings
-from core.telemetry.nvml import GpuInfo
 from tests.model_configs import llava_7b_folder, xcomposer_folder
 
 GB = 10**9
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def gpu(index: int, free_gb: float, cc: tuple[int, int] | None = (8, 9), total_gb: float = 24.0) -> GpuInfo:
-    return GpuInfo(index=index, name=f"card{index}", total_bytes=int(total_gb * GB),
-                   used_bytes=int((total_gb - free_gb) * GB), free_bytes=int(free_gb * GB), compute_capability=cc)
+def gpu(index: int, free_gb: float, cc: tuple[int, int] | None = (8, 9), total_gb: float = 24.0) -> GpuSnapshot:
+    return GpuSnapshot(index=index, name=f"card{index}", total_bytes=int(total_gb * GB),
+                       used_bytes=int((total_gb - free_gb) * GB), free_bytes=int(free_gb * GB), compute_capability=cc)
 
 
 def test_one_card_refusal_says_what_is_needed_and_what_is_there(tmp_path: Path) -> None:

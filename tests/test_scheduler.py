@@ -15,9 +15,10 @@ from PIL import Image
 
 from core.backends.stage_clocks import find_vision_module
 from core.errors import AdmissionError, GenerationError
+from core.models.memory_model import Geometry, kv_cache_bytes
 from core.records import GenerationSettings
 from core.serving import admission
-from core.serving.admission import ModelMemorySpec, kv_cache_bytes
+from core.serving.admission import ModelMemorySpec
 from core.serving.engine import Engine
 from core.serving.scheduler import Scheduler, close_scheduler_for, describe_position, scheduler_for
 from core.statuses import RequestStatus
@@ -203,18 +204,20 @@ def test_kv_cache_formula_and_sharded_estimate() -> None:
     assert kv_cache_bytes(32, 8, 128, 1, 1, 2) == 131072
     assert kv_cache_bytes(32, 8, 128, 4096, 2, 2) == 2 * 4096 * 131072
     spec = ModelMemorySpec(
-        layers=32, heads=32, kv_heads=8, head_dim=128, hidden=4096, intermediate=14336, vocab=92544,
-        dtype_bytes=2, layers_by_device={"cuda:0": 16, "cuda:1": 16}, vision_device="cuda:0",
-        head_device="cuda:1", image_tokens=0, image_tokens_several=0, patch_pixels=28 * 28,
-        vision_bytes_per_token=8 * 2 * 1024, eager_attention=False,
+        geometry=Geometry(hidden=4096, intermediate=14336, heads=32, kv_heads=8, head_dim=128, vocab=92544,
+                          dtype_bytes=2, vision_hidden=1280, vision_intermediate=5120, vision_layers=32),
+        layers=32, layers_by_device={"cuda:0": 16, "cuda:1": 16}, vision_device="cuda:0",
+        head_device="cuda:1", image_tokens=0, image_tokens_several=0, vision_tokens=0, vision_tokens_several=0,
+        patch_pixels=28 * 28, vision_tokens_per_image_token=4,
     )
     from core.records import PreparedImage, Query
 
     image = PreparedImage(Image.new("RGB", (1120, 560)), (), "PNG", (1120, 560), "", 0.0)
     query = Query((image,), "hi", GenerationSettings(max_new_tokens=4096))
     est = admission.estimate(query, spec, text_tokens=2)
-    assert est.image_tokens == 800 and est.prompt_tokens == 800 + 2 + 64
-    kv_half = kv_cache_bytes(16, 8, 128, est.total_tokens, 1, 2)
+    assert est.workload.image_tokens == 800 and est.workload.prompt_tokens == 800 + 2 + 64
+    assert est.workload.vision_tokens == 4 * 800 and est.workload.batch == 1  # Qwen2-VL merges 2×2 patches
+    kv_half = kv_cache_bytes(16, 8, 128, est.workload.context_tokens, 1, 2)
     assert est.need_bytes["cuda:0"] > kv_half * 1.2 and est.need_bytes["cuda:1"] > kv_half * 1.2
     assert est.need_bytes["cuda:0"] < 2 * 2**30  # about 0.6 GB of cache per GPU, not tens of GB
     message = admission.refusal(query, est, "cuda:1", 500_000_000)
@@ -242,8 +245,19 @@ def test_engine_submit_shares_one_scheduler_until_closed(engine) -> None:
 
 def test_xcomposer_image_bounds_agree_with_the_planner() -> None:
     from core.models import model_shape
+    from tests.model_configs import INTERNLM2_7B
 
-    bounds = admission._xcomposer_images(2, {})
-    assert bounds["image_tokens"] == model_shape._xcomposer_image_tokens(560, 14, model_shape.XCOMPOSER_HD_NUM)[0]
-    assert bounds["image_tokens_several"] == model_shape._xcomposer_image_tokens(
-        560, 14, model_shape.XCOMPOSER_MULTI_HD_NUM)[0]
+    config = {"model_type": "internlmxcomposer2", **INTERNLM2_7B}
+
+    class Config:  # what a loaded XComposer2.5 config offers admission: its model_type and to_dict()
+        model_type = "internlmxcomposer2"
+
+        def to_dict(self) -> dict:
+            return config
+
+    rules = admission._image_rules(Config())
+    one = model_shape.xcomposer_image_tokens(560, 14, model_shape.XCOMPOSER_HD_NUM)
+    each = model_shape.xcomposer_image_tokens(560, 14, model_shape.XCOMPOSER_MULTI_HD_NUM)
+    assert rules["image_tokens"] == one[0] and rules["image_tokens_several"] == each[0]
+    assert rules["vision_tokens"] == one[1] * (40 * 40 + 1) == 25 * 1601  # 24 crops + the global view
+    assert rules["vision_tokens_several"] == each[1] * (40 * 40 + 1)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from core.records import GenerationSettings
-from core.telemetry import markers, nvml, readout
+from core.serving import admission
+from core.telemetry import gpu_reader, markers, nvml, readout
 from core.telemetry.sampler import Sampler, SampleReader
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -43,6 +44,24 @@ def test_allocator_and_process_share_follow_a_real_allocation() -> None:
         print(f"\nGPU{card.index}: allocated {card.allocated_bytes / 1e9:.2f} GB, reserved "
               f"{card.reserved_bytes / 1e9:.2f} GB, this process (NVML) "
               f"{'n/a' if card.process_bytes is None else f'{card.process_bytes / 1e9:.2f} GB'}")
+    finally:
+        del block
+        torch.cuda.empty_cache()
+
+
+def test_one_reader_numbers_a_card_both_ways_and_admission_reads_it() -> None:
+    block = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda:0")
+    torch.cuda.synchronize()
+    try:
+        cuda0 = gpu_reader.read_cuda()[0]
+        assert cuda0.index == cuda0.cuda_index == 0 and cuda0.allocated_bytes >= block.numel()
+        assert 0 < cuda0.free_bytes <= cuda0.total_bytes and cuda0.reserved_bytes >= cuda0.allocated_bytes
+        card = next(g for g in gpu_reader.read_gpus() if g.cuda_index == 0)  # the same card through NVML
+        assert card.allocated_bytes == cuda0.allocated_bytes and card.free_bytes is not None
+        usable = admission.free_bytes()["cuda:0"]
+        assert 0 < usable <= cuda0.free_bytes + cuda0.reserved_bytes - cuda0.allocated_bytes + 2**30
+        capped = admission.free_bytes("0.5")["cuda:0"]
+        assert capped <= max(0.0, 0.5e9 - cuda0.allocated_bytes) + 2**20  # the budget caps what it offers
     finally:
         del block
         torch.cuda.empty_cache()

@@ -61,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise ModelError(f"No model folder at {args.model} (give a folder holding config.json).")
     if args.gpu_memory:
-        plan: ShardPlan | None = preflight.plan_for_cards(
-            folder, planner.parse_memory(args.gpu_memory, setting="--gpu-memory"), settings)
-        device, notes = "cuda", list(plan.notes)
+        cards = preflight.plan_for_cards(folder, planner.parse_memory(args.gpu_memory, setting="--gpu-memory"), settings)
+        plan: ShardPlan | None = cards
+        device, notes = "cuda", list(cards.notes)
     else:
         clearance = preflight.check(folder, settings, name=folder.resolve().name)
         plan, device, notes = clearance.plan, clearance.device, list(clearance.notes)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from core.backends.base import LoadProgress, ProgressCallback
 from core.records import ShardPlan
+from core.telemetry import gpu_reader
 
 T = TypeVar("T")
 POLL_S = 0.5
@@ -50,11 +51,8 @@ def placement_lines(plan: ShardPlan) -> list[str]:
 
 
 def _allocated(indices: list[int]) -> dict[int, int]:
-    import torch
-
-    if not indices or not torch.cuda.is_available():
-        return {}
-    return {i: torch.cuda.memory_allocated(i) for i in indices}
+    """CUDA index → bytes torch's allocator holds there (nothing before the load initialises CUDA)."""
+    return {g.index: g.allocated_bytes or 0 for g in gpu_reader.read_cuda(driver_free=False) if g.index in indices}
 
 
 def describe_failure(error: BaseException) -> str:

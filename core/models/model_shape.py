@@ -10,6 +10,7 @@ config arithmetic with that code's module names (`vit`, `vision_proj`, `plora_gl
 `model.tok_embeddings`, `model.layers.N`, `model.norm`, `output`). Its vision tower is not described in
 config.json (the remote code loads CLIP ViT-L/14 at 560 px); a `vision_config` there overrides that.
 Its InternLM2 layers carry Partial-LoRA adapters (rank 256 on wqkv, wo, w1, w2, w3), counted too.
+The memory geometry is read here from a config for the planner and, from a loaded model's config, admission.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ModelError
+from core.models.memory_model import Geometry
 
 XCOMPOSER_TYPES = ("internlmxcomposer2",)
 PLORA_RANK = 256  # Partial-LoRA rank in XComposer2.x's InternLM2 layers (its modeling code, not its config)
@@ -54,19 +56,10 @@ class ModelShape:
     parts: tuple[Part, ...]
     layer_prefix: str  # device_map keys of the decoder layers are f"{layer_prefix}.{i}"
     layer_bytes: tuple[int, ...]
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    vision_hidden: int = 0
-    vision_intermediate: int = 0
-    vision_layers: int = 0
+    geometry: Geometry  # what sizes its KV cache and activations (core/models/memory_model.py)
     vision_tokens_per_crop: int = 0  # tokens the vision tower sees per crop (patches + CLS)
     image_tokens: int = 0  # LLM tokens of the images of one question, at most
     crops: int = 0  # vision-tower crops of one question, at most
-    full_logits: bool = False  # the forward computes logits for every prompt position (remote code does)
 
     @property
     def weights_bytes(self) -> int:
@@ -101,26 +94,40 @@ def load_shape(folder: Path | str, *, dtype: str = "bfloat16", max_images: int =
 
 
 # -- XComposer: config arithmetic ----------------------------------------------------------------
-def _xcomposer_image_tokens(side: int, patch: int, hd_num: int) -> tuple[int, int]:
+def xcomposer_image_tokens(side: int, patch: int, hd_num: int) -> tuple[int, int]:
     """(LLM tokens, crops) of one image at most: global view + h×w sub-crops, 2x2-merged, one separator per row."""
     grid = side // patch // 2
     per_crop = grid * grid
-    best = max(
-        ((h * w + 1) * per_crop + 1 + (h + 1) * grid, h * w + 1)
-        for h in range(1, hd_num + 1) for w in range(1, hd_num // h + 1)
-    )
-    return best
+    return max(((h * w + 1) * per_crop + 1 + (h + 1) * grid, h * w + 1)
+               for h in range(1, hd_num + 1) for w in range(1, hd_num // h + 1))
+
+
+def xcomposer_vision(config: dict[str, Any]) -> dict[str, Any]:
+    """The CLIP tower XComposer2.5 runs: its default, overridden by a `vision_config` in config.json."""
+    given = config.get("vision_config") or {}
+    return {**XCOMPOSER_VISION, **(given if isinstance(given, dict) else given.to_dict())}
+
+
+def xcomposer_geometry(config: dict[str, Any], dtype_bytes: int) -> Geometry:
+    """The memory geometry of an XComposer2.5 config (the dict of config.json, or a loaded config's to_dict())."""
+    try:
+        hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+        inter, vocab = int(config["intermediate_size"]), int(config["vocab_size"])
+        int(config["num_hidden_layers"])  # checked here, used by xcomposer_shape
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"The XComposer config.json lacks a usable {exc}; is it an InternLM-XComposer2.5 config?") from None
+    vision = xcomposer_vision(config)
+    return Geometry(hidden=hidden, intermediate=inter, heads=heads, kv_heads=int(config.get("num_key_value_heads", heads)),
+                    head_dim=hidden // heads, vocab=vocab, dtype_bytes=dtype_bytes, vision_hidden=vision["hidden_size"],
+                    vision_intermediate=vision["intermediate_size"], vision_layers=vision["num_hidden_layers"],
+                    full_logits=True)
 
 
 def xcomposer_shape(config: dict[str, Any], *, name: str, dtype: str = "bfloat16", max_images: int = 4) -> ModelShape:
-    try:
-        hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
-        heads, inter, vocab = int(config["num_attention_heads"]), int(config["intermediate_size"]), int(config["vocab_size"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"The XComposer config.json lacks a usable {exc}; is it an InternLM-XComposer2.5 config?") from None
-    kv_heads = int(config.get("num_key_value_heads", heads))
-    head_dim = hidden // heads
-    vision = {**XCOMPOSER_VISION, **config.get("vision_config", {})}
+    size = DTYPE_BYTES[dtype]
+    g = geometry = xcomposer_geometry(config, size)
+    hidden, heads, kv_heads, inter, vocab, head_dim = g.hidden, g.heads, g.kv_heads, g.intermediate, g.vocab, g.head_dim
+    layers, vision = int(config["num_hidden_layers"]), xcomposer_vision(config)
 
     def plora(d_in: int, d_out: int) -> int:
         return d_in * d_out + PLORA_RANK * (d_in + d_out)
@@ -129,7 +136,6 @@ def xcomposer_shape(config: dict[str, Any], *, name: str, dtype: str = "bfloat16
              + 2 * plora(hidden, inter) + plora(inter, hidden) + 2 * hidden)
     vit = _clip_vision_params(vision)
     merged = 4 * vision["hidden_size"]  # 2x2 neighbouring patches concatenated before the projector
-    size = DTYPE_BYTES[dtype]
     parts = (
         Part("vit", vit * size, "first"),
         Part("vision_proj", (merged * hidden + hidden + hidden * hidden + hidden) * size, "first"),
@@ -139,18 +145,16 @@ def xcomposer_shape(config: dict[str, Any], *, name: str, dtype: str = "bfloat16
         Part("model.norm", hidden * size, "last"),
         Part("output", vocab * hidden * size, "last"),
     )
-    one = _xcomposer_image_tokens(vision["image_size"], vision["patch_size"], XCOMPOSER_HD_NUM)
-    each = _xcomposer_image_tokens(vision["image_size"], vision["patch_size"], XCOMPOSER_MULTI_HD_NUM)
+    one = xcomposer_image_tokens(vision["image_size"], vision["patch_size"], XCOMPOSER_HD_NUM)
+    each = xcomposer_image_tokens(vision["image_size"], vision["patch_size"], XCOMPOSER_MULTI_HD_NUM)
     several = (each[0] * max_images, each[1] * max_images) if max_images > 1 else one
     image_tokens, crops = max(one, several)
     grid = vision["image_size"] // vision["patch_size"]
     params = sum(p.nbytes for p in parts) // size + layer * layers
     return ModelShape(
         name=name, kind="xcomposer", dtype=dtype, params=params, parts=parts, layer_prefix="model.layers",
-        layer_bytes=(layer * size,) * layers, hidden=hidden, intermediate=inter, heads=heads, kv_heads=kv_heads,
-        head_dim=head_dim, vocab=vocab, vision_hidden=vision["hidden_size"],
-        vision_intermediate=vision["intermediate_size"], vision_layers=vision["num_hidden_layers"],
-        vision_tokens_per_crop=grid * grid + 1, image_tokens=image_tokens, crops=crops, full_logits=True,
+        layer_bytes=(layer * size,) * layers, geometry=geometry,
+        vision_tokens_per_crop=grid * grid + 1, image_tokens=image_tokens, crops=crops,
     )
 
 
@@ -208,7 +212,7 @@ def native_shape(folder: Path, *, name: str, dtype: str = "bfloat16", max_images
 
     model, config = _meta_model(folder)
     model.tie_weights()  # init_empty_weights skips tying; a shared LM head must be seen as shared
-    text = config.get_text_config()
+    text = text_config(config)
     sizes = compute_module_sizes(model, dtype=getattr(torch, dtype))
     prefix = _decoder_layers(model, getattr(text, "num_hidden_layers", None))
     layer_parent = prefix.rsplit(".", 1)[0] if "." in prefix else ""
@@ -230,22 +234,36 @@ def native_shape(folder: Path, *, name: str, dtype: str = "bfloat16", max_images
                 owner_name == layer_parent and child.lower().endswith(_NORM_NAMES))
             parts.append(Part(full, int(sizes.get(full, 0)), "last" if last else "first"))
     layers = len(model.get_submodule(prefix))
-    hidden = int(text.hidden_size)
-    heads = int(text.num_attention_heads)
     vision = getattr(config, "vision_config", None)
     per_crop, per_image = _native_image_tokens(folder, config, vision)
     return ModelShape(
         name=name, kind="transformers", dtype=dtype, params=sum(p.numel() for p in model.parameters()),
         parts=tuple(parts), layer_prefix=prefix,
         layer_bytes=tuple(int(sizes[f"{prefix}.{i}"]) for i in range(layers)),
-        hidden=hidden, intermediate=int(getattr(text, "intermediate_size", 4 * hidden)), heads=heads,
+        geometry=native_geometry(config, DTYPE_BYTES[dtype]),
+        vision_tokens_per_crop=per_crop, image_tokens=per_image * max_images if vision else 0,
+        crops=max_images if vision else 0,
+    )
+
+
+def text_config(config: Any) -> Any:
+    """The language model's part of a transformers config (the config itself for text-only models)."""
+    return getattr(config, "llm_config", None) or config.get_text_config()
+
+
+def native_geometry(config: Any, dtype_bytes: int) -> Geometry:
+    """The memory geometry of a transformers config (AutoConfig's, or a loaded model's)."""
+    text = text_config(config)
+    vision = getattr(config, "vision_config", None)
+    hidden, heads = int(text.hidden_size), int(text.num_attention_heads)
+    return Geometry(
+        hidden=hidden, intermediate=int(getattr(text, "intermediate_size", None) or 4 * hidden), heads=heads,
         kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
-        head_dim=int(getattr(text, "head_dim", None) or hidden // heads), vocab=int(text.vocab_size),
+        head_dim=int(getattr(text, "head_dim", None) or hidden // heads),
+        vocab=int(getattr(text, "vocab_size", 0) or getattr(config, "vocab_size", 0) or 0), dtype_bytes=dtype_bytes,
         vision_hidden=int(getattr(vision, "hidden_size", 0) or 0),
         vision_intermediate=int(getattr(vision, "intermediate_size", 0) or 0),
         vision_layers=int(getattr(vision, "num_hidden_layers", None) or getattr(vision, "depth", 0) or 0),
-        vision_tokens_per_crop=per_crop, image_tokens=per_image * max_images if vision else 0,
-        crops=max_images if vision else 0, full_logits=False,
     )
 
 

@@ -15,8 +15,8 @@ Decisions, in the order they apply:
   the largest predicted peak instead, so the refusal can say how far off it is.
 - Reserve per GPU = the KV cache of its layers over the whole context (question + images + new tokens)
   + the largest transient it sees (one layer's prefill activations, the vision tower's hidden states on
-  the first GPU, the logits on the last) + CUDA_CONTEXT_BYTES. Transients happen one after another, so
-  the largest one is counted, not their sum.
+  the first GPU, the logits on the last) + CUDA_CONTEXT_BYTES, all from core/models/memory_model.py, the
+  model admission uses too. The workload is the largest question the settings allow (largest_workload).
 - A pinned split from the settings ("0-15,16-31", GPU0 first) replaces the search; it must name every
   layer exactly once, in order.
 """
@@ -27,30 +27,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.errors import ConfigError
-from core.models.model_shape import DTYPE_BYTES, ModelShape
+from core.models import memory_model
+from core.models.memory_model import CUDA_CONTEXT_BYTES, TEMPLATE_TOKENS, Attention, Workload
+from core.models.model_shape import ModelShape
 from core.records import GpuShare, ShardPlan
 
-CUDA_CONTEXT_BYTES = 500_000_000  # torch's CUDA context, cuBLAS workspace and allocator slack, per GPU
 HEADROOM = 0.9  # fewer GPUs are used only if none of them is predicted above this share of its capacity
-PROMPT_OVERHEAD_TOKENS = 64  # chat template and system text around the question
 
 
-@dataclass(frozen=True)
-class Workload:
-    """The largest question the reserve must hold: new tokens, question tokens, image tokens, batch size."""
-
-    max_new_tokens: int = 1024
-    question_tokens: int = 200 + PROMPT_OVERHEAD_TOKENS
-    image_tokens: int | None = None  # None: the model's own (its largest images × max_images)
-    crops: int | None = None  # vision-tower crops; None: the model's own
-    batch: int = 1
-    attention: str = "sdpa"  # "eager" materialises heads × prompt² attention scores per layer
-
-
-def workload_for(max_new_tokens: int, max_question_chars: int, **changes: object) -> Workload:
-    """A question of the longest allowed length (one character is at most one token) and the given new tokens."""
-    return Workload(max_new_tokens=max_new_tokens, question_tokens=max_question_chars + PROMPT_OVERHEAD_TOKENS,
-                    **changes)  # type: ignore[arg-type]
+def largest_workload(shape: ModelShape, max_new_tokens: int = 1024, max_question_chars: int = 200, *,
+                     batch: int = 1, attention: Attention = Attention.SDPA) -> Workload:
+    """The largest question the reserve must hold: the longest question allowed (one character is at most one
+    token) with the chat template, the model's largest images (its max_images), and `max_new_tokens`."""
+    return Workload(prompt_tokens=max_question_chars + TEMPLATE_TOKENS + shape.image_tokens,
+                    image_tokens=shape.image_tokens, max_new_tokens=max_new_tokens, batch=batch,
+                    vision_tokens=shape.crops * shape.vision_tokens_per_crop, attention=attention)
 
 
 # -- settings: caps and pinned splits ---------------------------------------------------------------
@@ -83,7 +74,8 @@ def parse_split(text: str, num_layers: int) -> tuple[tuple[int, int], ...]:
     expected = 0
     for gpu, (first, last) in enumerate(ranges):
         if first < expected:
-            raise ConfigError(f"split: layers {first}-{min(last, expected - 1)} are placed twice (GPU{gpu} overlaps GPU{gpu - 1})")
+            raise ConfigError(f"split: layers {first}-{min(last, expected - 1)} are placed twice "
+                              f"(GPU{gpu} overlaps GPU{gpu - 1})")
         if first > expected:
             missing = f"{expected}-{first - 1}" if first - 1 > expected else str(expected)
             raise ConfigError(f"split: layer {missing} is on no GPU (before GPU{gpu}'s {first}-{last})")
@@ -103,43 +95,14 @@ class _Sizer:
     shape: ModelShape
     workload: Workload
 
-    @property
-    def image_tokens(self) -> int:
-        w = self.workload
-        return self.shape.image_tokens if w.image_tokens is None else w.image_tokens
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.workload.question_tokens + self.image_tokens
-
-    @property
-    def context_tokens(self) -> int:
-        return self.prompt_tokens + self.workload.max_new_tokens
-
-    def kv(self, layers: int) -> int:
-        s, w = self.shape, self.workload
-        return 2 * layers * s.kv_heads * s.head_dim * self.context_tokens * w.batch * DTYPE_BYTES[s.dtype]
-
-    def transients(self, *, has_layers: bool, first: bool, last: bool) -> int:
-        s, w, size, prompt = self.shape, self.workload, DTYPE_BYTES[self.shape.dtype], self.prompt_tokens
-        layer = w.batch * prompt * (4 * s.hidden + 3 * s.intermediate) * size
-        if w.attention == "eager":  # softmax runs in fp32 next to the half-precision scores
-            layer += w.batch * s.heads * prompt * prompt * (size + 4)
-        crops = s.crops if w.crops is None else w.crops
-        # vision towers run with output_hidden_states: every layer's hidden states live until the projector
-        vision = w.batch * crops * s.vision_tokens_per_crop * size * (
-            s.vision_hidden * (s.vision_layers + 1) + 2 * s.vision_intermediate)
-        logits = w.batch * (prompt if s.full_logits else 1) * s.vocab * (size + 4)  # half, then its fp32 copy
-        return max(layer if has_layers else 0, vision if first else 0, logits if last else 0)
-
     def share(self, index: int, lo: int, hi: int, *, first: bool, last: bool, capacity: int) -> GpuShare:
         s = self.shape
         parts = [p for p in s.parts if p.place == "first" and first] + [p for p in s.parts if p.place == "last" and last]
+        need = memory_model.device_need(s.geometry, self.workload, layers=hi - lo, vision=first, head=last)
         return GpuShare(
             index=index, layers=(lo, hi - 1), modules=tuple(p.name for p in parts),
             weights_bytes=sum(s.layer_bytes[lo:hi]) + sum(p.nbytes for p in parts),
-            kv_cache_bytes=self.kv(hi - lo),
-            activation_bytes=self.transients(has_layers=hi > lo, first=first, last=last),
+            kv_cache_bytes=need.kv_cache_bytes, activation_bytes=need.transient_bytes,
             context_bytes=CUDA_CONTEXT_BYTES, capacity_bytes=capacity,
         )
 
@@ -194,7 +157,7 @@ def plan(
     """
     if not capacities:
         raise ValueError("plan() needs at least one GPU; the pre-flight check handles CPU-only machines")
-    sizer = _Sizer(shape, workload or Workload())
+    sizer = _Sizer(shape, workload or largest_workload(shape))
     caps = list(capacities)
     notes: list[str] = []
     if split:
@@ -207,8 +170,8 @@ def plan(
     else:
         most = min(len(caps), shape.num_layers)
         splits = [_best_split(sizer, caps[:k], peaks=False) for k in range(1, most + 1)]
-        shares = next((s for s in splits if _fits(s, HEADROOM)), None) or next(
-            (s for s in splits if _fits(s, 1.0)), None) or _best_split(sizer, caps[:most], peaks=True)
+        fitting = [s for s in splits if _fits(s, HEADROOM)] or [s for s in splits if _fits(s, 1.0)]
+        shares = fitting[0] if fitting else _best_split(sizer, caps[:most], peaks=True)
     used = {g.index for g in shares}
     device_map: dict[str, int] = {}
     for g in shares:
@@ -217,7 +180,7 @@ def plan(
     return ShardPlan(
         model=shape.name, dtype=shape.dtype, layer_prefix=shape.layer_prefix, gpus=tuple(shares),
         device_map=device_map, unused_gpus=tuple(i for i, _ in caps if i not in used),
-        capacities=dict(caps), context_tokens=sizer.context_tokens, image_tokens=sizer.image_tokens,
+        capacities=dict(caps), context_tokens=sizer.workload.context_tokens, image_tokens=sizer.workload.image_tokens,
         max_new_tokens=sizer.workload.max_new_tokens, batch=sizer.workload.batch,
         fits=all(g.predicted_bytes <= g.capacity_bytes for g in shares), pinned=bool(split),
         capacity_source=capacity_source, notes=tuple(notes),

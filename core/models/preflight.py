@@ -1,6 +1,7 @@
 """The pre-flight check: before any weight is read, will this model fit where it is about to be loaded?
 
-- GPUs and their free memory come from NVML (core/telemetry/nvml.py), read before torch touches CUDA.
+- GPUs and their free memory come from NVML through the one GPU reader (core/telemetry/gpu_reader.py),
+  read before torch touches CUDA.
   CUDA_VISIBLE_DEVICES with indices is honoured (NVML numbers every card, CUDA only the visible ones);
   with UUIDs the first cards NVML lists are taken.
 - `max_memory_gb` caps what each GPU may use ("22.2,22.2": GPU0, GPU1; one value caps every GPU; GPUs
@@ -24,10 +25,10 @@ import psutil
 
 from core.errors import ConfigError, PreflightError
 from core.models import model_shape, planner
-from core.records import ShardPlan
+from core.models.memory_model import Attention, Workload
+from core.records import GpuSnapshot, ShardPlan
 from core.settings import Settings
-from core.telemetry import nvml
-from core.telemetry.nvml import GpuInfo
+from core.telemetry import gpu_reader, nvml
 
 CPU_MAX_PARAMS = 1_000_000_000
 GB = 1e9
@@ -52,7 +53,7 @@ class Clearance:
         return self.plan.summary() if self.plan else "cpu"
 
 
-def visible_gpus(gpus: tuple[GpuInfo, ...]) -> tuple[GpuInfo, ...]:
+def visible_gpus(gpus: tuple[GpuSnapshot, ...]) -> tuple[GpuSnapshot, ...]:
     """NVML's GPUs as CUDA will number them under CUDA_VISIBLE_DEVICES."""
     raw = os.environ.get("CUDA_VISIBLE_DEVICES")
     if raw is None:
@@ -69,7 +70,7 @@ def visible_gpus(gpus: tuple[GpuInfo, ...]) -> tuple[GpuInfo, ...]:
     return tuple(replace(g, index=i) for i, g in enumerate(chosen))
 
 
-def choose_dtype(gpus: tuple[GpuInfo, ...]) -> tuple[str, str]:
+def choose_dtype(gpus: tuple[GpuSnapshot, ...]) -> tuple[str, str]:
     """(dtype, note): bf16 needs compute capability 8.0+ on every GPU used."""
     old = [g for g in gpus if g.compute_capability is None or g.compute_capability < (8, 0)]
     if not old:
@@ -92,22 +93,22 @@ def memory_held(backend: Any) -> dict[int, int]:
     return held
 
 
-def capacities(gpus: tuple[GpuInfo, ...], max_memory_gb: str) -> tuple[list[tuple[int, int]], str]:
+def capacities(gpus: tuple[GpuSnapshot, ...], max_memory_gb: str) -> tuple[list[tuple[int, int]], str]:
     """(CUDA index, usable bytes) per GPU offered to the planner, and where the numbers come from."""
     if not max_memory_gb:
-        return [(g.index, g.free_bytes) for g in gpus], "free"
+        return [(g.index, g.free_bytes or 0) for g in gpus], "free"
     caps = planner.parse_memory(max_memory_gb)
     if len(caps) == 1:
         caps = caps * len(gpus)
     if len(caps) > len(gpus):
         raise ConfigError(f"max_memory_gb lists {len(caps)} GPUs but {len(gpus)} are visible")
-    return [(g.index, min(g.free_bytes, int(cap * GB))) for g, cap in zip(gpus, caps)], "usable"
+    return [(g.index, min(g.free_bytes or 0, int(cap * GB))) for g, cap in zip(gpus, caps, strict=False)], "usable"
 
 
-def _attention(shape: model_shape.ModelShape, assume_flash: bool) -> tuple[str, tuple[str, ...]]:
+def _attention(shape: model_shape.ModelShape, assume_flash: bool) -> tuple[Attention, tuple[str, ...]]:
     if shape.kind != "xcomposer" or assume_flash or importlib.util.find_spec("flash_attn"):
-        return "sdpa", ()
-    return "eager", ("flash-attn is not installed: XComposer falls back to eager attention, whose memory grows "
+        return Attention.SDPA, ()
+    return Attention.EAGER, ("flash-attn is not installed: XComposer falls back to eager attention, whose memory grows "
                      "with the square of the prompt",)
 
 
@@ -158,8 +159,8 @@ def check(
     settings: Settings,
     *,
     name: str | None = None,
-    gpus: tuple[GpuInfo, ...] | None = None,
-    workload: planner.Workload | None = None,
+    gpus: tuple[GpuSnapshot, ...] | None = None,
+    workload: Workload | None = None,
     reclaim: dict[int, int] | None = None,
 ) -> Clearance:
     """Plan the model in `folder` for this machine and refuse, with the numbers, if it cannot fit.
@@ -174,7 +175,7 @@ def check(
     if settings.device == "cpu":
         gpus, reason = (), "device = 'cpu'"
     elif gpus is None:
-        gpus = visible_gpus(nvml.gpus())
+        gpus = visible_gpus(gpu_reader.read_gpus())
         reason = nvml.state() if nvml.state() != "ok" else "CUDA_VISIBLE_DEVICES hides them"
         if gpus and not _torch_has_cuda():
             gpus, reason = (), "NVML sees GPUs but this torch build has no CUDA support"
@@ -186,15 +187,16 @@ def check(
         shape = model_shape.load_shape(folder, dtype="float32", max_images=settings.max_images)
         return _cpu(shape.params, name, settings, reason)
     if reclaim:
-        gpus = tuple(replace(g, free_bytes=g.free_bytes + reclaim.get(g.index, 0)) for g in gpus)
+        gpus = tuple(replace(g, free_bytes=(g.free_bytes or 0) + reclaim.get(g.index, 0)) for g in gpus)
     caps, source = capacities(gpus, settings.max_memory_gb)
     dtype, dtype_note = choose_dtype(tuple(g for g in gpus if g.index in dict(caps)))
     shape = replace(model_shape.load_shape(folder, dtype=dtype, max_images=settings.max_images), name=name)
     attention, notes = _attention(shape, assume_flash=given)
-    work = workload or planner.workload_for(settings.max_new_tokens, settings.max_question_chars, attention=attention)
+    work = workload or planner.largest_workload(shape, settings.max_new_tokens, settings.max_question_chars,
+                                                attention=attention)
     plan = planner.plan(shape, caps, work, split=settings.split, capacity_source=source)
     if not plan.fits:
-        raise PreflightError(refusal(plan, eager=work.attention == "eager"))
+        raise PreflightError(refusal(plan, eager=work.attention == Attention.EAGER))
     notes = (*plan.notes, *notes, *((dtype_note,) if dtype_note else ()))
     return Clearance("cuda", dtype, replace(plan, notes=notes), shape.params, notes)
 
@@ -205,7 +207,7 @@ def plan_for_cards(
     """What-if planning for GPUs that need not be here: bf16, flash-attn assumed for XComposer."""
     shape = model_shape.load_shape(folder, dtype="bfloat16", max_images=settings.max_images)
     shape = replace(shape, name=name or shape.name)
-    work = planner.workload_for(settings.max_new_tokens, settings.max_question_chars)
+    work = planner.largest_workload(shape, settings.max_new_tokens, settings.max_question_chars)
     caps = [(i, int(gb * GB)) for i, gb in enumerate(cards_gb)]
     plan = planner.plan(shape, caps, work, split=settings.split, capacity_source="given")
     if not plan.fits:

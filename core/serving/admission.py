@@ -1,16 +1,16 @@
 """Admission: before a question runs, estimate the memory it needs and refuse it when that is not free.
 
-Need, per device that holds decoder layers (an estimate that errs high):
-- KV cache for the layers on that device: 2 × layers × kv_heads × head_dim × tokens × batch × dtype bytes,
-  with tokens = prompt tokens (text + image tokens) + max_new_tokens, and batch = num_beams;
-- the largest transient activation of one decoder layer during prefill (hidden states, attention
-  projections and the MLP's intermediate for the whole prompt; the T×T score matrix only for eager attention);
-- on the device of the vision tower, its activations for the images; on the device of the head, the logits
-  (for every prompt position with XComposer2.5's remote code, whose image bounds follow the planner's:
-  24 crops for one image, 6 each for several — core/models/model_shape.py);
-- then × 1.2 and + 64 MiB for allocator rounding, CUDA workspaces and what the formula leaves out.
-Free, per GPU: what CUDA reports free plus what PyTorch's cache holds unused, and, when the planner's
-budget `max_memory_gb` is set, at most that budget minus what this process has allocated there.
+The need comes from the one memory model (core/models/memory_model.py), the planner's: per device that holds
+decoder layers, the KV cache of its layers over prompt + max_new_tokens (batch = num_beams), plus the largest
+transient it sees (one layer's prefill; the vision tower on the device images enter; the logits on the head's
+device), then × 1.2 + 64 MiB for what the formulas leave out. The plan's reserve for the same workload on
+the same devices is that need before the margin plus the CUDA context, which a loaded model has already spent.
+The workload (frozen, shared with the planner) counts exact tokens when the caller has encoded the question
+(`prompt_tokens`), else the question's tokens (from the tokenizer, or 3 per character) + the chat template +
+image tokens by the model's rules: a fixed count per image for fixed-size towers (XComposer2.5: 24 crops for
+one image, 6 each for several, as the planner counts them), or one per `patch_pixels` for dynamic ones.
+Free, per GPU (the one GPU reader): what CUDA reports free plus what PyTorch's cache holds unused, and, when the
+planner's budget `max_memory_gb` is set, at most that budget minus what this process has allocated there.
 On CPU the need is compared with the RAM the system reports available.
 A refusal is an AdmissionError (a QuestionError: the fix is to ask a smaller question) that says what to reduce.
 """
@@ -23,53 +23,41 @@ from typing import Any
 
 import psutil
 
-from core.errors import AdmissionError
-from core.models import model_shape
+from core.errors import AdmissionError, ModelError
+from core.models import memory_model, model_shape
+from core.models.memory_model import Attention, DeviceNeed, Geometry, Workload, kv_cache_bytes
 from core.records import Query
+from core.telemetry import gpu_reader
 
 GB = 1e9
-_MARGIN_FACTOR = 1.2
-_MARGIN_BYTES = 64 * 2**20
 _UNKNOWN_PATCH_PIXELS = 14 * 28
-_TEMPLATE_TOKENS = 64  # chat-template tokens around the question (role markers, separators)
-
-
-def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, tokens: int, batch: int, dtype_bytes: int) -> int:
-    """Keys and values for every layer, head and token: 2 × layers × kv_heads × head_dim × tokens × batch × bytes."""
-    return 2 * layers * kv_heads * head_dim * tokens * batch * dtype_bytes
 
 
 @dataclass(frozen=True)
 class ModelMemorySpec:
-    """The sizes that decide a question's memory, read once from a loaded model's config and device map."""
+    """What decides a question's memory on a loaded model: its geometry, where its parts sit, how images count."""
 
+    geometry: Geometry
     layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    hidden: int
-    intermediate: int
-    vocab: int
-    dtype_bytes: int
     layers_by_device: dict[str, int]  # "cuda:0" → decoder layers it holds; "cpu" when on CPU
     vision_device: str
     head_device: str
-    image_tokens: int  # per image when the question has one, for fixed-size towers; 0 = from the image size
+    image_tokens: int  # LLM tokens per image when the question has one, for fixed-size towers; 0 = from its size
     image_tokens_several: int  # per image when it has several (XComposer2.5 drops from 24 crops to 6 each)
+    vision_tokens: int  # tokens the vision tower encodes per image when the question has one (all its crops)
+    vision_tokens_several: int
     patch_pixels: int  # pixels per image token for dynamic-resolution towers (e.g. 28×28 for Qwen2-VL)
-    vision_bytes_per_token: int  # the vision tower's transient bytes per image token
-    eager_attention: bool
-    full_logits: bool = False  # the forward computes logits for every prompt position (XComposer's remote code)
+    vision_tokens_per_image_token: int = 1  # dynamic towers merge this many patches into one LLM token
+    attention: Attention = Attention.SDPA
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """What one question is estimated to need, per device, and the token counts behind it."""
+    """What one question is estimated to need, per device, and the workload behind it."""
 
-    need_bytes: dict[str, int]
-    prompt_tokens: int
-    image_tokens: int
-    total_tokens: int
+    workload: Workload
+    device_needs: dict[str, DeviceNeed]  # before the margin: the plan's reserve less its CUDA context
+    need_bytes: dict[str, int]  # with the margin: what admission compares with free memory
     kv_bytes_per_token: int  # over all layers and beams, for the "what to reduce" advice
 
 
@@ -93,93 +81,105 @@ def _layers_by_device(model: Any, layers: int) -> dict[str, int]:
     return dict(counts)
 
 
+def _first_device(model: Any) -> str:
+    """Where images and tokens enter: the device map's first entry, else the model's device."""
+    device_map = getattr(model, "hf_device_map", None) or {}
+    return _device_name(next(iter(device_map.values())) if device_map else getattr(model, "device", "cpu"))
+
+
 def _head_device(model: Any, fallback: str) -> str:
+    """The LM head's device: its device-map entry when the model is dispatched, else its weight's device."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    device_map = getattr(model, "hf_device_map", None) or {}
+    if head is not None and device_map:
+        name = next((n for n, m in model.named_modules() if m is head), "")
+        owners = [key for key in device_map if name == key or name.startswith(key + ".") or not key]
+        if owners:
+            return _device_name(device_map[max(owners, key=len)])
     weight = getattr(head, "weight", None)
     return _device_name(weight.device if weight is not None else fallback)
 
 
-def _xcomposer_images(dtype_bytes: int, vision_config: dict[str, Any]) -> dict[str, int]:
-    """XComposer2.5's image bounds, as the planner counts them (core/models/model_shape.py): h×w 560-px crops plus a
-    global view, 2×2-merged to 400 tokens each, a separator per row; every ViT layer's states kept."""
-    vision = {**model_shape.XCOMPOSER_VISION, **vision_config}
-    grid = vision["image_size"] // vision["patch_size"]
-
-    def tokens(hd: int) -> int:
-        return (hd + 1) * (grid // 2) ** 2 + 1 + (hd + 1) * (grid // 2)
-
-    per_crop = (grid * grid + 1) * dtype_bytes * (
-        vision["hidden_size"] * (vision["num_hidden_layers"] + 1) + 2 * vision["intermediate_size"])
-    return {"image_tokens": tokens(model_shape.XCOMPOSER_HD_NUM),
-            "image_tokens_several": tokens(model_shape.XCOMPOSER_MULTI_HD_NUM),
-            "vision_bytes_per_token": math.ceil(per_crop / (grid // 2) ** 2)}
+def _image_rules(config: Any) -> dict[str, int]:
+    """How a loaded model's images count, in LLM tokens and vision-tower tokens, per image."""
+    if str(getattr(config, "model_type", "")).lower() in model_shape.XCOMPOSER_TYPES:
+        vision = model_shape.xcomposer_vision(config.to_dict())
+        per_crop = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
+        one = model_shape.xcomposer_image_tokens(vision["image_size"], vision["patch_size"], model_shape.XCOMPOSER_HD_NUM)
+        each = model_shape.xcomposer_image_tokens(vision["image_size"], vision["patch_size"],
+                                                   model_shape.XCOMPOSER_MULTI_HD_NUM)
+        return {"image_tokens": one[0], "image_tokens_several": each[0], "vision_tokens": one[1] * per_crop,
+                "vision_tokens_several": each[1] * per_crop, "patch_pixels": 0}
+    tower = getattr(config, "vision_config", None)
+    tokens = int(getattr(config, "image_seq_length", 0) or 0)
+    patch = int(getattr(tower, "patch_size", 14) or 14)
+    merge = int(getattr(tower, "spatial_merge_size", 1) or 1)
+    side = int(getattr(tower, "image_size", 0) or 0) if tower is not None else 0
+    patches = (side // patch) ** 2 if side and merge == 1 else 0
+    if tokens or patches:  # a fixed-size tower: its patches and a CLS token per image
+        per_image = tokens or patches
+        return {"image_tokens": per_image, "image_tokens_several": per_image, "patch_pixels": 0,
+                "vision_tokens": (patches or per_image) + 1, "vision_tokens_several": (patches or per_image) + 1}
+    # Dynamic resolution; an unknown tower: one token per 392 pixels, high for Qwen2-VL-like towers (784).
+    dynamic = tower is not None
+    return {"image_tokens": 0, "image_tokens_several": 0, "vision_tokens": 0, "vision_tokens_several": 0,
+            "patch_pixels": (patch * merge) ** 2 if dynamic else _UNKNOWN_PATCH_PIXELS,
+            "vision_tokens_per_image_token": merge * merge if dynamic else 1}
 
 
 def spec_from_model(model: Any) -> ModelMemorySpec:
-    """Read a transformers model's text and vision configs (LLaVA, Qwen2-VL, InternLM2-style, XComposer2.5)."""
+    """Read a loaded model's config with the planner's readers (LLaVA, Qwen2-VL, InternLM2-style, XComposer2.5)."""
     config = model.config
-    text = getattr(config, "text_config", None) or getattr(config, "llm_config", None) or config
-    vision = getattr(config, "vision_config", None)
-    heads = int(text.num_attention_heads)
-    hidden = int(text.hidden_size)
-    layers = int(text.num_hidden_layers)
-    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
-    image_tokens = int(getattr(config, "image_seq_length", 0) or 0)
-    # An unknown tower: one token per 392 pixels, high for Qwen2-VL-like towers (784), near XComposer2.5's crops.
-    patch_pixels = 0 if image_tokens else _UNKNOWN_PATCH_PIXELS
-    if vision is not None and not image_tokens:
-        patch = int(getattr(vision, "patch_size", 14) or 14)
-        merge = int(getattr(vision, "spatial_merge_size", 1) or 1)
-        if getattr(vision, "image_size", None) and merge == 1:
-            image_tokens = (int(vision.image_size) // patch) ** 2
-        else:
-            patch_pixels = (patch * merge) ** 2
-    first = str(getattr(model, "device", "cpu"))
     dtype_bytes = int(getattr(getattr(model, "dtype", None), "itemsize", 4) or 4)
-    images: dict[str, int] = {"image_tokens": image_tokens, "image_tokens_several": image_tokens,
-                              "vision_bytes_per_token": 8 * dtype_bytes * max(
-                                  int(getattr(vision, "hidden_size", 0) or 0), hidden)}
-    xcomposer = str(getattr(config, "model_type", "")).lower() in model_shape.XCOMPOSER_TYPES
-    if xcomposer:
-        vision_dict = vision if isinstance(vision, dict) else getattr(vision, "to_dict", dict)()
-        images = _xcomposer_images(dtype_bytes, vision_dict or {})
+    if str(getattr(config, "model_type", "")).lower() in model_shape.XCOMPOSER_TYPES:
+        geometry = model_shape.xcomposer_geometry(config.to_dict(), dtype_bytes)
+    else:
+        geometry = model_shape.native_geometry(config, dtype_bytes)
+    layers = int(model_shape.text_config(config).num_hidden_layers)
+    first = _first_device(model)
     return ModelMemorySpec(
-        layers=layers, heads=heads, kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
-        head_dim=head_dim, hidden=hidden, intermediate=int(getattr(text, "intermediate_size", 4 * hidden)),
-        vocab=int(getattr(text, "vocab_size", 0) or getattr(config, "vocab_size", 0) or 0),
-        dtype_bytes=dtype_bytes, layers_by_device=_layers_by_device(model, layers),
-        vision_device=_device_name(first), head_device=_head_device(model, first), patch_pixels=patch_pixels,
-        eager_attention=getattr(config, "_attn_implementation", "") == "eager", full_logits=xcomposer, **images,
+        geometry=geometry, layers=layers, layers_by_device=_layers_by_device(model, layers), vision_device=first,
+        head_device=_head_device(model, first), **_image_rules(config),
+        attention=Attention.EAGER if getattr(config, "_attn_implementation", "") == "eager" else Attention.SDPA,
+    )
+
+
+def workload_from_query(query: Query, spec: ModelMemorySpec, *, text_tokens: int | None = None,
+                        prompt_tokens: int | None = None) -> Workload:
+    """The workload of `query` on this model. `prompt_tokens`: exact, from the encoded prompt (template and image
+    tokens included); else `text_tokens` of the question (from the tokenizer; 3 per character when not given)."""
+    several = len(query.images) > 1
+    if spec.image_tokens:
+        per_image = [spec.image_tokens_several if several else spec.image_tokens] * len(query.images)
+        vision = (spec.vision_tokens_several if several else spec.vision_tokens) * len(query.images)
+    else:
+        per_image = [max(1, math.ceil(img.width * img.height / max(spec.patch_pixels, 1))) for img in query.images]
+        vision = sum(per_image) * spec.vision_tokens_per_image_token
+    image_tokens = sum(per_image)
+    if prompt_tokens is None:
+        question = text_tokens if text_tokens is not None else 3 * len(query.question)  # byte-level worst case
+        prompt_tokens = question + memory_model.TEMPLATE_TOKENS + image_tokens
+    return Workload(prompt_tokens=prompt_tokens, image_tokens=image_tokens, max_new_tokens=query.settings.max_new_tokens,
+                    batch=query.settings.num_beams, vision_tokens=vision, attention=spec.attention)
+
+
+def estimate_workload(workload: Workload, spec: ModelMemorySpec) -> MemoryEstimate:
+    """The memory `workload` needs on each device the model sits on (the planner's formulas, then the margin)."""
+    devices = {*spec.layers_by_device, spec.vision_device, spec.head_device}
+    needs = {device: memory_model.device_need(
+        spec.geometry, workload, layers=spec.layers_by_device.get(device, 0),
+        vision=device == spec.vision_device, head=device == spec.head_device) for device in devices}
+    g = spec.geometry
+    return MemoryEstimate(
+        workload=workload, device_needs=needs,
+        need_bytes={device: memory_model.with_admission_margin(need) for device, need in needs.items()},
+        kv_bytes_per_token=kv_cache_bytes(spec.layers, g.kv_heads, g.head_dim, 1, workload.batch, g.dtype_bytes),
     )
 
 
 def estimate(query: Query, spec: ModelMemorySpec, text_tokens: int | None = None) -> MemoryEstimate:
     """The memory `query` needs on each device; `text_tokens` from the real tokenizer when the caller has one."""
-    question_tokens = text_tokens if text_tokens is not None else 3 * len(query.question)  # byte-level worst case
-    if spec.image_tokens:
-        per_image = [spec.image_tokens if len(query.images) == 1 else spec.image_tokens_several] * len(query.images)
-    else:
-        per_image = [max(1, math.ceil(img.width * img.height / max(spec.patch_pixels, 1))) for img in query.images]
-    image_tokens = sum(per_image)
-    prompt = question_tokens + image_tokens + _TEMPLATE_TOKENS
-    batch = query.settings.num_beams
-    total = prompt + query.settings.max_new_tokens
-    per_layer_token = kv_cache_bytes(1, spec.kv_heads, spec.head_dim, 1, batch, spec.dtype_bytes)
-    activation = prompt * batch * (4 * spec.hidden + 2 * spec.intermediate) * spec.dtype_bytes
-    if spec.eager_attention:
-        activation += prompt * prompt * batch * spec.heads * spec.dtype_bytes
-    need: dict[str, float] = {}
-    for device, layers in spec.layers_by_device.items():
-        need[device] = layers * per_layer_token * total + activation
-    vision = image_tokens * spec.vision_bytes_per_token
-    need[spec.vision_device] = need.get(spec.vision_device, 0) + vision
-    logits = batch * (prompt if spec.full_logits else 2) * spec.vocab * (spec.dtype_bytes + 4)  # half + fp32 copy
-    need[spec.head_device] = need.get(spec.head_device, 0) + logits
-    return MemoryEstimate(
-        need_bytes={device: int(value * _MARGIN_FACTOR + _MARGIN_BYTES) for device, value in need.items()},
-        prompt_tokens=prompt, image_tokens=image_tokens, total_tokens=total,
-        kv_bytes_per_token=per_layer_token * spec.layers,
-    )
+    return estimate_workload(workload_from_query(query, spec, text_tokens=text_tokens), spec)
 
 
 def _budget_bytes(max_memory_gb: str) -> list[float]:
@@ -189,18 +189,13 @@ def _budget_bytes(max_memory_gb: str) -> list[float]:
 def free_bytes(max_memory_gb: str = "") -> dict[str, int]:
     """Free memory per device this process could use now: 'cuda:N' for each GPU, and 'cpu' (available RAM)."""
     free = {"cpu": int(psutil.virtual_memory().available)}
-    import torch
-
-    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return free
     budgets = _budget_bytes(max_memory_gb)
-    for index in range(torch.cuda.device_count()):
-        cuda_free, _total = torch.cuda.mem_get_info(index)
-        allocated = torch.cuda.memory_allocated(index)
-        usable = cuda_free + (torch.cuda.memory_reserved(index) - allocated)
-        if index < len(budgets):
-            usable = min(usable, budgets[index] - allocated)
-        free[f"cuda:{index}"] = int(max(usable, 0))
+    for gpu in gpu_reader.read_cuda():
+        allocated = gpu.allocated_bytes or 0
+        usable: float = (gpu.free_bytes or 0) + ((gpu.reserved_bytes or 0) - allocated)
+        if gpu.index < len(budgets):
+            usable = min(usable, budgets[gpu.index] - allocated)
+        free[f"cuda:{gpu.index}"] = int(max(usable, 0))
     return free
 
 
@@ -213,8 +208,9 @@ def refusal(query: Query, est: MemoryEstimate, device: str, free: int) -> str:
     s = query.settings
     per_k = _human(est.kv_bytes_per_token * 1000)
     tips = [f"lower max new tokens (now {s.max_new_tokens}; each 1000 tokens need about {per_k})"]
-    if est.image_tokens:
-        tips.append(f"use fewer or smaller images (now {len(query.images)} images, {est.image_tokens} image tokens)")
+    if est.workload.image_tokens:
+        tips.append(f"use fewer or smaller images (now {len(query.images)} images, "
+                    f"{est.workload.image_tokens} image tokens)")
     if s.num_beams > 1:
         tips.append(f"use 1 beam instead of {s.num_beams}")
     return (f"This question needs about {_human(est.need_bytes[device])} on {device}, but only "
@@ -229,18 +225,25 @@ class Admission:
         self._tokenizer = tokenizer
         self._max_memory_gb = max_memory_gb
 
-    def estimate(self, query: Query) -> MemoryEstimate:
+    def workload(self, query: Query, *, prompt_tokens: int | None = None) -> Workload:
+        """`query`'s workload: with the exact `prompt_tokens` of its encoded prompt when the caller has them,
+        else with its question tokenized here (the chat template and image tokens counted by the rules)."""
         tokens = None
-        if self._tokenizer is not None:
+        if prompt_tokens is None and self._tokenizer is not None:
             tokens = len(self._tokenizer(query.question, add_special_tokens=False)["input_ids"])
-        return estimate(query, self.spec, tokens)
+        return workload_from_query(query, self.spec, text_tokens=tokens, prompt_tokens=prompt_tokens)
+
+    def estimate(self, query: Query, workload: Workload | None = None) -> MemoryEstimate:
+        return estimate_workload(workload or self.workload(query), self.spec)
 
     def free(self) -> dict[str, int]:
         return free_bytes(self._max_memory_gb)
 
-    def check(self, query: Query, free: dict[str, int] | None = None) -> MemoryEstimate:
-        """Raise AdmissionError if any device lacks the memory; return the estimate otherwise."""
-        est = self.estimate(query)
+    def check(self, query: Query, free: dict[str, int] | None = None, *,
+              workload: Workload | None = None) -> MemoryEstimate:
+        """Raise AdmissionError if any device lacks the memory; return the estimate otherwise. `workload`:
+        the caller's exact counts for `query` (see workload()); counted here when not given."""
+        est = self.estimate(query, workload)
         available = free if free is not None else self.free()
         for device, need in est.need_bytes.items():
             have = available.get(device)
@@ -258,5 +261,5 @@ def for_backend(backend: Any, max_memory_gb: str = "") -> Admission | None:
     tokenizer = getattr(processor, "tokenizer", None) or getattr(backend, "tokenizer", None)
     try:
         return Admission(model, tokenizer, max_memory_gb)
-    except (AttributeError, TypeError, ValueError):  # a config without the usual names: run unchecked
+    except (AttributeError, TypeError, ValueError, ModelError):  # a config without the usual names: run unchecked
         return None

@@ -38,7 +38,7 @@ from core.records import Answer
 from core.serving import chat_request
 from core.serving.scheduler import Scheduler, Ticket, describe_position, scheduler_for
 from core.statuses import RequestStatus
-from core.telemetry import nvml
+from core.telemetry import gpu_reader, nvml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20  # four large photos as base64 data URIs
 _POLL_S = 0.5  # how often a waiting request checks that its client is still there
@@ -144,9 +144,9 @@ def create_app(engine: Any, scheduler: Scheduler | None = None, *,
     @app.get("/health")
     async def health() -> dict[str, Any]:
         queue = sched.snapshot()
-        gpus = [{"index": g.index, "name": g.name, "used_gb": round(g.used_bytes / 1e9, 3),
-                 "free_gb": round(g.free_bytes / 1e9, 3), "total_gb": round(g.total_bytes / 1e9, 3)}
-                for g in await run_in_threadpool(nvml.gpus)]
+        gpus = [{"index": g.index, "name": g.name, "used_gb": round((g.used_bytes or 0) / 1e9, 3),
+                 "free_gb": round((g.free_bytes or 0) / 1e9, 3), "total_gb": round((g.total_bytes or 0) / 1e9, 3)}
+                for g in await run_in_threadpool(gpu_reader.read_gpus)]
         return {"status": "ok", "model": card.name, "backend": card.backend, "device": card.device,
                 "queue": {"waiting": queue.waiting, "running": queue.running, "sessions": queue.sessions},
                 "gpus": gpus, "nvml": nvml.state(), "rss_gb": round(psutil.Process().memory_info().rss / 1e9, 3)}

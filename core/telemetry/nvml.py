@@ -2,13 +2,13 @@
 
 NVML is initialised once per process, lazily, and shut down at exit. When the library or the driver is
 missing, `state()` says why once and every reading is simply absent: callers never see an exception.
+The cards themselves are read by core/telemetry/gpu_reader.py, the one GPU reader.
 """
 from __future__ import annotations
 
 import atexit
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -61,39 +61,3 @@ def query(func: Callable[..., T], *args: Any) -> T | None:
         return func(*args)
     except pynvml.NVMLError:
         return None
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """One GPU as NVML sees it now: identity, memory (bytes) and compute capability."""
-
-    index: int
-    name: str
-    total_bytes: int
-    used_bytes: int
-    free_bytes: int
-    compute_capability: tuple[int, int] | None
-
-
-def gpus() -> tuple[GpuInfo, ...]:
-    """All visible GPUs (empty when state() is not 'ok')."""
-    if state() != "ok":
-        return ()
-    import pynvml
-
-    found = []
-    for index in range(query(pynvml.nvmlDeviceGetCount) or 0):
-        handle = query(pynvml.nvmlDeviceGetHandleByIndex, index)
-        if handle is None:
-            continue
-        memory = query(pynvml.nvmlDeviceGetMemoryInfo, handle)
-        name = query(pynvml.nvmlDeviceGetName, handle) or f"GPU{index}"
-        found.append(GpuInfo(
-            index=index,
-            name=name.decode() if isinstance(name, bytes) else name,
-            total_bytes=int(memory.total) if memory else 0,
-            used_bytes=int(memory.used) if memory else 0,
-            free_bytes=int(memory.free) if memory else 0,
-            compute_capability=query(pynvml.nvmlDeviceGetCudaComputeCapability, handle),
-        ))
-    return tuple(found)

@@ -78,7 +78,7 @@ CSV_COLUMNS = (
 
 def rows(samples: Iterable[TelemetrySample]) -> list[dict[str, Any]]:
     """One row per sample and GPU (one row per sample, GPU columns empty, without a GPU): the CSV export."""
-    table = []
+    table: list[dict[str, Any]] = []
     for sample in samples:
         common = {
             "time": dt.datetime.fromtimestamp(sample.time).isoformat(timespec="milliseconds"),

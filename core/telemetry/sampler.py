@@ -1,23 +1,18 @@
 """The sampler: one background thread per process reads every GPU (and this process) into a ring buffer.
 
 Every browser session reads the same buffer (`get_sampler()`), so ten open tabs cost one thread.
-Each tick reads, per GPU, through core.telemetry.nvml (a field the card cannot report is None, never
-an exception): memory used/total, this process's memory, utilisation, temperature and power; once
-this process has initialised CUDA, torch's allocator figures for the same card too (matched by UUID,
-so CUDA_VISIBLE_DEVICES renumbering does not mislabel them). GPUs are numbered as NVML (nvidia-smi)
-numbers them. Every tick also reads the process's RSS and CPU use, so with no GPU the buffer still
-says something. nvidia-ml-py is used directly rather than nvitop: core/telemetry/nvml.py already
-turns unsupported fields into None, and the GPU benchmark machines have nvidia-ml-py but not nvitop.
+Each tick reads every GPU through core/telemetry/gpu_reader.py (NVML numbering; a field the card cannot
+report is None, never an exception; torch's allocator figures once this process has initialised CUDA)
+and the process's RSS and CPU use, so with no GPU the buffer still says something. nvidia-ml-py is used
+directly rather than nvitop: core/telemetry/nvml.py already turns unsupported fields into None, and the
+GPU benchmark machines have nvidia-ml-py but not nvitop.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import threading
 import time
-from typing import Any
 
 import psutil
 
@@ -25,19 +20,19 @@ from core.errors import ConfigError
 from core.records import GpuSnapshot, TelemetrySample
 from core.settings import Settings, load_settings
 from core.telemetry import nvml
+from core.telemetry.gpu_reader import GpuReader
 from core.telemetry.ring import Ring
 
 log = logging.getLogger("loupe.telemetry")
 
 
 class SampleReader:
-    """Reads one TelemetrySample now. Keeps what never changes (handles, names, UUIDs) and the CPU baseline."""
+    """Reads one TelemetrySample now: every GPU through the one GPU reader, and this process's RSS and CPU."""
 
     def __init__(self) -> None:
         self._process = psutil.Process()
         self._cpu_primed = False
-        self._cards: list[tuple[int, Any, str, str]] | None = None  # (index, handle, name, uuid)
-        self._torch_devices: dict[str, int] | None = None  # NVML UUID → torch device index
+        self._gpus = GpuReader()
 
     def read(self) -> TelemetrySample:
         rss, cpu_pct = self.read_process()
@@ -45,7 +40,7 @@ class SampleReader:
 
     def read_gpus(self) -> tuple[GpuSnapshot, ...]:
         """Every GPU NVML sees, now (empty without a GPU reading)."""
-        return tuple(self._read_gpu(*card) for card in self._known_cards())
+        return self._gpus.read()
 
     def read_process(self) -> tuple[int, float | None]:
         """This process's RSS (bytes) and CPU % since the previous call (None on the first: no baseline)."""
@@ -53,78 +48,6 @@ class SampleReader:
         cpu_pct = cpu if self._cpu_primed else None  # the first call has no baseline and says 0.0
         self._cpu_primed = True
         return self._process.memory_info().rss, cpu_pct
-
-    def _known_cards(self) -> list[tuple[int, Any, str, str]]:
-        if self._cards is None:
-            self._cards = []
-            if nvml.state() == "ok":
-                import pynvml
-
-                for info in nvml.gpus():
-                    handle = nvml.query(pynvml.nvmlDeviceGetHandleByIndex, info.index)
-                    card_uuid = nvml.query(pynvml.nvmlDeviceGetUUID, handle) if handle is not None else None
-                    if isinstance(card_uuid, bytes):
-                        card_uuid = card_uuid.decode()
-                    if handle is not None:
-                        self._cards.append((info.index, handle, info.name, card_uuid or ""))
-        return self._cards
-
-    def _read_gpu(self, index: int, handle: Any, name: str, card_uuid: str) -> GpuSnapshot:
-        import pynvml
-
-        mem = nvml.query(pynvml.nvmlDeviceGetMemoryInfo, handle)
-        util = nvml.query(pynvml.nvmlDeviceGetUtilizationRates, handle)
-        power_mw = nvml.query(pynvml.nvmlDeviceGetPowerUsage, handle)
-        allocated, reserved, peak = self._allocator(card_uuid)
-        return GpuSnapshot(
-            index=index,
-            name=name,
-            used_bytes=int(mem.used) if mem is not None else None,
-            total_bytes=int(mem.total) if mem is not None else None,
-            process_bytes=self._process_bytes(handle, reserved),
-            utilization_pct=int(util.gpu) if util is not None else None,
-            temperature_c=nvml.query(pynvml.nvmlDeviceGetTemperature, handle, pynvml.NVML_TEMPERATURE_GPU),
-            power_w=power_mw / 1000 if power_mw is not None else None,
-            allocated_bytes=allocated,
-            reserved_bytes=reserved,
-            peak_bytes=peak,
-        )
-
-    def _process_bytes(self, handle: Any, reserved: int | None) -> int | None:
-        """NVML's figure for this PID; 0 if NVML lists others but not us; None if it cannot say.
-
-        Inside a container NVML reports host PIDs, so our PID is never listed even while torch holds
-        memory on the card: that reads as None (unknown), not 0.
-        """
-        import pynvml
-
-        processes = nvml.query(pynvml.nvmlDeviceGetComputeRunningProcesses, handle)
-        if processes is None:
-            return None
-        mine = [p.usedGpuMemory for p in processes if p.pid == os.getpid()]
-        if not mine:
-            return None if reserved else 0
-        return None if any(m is None for m in mine) else int(sum(mine))
-
-    def _allocator(self, card_uuid: str) -> tuple[int | None, int | None, int | None]:
-        """torch's allocated/reserved/peak bytes on this card, if this process has initialised CUDA."""
-        torch = sys.modules.get("torch")  # never import torch just to look: the CLI must stay quick
-        if torch is None or not torch.cuda.is_initialized():
-            return None, None, None
-        if self._torch_devices is None:
-            self._torch_devices = {}
-            for device in range(torch.cuda.device_count()):
-                found = getattr(torch.cuda.get_device_properties(device), "uuid", None)
-                if found is not None:
-                    self._torch_devices[f"GPU-{found}"] = device
-        device = self._torch_devices.get(card_uuid)
-        if device is None:
-            return None, None, None
-        try:
-            return (torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device),
-                    torch.cuda.max_memory_allocated(device))
-        except RuntimeError:  # a lost or reset device: these fields are empty, the NVML ones still count
-            return None, None, None
 
 
 def read_sample() -> TelemetrySample:
