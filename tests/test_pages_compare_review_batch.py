@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.analysis import batch, compare, review
+from core.analysis import batch, batch_runner, compare, review
 from core.analysis.batch_input import collect
 from core.history import HistoryFilter, HistoryStore, queries
 from core.inputs.templates import by_id
@@ -125,7 +125,7 @@ def test_batch_from_a_zip_runs_in_the_background_and_lists_skipped_files(loupe_h
     _ok(at)
     store = _store(loupe_home)
     (listed,) = batch.list_batches(store)
-    job = batch.running_job(store, listed["id"])
+    job = batch_runner.runner(store, listed.id)
     if job is not None:
         job.join(timeout=300)
     at.run()
@@ -150,7 +150,7 @@ def test_a_bad_zip_is_a_clear_message_and_no_batch(loupe_home: Path, name: str, 
     at.button(key="batch-start").click().run()
     _ok(at)
     assert any(message in e.value for e in at.error)
-    assert batch.list_batches(_store(loupe_home)) == []
+    assert batch.list_batches(_store(loupe_home)) == ()
 
 
 def test_an_interrupted_batch_resumes_when_the_page_opens(loupe_home: Path, engine) -> None:
@@ -160,7 +160,7 @@ def test_an_interrupted_batch_resumes_when_the_page_opens(loupe_home: Path, engi
                             generation=engine.default_generation(max_new_tokens=4))  # "running", no runner: a restart
     at = _page("batch")
     assert any(f"Batch #{batch_id} was interrupted" in t.value for t in at.toast)
-    job = batch.running_job(store, batch_id)
+    job = batch_runner.runner(store, batch_id)
     if job is not None:
         job.join(timeout=300)
     assert batch.progress(store, batch_id).done == 2
