@@ -6,13 +6,15 @@ import pandas as pd
 import streamlit as st
 
 from core.history import HistoryFilter, queries
+from core.statuses import EntryStatus
 from dashboard.widgets.history_entry import show_history_entry
 from dashboard.widgets.model_resource import get_history
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
 
 ALL, THIS = "", "this"
-OUTCOMES = {"": "Any outcome", "answered": "Answered", "failed": "Failed", "stopped": "Stopped"}
+OUTCOMES = {"": "Any outcome", EntryStatus.ANSWERED: "Answered", EntryStatus.FAILED: "Failed",
+            EntryStatus.STOPPED: "Stopped"}
 
 st.title("History")
 store = get_history()
