@@ -152,14 +152,15 @@ def compare(engine: Engine, store: HistoryStore, images: Sequence[ImageUpload], 
     queries: dict[tuple[int, int], Query] = {}
     for i, upload in enumerate(images):
         try:
-            prepared.append(engine.prepare_image(upload.data))
+            image = engine.prepare_image(upload.data)
         except LoupeError as exc:
             prepared.append(None)
             outcomes.update({(i, j): (None, (), exc, False) for j in range(len(columns))})
             continue
+        prepared.append(image)
         for j, column in enumerate(columns):
             try:
-                queries[(i, j)] = engine.build_query([prepared[i]], column.question, generation)
+                queries[(i, j)] = engine.build_query([image], column.question, generation)
             except LoupeError as exc:
                 outcomes[(i, j)] = (None, (), exc, False)
     calls = [[(i, j) for i in range(len(images))] for j in range(len(columns))] if len(columns) == 1 else [
@@ -171,10 +172,10 @@ def compare(engine: Engine, store: HistoryStore, images: Sequence[ImageUpload], 
                             strict=True))
         for i, j in keys:
             answer, ids, error, in_batch = outcomes[(i, j)]
-            image = prepared[i]
+            kept = prepared[i]
             entry = compare_groups.record_cell(
-                store, group_id, i, j, _entry(session_id, columns[j], images[i], image, answer, error, stamp),
-                ((images[i].data, image),) if image else (), batched=in_batch)
+                store, group_id, i, j, _entry(session_id, columns[j], images[i], kept, answer, error, stamp),
+                ((images[i].data, kept),) if kept else (), batched=in_batch)
             cells.append(CompareCell(i, j, entry, in_batch, answer, ids))
             if on_cell is not None:
                 on_cell(cells[-1])

@@ -52,6 +52,7 @@ _ITEMS_KEYS = ("items", "checklist", "checks", "details", "检查项", "明细",
 _RESULT_KEYS = ("result", "verdict", "status", "decision", "结论", "结果")
 _REASON_KEYS = ("reason", "reasons", "why", "note", "explanation", "理由", "原因", "说明")
 _NAME_KEYS = ("id", "item", "name", "key", "项目", "检查项")
+_FULL_WIDTH: dict[str, str | int | None] = {"“": '"', "”": '"', "：": ":", "，": ",", "｛": "{", "｝": "}"}
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
 
 
@@ -110,7 +111,7 @@ def normalise(word: object) -> VerdictStatus | None:
 
 
 def _repaired(text: str) -> str:
-    text = text.translate(str.maketrans({"“": '"', "”": '"', "：": ":", "，": ",", "｛": "{", "｝": "}"}))
+    text = text.translate(str.maketrans(_FULL_WIDTH))
     text = re.sub(r",?\s*(\.\.\.|…)+\s*(?=[}\]])", "", text)  # the prompt's example ends in ",..."
     return re.sub(r",\s*(?=[}\]])", "", text)  # trailing commas
 

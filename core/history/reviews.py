@@ -56,7 +56,8 @@ class ReviewedResult:
 
 
 def _where(f: ReviewFilter) -> tuple[str, list[Any]]:
-    parts, params = ["q.verdict != ''"], []
+    parts: list[str] = ["q.verdict != ''"]
+    params: list[Any] = []
     if f.verdicts:
         parts.append(f"q.verdict IN ({', '.join('?' for _ in f.verdicts)})")
         params.extend(f.verdicts)
