@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 
-from core.analysis.batch_input import BatchInput
+from core.analysis.batch_input import BatchInput, SkippedFile
 from core.analysis.compare import CompareColumn
 from core.backends.streaming import describe_failure
 from core.errors import BatchError, LoupeError, ModelError, ModelUnloadingError, QueueFullError
 from core.history import HistoryEntry, HistoryStore, batches
-from core.history.batches import BatchColumn, BatchSummary, SkippedFile
+from core.history.batches import BatchColumn, BatchResult, BatchSummary
 from core.inputs.questions import validate
 from core.inputs.templates import by_id
 from core.records import GenerationSettings, PreparedImage
@@ -64,23 +64,6 @@ class BatchProgress:
         return self.finished / self.total if self.total else 1.0
 
 
-@dataclass(frozen=True)
-class BatchResult:
-    """One item of the results table and exports (these fields, in this order, are the CSV's columns)."""
-
-    image: str
-    template: str
-    template_id: str
-    status: BatchItemStatus
-    verdict: str
-    answer: str
-    truncated: bool
-    output_tokens: int
-    seconds: float
-    error: str
-    query_id: int | None
-
-
 RESULT_COLUMNS = tuple(f.name for f in fields(BatchResult))
 
 
@@ -96,7 +79,8 @@ def create(store: HistoryStore, found: BatchInput, columns: Sequence[CompareColu
     spec = [BatchColumn(c.label, c.question, c.template.id if c.template else "",
                         c.template.text_hash if c.template else "") for c in columns]
     return batches.create_batch(store, session_id=session_id, columns=spec, generation=generation,
-                                images=found.images, skipped=found.skipped)
+                                images=[(i.name, i.sha256, i.data) for i in found.images],
+                                skipped=[(s.name, s.reason) for s in found.skipped])
 
 
 def progress(store: HistoryStore, batch_id: int, last: str = "") -> BatchProgress:
@@ -137,10 +121,10 @@ def run(engine: Engine, store: HistoryStore, batch_id: int, *, on_progress: Call
         if stop is not None and stop.is_set():
             batches.set_status(store, batch_id, BatchStatus.PAUSED)
             return progress(store, batch_id)
-        image = batches.image(store, batch_id, position)
+        name, data = batches.image(store, batch_id, position)
         column = spec.columns[column_index]
         request = AskRequest(session_id=spec.session_id, page=PAGE, question=column.question,
-                             images=(ImageUpload(image.data, image.name),), template=templates.get(column.template_id),
+                             images=(ImageUpload(data, name),), template=templates.get(column.template_id),
                              generation=spec.generation)
         write = _item_writer(store, batch_id, position, column_index)
         try:
@@ -152,7 +136,7 @@ def run(engine: Engine, store: HistoryStore, batch_id: int, *, on_progress: Call
                 return progress(store, batch_id, f"paused: {exc}")
             status = BatchItemStatus.FAILED
         if on_progress is not None:
-            on_progress(progress(store, batch_id, f"{image.name} × {column.label}: {status}"))
+            on_progress(progress(store, batch_id, f"{name} × {column.label}: {status}"))
     batches.set_status(store, batch_id, BatchStatus.DONE)
     return progress(store, batch_id)
 
@@ -167,16 +151,13 @@ def list_batches(store: HistoryStore, *, limit: int = 50) -> tuple[BatchSummary,
     return batches.list_batches(store, limit=limit)
 
 
-def results(store: HistoryStore, batch_id: int) -> list[BatchResult]:
+def results(store: HistoryStore, batch_id: int) -> tuple[BatchResult, ...]:
     """One row per item, in run order: image name, template label, status, verdict, answer, error, history id."""
-    columns = batches.batch(store, batch_id).columns
-    return [BatchResult(i.image, columns[i.column_index].label, columns[i.column_index].template_id, i.status,
-                        i.verdict, i.answer, i.truncated, i.output_tokens, round(i.seconds, 3), i.error, i.query_id)
-            for i in batches.items(store, batch_id)]
+    return batches.results(store, batch_id)
 
 
 def skipped(store: HistoryStore, batch_id: int) -> tuple[SkippedFile, ...]:
-    return batches.batch(store, batch_id).skipped
+    return tuple(SkippedFile(name, why) for name, why in batches.batch(store, batch_id).skipped)
 
 
 def export_csv(store: HistoryStore, batch_id: int) -> str:

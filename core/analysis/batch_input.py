@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import BatchError, ConfigError
-from core.history.batches import BatchImage, SkippedFile
 from core.inputs.images import ACCEPTED_FORMATS
 from core.serving.recorded_ask import ImageUpload
 from core.settings import Settings
@@ -57,6 +56,23 @@ class BatchLimits:
     def from_settings(cls, settings: Settings) -> BatchLimits:
         return cls(max_files=settings.batch_max_files, max_upload_bytes=settings.batch_max_mb * MB,
                    max_unpacked_bytes=5 * settings.batch_max_mb * MB)
+
+
+@dataclass(frozen=True)
+class BatchImage:
+    """One image of a batch: its display name (zip members keep their folders), bytes and SHA-256."""
+
+    name: str
+    data: bytes
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that will not be run, and why (shown to the analyst)."""
+
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -88,9 +88,12 @@ def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float | None:
 
 
 def _item(found: ReviewedResult) -> ReviewItem:
-    detail = found.verdict_detail or {"status": found.verdict}
-    return ReviewItem(found.query_id, found.created_at, found.page, found.template_id, found.question,
-                      found.image_sha256, Verdict.from_json(detail, found.answer), found.review)
+    entry = found.entry
+    assert entry.id is not None  # read back from history
+    detail = entry.verdict_detail or {"status": entry.verdict}  # rows written before details were kept
+    return ReviewItem(entry.id, entry.created_at, entry.page, entry.template_id, entry.question,
+                      entry.image_hashes[0] if entry.image_hashes else "", Verdict.from_json(detail, entry.answer),
+                      found.review)
 
 
 def queue(store: HistoryStore, f: ReviewFilter = EVERY_RESULT, *, page: int = 1,
@@ -136,7 +139,7 @@ def clear(store: HistoryStore, query_id: int) -> None:
 
 
 def stats(store: HistoryStore, f: ReviewFilter = EVERY_RESULT) -> ReviewStats:
-    done = [(r.template_id, r.review) for r in reviews.reviewed(store, f) if r.review is not None]
+    done = [(r.entry.template_id, r.review) for r in reviews.reviewed(store, f) if r.review is not None]
     by_template: dict[str, list[Review]] = {}
     for template_id, review in done:
         by_template.setdefault(template_id, []).append(review)

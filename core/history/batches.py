@@ -19,23 +19,6 @@ from core.statuses import BatchItemStatus, BatchStatus
 
 
 @dataclass(frozen=True)
-class BatchImage:
-    """One image of a batch: its display name (zip members keep their folders), bytes and SHA-256."""
-
-    name: str
-    data: bytes
-    sha256: str
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file that will not be run, and why (shown to the analyst)."""
-
-    name: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class BatchColumn:
     """One column of a batch: its label and the exact question, with the template it came from ('' if none)."""
 
@@ -55,7 +38,7 @@ class StoredBatch:
     status: BatchStatus
     columns: tuple[BatchColumn, ...]
     generation: GenerationSettings
-    skipped: tuple[SkippedFile, ...]
+    skipped: tuple[tuple[str, str], ...]  # (file name, why it was not run)
 
 
 @dataclass(frozen=True)
@@ -81,31 +64,36 @@ class ItemCounts:
 
 
 @dataclass(frozen=True)
-class StoredItem:
-    """One item in run order, with what its history entry says (verdict, answer, tokens; empty if none)."""
+class BatchResult:
+    """One item in run order, with what its history entry says; these fields, in this order, are the columns of
+    the results table and of the exports."""
 
     image: str
-    column_index: int
+    template: str  # the column's label
+    template_id: str
     status: BatchItemStatus
-    verdict: str
+    verdict: str  # "" unless a moderation template answered
     answer: str
     truncated: bool
     output_tokens: int
-    seconds: float
+    seconds: float  # rounded to the millisecond
     error: str
-    query_id: int | None
+    query_id: int | None  # None until the item has run
 
 
 def create_batch(store: HistoryStore, *, session_id: str, columns: Sequence[BatchColumn],
-                 generation: GenerationSettings, images: Sequence[BatchImage], skipped: Sequence[SkippedFile]) -> int:
-    """Store a new batch, running, with its images and every item pending; returns its id."""
+                 generation: GenerationSettings, images: Sequence[tuple[str, str, bytes]],
+                 skipped: Sequence[tuple[str, str]]) -> int:
+    """Store a new batch, running, with its images ((name, sha256, bytes) each) and every item pending, and the
+    files not run ((name, why) each); returns its id."""
     with store.transaction() as db:
         batch_id = db.execute(
             "INSERT INTO batches (created_at, session_id, status, columns, generation, skipped) VALUES (?, ?, ?, ?, ?, ?)",
             (now_utc(), session_id, BatchStatus.RUNNING, json.dumps([asdict(c) for c in columns], ensure_ascii=False),
-             json.dumps(generation.to_dict()), json.dumps([asdict(s) for s in skipped], ensure_ascii=False))).lastrowid
+             json.dumps(generation.to_dict()),
+             json.dumps([{"name": name, "reason": why} for name, why in skipped], ensure_ascii=False))).lastrowid
         db.executemany("INSERT INTO batch_images (batch_id, position, name, sha256, data) VALUES (?, ?, ?, ?, ?)",
-                       [(batch_id, i, image.name, image.sha256, image.data) for i, image in enumerate(images)])
+                       [(batch_id, i, *image) for i, image in enumerate(images)])
         db.executemany("INSERT INTO batch_items (batch_id, image_position, column_index) VALUES (?, ?, ?)",
                        [(batch_id, i, j) for i in range(len(images)) for j in range(len(columns))])
     return int(batch_id or 0)
@@ -119,7 +107,8 @@ def batch(store: HistoryStore, batch_id: int) -> StoredBatch:
         raise HistoryError(f"Batch #{batch_id} does not exist.")
     return StoredBatch(batch_id, row[0], row[1], BatchStatus(row[2]),
                        tuple(BatchColumn(**c) for c in json.loads(row[3])),
-                       GenerationSettings(**json.loads(row[4])), tuple(SkippedFile(**s) for s in json.loads(row[5])))
+                       GenerationSettings(**json.loads(row[4])),
+                       tuple((s["name"], s["reason"]) for s in json.loads(row[5])))
 
 
 def set_status(store: HistoryStore, batch_id: int, status: BatchStatus) -> None:
@@ -146,11 +135,12 @@ def pending_items(store: HistoryStore, batch_id: int) -> list[tuple[int, int]]:
             "ORDER BY image_position, column_index", (batch_id, BatchItemStatus.PENDING))]
 
 
-def image(store: HistoryStore, batch_id: int, position: int) -> BatchImage:
+def image(store: HistoryStore, batch_id: int, position: int) -> tuple[str, bytes]:
+    """The name and bytes of the batch's image at `position`."""
     with store.connect() as db:
-        name, sha256, data = db.execute("SELECT name, sha256, data FROM batch_images WHERE batch_id = ? AND "
-                                        "position = ?", (batch_id, position)).fetchone()
-    return BatchImage(name, data, sha256)
+        name, data = db.execute("SELECT name, data FROM batch_images WHERE batch_id = ? AND position = ?",
+                                (batch_id, position)).fetchone()
+    return name, data
 
 
 def finish_item(store: HistoryStore, batch_id: int, position: int, column_index: int, *, entry: HistoryEntry,
@@ -190,14 +180,15 @@ def list_batches(store: HistoryStore, *, limit: int = 50) -> tuple[BatchSummary,
     return tuple(BatchSummary(r[0], r[1], BatchStatus(r[2]), r[3], r[4], r[5]) for r in rows)
 
 
-def items(store: HistoryStore, batch_id: int) -> tuple[StoredItem, ...]:
+def results(store: HistoryStore, batch_id: int) -> tuple[BatchResult, ...]:
     """Every item in run order (image by image, column by column)."""
+    columns = batch(store, batch_id).columns
     with store.connect() as db:
         rows = db.execute(
             "SELECT m.name, i.column_index, i.status, q.verdict, q.answer, q.truncated, q.output_tokens, i.seconds, "
             "i.error, i.query_id FROM batch_items i JOIN batch_images m ON m.batch_id = i.batch_id AND "
             "m.position = i.image_position LEFT JOIN queries q ON q.id = i.query_id WHERE i.batch_id = ? "
             "ORDER BY i.image_position, i.column_index", (batch_id,)).fetchall()
-    return tuple(StoredItem(name, j, BatchItemStatus(status), verdict or "", answer or "", bool(truncated), tokens or 0,
-                            seconds, error, query_id)
+    return tuple(BatchResult(name, columns[j].label, columns[j].template_id, BatchItemStatus(status), verdict or "",
+                             answer or "", bool(truncated), tokens or 0, round(seconds, 3), error, query_id)
                  for name, j, status, verdict, answer, truncated, tokens, seconds, error, query_id in rows)

@@ -22,10 +22,10 @@ class CompareGroupSummary:
     """One saved comparison in the list: when, on which model, image names, column labels, what it re-ran."""
 
     id: int
+    images: tuple[str, ...]  # their names, in row order
+    columns: tuple[str, ...]  # their labels
     created_at: str
     model: str
-    images: tuple[str, ...]
-    columns: tuple[str, ...]
     rerun_of: int | None
 
 
@@ -93,7 +93,7 @@ def list_groups(store: HistoryStore, *, limit: int = 50) -> tuple[CompareGroupSu
     found = []
     for group_id, created_at, spec_text, rerun_of in rows:
         spec = json.loads(spec_text)
-        found.append(CompareGroupSummary(group_id, created_at, spec.get("model", ""),
-                                         tuple(i["name"] for i in spec["images"]),
-                                         tuple(c["label"] for c in spec["columns"]), rerun_of))
+        found.append(CompareGroupSummary(group_id, tuple(i["name"] for i in spec["images"]),
+                                         tuple(c["label"] for c in spec["columns"]), created_at,
+                                         spec.get("model", ""), rerun_of))
     return tuple(found)

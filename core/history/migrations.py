@@ -103,6 +103,7 @@ def m101_compare_groups(db: sqlite3.Connection) -> None:
 
 @migration
 def m102_batches(db: sqlite3.Connection) -> None:
+    """Batches keep their images' bytes and every item's status, so one resumes after a restart."""
     db.execute("""
         CREATE TABLE batches (
             id INTEGER PRIMARY KEY,
@@ -113,16 +114,6 @@ def m102_batches(db: sqlite3.Connection) -> None:
             generation TEXT NOT NULL,               -- JSON: GenerationSettings
             skipped TEXT NOT NULL DEFAULT '[]',     -- JSON: files not run, with why
             finished_at TEXT NOT NULL DEFAULT ''
-        )
-    """)
-    db.execute("""
-        CREATE TABLE batch_images (
-            batch_id INTEGER NOT NULL REFERENCES batches(id),
-            position INTEGER NOT NULL,
-            name TEXT NOT NULL,                     -- as uploaded (zip members keep their folders); display only
-            sha256 TEXT NOT NULL,
-            data BLOB NOT NULL,                     -- kept so an interrupted batch can resume after a restart
-            PRIMARY KEY (batch_id, position)
         )
     """)
     db.execute("""
@@ -139,6 +130,16 @@ def m102_batches(db: sqlite3.Connection) -> None:
         )
     """)
     db.execute("CREATE INDEX idx_batch_items_status ON batch_items (batch_id, status)")
+    db.execute("""
+        CREATE TABLE batch_images (
+            batch_id INTEGER NOT NULL REFERENCES batches(id),
+            position INTEGER NOT NULL,
+            name TEXT NOT NULL,                     -- as uploaded (zip members keep their folders); display only
+            sha256 TEXT NOT NULL,
+            data BLOB NOT NULL,                     -- kept so an interrupted batch can resume after a restart
+            PRIMARY KEY (batch_id, position)
+        )
+    """)
 
 
 @migration

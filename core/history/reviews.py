@@ -4,14 +4,14 @@ together with the entry they judge. Dates filter on the day the model answered (
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.history.entry import HistoryEntry
 from core.history.queries import add_day_range
-from core.history.store import HistoryStore
+from core.history.store import HistoryStore, entry_from_row
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,9 @@ class Review:
 
 @dataclass(frozen=True)
 class ReviewedResult:
-    """A moderation result as history keeps it (its entry's verdict, detail and answer) and its review, if any."""
+    """A moderation result: its history entry (verdict, verdict_detail, answer) and the review of it, if any."""
 
-    query_id: int
-    created_at: str
-    page: str
-    template_id: str
-    question: str
-    image_sha256: str
-    verdict: str
-    verdict_detail: dict[str, Any]  # Verdict.to_json(); {} for rows written before details were kept
-    answer: str
+    entry: HistoryEntry
     review: Review | None
 
 
@@ -71,17 +63,15 @@ def _where(f: ReviewFilter) -> tuple[str, list[Any]]:
 
 
 _FROM = " FROM queries q LEFT JOIN reviews r ON r.query_id = q.id"
-_SELECT = ("SELECT q.id, q.created_at, q.page, q.template_id, q.question, q.image_sha256, q.verdict, "
-           "q.verdict_detail, q.answer, r.model_verdict, r.label, r.agreed, r.reason, r.note, r.reviewer, "
-           "r.reviewed_at" + _FROM)
+_SELECT = ("SELECT q.*, r.model_verdict, r.label, r.agreed, r.reason, r.note, r.reviewer, r.reviewed_at"
+           + _FROM)
 
 
 def _result(row: sqlite3.Row) -> ReviewedResult:
     review = None if row["label"] is None else Review(
         row["id"], row["model_verdict"], row["label"], bool(row["agreed"]), row["reason"], row["note"],
         row["reviewer"], row["reviewed_at"])
-    return ReviewedResult(row["id"], row["created_at"], row["page"], row["template_id"], row["question"],
-                          row["image_sha256"], row["verdict"], json.loads(row["verdict_detail"]), row["answer"], review)
+    return ReviewedResult(entry_from_row(row), review)
 
 
 def _rows(store: HistoryStore, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
