@@ -175,14 +175,14 @@ def test_filters(store: HistoryStore, flt: HistoryFilter, ids: list[int]) -> Non
     with store.connect() as db:
         db.execute("UPDATE queries SET question = 'other' WHERE id = 4")
     listing = queries.listing(store, flt)
-    assert [r["id"] for r in listing.rows] == ids and listing.total == len(ids) and not listing.total_is_capped
+    assert [r.id for r in listing.rows] == ids and listing.total == len(ids) and not listing.total_is_capped
 
 
 def test_paging_and_capped_count(store: HistoryStore) -> None:
     for i in range(7):
         store.record(_entry(question=f"q{i}"))
     page2 = queries.listing(store, HistoryFilter(text="q"), page=2, page_size=3)
-    assert [r["id"] for r in page2.rows] == [4, 3, 2] and page2.total == 7
+    assert [r.id for r in page2.rows] == [4, 3, 2] and page2.total == 7
     capped = queries.listing(store, HistoryFilter(text="q"), page_size=3, count_cap=5)
     assert capped.total == 5 and capped.total_is_capped
 
@@ -256,7 +256,7 @@ def test_a_process_killed_mid_write_loses_only_that_row(tmp_path: Path) -> None:
     store = HistoryStore(path)
     with store.connect() as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert [r["question"] for r in queries.listing(store, HistoryFilter()).rows] == [f"q{i}" for i in range(19, -1, -1)]
+    assert [r.question for r in queries.listing(store, HistoryFilter()).rows] == [f"q{i}" for i in range(19, -1, -1)]
     store.record(HistoryEntry(session_id="after", page="documents", question="next", status="answered"))
     assert store.count() == 21
 

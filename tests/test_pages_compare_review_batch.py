@@ -62,7 +62,7 @@ def test_compare_answers_side_by_side_saves_a_group_and_diffs(loupe_home: Path) 
     at.button(key="compare-run").click().run()
     _ok(at)
     rows = queries.listing(_store(loupe_home), HistoryFilter(pages=("compare",))).rows
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"answered"}
+    assert len(rows) == 4 and {r.status for r in rows} == {"answered"}
     assert at.subheader[0].value == "Comparison #1"
     assert sum("tokens ·" in c.value and "batched" in c.value for c in at.caption) == 4
     assert any("loupe-diff" in m.value for m in at.markdown)
@@ -136,7 +136,7 @@ def test_batch_from_a_zip_runs_in_the_background_and_lists_skipped_files(loupe_h
     assert table["status"].tolist() == ["done"] * 4
     assert at.dataframe[1].value.to_dict("records") == [{"name": "photos.zip/shop/notes.txt", "reason": "not an image"}]
     rows = queries.listing(store, HistoryFilter(pages=("batch",))).rows
-    assert len(rows) == 4 and sum(bool(r["verdict"]) for r in rows) == 2  # the moderation ones reach review
+    assert len(rows) == 4 and sum(bool(r.verdict) for r in rows) == 2  # the moderation ones reach review
 
 
 @pytest.mark.parametrize("name, data, message", [

@@ -7,13 +7,13 @@ the records. Reads return frozen records. May import core.records, core.statuses
 core.settings only.
 """
 from core.history import batches, compare_groups, migrations, queries, reviews
-from core.history.entry import HistoryEntry, HistoryListing, StoredImage
+from core.history.entry import HistoryEntry, HistoryListing, HistoryRow, StoredImage
 from core.history.queries import HistoryFilter, HistoryOptions
 from core.history.stamp import ReproStamp, differences, make_stamp
 from core.history.store import HistoryStore, now_utc
 
 __all__ = [
-    "HistoryEntry", "HistoryFilter", "HistoryListing", "HistoryOptions", "HistoryStore", "ReproStamp",
+    "HistoryEntry", "HistoryFilter", "HistoryListing", "HistoryRow", "HistoryOptions", "HistoryStore", "ReproStamp",
     "StoredImage", "batches", "compare_groups", "differences", "make_stamp", "migrations", "now_utc", "queries",
     "reviews",
 ]

@@ -101,9 +101,30 @@ class StoredImage:
 
 
 @dataclass(frozen=True)
+class HistoryRow:
+    """One line of the History list: an entry's summary, its texts cut to what the table shows."""
+
+    id: int
+    created_at: str
+    session_id: str
+    page: str
+    template_id: str
+    status: EntryStatus
+    verdict: str
+    question: str  # the first 120 characters
+    answer: str  # the first 160
+    truncated: bool
+    output_tokens: int
+    tokens_per_s: float
+    total_s: float
+    error: str  # the first 160
+    rerun_of: int | None
+
+
+@dataclass(frozen=True)
 class HistoryListing:
     """One page of the History list: summary rows (newest first) and how many rows match in all."""
 
-    rows: tuple[dict[str, Any], ...]  # the list's columns (queries.LIST_COLUMNS), as the page's table shows them
+    rows: tuple[HistoryRow, ...]
     total: int
     total_is_capped: bool  # True when more than `total` rows match and counting stopped there
