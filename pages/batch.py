@@ -1,14 +1,17 @@
 """Batch: images or one zip × chosen templates, run in the background through the model's queue, with progress,
 ETA, results filling in, downloads; a batch interrupted by a refresh or a restart resumes by itself."""
+from dataclasses import asdict
+
 import pandas as pd
 import streamlit as st
 
-from core.analysis import batch
+from core.analysis import batch, batch_runner
 from core.analysis.batch_input import IMAGE_SUFFIXES, BatchLimits, collect
 from core.analysis.compare import template_column
 from core.errors import LoupeError
 from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
+from core.statuses import BatchStatus
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
@@ -23,7 +26,7 @@ st.title("Batch")
 st.caption(f"Upload images or one zip (folders are walked; up to {settings.batch_max_files} images, "
            f"{settings.batch_max_mb} MB) and choose templates; every image × template is answered and recorded in "
            "history, and moderation results go to the review queue.")
-for resumed in batch.resume_interrupted(engine, store):
+for resumed in batch_runner.resume_interrupted(engine, store):
     st.toast(f"Batch #{resumed} was interrupted; it resumes where it stopped.", icon=":material/play_arrow:")
 
 templates = {t.id: t for t in load_templates()}
@@ -44,7 +47,7 @@ with st.container(border=True):
         except LoupeError as exc:
             st.error(str(exc), icon=":material/folder_off:")
         else:
-            batch.start(engine, store, batch_id)
+            batch_runner.start(engine, store, batch_id)
             st.session_state[CURRENT] = batch_id
 
 batches = batch.list_batches(store)
@@ -53,9 +56,9 @@ if not batches:
     st.stop()
 # Only what never changes goes in the choice's label: it is drawn once per page run, while the progress below
 # is redrawn every second (a status here read "running · 0/2" next to a finished batch).
-labels = {b["id"]: f"#{b['id']} · {b['created_at'][:19].replace('T', ' ')} · {b['items']} items" for b in batches}
+labels = {b.id: f"#{b.id} · {b.created_at[:19].replace('T', ' ')} · {b.items} items" for b in batches}
 if st.session_state.get(CURRENT) not in labels:
-    st.session_state[CURRENT] = batches[0]["id"]
+    st.session_state[CURRENT] = batches[0].id
 batch_id = st.selectbox("Batch", list(labels), format_func=labels.__getitem__, key=CURRENT)
 
 
@@ -63,25 +66,26 @@ batch_id = st.selectbox("Batch", list(labels), format_func=labels.__getitem__, k
 def show_batch() -> None:
     """Redrawn every second on its own while the page is open: progress, ETA, the results so far."""
     now = batch.progress(store, batch_id)
-    job = batch.running_job(store, batch_id)
-    eta = "" if now.eta_s is None or now.status == "done" else f" · about {now.eta_s:.0f} s left"
+    job = batch_runner.runner(store, batch_id)
+    eta = "" if now.eta_s is None or now.status == BatchStatus.DONE else f" · about {now.eta_s:.0f} s left"
     st.progress(now.fraction, text=f"{now.finished}/{now.total} items · {now.done} done · {now.failed} failed · "
                                    f"{now.status}{eta}")
     if job is not None and job.error:
         st.error(job.error)
     a, b, c, d = st.columns([1, 1, 1, 3])
     if job is not None and a.button("Pause", key="batch-pause", icon=":material/pause:"):
-        job.stop()
-    if job is None and now.status != "done" and a.button("Resume", key="batch-resume", icon=":material/play_arrow:"):
-        batch.start(engine, store, batch_id)
+        batch_runner.pause(store, batch_id)
+    if job is None and now.status != BatchStatus.DONE and a.button("Resume", key="batch-resume",
+                                                                   icon=":material/play_arrow:"):
+        batch_runner.start(engine, store, batch_id)
     if job is None and now.failed and b.button("Retry failed", key="batch-retry", icon=":material/replay:"):
         batch.retry_failed(store, batch_id)
-        batch.start(engine, store, batch_id)
+        batch_runner.start(engine, store, batch_id)
     c.download_button("CSV", data=lambda: batch.export_csv(store, batch_id), file_name=f"loupe-batch-{batch_id}.csv",
                       mime="text/csv", key="batch-csv", icon=":material/download:")
     d.download_button("JSON", data=lambda: batch.export_json(store, batch_id), mime="application/json",
                       file_name=f"loupe-batch-{batch_id}.json", key="batch-json", icon=":material/download:")
-    rows = batch.results(store, batch_id)
+    rows = [asdict(r) for r in batch.results(store, batch_id)]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_order=["image", "template", "status", "verdict", "answer", "output_tokens", "seconds", "error",
                                "query_id"],
@@ -89,7 +93,7 @@ def show_batch() -> None:
     skipped = batch.skipped(store, batch_id)
     if skipped:
         with st.expander(f"{len(skipped)} file(s) skipped"):
-            st.dataframe(pd.DataFrame(skipped), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame([asdict(s) for s in skipped]), hide_index=True, width="stretch")
 
 
 show_batch()

@@ -64,8 +64,8 @@ if st.button("Compare", type="primary", icon=":material/compare:", key="compare-
 with st.expander("Saved comparisons"):
     saved = compare.list_groups(store)
     if saved:
-        labels = {g["id"]: f"#{g['id']} · {g['created_at'][:19].replace('T', ' ')} · {g['model']} · "
-                           f"{len(g['images'])} image(s) × {', '.join(g['columns'])}" for g in saved}
+        labels = {g.id: f"#{g.id} · {g.created_at[:19].replace('T', ' ')} · {g.model} · "
+                        f"{len(g.images)} image(s) × {', '.join(g.columns)}" for g in saved}
         picked = st.selectbox("Comparison", list(labels), format_func=labels.__getitem__, key="compare-saved")
         x, y, z = st.columns(3)
         if x.button("Open", key="compare-open", icon=":material/folder_open:"):

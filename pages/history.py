@@ -1,18 +1,21 @@
 """History: every query asked on this server, filtered and paged in SQL; one entry in full; re-run; export."""
 import hashlib
 import math
+from dataclasses import asdict
 
 import pandas as pd
 import streamlit as st
 
 from core.history import HistoryFilter, queries
+from core.statuses import EntryStatus
 from dashboard.widgets.history_entry import show_history_entry
 from dashboard.widgets.model_resource import get_history
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
 
 ALL, THIS = "", "this"
-OUTCOMES = {"": "Any outcome", "answered": "Answered", "failed": "Failed", "stopped": "Stopped"}
+OUTCOMES = {"": "Any outcome", EntryStatus.ANSWERED: "Answered", EntryStatus.FAILED: "Failed",
+            EntryStatus.STOPPED: "Stopped"}
 
 st.title("History")
 store = get_history()
@@ -54,7 +57,7 @@ more = "+" if listing.total_is_capped else ""
 st.caption(f"{listing.total:,}{more} {'query matches' if listing.total == 1 else 'queries match'} · "
            f"page {page_no} of {pages_total:,}{more} · newest first · times in UTC")
 if listing.rows:
-    frame = pd.DataFrame(listing.rows)
+    frame = pd.DataFrame([asdict(row) for row in listing.rows])
     frame["created_at"] = frame["created_at"].str.slice(0, 19).str.replace("T", " ")
     st.dataframe(
         frame, hide_index=True, width="stretch",
@@ -77,8 +80,8 @@ if listing.rows:
     right.download_button("Export JSON", data=lambda: queries.export_json(store, flt), file_name="loupe-history.json",
                           mime="application/json", icon=":material/download:", key="history-json",
                           help=f"Every matching row (the newest {queries.EXPORT_LIMIT:,} at most), all columns.")
-    ids = [row["id"] for row in listing.rows]
-    labels = {row["id"]: f"#{row['id']} · {row['created_at'][:19].replace('T', ' ')} · {row['question'][:60]}"
+    ids = [row.id for row in listing.rows]
+    labels = {row.id: f"#{row.id} · {row.created_at[:19].replace('T', ' ')} · {row.question[:60]}"
               for row in listing.rows}
     chosen = st.selectbox("Open an entry", ids, format_func=labels.__getitem__, key="history-entry")
     show_history_entry(store, chosen, session)

@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.analysis import batch
+from core.analysis import batch, batch_runner
 from core.analysis.batch_input import BatchLimits, collect
 from core.analysis.compare import CompareColumn, template_column
 from core.errors import BatchError, QuestionError
 from core.history import HistoryStore
+from core.history.batches import BatchSummary
 from core.inputs.templates import by_id
 from core.serving.recorded_ask import ImageUpload
+from core.statuses import BatchStatus
 from tests.image_factory import encode
 
 
@@ -133,10 +135,11 @@ def test_a_batch_runs_every_item_keeps_going_after_a_failure_and_exports(engine,
     assert updates[0].eta_s is not None and updates[0].eta_s > 0 and updates[-1].eta_s == 0
     assert updates[2].last == "broken.png × " + _columns()[0].label + ": failed"
     rows = batch.results(store, batch_id)
-    assert [r["status"] for r in rows] == ["done", "done", "failed", "failed", "done", "done"]
-    assert "damaged" in rows[2]["error"] and rows[2]["query_id"]  # the failure is in history too
-    assert rows[0]["verdict"] and not rows[1]["verdict"]  # moderation template: a verdict for the review queue
-    entry = store.get(rows[0]["query_id"])
+    assert [r.status for r in rows] == ["done", "done", "failed", "failed", "done", "done"]
+    assert "damaged" in rows[2].error and rows[2].query_id  # the failure is in history too
+    assert store.get(rows[2].query_id).status == "failed"
+    assert rows[0].verdict and not rows[1].verdict  # moderation template: a verdict for the review queue
+    entry = store.get(rows[0].query_id)
     assert entry.page == "batch" and entry.template_id == "mod-claims-en" and entry.session_id == "analyst"
     assert json.loads(batch.export_json(store, batch_id))["items"][4]["image"] == "c.png"
     assert batch.export_csv(store, batch_id).splitlines()[0].startswith("image,template,")
@@ -154,16 +157,18 @@ def test_an_interrupted_batch_resumes_and_never_reruns_finished_items(engine, st
 
     paused = batch.run(engine, store, batch_id, on_progress=pause_after_three, stop=stop)
     assert paused.status == "paused" and paused.finished == 3
-    first_ids = [r["query_id"] for r in batch.results(store, batch_id)[:3]]
+    first_ids = [r.query_id for r in batch.results(store, batch_id)[:3]]
     with store.transaction() as db:  # as if the process had died mid-run: still marked running, no runner
         db.execute("UPDATE batches SET status = 'running' WHERE id = ?", (batch_id,))
-    assert batch.resume_interrupted(engine, store) == [batch_id]
-    batch.start(engine, store, batch_id).join(timeout=300)
+    assert batch_runner.resume_interrupted(engine, store) == [batch_id]
+    # its runner is alive (not started again) or has finished the batch (no longer "running"): never a second one
+    assert batch_runner.resume_interrupted(engine, store) == []
+    batch_runner.start(engine, store, batch_id).join(timeout=300)
     rows = batch.results(store, batch_id)
-    assert [r["status"] for r in rows] == ["done"] * 6
-    assert [r["query_id"] for r in rows[:3]] == first_ids
+    assert [r.status for r in rows] == ["done"] * 6
+    assert [r.query_id for r in rows[:3]] == first_ids
     assert store.count() == 6  # six items, six history rows: nothing ran twice
-    assert batch.progress(store, batch_id).status == "done" and batch.resume_interrupted(engine, store) == []
+    assert batch.progress(store, batch_id).status == "done" and batch_runner.resume_interrupted(engine, store) == []
 
 
 def test_a_batch_checks_its_questions_and_columns_before_storing(engine, store) -> None:
@@ -173,7 +178,7 @@ def test_a_batch_checks_its_questions_and_columns_before_storing(engine, store) 
         batch.create(store, found, [CompareColumn("long", "x" * 500)], generation=generation)
     with pytest.raises(BatchError, match="between 1 and 6"):
         batch.create(store, found, [], generation=generation)
-    assert batch.list_batches(store) == []
+    assert batch.list_batches(store) == ()
 
 
 def test_nothing_is_written_outside_loupe_home(engine, store, loupe_home, tmp_path) -> None:
@@ -182,8 +187,9 @@ def test_nothing_is_written_outside_loupe_home(engine, store, loupe_home, tmp_pa
     batch_id = _batch(engine, store, [ImageUpload(_zip({"d/1.png": _png()}), "one.zip")])
     batch.run(engine, store, batch_id)
     assert set(os.listdir(outside)) == before
-    assert batch.list_batches(store)[0] == {"id": batch_id, "created_at": batch.list_batches(store)[0]["created_at"],
-                                            "status": "done", "items": 2, "done": 2, "failed": 0}
+    (listed,) = batch.list_batches(store)
+    assert listed == BatchSummary(id=batch_id, created_at=listed.created_at, status=BatchStatus.DONE, items=2, done=2,
+                                  failed=0)
 
 
 def test_a_batch_pauses_when_its_model_goes_away_and_finishes_once_it_is_back(demo_model_dir, store) -> None:

@@ -41,7 +41,8 @@ def test_batched_answers_are_the_single_answers_token_for_token(engine) -> None:
     lengths = {len(engine.backend.processor.tokenizer(q.question)["input_ids"]) for q in queries}
     assert len(lengths) == len(PROMPTS)  # different lengths: left padding is really exercised
     batched = engine.backend.answer_batch(queries)
-    for query, (answer, ids) in zip(queries, batched):
+    assert len(batched) == len(queries)
+    for query, (answer, ids) in zip(queries, batched, strict=True):
         alone_answer, alone_ids = engine.backend.answer_batch([query])[0]
         streamed = engine.ask(list(query.images), query.question, query.settings).collect()
         assert ids == alone_ids and len(ids) == 16
@@ -76,7 +77,7 @@ def test_a_row_that_ends_early_stops_there_and_keeps_its_own_decode_time(engine,
     answer, ids = results[1]
     assert ids == single_ids and ids[-1] == stop and len(ids) == alone.index(stop) + 1
     assert not answer.truncated and answer.output_tokens == len(ids)
-    for other, other_ids in results:
+    for _, other_ids in results:
         assert stop not in other_ids[:-1]  # every row stops at its first end token, padding is never returned
     longest = max(results, key=lambda r: r[0].output_tokens)[0]
     assert answer.timings.decode <= longest.timings.decode
@@ -103,7 +104,8 @@ def test_compare_records_one_group_and_reopens_it(engine, store) -> None:
     assert [c.entry.answer for c in reopened.cells] == [c.entry.answer for c in run.cells]
     assert reopened.image_names == ("navy.png",) and [c.label for c in reopened.columns] == ["P0", "P1", "P2"]
     listed = compare.list_groups(store)
-    assert listed[0]["id"] == run.group_id and listed[0]["columns"] == ["P0", "P1", "P2"]
+    assert listed[0].id == run.group_id and listed[0].columns == ("P0", "P1", "P2")
+    assert listed[0].images == ("navy.png",) and listed[0].model == engine.describe().name
     with pytest.raises(HistoryError):
         compare.load_group(store, 999)
 

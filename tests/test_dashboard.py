@@ -73,8 +73,8 @@ def test_documents_template_fill_submit_answer_and_history_row(loupe_home: Path)
                                              "process RSS", "tokens in / out"}
     assert "Recorded in history as #1." in _captions(at)
     (row,) = queries.listing(_history(loupe_home), HistoryFilter()).rows
-    assert row["page"] == "documents" and row["template_id"] == "doc-cell-zh" and row["status"] == "answered"
-    assert row["question"] == "图中表格第二列第一行的数值是多少？" and row["session_id"] == at.query_params["session"]
+    assert row.page == "documents" and row.template_id == "doc-cell-zh" and row.status == "answered"
+    assert row.question == "图中表格第二列第一行的数值是多少？" and row.session_id == at.query_params["session"]
     at.run()  # the answer stays on the page after a rerun, read back from history
     assert at.text[0].value == answer
 
@@ -94,7 +94,7 @@ def test_education_preview_says_the_photo_was_rotated(loupe_home: Path) -> None:
     assert ["As the model sees it: 1080×1350"] in [i.captions for i in at.image]
     _submit(at, "education")
     (row,) = queries.listing(_history(loupe_home), HistoryFilter(pages=("education",))).rows
-    assert _history(loupe_home).get(row["id"]).image_notes == ("rotated 90° from EXIF (orientation 6)",)
+    assert _history(loupe_home).get(row.id).image_notes == ("rotated 90° from EXIF (orientation 6)",)
 
 
 def test_moderation_shows_an_unparsed_verdict_and_keeps_it(loupe_home: Path) -> None:

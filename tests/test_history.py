@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,6 +73,50 @@ def test_a_failing_migration_leaves_nothing_half_done(store: HistoryStore, monke
         assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
 
 
+# `sqlite3 .dump` of a database the code before issue 13 made (entries, then the analysis tables that
+# history_tables.ready() added), with one answered query; gzipped: it is the past, never edited.
+OLD_DATABASE = ROOT / "tests" / "fixtures" / "history_before_13.sql.gz"
+
+
+def _schema(path: Path) -> dict[str, str]:
+    with closing(sqlite3.connect(path)) as db:
+        return {name: " ".join(sql.split()) for name, sql in db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name != '_migrations'")}
+
+
+def _old_database(path: Path, *, without: tuple[str, ...] = ()) -> Path:
+    """The fixture's database (made by the code before the migrations list was one), less some tables."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.executescript(gzip.decompress(OLD_DATABASE.read_bytes()).decode())
+        for table in without:
+            db.execute(f"DROP TABLE {table}")
+    return path
+
+
+def test_a_database_made_by_the_old_code_opens_without_migrating_again(tmp_path: Path) -> None:
+    old = _old_database(tmp_path / "old.sqlite3")
+    with closing(sqlite3.connect(old)) as db:
+        before = db.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall()
+    store = HistoryStore(old)
+    with store.connect() as db:
+        assert db.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall() == before
+        assert migrations.apply(db) == []
+    assert [name for name, _ in before] == [fn.__name__ for fn in migrations.MIGRATIONS]
+    assert store.get(1).question == "q?" and store.count() == 1
+    # a new database gets exactly the schema the old code built, tables and indexes alike
+    assert _schema(HistoryStore(tmp_path / "new.sqlite3").path) == _schema(old)
+
+
+def test_an_old_database_without_the_analysis_tables_gets_only_those(tmp_path: Path) -> None:
+    # What the old code left when Compare, Batch and Review were never opened: only m001 and m002 applied.
+    old = _old_database(tmp_path / "old.sqlite3", without=(
+        "reviews", "batch_items", "batch_images", "batches", "compare_cells", "compare_groups"))
+    with closing(sqlite3.connect(old, isolation_level=None)) as db:
+        db.execute("DELETE FROM _migrations WHERE name > 'm100'")
+        assert migrations.apply(db) == ["m101_compare_groups", "m102_batches", "m103_reviews"]
+    assert _schema(old) == _schema(HistoryStore(tmp_path / "new.sqlite3").path)
+
+
 def test_record_and_read_back_with_images_stored_once(store: HistoryStore) -> None:
     data = sample("homework-geometry").read()
     prepared = images.prepare(data)
@@ -129,14 +175,14 @@ def test_filters(store: HistoryStore, flt: HistoryFilter, ids: list[int]) -> Non
     with store.connect() as db:
         db.execute("UPDATE queries SET question = 'other' WHERE id = 4")
     listing = queries.listing(store, flt)
-    assert [r["id"] for r in listing.rows] == ids and listing.total == len(ids) and not listing.total_is_capped
+    assert [r.id for r in listing.rows] == ids and listing.total == len(ids) and not listing.total_is_capped
 
 
 def test_paging_and_capped_count(store: HistoryStore) -> None:
     for i in range(7):
         store.record(_entry(question=f"q{i}"))
     page2 = queries.listing(store, HistoryFilter(text="q"), page=2, page_size=3)
-    assert [r["id"] for r in page2.rows] == [4, 3, 2] and page2.total == 7
+    assert [r.id for r in page2.rows] == [4, 3, 2] and page2.total == 7
     capped = queries.listing(store, HistoryFilter(text="q"), page_size=3, count_cap=5)
     assert capped.total == 5 and capped.total_is_capped
 
@@ -210,6 +256,29 @@ def test_a_process_killed_mid_write_loses_only_that_row(tmp_path: Path) -> None:
     store = HistoryStore(path)
     with store.connect() as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert [r["question"] for r in queries.listing(store, HistoryFilter()).rows] == [f"q{i}" for i in range(19, -1, -1)]
+    assert [r.question for r in queries.listing(store, HistoryFilter()).rows] == [f"q{i}" for i in range(19, -1, -1)]
     store.record(HistoryEntry(session_id="after", page="documents", question="next", status="answered"))
     assert store.count() == 21
+
+
+def test_one_builder_turns_an_answer_or_a_failure_into_an_entry(engine) -> None:
+    from core.errors import QuestionError
+    from core.statuses import EntryStatus
+
+    prepared = engine.prepare_image(sample("homework-geometry").read())
+    answer = engine.ask([prepared], "What is this?", engine.default_generation(max_new_tokens=4)).collect()
+    entry = HistoryEntry.from_answer(answer, session_id="s", page="documents", question="What is this?",
+                                     image_hashes=(prepared.sha256,), elapsed_s=99.0)
+    assert entry.status is EntryStatus.ANSWERED and entry.answer == answer.text
+    assert (entry.input_tokens, entry.output_tokens, entry.truncated) == (answer.input_tokens, 4, answer.truncated)
+    assert entry.timings == {"preprocess": answer.timings.preprocess, "vision": answer.timings.vision,
+                             "prefill": answer.timings.prefill, "decode": answer.timings.decode,
+                             "total": answer.timings.total}  # the answer's clock wins over elapsed_s
+    failed = HistoryEntry.from_answer(None, session_id="s", page="api", question="?", error=QuestionError("too long"),
+                                      elapsed_s=0.5)
+    assert (failed.status, failed.error, failed.error_type, failed.timings) == (
+        EntryStatus.FAILED, "too long", "QuestionError", {"total": 0.5})
+    stopped = HistoryEntry.from_answer(None, session_id="s", page="p", question="?", status=EntryStatus.STOPPED,
+                                       text="partial")
+    cancelled = HistoryEntry.from_answer(None, session_id="s", page="api", question="?", status=EntryStatus.STOPPED)
+    assert stopped.truncated and stopped.answer == "partial" and not cancelled.truncated and cancelled.answer == ""

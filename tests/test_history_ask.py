@@ -140,4 +140,4 @@ def test_a_process_killed_mid_query_loses_only_that_query(loupe_home: Path, tmp_
     with store.connect() as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     rows = queries.listing(store, HistoryFilter(session_id="killkillkill")).rows
-    assert [r["question"] for r in rows] == ["q2", "q1", "q0"] and {r["status"] for r in rows} == {"answered"}
+    assert [r.question for r in rows] == ["q2", "q1", "q0"] and {r.status for r in rows} == {"answered"}

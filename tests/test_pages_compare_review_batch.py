@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.analysis import batch, compare, review
+from core.analysis import batch, batch_runner, compare, review
 from core.analysis.batch_input import collect
 from core.history import HistoryFilter, HistoryStore, queries
 from core.inputs.templates import by_id
@@ -62,7 +62,7 @@ def test_compare_answers_side_by_side_saves_a_group_and_diffs(loupe_home: Path) 
     at.button(key="compare-run").click().run()
     _ok(at)
     rows = queries.listing(_store(loupe_home), HistoryFilter(pages=("compare",))).rows
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"answered"}
+    assert len(rows) == 4 and {r.status for r in rows} == {"answered"}
     assert at.subheader[0].value == "Comparison #1"
     assert sum("tokens ·" in c.value and "batched" in c.value for c in at.caption) == 4
     assert any("loupe-diff" in m.value for m in at.markdown)
@@ -125,7 +125,7 @@ def test_batch_from_a_zip_runs_in_the_background_and_lists_skipped_files(loupe_h
     _ok(at)
     store = _store(loupe_home)
     (listed,) = batch.list_batches(store)
-    job = batch.running_job(store, listed["id"])
+    job = batch_runner.runner(store, listed.id)
     if job is not None:
         job.join(timeout=300)
     at.run()
@@ -136,7 +136,7 @@ def test_batch_from_a_zip_runs_in_the_background_and_lists_skipped_files(loupe_h
     assert table["status"].tolist() == ["done"] * 4
     assert at.dataframe[1].value.to_dict("records") == [{"name": "photos.zip/shop/notes.txt", "reason": "not an image"}]
     rows = queries.listing(store, HistoryFilter(pages=("batch",))).rows
-    assert len(rows) == 4 and sum(bool(r["verdict"]) for r in rows) == 2  # the moderation ones reach review
+    assert len(rows) == 4 and sum(bool(r.verdict) for r in rows) == 2  # the moderation ones reach review
 
 
 @pytest.mark.parametrize("name, data, message", [
@@ -150,7 +150,7 @@ def test_a_bad_zip_is_a_clear_message_and_no_batch(loupe_home: Path, name: str, 
     at.button(key="batch-start").click().run()
     _ok(at)
     assert any(message in e.value for e in at.error)
-    assert batch.list_batches(_store(loupe_home)) == []
+    assert batch.list_batches(_store(loupe_home)) == ()
 
 
 def test_an_interrupted_batch_resumes_when_the_page_opens(loupe_home: Path, engine) -> None:
@@ -160,7 +160,7 @@ def test_an_interrupted_batch_resumes_when_the_page_opens(loupe_home: Path, engi
                             generation=engine.default_generation(max_new_tokens=4))  # "running", no runner: a restart
     at = _page("batch")
     assert any(f"Batch #{batch_id} was interrupted" in t.value for t in at.toast)
-    job = batch.running_job(store, batch_id)
+    job = batch_runner.runner(store, batch_id)
     if job is not None:
         job.join(timeout=300)
     assert batch.progress(store, batch_id).done == 2

@@ -145,4 +145,4 @@ def test_compare_runs_feed_the_queue(engine, store) -> None:
                           generation=engine.default_generation(max_new_tokens=6))
     items, total = review.queue(store, ReviewFilter(reviewed=False))
     assert total == 2 and {i.query_id for i in items} == {c.entry.id for c in run.cells}
-    assert all(i.page == "compare" and i.verdict.raw == c.entry.answer for i, c in zip(items, run.cells))
+    assert all(i.page == "compare" and i.verdict.raw == c.entry.answer for i, c in zip(items, run.cells, strict=True))

@@ -1,6 +1,8 @@
 """Analysis: what analysts do with many answers — Compare (images × prompts), moderation verdicts and
-their Review, Batch runs over uploads and zips, and the word diff between two answers.
+their Review, Batch runs over uploads and zips (and batch_runner, the background threads that run them,
+at most one per batch), and the word diff between two answers.
 
-Logic only: the rows they read and write live in core.history. May import core.serving, core.inputs,
-core.history, core.records and core.errors.
+Logic only: the rows they read and write, and every SQL statement, live in core.history. May import
+core.serving, core.backends (to describe a failure), core.inputs, core.history, core.records,
+core.statuses, core.settings and core.errors.
 """

@@ -17,8 +17,6 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
-import json
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,9 +25,8 @@ from typing import Any
 from core.analysis.moderation import parse_verdict
 from core.backends.streaming import describe_failure
 from core.errors import HistoryError, LoupeError, OutOfMemoryError, QuestionError
-from core.history import HistoryEntry, HistoryStore, make_stamp
-from core.history import tables as history_tables
-from core.history.store import entry_from_row, now_utc
+from core.history import HistoryEntry, HistoryStore, compare_groups, make_stamp
+from core.history.compare_groups import CompareGroupSummary
 from core.inputs.templates import Template, by_id
 from core.records import Answer, GenerationSettings, PreparedImage, Query
 from core.serving.engine import Engine
@@ -118,24 +115,15 @@ def _answer_call(engine: Engine, queries: list[Query], session_id: str, batched:
 
 
 def _entry(session_id: str, column: CompareColumn, upload: ImageUpload, prepared: PreparedImage | None,
-           answer: Answer | None, error: LoupeError | None, stamp: dict[str, Any], created_at: str) -> HistoryEntry:
+           answer: Answer | None, error: LoupeError | None, stamp: dict[str, Any]) -> HistoryEntry:
     template = column.template
     verdict = parse_verdict(answer.text, template.output.checklist) if (
         answer is not None and template is not None and template.output is not None) else None
-    t = answer.timings if answer else None
-    return HistoryEntry(
-        session_id=session_id, page=PAGE, question=column.question, status="answered" if answer else "failed",
-        created_at=created_at, template_id=template.id if template else "",
-        template_hash=template.text_hash if template else "",
+    return HistoryEntry.from_answer(
+        answer, session_id=session_id, page=PAGE, question=column.question, error=error or "",
+        template_id=template.id if template else "", template_hash=template.text_hash if template else "",
         image_hashes=(prepared.sha256 if prepared else _sha256(upload.data),),
-        image_notes=prepared.notes if prepared else (), answer=answer.text if answer else "",
-        truncated=bool(answer and answer.truncated), input_tokens=answer.input_tokens if answer else 0,
-        output_tokens=answer.output_tokens if answer else 0, tokens_per_s=answer.tokens_per_s if answer else 0.0,
-        timings={"preprocess": t.preprocess, "vision": t.vision, "prefill": t.prefill, "decode": t.decode,
-                 "total": t.total} if t else {},
-        peak_memory_gb=dict(answer.peak_memory_gb) if answer else {},
-        error=str(error) if error else "", error_type=type(error).__name__ if error else "",
-        verdict=verdict.status if verdict else "", verdict_detail=verdict.to_json() if verdict else {}, stamp=stamp,
+        image_notes=prepared.notes if prepared else (), verdict=verdict, stamp=stamp,
     )
 
 
@@ -153,7 +141,6 @@ def compare(engine: Engine, store: HistoryStore, images: Sequence[ImageUpload], 
     images. `batched=False` forces one-at-a-time answers (to compare against); `on_cell` hears of each cell.
     """
     check_shape(len(images), len(columns))
-    history_tables.ready(store)
     started = time.perf_counter()
     generation = generation or engine.default_generation()
     card = engine.describe()
@@ -165,14 +152,15 @@ def compare(engine: Engine, store: HistoryStore, images: Sequence[ImageUpload], 
     queries: dict[tuple[int, int], Query] = {}
     for i, upload in enumerate(images):
         try:
-            prepared.append(engine.prepare_image(upload.data))
+            image = engine.prepare_image(upload.data)
         except LoupeError as exc:
             prepared.append(None)
             outcomes.update({(i, j): (None, (), exc, False) for j in range(len(columns))})
             continue
+        prepared.append(image)
         for j, column in enumerate(columns):
             try:
-                queries[(i, j)] = engine.build_query([prepared[i]], column.question, generation)
+                queries[(i, j)] = engine.build_query([image], column.question, generation)
             except LoupeError as exc:
                 outcomes[(i, j)] = (None, (), exc, False)
     calls = [[(i, j) for i in range(len(images))] for j in range(len(columns))] if len(columns) == 1 else [
@@ -180,17 +168,18 @@ def compare(engine: Engine, store: HistoryStore, images: Sequence[ImageUpload], 
     cells: list[CompareCell] = []
     for keys in calls:
         asked = [key for key in keys if key in queries]
-        outcomes.update(zip(asked, _answer_call(engine, [queries[k] for k in asked], session_id, batched, run_notes)))
+        outcomes.update(zip(asked, _answer_call(engine, [queries[k] for k in asked], session_id, batched, run_notes),
+                            strict=True))
         for i, j in keys:
             answer, ids, error, in_batch = outcomes[(i, j)]
-            image = prepared[i]
-            entry = store.record(_entry(session_id, columns[j], images[i], image, answer, error, stamp, now_utc()),
-                                 ((images[i].data, image),) if image else ())
-            _add_cell(store, group_id, i, j, entry, in_batch)
+            kept = prepared[i]
+            entry = compare_groups.record_cell(
+                store, group_id, i, j, _entry(session_id, columns[j], images[i], kept, answer, error, stamp),
+                ((images[i].data, kept),) if kept else (), batched=in_batch)
             cells.append(CompareCell(i, j, entry, in_batch, answer, ids))
             if on_cell is not None:
                 on_cell(cells[-1])
-    hashes = tuple(p.sha256 if p else _sha256(u.data) for p, u in zip(prepared, images))
+    hashes = tuple(p.sha256 if p else _sha256(u.data) for p, u in zip(prepared, images, strict=True))
     cells.sort(key=lambda c: (c.image_index, c.column_index))
     return CompareRun(group_id, tuple(u.name for u in images), hashes, tuple(columns), tuple(cells),
                       tuple(dict.fromkeys(run_notes)), time.perf_counter() - started, rerun_of)
@@ -206,25 +195,7 @@ def _create_group(store: HistoryStore, session_id: str, images: Sequence[ImageUp
         "images": [{"name": u.name, "sha256": _sha256(u.data)} for u in images],
         "generation": generation.to_dict(), "model": model,
     }
-    with store.transaction() as db:
-        cursor = db.execute("INSERT INTO compare_groups (created_at, session_id, spec, rerun_of) VALUES (?, ?, ?, ?)",
-                            (now_utc(), session_id, json.dumps(spec, ensure_ascii=False), rerun_of))
-    return int(cursor.lastrowid)
-
-
-def _add_cell(store: HistoryStore, group_id: int, i: int, j: int, entry: HistoryEntry, batched: bool) -> None:
-    with store.transaction() as db:
-        db.execute("INSERT INTO compare_cells (group_id, image_index, column_index, query_id, batched) "
-                   "VALUES (?, ?, ?, ?, ?)", (group_id, i, j, entry.id, int(batched)))
-
-
-def _spec(store: HistoryStore, group_id: int) -> tuple[dict[str, Any], int | None]:
-    history_tables.ready(store)
-    with store.connect() as db:
-        row = db.execute("SELECT spec, rerun_of FROM compare_groups WHERE id = ?", (group_id,)).fetchone()
-    if row is None:
-        raise HistoryError(f"Comparison #{group_id} does not exist.")
-    return json.loads(row[0]), row[1]
+    return compare_groups.create_group(store, session_id, spec, rerun_of)
 
 
 def _columns(spec: dict[str, Any]) -> tuple[tuple[CompareColumn, ...], list[str]]:
@@ -239,38 +210,24 @@ def _columns(spec: dict[str, Any]) -> tuple[tuple[CompareColumn, ...], list[str]
 
 def load_group(store: HistoryStore, group_id: int) -> CompareRun:
     """A saved comparison as it was answered (re-opened from history: no Answer records, no token ids)."""
-    spec, rerun_of = _spec(store, group_id)
-    with store.connect() as db:
-        db.row_factory = sqlite3.Row
-        rows = db.execute(
-            "SELECT c.image_index, c.column_index, c.batched, q.* FROM compare_cells c "
-            "JOIN queries q ON q.id = c.query_id WHERE c.group_id = ? ORDER BY c.image_index, c.column_index",
-            (group_id,)).fetchall()
-    cells = tuple(CompareCell(r["image_index"], r["column_index"], entry_from_row(r), bool(r["batched"])) for r in rows)
+    saved = compare_groups.group(store, group_id)
+    spec, rerun_of = saved.spec, saved.rerun_of
+    cells = tuple(CompareCell(c.image_index, c.column_index, c.entry, c.batched)
+                  for c in compare_groups.cells(store, group_id))
     columns, notes = _columns(spec)
     return CompareRun(group_id, tuple(i["name"] for i in spec["images"]), tuple(i["sha256"] for i in spec["images"]),
                       columns, cells, tuple(notes), 0.0, rerun_of)
 
 
-def list_groups(store: HistoryStore, *, limit: int = 50) -> list[dict[str, Any]]:
+def list_groups(store: HistoryStore, *, limit: int = 50) -> tuple[CompareGroupSummary, ...]:
     """The newest comparisons: id, when, model, image names and column labels, what it re-ran."""
-    history_tables.ready(store)
-    with store.connect() as db:
-        rows = db.execute("SELECT id, created_at, spec, rerun_of FROM compare_groups ORDER BY id DESC LIMIT ?",
-                          (limit,)).fetchall()
-    found = []
-    for group_id, created_at, spec_text, rerun_of in rows:
-        spec = json.loads(spec_text)
-        found.append({"id": group_id, "created_at": created_at, "model": spec.get("model", ""),
-                      "images": [i["name"] for i in spec["images"]], "columns": [c["label"] for c in spec["columns"]],
-                      "rerun_of": rerun_of})
-    return found
+    return compare_groups.list_groups(store, limit=limit)
 
 
 def rerun_group(engine: Engine, store: HistoryStore, group_id: int, *, images: Sequence[ImageUpload] | None = None,
                 session_id: str = "default", batched: bool = True) -> CompareRun:
     """Ask a saved comparison again, on this engine's model, with its own images or `images` instead."""
-    spec, _ = _spec(store, group_id)
+    spec = compare_groups.group(store, group_id).spec
     columns, notes = _columns(spec)
     if images is None:
         found = []

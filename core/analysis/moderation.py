@@ -20,40 +20,45 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-STATUSES = ("pass", "needs_review", "reject")
-UNPARSED = "unparsed"
-LABELS = {"pass": "pass", "needs_review": "needs review", "reject": "reject", UNPARSED: "unparsed — needs review",
-          "missing": "not answered — needs review"}
-_RANK = {"pass": 0, "needs_review": 1, "missing": 1, "reject": 2}
+from core.statuses import VerdictStatus
+
+PASS, NEEDS_REVIEW, REJECT, UNPARSED = (VerdictStatus.PASS, VerdictStatus.NEEDS_REVIEW, VerdictStatus.REJECT,
+                                       VerdictStatus.UNPARSED)
+STATUSES = (PASS, NEEDS_REVIEW, REJECT)  # what a model (or a reviewer) can decide, safest first
+MISSING = "missing"  # a checklist item's result when the model did not answer it (not a verdict)
+LABELS = {PASS: "pass", NEEDS_REVIEW: "needs review", REJECT: "reject", UNPARSED: "unparsed — needs review",
+          MISSING: "not answered — needs review"}
+_RANK = {PASS: 0, NEEDS_REVIEW: 1, MISSING: 1, REJECT: 2}
 
 # Exact words first (after lower-casing and stripping), then substrings in this order: negated
 # violations before "违规", "不通过" before "通过".
 _EXACT = {
-    "pass": "pass", "passed": "pass", "ok": "pass", "compliant": "pass", "approve": "pass", "approved": "pass",
-    "none": "pass", "clean": "pass", "通过": "pass", "合规": "pass", "无": "pass", "正常": "pass", "符合": "pass",
-    "needs_review": "needs_review", "needs review": "needs_review", "need_review": "needs_review",
-    "review": "needs_review", "uncertain": "needs_review", "unsure": "needs_review", "manual": "needs_review",
-    "reject": "reject", "rejected": "reject", "fail": "reject", "failed": "reject", "violation": "reject",
-    "block": "reject", "拒绝": "reject", "驳回": "reject",
+    "pass": PASS, "passed": PASS, "ok": PASS, "compliant": PASS, "approve": PASS, "approved": PASS,
+    "none": PASS, "clean": PASS, "通过": PASS, "合规": PASS, "无": PASS, "正常": PASS, "符合": PASS,
+    "needs_review": NEEDS_REVIEW, "needs review": NEEDS_REVIEW, "need_review": NEEDS_REVIEW,
+    "review": NEEDS_REVIEW, "uncertain": NEEDS_REVIEW, "unsure": NEEDS_REVIEW, "manual": NEEDS_REVIEW,
+    "reject": REJECT, "rejected": REJECT, "fail": REJECT, "failed": REJECT, "violation": REJECT,
+    "block": REJECT, "拒绝": REJECT, "驳回": REJECT,
 }
 _SUBSTRINGS = (
-    ("无违规", "pass"), ("未违规", "pass"), ("没有违规", "pass"), ("未发现", "pass"), ("不违规", "pass"),
-    ("不通过", "reject"), ("不合规", "reject"), ("违规", "reject"), ("拒绝", "reject"), ("reject", "reject"),
-    ("复核", "needs_review"), ("待审", "needs_review"), ("人工", "needs_review"), ("存疑", "needs_review"),
-    ("不确定", "needs_review"), ("review", "needs_review"),
-    ("通过", "pass"), ("合规", "pass"), ("pass", "pass"),
+    ("无违规", PASS), ("未违规", PASS), ("没有违规", PASS), ("未发现", PASS), ("不违规", PASS),
+    ("不通过", REJECT), ("不合规", REJECT), ("违规", REJECT), ("拒绝", REJECT), ("reject", REJECT),
+    ("复核", NEEDS_REVIEW), ("待审", NEEDS_REVIEW), ("人工", NEEDS_REVIEW), ("存疑", NEEDS_REVIEW),
+    ("不确定", NEEDS_REVIEW), ("review", NEEDS_REVIEW),
+    ("通过", PASS), ("合规", PASS), ("pass", PASS),
 )
 _VERDICT_KEYS = ("verdict", "overall", "decision", "result", "status", "结论", "审核结论", "总体结论", "判断")
 _ITEMS_KEYS = ("items", "checklist", "checks", "details", "检查项", "明细", "逐项")
 _RESULT_KEYS = ("result", "verdict", "status", "decision", "结论", "结果")
 _REASON_KEYS = ("reason", "reasons", "why", "note", "explanation", "理由", "原因", "说明")
 _NAME_KEYS = ("id", "item", "name", "key", "项目", "检查项")
+_FULL_WIDTH: dict[str, str | int | None] = {"“": '"', "”": '"', "：": ":", "，": ",", "｛": "{", "｝": "}"}
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
 
 
 @dataclass(frozen=True)
 class ChecklistResult:
-    """The model's answer for one checklist item: pass / needs_review / reject / missing, and why."""
+    """The model's answer for one checklist item: a VerdictStatus other than unparsed, or MISSING; and why."""
 
     item: str
     label: str
@@ -65,7 +70,7 @@ class ChecklistResult:
 class Verdict:
     """A moderation verdict as Loupe reads it, with the model's raw text kept for the reviewer."""
 
-    status: str  # pass | needs_review | reject | unparsed
+    status: VerdictStatus
     items: tuple[ChecklistResult, ...]
     raw: str
     model_verdict: str = ""  # the overall verdict the model wrote, normalised ("" if none)
@@ -85,11 +90,11 @@ class Verdict:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], raw: str) -> Verdict:
-        return cls(status=data["status"], items=tuple(ChecklistResult(**i) for i in data.get("items", [])),
+        return cls(status=VerdictStatus(data["status"]), items=tuple(ChecklistResult(**i) for i in data.get("items", [])),
                    raw=raw, model_verdict=data.get("model_verdict", ""), notes=tuple(data.get("notes", [])))
 
 
-def normalise(word: object) -> str | None:
+def normalise(word: object) -> VerdictStatus | None:
     """'pass', 'needs_review' or 'reject' for the many ways a model says them; None if unrecognised."""
     if not isinstance(word, str):
         return None
@@ -106,7 +111,7 @@ def normalise(word: object) -> str | None:
 
 
 def _repaired(text: str) -> str:
-    text = text.translate(str.maketrans({"“": '"', "”": '"', "：": ":", "，": ",", "｛": "{", "｝": "}"}))
+    text = text.translate(str.maketrans(_FULL_WIDTH))
     text = re.sub(r",?\s*(\.\.\.|…)+\s*(?=[}\]])", "", text)  # the prompt's example ends in ",..."
     return re.sub(r",\s*(?=[}\]])", "", text)  # trailing commas
 
@@ -133,7 +138,7 @@ def _pick(mapping: dict[str, Any], keys: Sequence[str]) -> Any:
     return next((lowered[k] for k in keys if k in lowered), None)
 
 
-def _item_value(value: Any) -> tuple[str | None, str]:
+def _item_value(value: Any) -> tuple[VerdictStatus | None, str]:
     """(result, reason) from ["pass", "why"], {"result": ..., "reason": ...}, or "pass: why"."""
     if isinstance(value, (list, tuple)) and value:
         return normalise(value[0]), " ".join(str(v) for v in value[1:])
@@ -149,9 +154,9 @@ def _item_value(value: Any) -> tuple[str | None, str]:
     return None, ""
 
 
-def _items(raw_items: Any) -> dict[str, tuple[str | None, str]]:
+def _items(raw_items: Any) -> dict[str, tuple[VerdictStatus | None, str]]:
     """Item name (lower case) → (result, reason), whether items came as a mapping or a list."""
-    found: dict[str, tuple[str | None, str]] = {}
+    found: dict[str, tuple[VerdictStatus | None, str]] = {}
     if isinstance(raw_items, dict):
         for name, value in raw_items.items():
             found[str(name).strip().lower()] = _item_value(value)
@@ -164,7 +169,8 @@ def _items(raw_items: Any) -> dict[str, tuple[str | None, str]]:
     return found
 
 
-def _match(item: str, label: str, answers: dict[str, tuple[str | None, str]]) -> tuple[str | None, str] | None:
+def _match(item: str, label: str, answers: dict[str, tuple[VerdictStatus | None, str]],
+           ) -> tuple[VerdictStatus | None, str] | None:
     for key in (item.lower(), label.lower()):
         if key in answers:
             return answers[key]
@@ -181,13 +187,13 @@ def _from_object(data: dict[str, Any], checklist: Sequence[tuple[str, str]], raw
     notes: list[str] = []
     for item, label in checklist:
         result, reason = _match(item, label, answers) or (None, "")
-        results.append(ChecklistResult(item, label, result or "missing", reason))
+        results.append(ChecklistResult(item, label, result or MISSING, reason))
     if not checklist:  # no checklist given: keep whatever items were readable
         results = [ChecklistResult(k, k, r, why) for k, (r, why) in answers.items() if r]
-    readable = [r for r in results if r.result != "missing"]
+    readable = [r for r in results if r.result != MISSING]
     if model_verdict is None and not readable:
         return None
-    missing = [r.label or r.item for r in results if r.result == "missing"]
+    missing = [r.label or r.item for r in results if r.result == MISSING]
     if missing:
         notes.append(f"not answered: {', '.join(missing)} (counted as needs review)")
     if model_verdict is None:
@@ -213,5 +219,5 @@ def parse_verdict(text: str, checklist: Sequence[tuple[str, str]] = ()) -> Verdi
 
 
 def _unparsed(raw: str, checklist: Sequence[tuple[str, str]], why: str) -> Verdict:
-    items = tuple(ChecklistResult(item, label, "missing") for item, label in checklist)
+    items = tuple(ChecklistResult(item, label, MISSING) for item, label in checklist)
     return Verdict(UNPARSED, items, raw, "", (why,))

@@ -16,10 +16,8 @@ Decisions:
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
-import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,39 +25,17 @@ from typing import Any
 
 from core.analysis.moderation import STATUSES, UNPARSED, Verdict
 from core.errors import HistoryError, ReviewError
-from core.history import HistoryStore, queries
-from core.history import tables as history_tables
-from core.history.store import now_utc
+from core.history import HistoryStore, now_utc, reviews
+from core.history.reviews import Review, ReviewedResult, ReviewFilter
 
 LABELS = STATUSES  # what a reviewer may decide: pass | needs_review | reject
 REASONS = ("missed a violation", "flagged a compliant image", "wrong severity", "model output unreadable",
            "wrong checklist item", "other")
 PAGE_SIZE = 20
-
-
-@dataclass(frozen=True)
-class ReviewFilter:
-    """The queue's filters; an empty field does not filter. `reviewed`: None = both; `date_to` is inclusive."""
-
-    verdicts: tuple[str, ...] = ()
-    reviewed: bool | None = None
-    template_id: str = ""
-    date_from: dt.date | None = None
-    date_to: dt.date | None = None
-
-
-@dataclass(frozen=True)
-class Review:
-    """An analyst's word on one result: agreed, or overridden with a label, a reason and a note."""
-
-    query_id: int
-    model_verdict: str
-    label: str
-    agreed: bool
-    reason: str
-    note: str
-    reviewer: str
-    reviewed_at: str
+EVERY_RESULT = ReviewFilter()  # filters nothing
+__all__ = ["LABELS", "PAGE_SIZE", "REASONS", "Agreement", "Review", "ReviewFilter", "ReviewItem", "ReviewStats",
+           "clear", "cohen_kappa", "export_csv", "export_json", "export_rows", "get", "queue", "record", "stats",
+           "template_ids"]
 
 
 @dataclass(frozen=True)
@@ -105,68 +81,38 @@ def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float | None:
     n = len(first)
     if n == 0 or n != len(second):
         return None
-    observed = sum(a == b for a, b in zip(first, second)) / n
+    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
     counts_a, counts_b = Counter(first), Counter(second)
     chance = sum(counts_a[label] * counts_b[label] for label in counts_a) / (n * n)
     return None if chance == 1 else (observed - chance) / (1 - chance)
 
 
-def _where(f: ReviewFilter) -> tuple[str, list[Any]]:
-    parts, params = ["q.verdict != ''"], []
-    if f.verdicts:
-        parts.append(f"q.verdict IN ({', '.join('?' for _ in f.verdicts)})")
-        params.extend(f.verdicts)
-    if f.reviewed is not None:
-        parts.append("r.query_id IS NOT NULL" if f.reviewed else "r.query_id IS NULL")
-    if f.template_id:
-        parts.append("q.template_id = ?")
-        params.append(f.template_id)
-    queries.add_day_range(parts, params, "q.created_at", f.date_from, f.date_to)
-    return " WHERE " + " AND ".join(parts), params
+def _item(found: ReviewedResult) -> ReviewItem:
+    entry = found.entry
+    assert entry.id is not None  # read back from history
+    detail = entry.verdict_detail or {"status": entry.verdict}  # rows written before details were kept
+    return ReviewItem(entry.id, entry.created_at, entry.page, entry.template_id, entry.question,
+                      entry.image_hashes[0] if entry.image_hashes else "", Verdict.from_json(detail, entry.answer),
+                      found.review)
 
 
-_SELECT = ("SELECT q.id, q.created_at, q.page, q.template_id, q.question, q.image_sha256, q.verdict, "
-           "q.verdict_detail, q.answer, r.model_verdict, r.label, r.agreed, r.reason, r.note, r.reviewer, "
-           "r.reviewed_at FROM queries q LEFT JOIN reviews r ON r.query_id = q.id")
-
-
-def _item(row: sqlite3.Row) -> ReviewItem:
-    detail = json.loads(row["verdict_detail"]) or {"status": row["verdict"]}
-    review = None if row["label"] is None else Review(
-        row["id"], row["model_verdict"], row["label"], bool(row["agreed"]), row["reason"], row["note"],
-        row["reviewer"], row["reviewed_at"])
-    return ReviewItem(row["id"], row["created_at"], row["page"], row["template_id"], row["question"],
-                      row["image_sha256"], Verdict.from_json(detail, row["answer"]), review)
-
-
-def _rows(store: HistoryStore, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-    history_tables.ready(store)
-    with store.connect() as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, params).fetchall()
-
-
-def queue(store: HistoryStore, f: ReviewFilter = ReviewFilter(), *, page: int = 1,
+def queue(store: HistoryStore, f: ReviewFilter = EVERY_RESULT, *, page: int = 1,
           page_size: int = PAGE_SIZE) -> tuple[list[ReviewItem], int]:
     """One page (1-based) of matching results, oldest first (a queue is worked through in order), and the count."""
-    where, params = _where(f)
-    rows = _rows(store, f"{_SELECT}{where} ORDER BY q.id LIMIT ? OFFSET ?",
-                 [*params, page_size, max(page - 1, 0) * page_size])
-    total = _rows(store, f"SELECT count(*) FROM queries q LEFT JOIN reviews r ON r.query_id = q.id{where}", params)[0][0]
-    return [_item(r) for r in rows], total
+    found, total = reviews.results(store, f, page=page, page_size=page_size)
+    return [_item(r) for r in found], total
 
 
 def template_ids(store: HistoryStore) -> list[str]:
     """Templates that have moderation results, for the template filter."""
-    return [r[0] for r in _rows(store, "SELECT DISTINCT template_id FROM queries WHERE verdict != '' "
-                                       "ORDER BY template_id", [])]
+    return reviews.template_ids(store)
 
 
 def get(store: HistoryStore, query_id: int) -> ReviewItem:
-    rows = _rows(store, f"{_SELECT} WHERE q.id = ? AND q.verdict != ''", [query_id])
-    if not rows:
+    found = reviews.result(store, query_id)
+    if found is None:
         raise HistoryError(f"History entry #{query_id} is not a moderation result.")
-    return _item(rows[0])
+    return _item(found)
 
 
 def record(store: HistoryStore, query_id: int, *, agree: bool, label: str = "", reason: str = "", note: str = "",
@@ -183,40 +129,29 @@ def record(store: HistoryStore, query_id: int, *, agree: bool, label: str = "", 
     agreed = label == verdict
     review = Review(query_id, verdict, label, agreed, "" if agreed else reason.strip(), note.strip(),
                     reviewer.strip(), now_utc())
-    with store.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO reviews (query_id, model_verdict, label, agreed, reason, note, reviewer, "
-                   "reviewed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (query_id, verdict, label, int(agreed), review.reason, review.note, review.reviewer,
-                    review.reviewed_at))
+    reviews.save(store, review)
     return review
 
 
 def clear(store: HistoryStore, query_id: int) -> None:
     """Take a review back: the result is unreviewed again."""
-    history_tables.ready(store)
-    with store.transaction() as db:
-        db.execute("DELETE FROM reviews WHERE query_id = ?", (query_id,))
+    reviews.clear(store, query_id)
 
 
-def _reviewed(store: HistoryStore, f: ReviewFilter) -> list[sqlite3.Row]:
-    where, params = _where(ReviewFilter(f.verdicts, True, f.template_id, f.date_from, f.date_to))
-    return _rows(store, f"{_SELECT}{where} ORDER BY q.id", params)
-
-
-def stats(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> ReviewStats:
-    rows = _reviewed(store, f)
-    by_template: dict[str, list[sqlite3.Row]] = {}
-    for row in rows:
-        by_template.setdefault(row["template_id"], []).append(row)
+def stats(store: HistoryStore, f: ReviewFilter = EVERY_RESULT) -> ReviewStats:
+    done = [(r.entry.template_id, r.review) for r in reviews.reviewed(store, f) if r.review is not None]
+    by_template: dict[str, list[Review]] = {}
+    for template_id, review in done:
+        by_template.setdefault(template_id, []).append(review)
     templates, verdicts = [], []
     for template_id, group in sorted(by_template.items()):
-        kappa = cohen_kappa([r["model_verdict"] for r in group], [r["label"] for r in group])
-        templates.append(Agreement(template_id, "", len(group), sum(r["agreed"] for r in group), kappa))
+        kappa = cohen_kappa([r.model_verdict for r in group], [r.label for r in group])
+        templates.append(Agreement(template_id, "", len(group), sum(r.agreed for r in group), kappa))
         for verdict in (*LABELS, UNPARSED):
-            subset = [r for r in group if r["model_verdict"] == verdict]
+            subset = [r for r in group if r.model_verdict == verdict]
             if subset:
-                verdicts.append(Agreement(template_id, verdict, len(subset), sum(r["agreed"] for r in subset)))
-    reasons = Counter(r["reason"] or "(no reason given)" for r in rows if not r["agreed"])
+                verdicts.append(Agreement(template_id, verdict, len(subset), sum(r.agreed for r in subset)))
+    reasons = Counter(r.reason or "(no reason given)" for _, r in done if not r.agreed)
     return ReviewStats(tuple(templates), tuple(verdicts), tuple(reasons.most_common()))
 
 
@@ -224,11 +159,11 @@ EXPORT_COLUMNS = ("query_id", "created_at", "page", "template_id", "question", "
                   "label", "agreed", "reason", "note", "reviewer", "reviewed_at", "items", "raw_answer")
 
 
-def export_rows(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> list[dict[str, Any]]:
+def export_rows(store: HistoryStore, f: ReviewFilter = EVERY_RESULT) -> list[dict[str, Any]]:
     """Every reviewed result matching the filter, oldest first, with its checklist items and raw answer."""
     found = []
-    for row in _reviewed(store, f):
-        item = _item(row)
+    for result in reviews.reviewed(store, f):
+        item = _item(result)
         assert item.review is not None
         review = asdict(item.review)
         found.append({**{k: review[k] for k in ("query_id", "model_verdict", "label", "agreed", "reason", "note",
@@ -239,7 +174,7 @@ def export_rows(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> list[d
     return [{k: row[k] for k in EXPORT_COLUMNS} for row in found]
 
 
-def export_csv(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> str:
+def export_csv(store: HistoryStore, f: ReviewFilter = EVERY_RESULT) -> str:
     """CSV, one row per reviewed result; the checklist items as JSON text in their cell."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS)
@@ -249,5 +184,5 @@ def export_csv(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> str:
     return buffer.getvalue()
 
 
-def export_json(store: HistoryStore, f: ReviewFilter = ReviewFilter()) -> str:
+def export_json(store: HistoryStore, f: ReviewFilter = EVERY_RESULT) -> str:
     return json.dumps(export_rows(store, f), ensure_ascii=False, indent=1)

@@ -1,14 +1,19 @@
 """Query history in SQLite: every question asked, answered or failed, with what is needed to re-run it.
 
-Owns every SQL statement in Loupe (entries, compare groups, batches, reviews) and the migrations. May import
-core.records, core.errors and core.settings only.
+Owns every SQL statement in Loupe and the one list of migrations, applied once when a HistoryStore opens.
+One module per table group: store (the database and its entries: `queries`, `images`), queries (the
+History page's listings and exports of entries), compare_groups, batches, reviews; entry and stamp hold
+the records. Reads return frozen records. May import core.records, core.statuses, core.errors and
+core.settings only.
 """
-from core.history.entry import HistoryEntry, HistoryListing, StoredImage
+from core.history import batches, compare_groups, migrations, queries, reviews
+from core.history.entry import HistoryEntry, HistoryListing, HistoryRow, StoredImage
 from core.history.queries import HistoryFilter, HistoryOptions
 from core.history.stamp import ReproStamp, differences, make_stamp
-from core.history.store import HistoryStore
+from core.history.store import HistoryStore, now_utc
 
 __all__ = [
-    "HistoryEntry", "HistoryFilter", "HistoryListing", "HistoryOptions", "HistoryStore", "ReproStamp",
-    "StoredImage", "differences", "make_stamp",
+    "HistoryEntry", "HistoryFilter", "HistoryListing", "HistoryRow", "HistoryOptions", "HistoryStore", "ReproStamp",
+    "StoredImage", "batches", "compare_groups", "differences", "make_stamp", "migrations", "now_utc", "queries",
+    "reviews",
 ]

@@ -12,23 +12,19 @@ from core.history.entry import HistoryEntry
 from core.history.stamp import make_stamp
 from core.history.store import HistoryStore
 from core.records import FinishedRequest
+from core.statuses import EntryStatus, RequestStatus
 
-_STATUS = {"done": "answered", "failed": "failed", "refused": "failed", "cancelled": "stopped"}
+_STATUS = {RequestStatus.DONE: EntryStatus.ANSWERED, RequestStatus.FAILED: EntryStatus.FAILED,
+           RequestStatus.REFUSED: EntryStatus.FAILED, RequestStatus.CANCELLED: EntryStatus.STOPPED}
 
 
 def entry_for(finished: FinishedRequest, stamp: dict[str, Any]) -> HistoryEntry:
-    answer, query = finished.answer, finished.query
-    t = answer.timings if answer else None
-    return HistoryEntry(
-        session_id=finished.session, page="api", question=query.question, status=_STATUS[finished.status],
+    query = finished.query
+    return HistoryEntry.from_answer(
+        finished.answer, session_id=finished.session, page="api", question=query.question,
+        status=_STATUS[RequestStatus(finished.status)], error=finished.error, error_type=finished.error_type,
         image_hashes=tuple(p.sha256 for p in query.images), image_notes=tuple(n for p in query.images for n in p.notes),
-        answer=answer.text if answer else "", truncated=bool(answer and answer.truncated),
-        input_tokens=answer.input_tokens if answer else 0, output_tokens=answer.output_tokens if answer else 0,
-        tokens_per_s=answer.tokens_per_s if answer else 0.0,
-        timings={"preprocess": t.preprocess, "vision": t.vision, "prefill": t.prefill, "decode": t.decode,
-                 "total": t.total} if t else {},
-        peak_memory_gb=dict(answer.peak_memory_gb) if answer else {},
-        error=finished.error, error_type=finished.error_type, stamp=stamp,
+        stamp=stamp,
     )
 
 

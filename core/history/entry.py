@@ -3,9 +3,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-STATUSES = ("answered", "failed", "stopped")
+from core.records import Answer
+from core.statuses import EntryStatus
+
+
+class ParsedVerdict(Protocol):
+    """What an entry keeps of a moderation verdict (core.analysis.moderation.Verdict), without importing it."""
+
+    @property
+    def status(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -15,7 +25,7 @@ class HistoryEntry:
     session_id: str
     page: str
     question: str
-    status: str  # answered | failed | stopped (the reader went away before the end)
+    status: EntryStatus
     id: int | None = None  # set once recorded
     created_at: str = ""  # ISO-8601 UTC; set when recorded if empty
     template_id: str = ""
@@ -40,6 +50,44 @@ class HistoryEntry:
     def created(self) -> dt.datetime:
         return dt.datetime.fromisoformat(self.created_at)
 
+    @classmethod
+    def from_answer(cls, answer: Answer | None, *, session_id: str, page: str, question: str,
+                    status: EntryStatus | None = None, text: str | None = None, error: BaseException | str = "",
+                    error_type: str = "", elapsed_s: float | None = None, created_at: str = "",
+                    template_id: str = "", template_hash: str = "", image_hashes: tuple[str, ...] = (),
+                    image_notes: tuple[str, ...] = (), verdict: ParsedVerdict | None = None,
+                    stamp: dict[str, Any] | None = None, rerun_of: int | None = None) -> HistoryEntry:
+        """The entry for one asked question: its Answer, or (answer None) what failed or was cut short.
+
+        `status` defaults to answered with an answer, failed without; `text` (the partial text of a failure
+        or a stop, which marks a stopped entry truncated) defaults to the answer's; an exception as `error`
+        gives its message (or, empty, its type's name) and `error_type`. Without an answer, `elapsed_s`
+        (when known) is kept as the total time.
+        """
+        if status is None:
+            status = EntryStatus.ANSWERED if answer is not None else EntryStatus.FAILED
+        if isinstance(error, BaseException):
+            error, error_type = str(error) or type(error).__name__, type(error).__name__
+        timings: dict[str, float] = {} if elapsed_s is None else {"total": elapsed_s}
+        if answer is not None:
+            t = answer.timings
+            timings = {"preprocess": t.preprocess, "vision": t.vision, "prefill": t.prefill, "decode": t.decode,
+                       "total": t.total}
+        return cls(
+            session_id=session_id, page=page, question=question, status=status, created_at=created_at,
+            template_id=template_id, template_hash=template_hash, image_hashes=image_hashes,
+            image_notes=image_notes, answer=text if text is not None else (answer.text if answer else ""),
+            # the partial text of a stopped answer is cut short by definition (an API request cancelled in
+            # the queue has no text at all, so nothing was cut)
+            truncated=bool(answer and answer.truncated) or (status == EntryStatus.STOPPED and text is not None),
+            input_tokens=answer.input_tokens if answer else 0,
+            output_tokens=answer.output_tokens if answer else 0,
+            tokens_per_s=answer.tokens_per_s if answer else 0.0, timings=timings,
+            peak_memory_gb=dict(answer.peak_memory_gb) if answer else {}, error=error, error_type=error_type,
+            verdict=verdict.status if verdict else "", verdict_detail=verdict.to_json() if verdict else {},
+            stamp=stamp or {}, rerun_of=rerun_of,
+        )
+
 
 @dataclass(frozen=True)
 class StoredImage:
@@ -53,9 +101,30 @@ class StoredImage:
 
 
 @dataclass(frozen=True)
+class HistoryRow:
+    """One line of the History list: an entry's summary, its texts cut to what the table shows."""
+
+    id: int
+    created_at: str
+    session_id: str
+    page: str
+    template_id: str
+    status: EntryStatus
+    verdict: str
+    question: str  # the first 120 characters
+    answer: str  # the first 160
+    truncated: bool
+    output_tokens: int
+    tokens_per_s: float
+    total_s: float
+    error: str  # the first 160
+    rerun_of: int | None
+
+
+@dataclass(frozen=True)
 class HistoryListing:
     """One page of the History list: summary rows (newest first) and how many rows match in all."""
 
-    rows: tuple[dict[str, Any], ...]
+    rows: tuple[HistoryRow, ...]
     total: int
     total_is_capped: bool  # True when more than `total` rows match and counting stopped there

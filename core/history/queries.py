@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.history.entry import HistoryListing
+from core.history.entry import HistoryListing, HistoryRow
 from core.history.store import JSON_COLUMNS, HistoryStore
+from core.statuses import EntryStatus
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000  # newest matching rows an export holds
@@ -107,7 +108,9 @@ def listing(store: HistoryStore, f: HistoryFilter, *, page: int = 1, page_size: 
         else:
             total = db.execute("SELECT count(*) FROM queries").fetchone()[0]
     capped = total > count_cap
-    return HistoryListing(rows=tuple(dict(r) for r in rows), total=min(total, count_cap), total_is_capped=capped)
+    found = tuple(HistoryRow(**{**dict(r), "status": EntryStatus(r["status"]), "truncated": bool(r["truncated"])})
+                  for r in rows)
+    return HistoryListing(rows=found, total=min(total, count_cap), total_is_capped=capped)
 
 
 def options(store: HistoryStore, *, sessions: int = 50) -> HistoryOptions:

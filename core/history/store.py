@@ -1,4 +1,6 @@
-"""The history database: open it (migrating it), record queries and images, read one entry back.
+"""The history database and its entries: open it (applying every migration once, here), record queries and
+images, read one entry back. The other table groups have their own modules (compare_groups, batches, reviews;
+queries for the History page's listings), each taking a HistoryStore.
 
 Decisions: SQLite in WAL mode with synchronous=NORMAL, one short-lived connection per call (sqlite3
 connections must not cross threads, and every browser session runs in its own thread), every value
@@ -21,14 +23,16 @@ from typing import Any
 from PIL import Image
 
 from core.history import migrations
-from core.history.entry import STATUSES, HistoryEntry, StoredImage
+from core.history.entry import HistoryEntry, StoredImage
 from core.records import PreparedImage
+from core.statuses import EntryStatus
 
 THUMBNAIL_PX = 320
 JSON_COLUMNS = ("image_hashes", "image_notes", "timings", "peak_memory_gb", "verdict_detail", "stamp")
 
 
 def now_utc() -> str:
+    """The time history stamps rows with: ISO-8601 UTC to the millisecond, which sorts as text."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
@@ -75,37 +79,8 @@ class HistoryStore:
     # -- write -----------------------------------------------------------------------------------
     def record(self, entry: HistoryEntry, images: tuple[tuple[bytes, PreparedImage], ...] = ()) -> HistoryEntry:
         """Write one query (and any image not stored yet) in one transaction; returns it with id and time."""
-        if entry.status not in STATUSES:
-            raise ValueError(f"unknown history status {entry.status!r}")
-        entry = replace(entry, created_at=entry.created_at or now_utc())
-        values = self._columns(entry)
-        names = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
         with self.transaction() as db:
-            for data, prepared in images:
-                db.execute(
-                    "INSERT OR IGNORE INTO images (sha256, data, thumbnail, width, height, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (prepared.sha256, data, thumbnail(prepared.image), prepared.width, prepared.height, entry.created_at),
-                )
-            cursor = db.execute(f"INSERT INTO queries ({names}) VALUES ({marks})", tuple(values.values()))
-        return replace(entry, id=cursor.lastrowid)
-
-    @staticmethod
-    def _columns(entry: HistoryEntry) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "created_at": entry.created_at, "session_id": entry.session_id, "page": entry.page,
-            "template_id": entry.template_id, "template_hash": entry.template_hash, "question": entry.question,
-            "image_sha256": entry.image_hashes[0] if entry.image_hashes else "", "status": entry.status,
-            "answer": entry.answer, "truncated": int(entry.truncated), "input_tokens": entry.input_tokens,
-            "output_tokens": entry.output_tokens, "tokens_per_s": entry.tokens_per_s,
-            "total_s": float(entry.timings.get("total", 0.0)), "error": entry.error, "error_type": entry.error_type,
-            "verdict": entry.verdict, "rerun_of": entry.rerun_of,
-        }
-        for column in JSON_COLUMNS:
-            value = getattr(entry, column)
-            values[column] = json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False)
-        return values
+            return insert_entry(db, entry, images)
 
     # -- read ------------------------------------------------------------------------------------
     def get(self, entry_id: int) -> HistoryEntry | None:
@@ -127,15 +102,53 @@ class HistoryStore:
 
 
 def entry_from_row(row: sqlite3.Row) -> HistoryEntry:
+    """A `queries` row (all its columns, by name) as the entry it records."""
     data = dict(row)
     for column in JSON_COLUMNS:
         data[column] = json.loads(data[column])
     return HistoryEntry(
         id=data["id"], created_at=data["created_at"], session_id=data["session_id"], page=data["page"],
         template_id=data["template_id"], template_hash=data["template_hash"], question=data["question"],
-        image_hashes=tuple(data["image_hashes"]), image_notes=tuple(data["image_notes"]), status=data["status"],
-        answer=data["answer"], truncated=bool(data["truncated"]), input_tokens=data["input_tokens"],
-        output_tokens=data["output_tokens"], tokens_per_s=data["tokens_per_s"], timings=data["timings"],
+        image_hashes=tuple(data["image_hashes"]), image_notes=tuple(data["image_notes"]),
+        status=EntryStatus(data["status"]), answer=data["answer"], truncated=bool(data["truncated"]),
+        input_tokens=data["input_tokens"], output_tokens=data["output_tokens"], tokens_per_s=data["tokens_per_s"],
+        timings=data["timings"],
         peak_memory_gb=data["peak_memory_gb"], error=data["error"], error_type=data["error_type"],
         verdict=data["verdict"], verdict_detail=data["verdict_detail"], stamp=data["stamp"], rerun_of=data["rerun_of"],
     )
+
+
+def _columns(entry: HistoryEntry) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "created_at": entry.created_at, "session_id": entry.session_id, "page": entry.page,
+        "template_id": entry.template_id, "template_hash": entry.template_hash, "question": entry.question,
+        "image_sha256": entry.image_hashes[0] if entry.image_hashes else "", "status": entry.status,
+        "answer": entry.answer, "truncated": int(entry.truncated), "input_tokens": entry.input_tokens,
+        "output_tokens": entry.output_tokens, "tokens_per_s": entry.tokens_per_s,
+        "total_s": float(entry.timings.get("total", 0.0)), "error": entry.error, "error_type": entry.error_type,
+        "verdict": entry.verdict, "rerun_of": entry.rerun_of,
+    }
+    for column in JSON_COLUMNS:
+        value = getattr(entry, column)
+        values[column] = json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False)
+    return values
+
+
+def insert_entry(db: sqlite3.Connection, entry: HistoryEntry,
+                 images: tuple[tuple[bytes, PreparedImage], ...] = ()) -> HistoryEntry:
+    """Write one entry (and any image not stored yet) inside the caller's transaction; returns it with its id.
+    For rows that must land together with the entry (a compare cell, a batch item's status)."""
+    try:
+        status = EntryStatus(entry.status)
+    except ValueError:
+        raise ValueError(f"unknown history status {entry.status!r}") from None
+    entry = replace(entry, status=status, created_at=entry.created_at or now_utc())
+    values = _columns(entry)
+    for data, prepared in images:
+        db.execute(
+            "INSERT OR IGNORE INTO images (sha256, data, thumbnail, width, height, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (prepared.sha256, data, thumbnail(prepared.image), prepared.width, prepared.height, entry.created_at),
+        )
+    cursor = db.execute(f"INSERT INTO queries ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
+                        tuple(values.values()))
+    return replace(entry, id=cursor.lastrowid)

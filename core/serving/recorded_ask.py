@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from core.analysis.moderation import Verdict, parse_verdict
 from core.errors import HistoryError, LoupeError
-from core.history import HistoryEntry, HistoryStore, differences, make_stamp
-from core.history.store import now_utc
+from core.history import HistoryEntry, HistoryStore, differences, make_stamp, now_utc
 from core.inputs.templates import Template, by_id
 from core.records import Answer, GenerationSettings, PreparedImage
 from core.serving.engine import Engine
 from core.serving.ticket import Ticket
+from core.statuses import EntryStatus
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,21 @@ class AskRequest:
     rerun_of: int | None = None
 
 
+# Writes one entry with its images (given the exception when it failed); returns it as recorded.
+EntryWriter = Callable[[HistoryEntry, tuple[tuple[bytes, PreparedImage], ...], BaseException | None], HistoryEntry]
+
+
 class RecordedAsk:
     """Iterate for the answer's text pieces. Afterwards: `entry` (the history row written), `answer`,
     `verdict` (moderation templates), `error` (the LoupeError shown to the analyst, also re-raised).
     `start()` (called by iteration if not before) queues the question; then `ticket` can tell its position."""
 
-    def __init__(self, engine: Engine, store: HistoryStore, request: AskRequest) -> None:
+    def __init__(self, engine: Engine, store: HistoryStore, request: AskRequest,
+                 writer: EntryWriter | None = None) -> None:
         self.engine = engine
         self.store = store
         self.request = request
+        self.writer = writer
         self.entry: HistoryEntry | None = None
         self.answer: Answer | None = None
         self.verdict: Verdict | None = None
@@ -102,7 +108,7 @@ class RecordedAsk:
             self.answer = self.ticket.answer
         except GeneratorExit:
             self.ticket.cancel()
-            self._record("stopped", "".join(pieces),
+            self._record(EntryStatus.STOPPED, "".join(pieces),
                          error="Stopped before the answer was complete (the page was left or rerun).")
             raise
         except Exception as exc:
@@ -112,11 +118,11 @@ class RecordedAsk:
         template = self.request.template
         if template is not None and template.output is not None:
             self.verdict = parse_verdict(self.answer.text, template.output.checklist)
-        self._record("answered", self.answer.text)
+        self._record(EntryStatus.ANSWERED, self.answer.text)
 
     def _fail(self, exc: Exception, partial: str) -> None:
         self.error = exc if isinstance(exc, LoupeError) else None
-        self._record("failed", partial, error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
+        self._record(EntryStatus.FAILED, partial, error=exc)
 
     def run(self) -> RecordedAsk:
         """Drain it without streaming (tests, batch work); a LoupeError is re-raised after recording."""
@@ -124,35 +130,33 @@ class RecordedAsk:
             pass
         return self
 
-    def _record(self, status: str, answer: str, *, error: str = "", error_type: str = "") -> None:
-        request, result, prepared = self.request, self.answer, self._prepared
+    def _record(self, status: EntryStatus, answer: str, *, error: BaseException | str = "") -> None:
+        request, prepared = self.request, self._prepared
         uploads = [image.data for image in request.images]
+        # Images that failed to prepare have no PreparedImage: their uploads' hashes still say what was asked.
         hashes = tuple(p.sha256 for p in prepared) + tuple(
             hashlib.sha256(data).hexdigest() for data in uploads[len(prepared):])
-        timings: dict[str, float] = {"total": time.perf_counter() - self._started_at}
-        if result is not None:
-            t = result.timings
-            timings = {"preprocess": t.preprocess, "vision": t.vision, "prefill": t.prefill, "decode": t.decode,
-                       "total": t.total}
         template = request.template
-        entry = HistoryEntry(
-            session_id=request.session_id, page=request.page, question=request.question, status=status,
+        entry = HistoryEntry.from_answer(
+            self.answer, session_id=request.session_id, page=request.page, question=request.question,
+            status=status, text=answer, error=error, elapsed_s=time.perf_counter() - self._started_at,
             created_at=self._created_at, template_id=template.id if template else "",
             template_hash=template.text_hash if template else "", image_hashes=hashes,
-            image_notes=tuple(note for p in prepared for note in p.notes), answer=answer,
-            truncated=bool(result and result.truncated) or status == "stopped",
-            input_tokens=result.input_tokens if result else 0, output_tokens=result.output_tokens if result else 0,
-            tokens_per_s=result.tokens_per_s if result else 0.0, timings=timings,
-            peak_memory_gb=dict(result.peak_memory_gb) if result else {}, error=error, error_type=error_type,
-            verdict=self.verdict.status if self.verdict else "",
-            verdict_detail=self.verdict.to_json() if self.verdict else {}, stamp=self._stamp,
+            image_notes=tuple(note for p in prepared for note in p.notes), verdict=self.verdict, stamp=self._stamp,
             rerun_of=request.rerun_of,
         )
-        self.entry = self.store.record(entry, tuple(zip(uploads, prepared, strict=False)))  # failed mid-way: fewer prepared
+        images = tuple(zip(uploads, prepared, strict=False))  # only the images that were prepared are kept
+        if self.writer is None:
+            self.entry = self.store.record(entry, images)
+        else:
+            self.entry = self.writer(entry, images, error if isinstance(error, BaseException) else None)
 
 
-def ask_and_record(engine: Engine, store: HistoryStore, request: AskRequest) -> RecordedAsk:
-    return RecordedAsk(engine, store, request)
+def ask_and_record(engine: Engine, store: HistoryStore, request: AskRequest,
+                   writer: EntryWriter | None = None) -> RecordedAsk:
+    """`writer` (default: store.record) writes the entry, told of the failure if any; Batch writes its item's
+    status in the same transaction."""
+    return RecordedAsk(engine, store, request, writer)
 
 
 def rerun_request(store: HistoryStore, entry_id: int, session_id: str) -> AskRequest:

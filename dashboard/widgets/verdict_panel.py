@@ -5,10 +5,11 @@ import pandas as pd
 import streamlit as st
 
 from core.analysis.moderation import LABELS, Verdict
+from core.statuses import VerdictStatus
 
-_BOXES = {"pass": st.success, "needs_review": st.warning, "reject": st.error}
-_ICONS = {"pass": ":material/check_circle:", "needs_review": ":material/help:", "reject": ":material/block:",
-          "unparsed": ":material/help:"}
+_BOXES = {VerdictStatus.PASS: st.success, VerdictStatus.NEEDS_REVIEW: st.warning, VerdictStatus.REJECT: st.error}
+_ICONS = {VerdictStatus.PASS: ":material/check_circle:", VerdictStatus.NEEDS_REVIEW: ":material/help:",
+          VerdictStatus.REJECT: ":material/block:", VerdictStatus.UNPARSED: ":material/help:"}
 
 
 def show_verdict(verdict: Verdict) -> None:
