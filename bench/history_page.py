@@ -42,10 +42,10 @@ ANSWER = ("根据图中表格，华东地区八月的销售额为136.2万元，�
 
 def fill(path: Path, rows: int, seed: int = 7) -> None:
     """Write `rows` history rows through the real schema (HistoryStore migrates), in one transaction."""
-    from core.analysis.moderation import parse_verdict
     from core.history import HistoryStore
     from core.history.store import thumbnail
     from core.inputs.images import prepare
+    from core.inputs.moderation import parse_verdict
     from core.inputs.samples import SAMPLES
     from core.inputs.templates import by_id
 

@@ -7,8 +7,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.analysis import review
-from core.analysis.moderation import LABELS, UNPARSED
 from core.errors import LoupeError
+from core.inputs.moderation import LABELS, UNPARSED
 from dashboard.widgets.model_resource import get_history
 from dashboard.widgets.session import session_id
 from dashboard.widgets.verdict_panel import show_verdict

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from core.analysis.moderation import UNPARSED, Verdict, normalise, parse_verdict
+from core.inputs.moderation import UNPARSED, Verdict, normalise, parse_verdict
 from core.inputs.templates import by_id
 
 CHECKLIST = (("exposure", "暴露"), ("prohibited", "违禁品"), ("claims", "虚假宣传"), ("brand", "品牌滥用"))

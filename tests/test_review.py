@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from core.analysis import compare, review
-from core.analysis.moderation import parse_verdict
 from core.analysis.review import ReviewFilter, cohen_kappa
 from core.errors import HistoryError, ReviewError
 from core.history import HistoryEntry, HistoryStore
+from core.inputs.moderation import parse_verdict
 from core.inputs.templates import by_id
 from core.serving.recorded_ask import ImageUpload
 from tests.image_factory import encode

@@ -1,5 +1,5 @@
-"""Analysis: what analysts do with many answers — Compare (images × prompts), moderation verdicts and
-their Review, Batch runs over uploads and zips (and batch_runner, the background threads that run them,
+"""Analysis: what analysts do with many answers — Compare (images × prompts), the Review of moderation
+verdicts, Batch runs over uploads and zips (and batch_runner, the background threads that run them,
 at most one per batch), and the word diff between two answers.
 
 Logic only: the rows they read and write, and every SQL statement, live in core.history. May import

@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.analysis.moderation import parse_verdict
 from core.backends.streaming import describe_failure
 from core.errors import HistoryError, LoupeError, OutOfMemoryError, QuestionError
 from core.history import HistoryEntry, HistoryStore, compare_groups, make_stamp
 from core.history.compare_groups import CompareGroupSummary
+from core.inputs.moderation import parse_verdict
 from core.inputs.templates import Template, by_id
 from core.records import Answer, GenerationSettings, PreparedImage, Query
 from core.serving.engine import Engine

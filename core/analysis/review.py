@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.analysis.moderation import STATUSES, UNPARSED, Verdict
 from core.errors import HistoryError, ReviewError
 from core.history import HistoryStore, now_utc, reviews
 from core.history.reviews import Review, ReviewedResult, ReviewFilter
+from core.inputs.moderation import STATUSES, UNPARSED, Verdict
 
 LABELS = STATUSES  # what a reviewer may decide: pass | needs_review | reject
 REASONS = ("missed a violation", "flagged a compliant image", "wrong severity", "model output unreadable",

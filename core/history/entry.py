@@ -10,7 +10,7 @@ from core.statuses import EntryStatus
 
 
 class ParsedVerdict(Protocol):
-    """What an entry keeps of a moderation verdict (core.analysis.moderation.Verdict), without importing it."""
+    """What an entry keeps of a moderation verdict (core.inputs.moderation.Verdict), without importing it."""
 
     @property
     def status(self) -> str: ...

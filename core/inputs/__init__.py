@@ -1,6 +1,8 @@
 """Inputs: what an analyst hands Loupe before any model runs — images (decoded, EXIF-oriented, resized),
-questions (checked in characters), prompt templates (data in assets/templates/) and the sample images.
+questions (checked in characters), prompt templates (data in assets/templates/) and the sample images; and
+moderation, the reader of what a moderation template asks the model for (answer text → Verdict, pure text
+work, so history, serving and analysis can all use it).
 
-Owns turning outside bytes and text into validated records. May import core.errors, core.records and
-core.settings only: nothing here loads torch or a model.
+Owns turning outside bytes and text into validated records. May import core.errors, core.records,
+core.statuses and core.settings only: nothing here loads torch or a model.
 """

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.analysis.moderation import Verdict, parse_verdict
 from core.errors import HistoryError, LoupeError
 from core.history import HistoryEntry, HistoryStore, differences, make_stamp, now_utc
+from core.inputs.moderation import Verdict, parse_verdict
 from core.inputs.templates import Template, by_id
 from core.records import Answer, GenerationSettings, PreparedImage
 from core.serving.engine import Engine

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.analysis.moderation import Verdict
 from core.errors import is_refusal
 from core.history import HistoryEntry
+from core.inputs.moderation import Verdict
 from core.serving.recorded_ask import RecordedAsk
 from core.serving.ticket import describe_position
 from dashboard.widgets.verdict_panel import show_verdict

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.analysis.moderation import LABELS, Verdict
+from core.inputs.moderation import LABELS, Verdict
 from core.statuses import VerdictStatus
 
 _BOXES = {VerdictStatus.PASS: st.success, VerdictStatus.NEEDS_REVIEW: st.warning, VerdictStatus.REJECT: st.error}
