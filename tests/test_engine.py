@@ -6,8 +6,8 @@ import threading
 import pytest
 from PIL import Image
 
+from core.backends.answer_builder import trim_to_sentence_end
 from core.backends.stage_clocks import find_vision_module
-from core.backends.streaming import trim_to_sentence_end
 from core.errors import GenerationError, ModelError, QuestionError
 from core.models import model_source
 from core.records import GenerationSettings

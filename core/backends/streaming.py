@@ -17,14 +17,6 @@ from transformers import StoppingCriteria, TextIteratorStreamer
 from core.errors import GenerationError, LoupeError, OutOfMemoryError
 from core.records import Answer
 
-SENTENCE_ENDS = "。！？.!?\n"
-
-
-def trim_to_sentence_end(text: str) -> str:
-    """Cut text back to its last sentence end (。！？.!? or a newline); unchanged if it has none."""
-    cut = max(text.rfind(mark) for mark in SENTENCE_ENDS)
-    return text[: cut + 1].rstrip() if cut >= 0 else text
-
 
 class TimedStreamer(TextIteratorStreamer):
     """A TextIteratorStreamer that notes when the first new token arrived and whether it ended."""
@@ -127,7 +119,8 @@ class Drainable:
 class AnswerStream(Drainable):
     """Iterate it for text pieces as they come; once iteration ends, `.answer` holds the Answer.
 
-    `finish` turns the finished generation thread into the Answer (it runs once, on the reader's side).
+    `finish` turns the finished generation thread into the Answer (it runs once, on the reader's side; every
+    backend's `finish` ends in core/backends/answer_builder.py).
     """
 
     def __init__(

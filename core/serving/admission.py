@@ -2,7 +2,8 @@
 
 Need, per device that holds decoder layers (an estimate that errs high):
 - KV cache for the layers on that device: 2 × layers × kv_heads × head_dim × tokens × batch × dtype bytes,
-  with tokens = prompt tokens (text + image tokens) + max_new_tokens, and batch = num_beams;
+  with tokens = prompt tokens (text + image tokens) + max_new_tokens, and batch = num_beams; the prompt's
+  tokens are the exact counts of the backend's one encoding of the question (EncodedQuery) when it has them;
 - the largest transient activation of one decoder layer during prefill (hidden states, attention
   projections and the MLP's intermediate for the whole prompt; the T×T score matrix only for eager attention);
 - on the device of the vision tower, its activations for the images; on the device of the head, the logits
@@ -23,6 +24,7 @@ from typing import Any
 
 import psutil
 
+from core.backends.base import EncodedQuery
 from core.errors import AdmissionError
 from core.models import model_shape
 from core.records import Query
@@ -153,15 +155,19 @@ def spec_from_model(model: Any) -> ModelMemorySpec:
     )
 
 
-def estimate(query: Query, spec: ModelMemorySpec, text_tokens: int | None = None) -> MemoryEstimate:
-    """The memory `query` needs on each device; `text_tokens` from the real tokenizer when the caller has one."""
+def estimate(query: Query, spec: ModelMemorySpec, text_tokens: int | None = None, *,
+             prompt_tokens: int | None = None, image_tokens: int | None = None) -> MemoryEstimate:
+    """The memory `query` needs on each device. `prompt_tokens` / `image_tokens`: the exact counts of the
+    backend's encoding when it has them; else `text_tokens` (the question's) and image tokens from the spec."""
     question_tokens = text_tokens if text_tokens is not None else 3 * len(query.question)  # byte-level worst case
-    if spec.image_tokens:
-        per_image = [spec.image_tokens if len(query.images) == 1 else spec.image_tokens_several] * len(query.images)
-    else:
-        per_image = [max(1, math.ceil(img.width * img.height / max(spec.patch_pixels, 1))) for img in query.images]
-    image_tokens = sum(per_image)
-    prompt = question_tokens + image_tokens + _TEMPLATE_TOKENS
+    if image_tokens is None:
+        if spec.image_tokens:
+            alone = len(query.images) == 1
+            per_image = [spec.image_tokens if alone else spec.image_tokens_several] * len(query.images)
+        else:
+            per_image = [max(1, math.ceil(img.width * img.height / max(spec.patch_pixels, 1))) for img in query.images]
+        image_tokens = sum(per_image)
+    prompt = prompt_tokens if prompt_tokens is not None else question_tokens + image_tokens + _TEMPLATE_TOKENS
     batch = query.settings.num_beams
     total = prompt + query.settings.max_new_tokens
     per_layer_token = kv_cache_bytes(1, spec.kv_heads, spec.head_dim, 1, batch, spec.dtype_bytes)
@@ -229,23 +235,27 @@ class Admission:
         self._tokenizer = tokenizer
         self._max_memory_gb = max_memory_gb
 
-    def estimate(self, query: Query) -> MemoryEstimate:
+    def estimate(self, encoded: EncodedQuery) -> MemoryEstimate:
+        """From the encoding's exact counts; an encoding without them (XComposer) has its question tokenized."""
+        if encoded.prompt_tokens is not None:
+            return estimate(encoded.query, self.spec, prompt_tokens=encoded.prompt_tokens,
+                            image_tokens=encoded.image_tokens)
         tokens = None
         if self._tokenizer is not None:
-            tokens = len(self._tokenizer(query.question, add_special_tokens=False)["input_ids"])
-        return estimate(query, self.spec, tokens)
+            tokens = len(self._tokenizer(encoded.query.question, add_special_tokens=False)["input_ids"])
+        return estimate(encoded.query, self.spec, tokens)
 
     def free(self) -> dict[str, int]:
         return free_bytes(self._max_memory_gb)
 
-    def check(self, query: Query, free: dict[str, int] | None = None) -> MemoryEstimate:
+    def check(self, encoded: EncodedQuery, free: dict[str, int] | None = None) -> MemoryEstimate:
         """Raise AdmissionError if any device lacks the memory; return the estimate otherwise."""
-        est = self.estimate(query)
+        est = self.estimate(encoded)
         available = free if free is not None else self.free()
         for device, need in est.need_bytes.items():
             have = available.get(device)
             if have is not None and need > have:
-                raise AdmissionError(refusal(query, est, device, have))
+                raise AdmissionError(refusal(encoded.query, est, device, have))
         return est
 
 

@@ -49,7 +49,7 @@ class Engine:
     def ask(
         self, images: Sequence[bytes | PreparedImage], question: str, generation: GenerationSettings | None = None
     ) -> AnswerStream:
-        return self.backend.stream(self.build_query(images, question, generation))
+        return self.backend.stream(self.backend.encode(self.build_query(images, question, generation)))
 
     def submit(
         self, images: Sequence[bytes | PreparedImage], question: str, generation: GenerationSettings | None = None,
