@@ -41,6 +41,7 @@ from core.backends.streaming import CancelCriteria
 from core.errors import QuestionError
 from core.models import memory
 from core.records import Answer, GenerationSettings, Query
+from core.statuses import TraceOutcome
 from core.telemetry import markers
 
 _PER_IMAGE_KEYS = {"input_ids", "attention_mask", "pixel_values"}  # anything else: not the LLaVA layout
@@ -150,7 +151,7 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
     marks.preprocess_done()
     eos_ids = _eos_ids(model)
     clock = RowClock(eos_ids, rows, marks)
-    inner = getattr(model, "model", None)
+    inner: Any = getattr(model, "model", None)
     share_vision = (rows > 1 and _same_images(queries) and set(inputs.keys()) <= _PER_IMAGE_KEYS
                     and callable(getattr(inner, "get_image_features", None)))
     with loaded.lock:  # one generate() at a time on this model, single answers included
@@ -167,7 +168,7 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
                                         stopping_criteria=[CancelCriteria(cancel or threading.Event()), clock])
             memory.synchronize()
         except BaseException:
-            marks.finish("failed")
+            marks.finish(TraceOutcome.FAILED)
             raise
         finally:
             if share_vision:
@@ -176,7 +177,7 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
                     inner.get_image_features = shadowed
         marks.generation_ended()
     cancelled = cancel is not None and cancel.is_set()
-    marks.finish("cancelled" if cancelled else "answered")
+    marks.finish(TraceOutcome.CANCELLED if cancelled else TraceOutcome.ANSWERED)
     rows_ids = output[:, width:].tolist()
     del output, inputs, cpu_inputs
     _release_memory()

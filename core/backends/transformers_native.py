@@ -23,6 +23,7 @@ from core.errors import ModelError
 from core.models import load_progress, memory
 from core.models.model_source import ModelSource
 from core.records import Answer, ModelCard, Query, ShardPlan
+from core.statuses import TraceOutcome
 from core.telemetry import markers
 
 
@@ -214,10 +215,10 @@ class TransformersBackend:
                             )
                     memory.synchronize()
                 except BaseException:
-                    marks.finish("failed")
+                    marks.finish(TraceOutcome.FAILED)
                     raise
                 marks.generation_ended()
-            marks.finish("cancelled" if stage_mark.saw_cancel else "answered")
+            marks.finish(TraceOutcome.CANCELLED if stage_mark.saw_cancel else TraceOutcome.ANSWERED)
             if beams:  # no streaming with beam search: push the whole answer as one piece
                 new_ids = output[0, input_len:]
                 streamer.on_finalized_text(self.processor.decode(new_ids, skip_special_tokens=True), stream_end=True)

@@ -42,6 +42,7 @@ from core.models import load_progress, memory, model_shape, preflight
 from core.models.model_source import ModelSource
 from core.records import Answer, ModelCard, Query
 from core.settings import Settings
+from core.statuses import TraceOutcome
 from core.telemetry import markers
 
 HD_NUM = model_shape.XCOMPOSER_HD_NUM
@@ -205,13 +206,13 @@ class XComposerBackend:
                     )
                     memory.synchronize()
                 except BaseException:
-                    marks.finish("failed")
+                    marks.finish(TraceOutcome.FAILED)
                     raise
                 finally:
                     folder.cleanup()
                 marks.generation_ended()
                 prompt_len["input_tokens"] = self._prompt_len[0]
-            marks.finish("cancelled" if stage_mark.saw_cancel else "answered")
+            marks.finish(TraceOutcome.CANCELLED if stage_mark.saw_cancel else TraceOutcome.ANSWERED)
             if beams:  # no streaming with beam search: the whole answer as one piece
                 streamer.on_finalized_text(response, stream_end=True)
                 streamer.new_tokens = len(self.tokenizer.encode(response, add_special_tokens=False))

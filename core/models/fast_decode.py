@@ -74,7 +74,7 @@ def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | 
     for lin in linears:
         rows = lin.weight.shape[0]
         lin.weight.data = weight[start : start + rows]
-        if has_bias:
+        if bias is not None:
             lin.bias.data = bias[start : start + rows]
         start += rows
     return weight, bias

@@ -33,6 +33,7 @@ import psutil
 
 from core.models import memory
 from core.records import Query, QueryTrace, StageMark
+from core.statuses import TraceOutcome
 from core.telemetry.ring import Ring
 
 STAGES = ("preprocess", "vision", "prefill", "decode")
@@ -91,7 +92,7 @@ class QueryClock:
         # a boundary shared by two stages converts to the very same float for both.
         self._to_wall = time.time() - time.perf_counter()
         self._stages: list[StageMark] = []
-        self._outcome = "running"
+        self._outcome = TraceOutcome.RUNNING
         self._end: float | None = None
         self._end_wall: float | None = None
         self._mark = self._start  # start of the stage now open
@@ -188,7 +189,7 @@ class QueryClock:
             peaks=dict(self._peaks),
         )
 
-    def finish(self, outcome: str) -> QueryTrace:
+    def finish(self, outcome: TraceOutcome) -> QueryTrace:
         """Publish the trace: answered, cancelled or failed (a failure closes whatever stage was open)."""
         if self._end is None:
             self.generation_ended()
