@@ -170,7 +170,7 @@ class OpenAIRemoteBackend:
             readings = StageReadings(
                 prepared_s=sum(p.prepare_s for p in query.images) + encoded.encode_s, started=started,
                 preprocessed=started, generation_started=state.get("sent", started), vision_s=0.0,
-                first_token=thread.streamer.first_token_at, ended=end, peaks={},
+                first_token=state.get("first"), ended=end, peaks={},
             )
             return build_answer(query, self._generated(state, cancel.is_set()), readings, model=self.model_id)
 
@@ -191,8 +191,7 @@ class OpenAIRemoteBackend:
         for choice in event.get("choices") or ():
             piece = (choice.get("delta") or {}).get("content")
             if piece:
-                if streamer.first_token_at is None:
-                    streamer.first_token_at = time.perf_counter()
+                state.setdefault("first", time.perf_counter())
                 state["pieces"].append(piece)
                 streamer.on_finalized_text(piece)
             state["finish"] = choice.get("finish_reason") or state["finish"]

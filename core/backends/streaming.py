@@ -19,17 +19,12 @@ from core.records import Answer
 
 
 class TimedStreamer(TextIteratorStreamer):
-    """A TextIteratorStreamer that notes when the first new token arrived and whether it ended."""
+    """A TextIteratorStreamer with a reader timeout that notes whether it ended (when tokens came is the stage
+    clock's business: core/telemetry/markers.py)."""
 
     def __init__(self, tokenizer: Any, timeout_s: float) -> None:
         super().__init__(tokenizer, skip_prompt=True, timeout=timeout_s, skip_special_tokens=True)
-        self.first_token_at: float | None = None
         self.ended = False
-
-    def put(self, value: Any) -> None:
-        if not self.next_tokens_are_prompt and self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        super().put(value)
 
     def end(self) -> None:
         self.ended = True
