@@ -192,6 +192,6 @@ def test_a_question_is_tokenized_once_on_its_way_through_the_queue(engine, monke
         sched.close()
     assert len(calls) == 1
     encoded = engine.backend.encode(engine.build_query([_png()], "What is this?"))
-    assert encoded.image_tokens == 16 and encoded.prompt_tokens == ticket.collect().input_tokens
+    assert encoded.image_tokens == 16 and encoded.prompt_tokens == ticket.answer.input_tokens
     est = sched._admission.estimate(encoded)
     assert (est.prompt_tokens, est.image_tokens) == (encoded.prompt_tokens, 16)  # exact, not estimated
