@@ -101,14 +101,14 @@ class TransformersBackend:
 
     def _prepare_fast_decoder(self, report: ProgressCallback) -> None:
         """Build the fast decode path and compile it now, so the first question pays no compilation."""
-        from core.models import fast_decode
+        from core.models import fast_decode, fast_decode_support
 
-        status = fast_decode.check(self.model)
+        status = fast_decode_support.check(self.model)
         self.fast_status = status.reason
         if not status.enabled:
             return
         positions = getattr(self.model.model.language_model.config, "max_position_embeddings", 4096)
-        self.fast_decoder = fast_decode.FastDecoder(self.model, fast_decode.cache_length(positions, 4096))
+        self.fast_decoder = fast_decode.FastDecoder(self.model, fast_decode_support.cache_length(positions, 4096))
         seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
         # On the CPU the step is not compiled (CUDA graphs need a GPU): the card must not claim it is.
         how = status.reason if self.fast_decoder.compiled else "static KV cache, decode step not compiled (CPU)"
