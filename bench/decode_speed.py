@@ -112,7 +112,7 @@ def main() -> dict:
     question = "请详细描述这张图片中的表格内容，包括标题、每一列的名称、每一行的数值，以及合计是多少？" * 1
     prepared = engine.prepare_image(_png(image))
     query = engine.build_query([prepared], question, engine.default_generation(max_new_tokens=NEW_TOKENS))
-    inputs = backend._inputs(query)
+    inputs = backend.device_inputs(backend.encode(query))
     result["prompt_tokens"] = int(inputs["input_ids"].shape[1])
     eos: set[int] = set()  # fixed length: never stop early
 

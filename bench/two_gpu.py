@@ -62,8 +62,9 @@ def _answers(engine, image: bytes) -> dict:
     backend, ids, ttft, tok_s, texts = engine.backend, [], [], [], []
     for prompt in PROMPTS:
         query = engine.build_query([image], prompt, GenerationSettings(max_new_tokens=NEW_TOKENS))
+        inputs = backend.device_inputs(backend.encode(query))
         with torch.no_grad():
-            out = backend.model.generate(**backend._inputs(query), max_new_tokens=NEW_TOKENS, do_sample=False,
+            out = backend.model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False,
                                          repetition_penalty=query.settings.repetition_penalty)
         ids.append(out[0].tolist())
         answer = engine.ask([image], prompt, GenerationSettings(max_new_tokens=NEW_TOKENS)).collect()

@@ -6,12 +6,14 @@ import threading
 import pytest
 from PIL import Image
 
+from core.backends.answer_builder import trim_to_sentence_end
 from core.backends.stage_clocks import find_vision_module
-from core.backends.streaming import trim_to_sentence_end
 from core.errors import GenerationError, ModelError, QuestionError
-from core.models import model_source
+from core.models import memory, model_source
 from core.records import GenerationSettings
+from core.serving.scheduler import Scheduler
 from core.settings import load_settings
+from core.telemetry import markers
 from tests.image_factory import encode, jpeg_with_orientation
 
 
@@ -142,3 +144,54 @@ def test_model_not_found_is_typed(monkeypatch) -> None:
     monkeypatch.setenv("LOUPE_MODEL", "someone/not-cached-anywhere")
     with pytest.raises(ModelError, match="never downloads"):
         model_source.resolve(load_settings())
+
+
+def test_the_answer_timings_are_the_stage_markers_readings(engine) -> None:
+    """One stage clock: the memory chart's bands and the Answer's timings are the same numbers."""
+    query = engine.build_query([_png()], "What is this?", GenerationSettings(max_new_tokens=8))
+    answer = engine.backend.stream(engine.backend.encode(query)).collect()
+    trace = markers.for_query(query)
+    assert trace is not None and trace.end is not None
+    band = {s.stage: s.end - s.start for s in trace.stages}
+    t = answer.timings
+    assert t.preprocess == pytest.approx(band["preprocess"], abs=1e-5)
+    assert t.vision == pytest.approx(band["vision"], abs=1e-5) and t.vision > 0  # the tower ran once
+    assert t.decode == pytest.approx(band["decode"], abs=1e-5) and t.decode > 0
+    assert t.total == pytest.approx(trace.end - trace.start, abs=1e-5)
+
+
+def test_one_vision_hook_and_one_peak_reset_per_stage_boundary(engine, monkeypatch) -> None:
+    vision = find_vision_module(engine.backend.model)
+    assert not vision._forward_pre_hooks and not vision._forward_hooks, "nothing stays hooked between queries"
+    hooked: list[tuple[int, int]] = []
+    handle = vision.register_forward_hook(
+        lambda *_: hooked.append((len(vision._forward_pre_hooks), len(vision._forward_hooks))))
+    resets: list[int] = []
+    reset = memory.reset_peaks
+    monkeypatch.setattr(memory, "reset_peaks", lambda: (resets.append(1), reset())[1])
+    try:
+        engine.ask([_png()], "hi", GenerationSettings(max_new_tokens=4)).collect()
+    finally:
+        handle.remove()
+    assert hooked == [(1, 2)]  # the stage clock's pair (this test's own hook is the second forward hook)
+    assert len(resets) == 4  # generation start, vision start, vision end, first token: once each
+
+
+def test_a_question_is_tokenized_once_on_its_way_through_the_queue(engine, monkeypatch) -> None:
+    """Admission at submit, admission at serve and generation all use the backend's one encoding."""
+    tokenizer_type = type(engine.backend.processor.tokenizer)
+    calls: list[int] = []
+    tokenize = tokenizer_type.__call__
+    monkeypatch.setattr(tokenizer_type, "__call__", lambda self, *a, **k: (calls.append(1), tokenize(self, *a, **k))[1])
+    sched = Scheduler(engine.backend)
+    try:
+        assert sched._admission is not None  # the demo model is checked (against RAM)
+        ticket = sched.submit(engine.build_query([_png()], "What is this?", GenerationSettings(max_new_tokens=4)))
+        assert ticket.collect().output_tokens == 4
+    finally:
+        sched.close()
+    assert len(calls) == 1
+    encoded = engine.backend.encode(engine.build_query([_png()], "What is this?"))
+    assert encoded.image_tokens == 16 and encoded.prompt_tokens == ticket.answer.input_tokens
+    est = sched._admission.estimate(encoded)
+    assert (est.prompt_tokens, est.image_tokens) == (encoded.prompt_tokens, 16)  # exact, not estimated

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from core.models.fast_decode import FastDecoder, cache_length, check
+from core.models.fast_decode import FastDecoder
+from core.models.fast_decode_support import cache_length, check
 
 
 @pytest.fixture(scope="module")

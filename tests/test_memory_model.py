@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from core.backends.base import EncodedQuery
 from core.models import memory_model, model_shape, planner
 from core.models.memory_model import Attention, DeviceNeed, Geometry, Workload
 from core.records import GenerationSettings, PreparedImage, Query
@@ -108,15 +109,20 @@ def test_the_formulas_that_had_drifted() -> None:
     assert need.kv_cache_bytes == memory_model.kv_cache_bytes(2, 8, 128, 1024, 1, 2)
 
 
-@pytest.mark.parametrize("prompt_tokens", [None, 900])
-def test_exact_prompt_tokens_from_the_encoded_question_replace_the_count(engine, prompt_tokens: int | None) -> None:
+@pytest.mark.parametrize("exact", [False, True])
+def test_exact_prompt_tokens_from_the_encoded_question_replace_the_count(engine, exact: bool) -> None:
     adm = admission.for_backend(engine.backend)
     assert adm is not None
     query = _query(1, "What is in the image?", 16)
-    workload = adm.workload(query, prompt_tokens=prompt_tokens)
-    if prompt_tokens is None:  # the question tokenized here, the template and the image tokens by the rules
+    if exact:  # the backend's one encoding: its counts are the workload's
+        encoded = engine.backend.encode(query)
+        assert encoded.prompt_tokens is not None and encoded.image_tokens == 16
+    else:  # an encoding without counts (XComposer's): the question is tokenized here, the rest by the rules
+        encoded = EncodedQuery(query, None, None, None, 0.0)
+    workload = adm.estimate(encoded).workload
+    if exact:
+        assert (workload.prompt_tokens, workload.image_tokens) == (encoded.prompt_tokens, encoded.image_tokens)
+    else:
         question = len(engine.backend.processor.tokenizer(query.question, add_special_tokens=False)["input_ids"])
         assert workload.prompt_tokens == question + memory_model.TEMPLATE_TOKENS + workload.image_tokens
-    else:
-        assert workload.prompt_tokens == 900
-    assert adm.check(query, workload=workload).workload == workload == adm.estimate(query, workload).workload
+    assert adm.check(encoded).workload == workload

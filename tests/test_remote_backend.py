@@ -71,7 +71,7 @@ def test_remote_refusals_are_typed(server, remote) -> None:
     query = remote.build_query([encode(Image.new("RGB", (32, 32)), "PNG")], "hi")
     too_long = dataclasses.replace(query, question="问" * 300)  # past the server's 200-character limit
     with pytest.raises(QuestionError, match="remote server refused the question: The question is 300"):
-        remote.backend.stream(too_long).collect()
+        remote.backend.stream(remote.backend.encode(too_long)).collect()
     wrong_key = OpenAIRemoteBackend(f"{server.url}/v1", "nope")
     with pytest.raises(ModelError, match="refused the API key"):
         wrong_key.load()

@@ -179,7 +179,7 @@ def test_admission_refuses_at_submit_with_what_to_reduce(engine) -> None:
     adm = admission.for_backend(engine.backend)
     small = engine.build_query([_png()], "hi", SHORT)
     big = engine.build_query([_png()] * 4, "hi", GenerationSettings(max_new_tokens=8192, num_beams=3))
-    need_small, need_big = (adm.estimate(q).need_bytes["cpu"] for q in (small, big))
+    need_small, need_big = (adm.estimate(engine.backend.encode(q)).need_bytes["cpu"] for q in (small, big))
     assert need_big > need_small
     limit = (need_small + need_big) // 2
 

@@ -77,7 +77,7 @@ def test_stage_peaks_on_the_gpu(engine) -> None:
 
         image = encode(Image.new("RGB", (640, 480), "navy"), "PNG")
         query = engine.build_query([image], "What is this?", GenerationSettings(max_new_tokens=32))
-        answer = engine.backend.stream(query).collect()
+        answer = engine.backend.stream(engine.backend.encode(query)).collect()
     finally:
         sampler.stop()
     trace = markers.for_query(query)

@@ -20,7 +20,7 @@ def _png() -> bytes:
 
 def _ask(engine, max_new_tokens: int = 12):
     query = engine.build_query([_png()], "What is this?", GenerationSettings(max_new_tokens=max_new_tokens))
-    return query, engine.backend.stream(query)
+    return query, engine.backend.stream(engine.backend.encode(query))
 
 
 def test_answer_leaves_four_stages_in_order(engine) -> None:
@@ -103,7 +103,7 @@ def test_traces_window_and_clear(engine) -> None:
 def test_beam_search_is_marked_too(engine) -> None:
     """No streamer with beams: the first-token boundary comes from the stopping criteria, step one."""
     query = engine.build_query([_png()], "hi", GenerationSettings(max_new_tokens=6, num_beams=2))
-    engine.backend.stream(query).collect()
+    engine.backend.stream(engine.backend.encode(query)).collect()
     trace = markers.for_query(query)
     assert trace.outcome == "answered" and [s.stage for s in trace.stages] == list(STAGES)
     assert trace.stages[-1].end > trace.stages[-1].start

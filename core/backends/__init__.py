@@ -1,17 +1,19 @@
 """Backends: pick one from the settings. The rest of Loupe only sees the Backend protocol.
 
-Owns running a model: the transformers backend (with the fast decode path), the batched compare call, the
-XComposer backend, the remote OpenAI-compatible backend, and generation threads (streaming.py). May import
+Owns running a model: encoding a query once (base.EncodedQuery, encoding.py), the transformers backend
+(with the fast decode path), the batched compare call, the XComposer backend, the remote OpenAI-compatible
+backend, generation threads (streaming.py), and building every backend's Answer from what it generated and
+the stage clock's readings (answer_builder.py). May import
 core.models, core.inputs, core.telemetry, core.records, core.errors and core.settings; never core.serving,
 core.analysis or core.history.
 """
 from __future__ import annotations
 
-from core.backends.base import Backend, LoadProgress, ProgressCallback
+from core.backends.base import Backend, EncodedQuery, LoadProgress, ProgressCallback
 from core.errors import ModelError
 from core.settings import Settings
 
-__all__ = ["Backend", "LoadProgress", "ProgressCallback", "create_backend"]
+__all__ = ["Backend", "EncodedQuery", "LoadProgress", "ProgressCallback", "create_backend"]
 
 
 def create_backend(settings: Settings, *, replacing: Backend | None = None) -> Backend:

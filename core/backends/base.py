@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from core.backends.streaming import AnswerStream
 from core.records import ModelCard, Query
@@ -24,9 +24,27 @@ class LoadProgress:
 ProgressCallback = Callable[[LoadProgress], None]
 
 
+@dataclass(frozen=True, eq=False)  # eq=False: compared by identity, never tensor by tensor
+class EncodedQuery:
+    """A query encoded once by its backend (`Backend.encode`): what admission counts and what generation uses.
+
+    `inputs` is what the backend's generation takes: the processor's tensors, still on the CPU so a queue of
+    waiting questions holds no GPU memory (transformers); the request body (remote); None (XComposer, whose
+    chat() encodes itself). `prompt_tokens` counts every token of the prompt, image tokens and chat template
+    included, and `image_tokens` the image placeholders among them; both are None where the backend cannot
+    know them before it runs (XComposer, a remote server). `encode_s` is part of the answer's preprocess time.
+    """
+
+    query: Query
+    inputs: Any
+    prompt_tokens: int | None
+    image_tokens: int | None
+    encode_s: float
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """Load a model once, stream answers to queries, describe itself."""
+    """Load a model once, encode each query once, stream its answer, describe itself."""
 
     name: str
     can_stream: bool  # pieces arrive while generating (False: one piece at the end)
@@ -36,7 +54,9 @@ class Backend(Protocol):
 
     def load(self, progress: ProgressCallback | None = None) -> None: ...
 
-    def stream(self, query: Query) -> AnswerStream: ...
+    def encode(self, query: Query) -> EncodedQuery: ...
+
+    def stream(self, encoded: EncodedQuery) -> AnswerStream: ...
 
     def describe(self) -> ModelCard: ...
 

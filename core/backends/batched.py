@@ -13,13 +13,17 @@ Decisions:
   the vision tower runs on the first prompt's images only and its features are reused for every row.
   Other layouts (Qwen2-VL's flattened patches with grid sizes, ...) still run as one batched call, with
   one encoding per row.
-- Per-row timings: preprocess, vision and prefill are shared by all rows; a row's decode ends when it
-  produced its end-of-sequence token (or the last token, for rows cut at max_new_tokens), so a short
-  answer in a batch reports its own decode time, not the longest row's.
+- Per-row timings: preprocess, vision and prefill are shared by all rows (the stage clock's readings, as
+  for a single answer); a row's decode ends when it produced its end-of-sequence token (or the last token,
+  for rows cut at max_new_tokens), so a short answer in a batch reports its own decode time, not the
+  longest row's. The Answers are built where every backend's are (answer_builder.py).
+- It runs on the backend's LoadedModel (runtime.py): the model, its processor and its generation lock, so
+  a batch and a single answer never run generate() at the same time.
 - Beam search and sampling work too (sampling draws differ from single answers: one random stream).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import threading
@@ -29,21 +33,25 @@ from typing import Any
 
 from transformers import StoppingCriteria
 
-from core.backends.streaming import CancelCriteria, trim_to_sentence_end
-from core.errors import ModelError, QuestionError
+from core.backends import encoding
+from core.backends.answer_builder import Generated, build_answer
+from core.backends.runtime import LoadedModel
+from core.backends.stage_clocks import find_vision_module
+from core.backends.streaming import CancelCriteria
+from core.errors import QuestionError
 from core.models import memory
-from core.records import Answer, GenerationSettings, Query, StageTimings
+from core.records import Answer, GenerationSettings, Query
+from core.statuses import TraceOutcome
 from core.telemetry import markers
 
 _PER_IMAGE_KEYS = {"input_ids", "attention_mask", "pixel_values"}  # anything else: not the LLaVA layout
 
 
 class RowClock(StoppingCriteria):
-    """Never stops generation itself: notes when the first new token exists and when each row ended."""
+    """Never stops generation itself: tells the stage clock about the first new token, notes when each row ended."""
 
     def __init__(self, eos_ids: set[int], rows: int, marks: markers.QueryClock) -> None:
         self.eos_ids = sorted(eos_ids)
-        self.first_at: float | None = None
         self.ended_at: list[float | None] = [None] * rows
         self.marks = marks
         self._eos: Any = None
@@ -52,9 +60,7 @@ class RowClock(StoppingCriteria):
         import torch
 
         now = time.perf_counter()
-        if self.first_at is None:
-            self.first_at = now
-            self.marks.first_token()
+        self.marks.first_token()  # only the first call counts
         if self.eos_ids:
             if self._eos is None:
                 self._eos = torch.tensor(self.eos_ids, device=input_ids.device)
@@ -73,13 +79,6 @@ def _release_memory() -> None:
     gc.collect(1)
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
-
-
-def _prompt(processor: Any, query: Query) -> str:
-    content: list[dict[str, Any]] = [{"type": "image"} for _ in query.images]
-    content.append({"type": "text", "text": query.question})
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)
 
 
 def _generate_kwargs(s: GenerationSettings, min_new_tokens: int) -> dict[str, Any]:
@@ -104,18 +103,14 @@ def _same_images(queries: Sequence[Query]) -> bool:
     return bool(first) and all([p.sha256 for p in q.images] == first for q in queries[1:])
 
 
-def _encode_once(inner: Any, rows: int, timer: dict[str, float], on_cuda: bool) -> Callable[..., Any]:
+def _encode_once(inner: Any, rows: int) -> Callable[..., Any]:
     """`inner.get_image_features`, but run on the first row's images only and repeated for every row."""
     original = inner.get_image_features
 
     @functools.wraps(original)  # generate() inspects its signature to pick the arguments it passes
     def once(pixel_values: Any, *args: Any, **kwargs: Any) -> Any:
         per_row = pixel_values.shape[0] // rows
-        started = time.perf_counter()
         output = original(pixel_values[:per_row], *args, **kwargs)
-        if on_cuda:
-            memory.synchronize()
-        timer["vision"] = timer.get("vision", 0.0) + time.perf_counter() - started
         features = getattr(output, "pooler_output", output)
         if isinstance(features, (list, tuple)):
             repeated: Any = list(features) * rows
@@ -129,7 +124,12 @@ def _encode_once(inner: Any, rows: int, timer: dict[str, float], on_cuda: bool) 
     return once
 
 
-def answer_batch(backend: Any, queries: Sequence[Query], *, min_new_tokens: int = 0,
+def _eos_ids(model: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_tokens: int = 0,
                  cancel: threading.Event | None = None) -> list[tuple[Answer, tuple[int, ...]]]:
     """Answer queries that share their generation settings in one generate() call, in the given order.
 
@@ -139,93 +139,58 @@ def answer_batch(backend: Any, queries: Sequence[Query], *, min_new_tokens: int 
     import torch
 
     _check_settings(queries)
-    model, processor = backend.model, backend.processor
-    if model is None:
-        raise ModelError("The model is not loaded yet.")
+    model, processor = loaded.model, loaded.processor
     rows, settings = len(queries), queries[0].settings
-    on_cuda = backend.runtime.device == "cuda"
     prepare_s = sum(p.prepare_s for p in {id(p): p for q in queries for p in q.images}.values())
     started = time.perf_counter()
-    images = [p.image for q in queries for p in q.images] or None
-    inputs = processor(images=images, text=[_prompt(processor, q) for q in queries], return_tensors="pt",
-                       padding=True, padding_side="left")
-    inputs = inputs.to(model.get_input_embeddings().weight.device)
-    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    width = int(inputs["input_ids"].shape[1])
-    prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-    preprocess_s = prepare_s + time.perf_counter() - started
+    cpu_inputs, prompt_tokens, _image_tokens = encoding.encode_rows(processor, model, queries)
     label = Query(queries[0].images, f"[{rows} prompts in one call] {queries[0].question}", settings)
-    marks = markers.QueryClock(backend.source.name, label, start=started - prepare_s)
+    marks = markers.QueryClock(loaded.name, label, prepare_s + time.perf_counter() - started)
+    inputs = encoding.to_device(cpu_inputs, model)
+    width = int(inputs["input_ids"].shape[1])
     marks.preprocess_done()
-    config = model.generation_config
-    eos = config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    eos_ids = _eos_ids(model)
     clock = RowClock(eos_ids, rows, marks)
-    inner = getattr(model, "model", None)
+    inner: Any = getattr(model, "model", None)
     share_vision = (rows > 1 and _same_images(queries) and set(inputs.keys()) <= _PER_IMAGE_KEYS
                     and callable(getattr(inner, "get_image_features", None)))
-    timer: dict[str, float] = {}
-    with backend._lock:  # the backend's own generation lock: one generate() at a time on this model
-        memory.reset_peaks()
+    with loaded.lock:  # one generate() at a time on this model, single answers included
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
-        vision_clock, shadowed = None, None
+        shadowed = None
         if share_vision:
             shadowed = vars(inner).get("get_image_features")
-            inner.get_image_features = _encode_once(inner, rows, timer, on_cuda)
-        else:
-            from core.backends.stage_clocks import VisionClock, find_vision_module
-
-            vision_clock = VisionClock(find_vision_module(model), on_cuda)
-        marks.generation_started(None)
-        gen_start = time.perf_counter()
+            inner.get_image_features = _encode_once(inner, rows)
+        marks.generation_started(find_vision_module(model))
         try:
             with torch.no_grad():
                 output = model.generate(**inputs, **_generate_kwargs(settings, min_new_tokens),
                                         stopping_criteria=[CancelCriteria(cancel or threading.Event()), clock])
             memory.synchronize()
         except BaseException:
-            marks.finish("failed")
+            marks.finish(TraceOutcome.FAILED)
             raise
         finally:
             if share_vision:
                 del inner.get_image_features  # the class's method shows through again
                 if shadowed is not None:
                     inner.get_image_features = shadowed
-            if vision_clock is not None:
-                timer["vision"] = vision_clock.seconds
-                vision_clock.remove()
-        end = time.perf_counter()
-        peaks = marks.generation_ended()
+        marks.generation_ended()
     cancelled = cancel is not None and cancel.is_set()
-    marks.finish("cancelled" if cancelled else "answered")
+    marks.finish(TraceOutcome.CANCELLED if cancelled else TraceOutcome.ANSWERED)
     rows_ids = output[:, width:].tolist()
-    del output, inputs
+    del output, inputs, cpu_inputs
     _release_memory()
-    vision = timer.get("vision", 0.0)
-    first = clock.first_at or end
-    prefill = max(0.0, first - gen_start - vision)
+    readings = marks.readings()
     results = []
     for row, query in enumerate(queries):
         new_ids = rows_ids[row]
         cut = next((i for i, token in enumerate(new_ids) if token in eos_ids), None)
         if cut is not None:
             new_ids = new_ids[: cut + 1]
-        hit_limit = cut is None and len(new_ids) >= settings.max_new_tokens
-        text = processor.decode(new_ids, skip_special_tokens=True)
-        if hit_limit:
-            text = trim_to_sentence_end(text)
-        row_end = clock.ended_at[row] or end
-        decode = max(0.0, row_end - first)
-        count = len(new_ids)
-        answer = Answer(
-            text=text.strip(), truncated=hit_limit or (cancelled and cut is None), input_tokens=int(prompt_tokens[row]),
-            output_tokens=count, tokens_per_s=(count - 1) / decode if decode > 0 and count > 1 else 0.0,
-            timings=StageTimings(preprocess=preprocess_s, vision=vision, prefill=prefill, decode=decode,
-                                 total=prepare_s + row_end - started),
-            peak_memory_gb=dict(peaks), image_notes=tuple(n for p in query.images for n in p.notes),
-            model=backend.source.name, settings=settings,
-        )
-        results.append((answer, tuple(new_ids)))
+        generated = Generated(processor.decode(new_ids, skip_special_tokens=True), prompt_tokens[row], len(new_ids),
+                              hit_limit=cut is None and len(new_ids) >= settings.max_new_tokens,
+                              cancelled=cancelled and cut is None)
+        row_clock = dataclasses.replace(readings, ended=clock.ended_at[row] or readings.ended)
+        results.append((build_answer(query, generated, row_clock, model=loaded.name), tuple(new_ids)))
     return results

@@ -6,9 +6,13 @@ Decisions:
   the setting `model` when set (it must be one the server lists), else the server's first model.
 - Images travel as PNG data URIs of the prepared image: lossless, so the remote model sees exactly what a
   local one would.
+- Encoding (`encode`) builds the request body once. Its token counts are unknown here (no tokenizer), so
+  local admission does not apply: the server decides.
 - Timings: `preprocess` = image preparation + encoding, `prefill` = request sent → first token (so it
   includes the remote queue and network), `decode` = first token → last, `vision` = 0 (not observable).
-  Token counts come from the server's usage report (requested with stream_options.include_usage).
+  No stage markers are published (there is no local memory to chart): this backend reads the same
+  boundaries itself and hands them to the one answer builder. Token counts come from the server's usage
+  report (requested with stream_options.include_usage).
 - No GPU memory is reported (has_local_gpus = False): the UI shows latency and tokens only.
 - An answer cut at max_tokens (finish_reason "length") is trimmed to its last sentence end, as locally.
 """
@@ -24,10 +28,12 @@ from urllib.parse import urlparse
 
 import httpx
 
-from core.backends.base import LoadProgress, ProgressCallback
-from core.backends.streaming import AnswerStream, GenerationThread, TimedStreamer, trim_to_sentence_end
+from core.backends.answer_builder import Generated, build_answer
+from core.backends.base import EncodedQuery, LoadProgress, ProgressCallback
+from core.backends.streaming import AnswerStream, GenerationThread, TimedStreamer
 from core.errors import GenerationError, ModelError, QuestionError
-from core.records import Answer, ModelCard, Query, StageTimings
+from core.records import Answer, ModelCard, Query
+from core.telemetry.markers import StageReadings
 
 
 def _data_uri(image: Any) -> str:
@@ -130,13 +136,16 @@ class OpenAIRemoteBackend:
             body["seed"] = s.seed
         return body
 
-    def stream(self, query: Query) -> AnswerStream:
-        if self._client is None:
-            raise ModelError("The remote model is not connected yet.")
-        client = self._client
+    def encode(self, query: Query) -> EncodedQuery:
         started = time.perf_counter()
         body = self._body(query)
-        preprocess_s = sum(p.prepare_s for p in query.images) + (time.perf_counter() - started)
+        return EncodedQuery(query, body, None, None, time.perf_counter() - started)
+
+    def stream(self, encoded: EncodedQuery) -> AnswerStream:
+        if self._client is None:
+            raise ModelError("The remote model is not connected yet.")
+        client, query, body = self._client, encoded.query, encoded.inputs
+        started = time.perf_counter()
         streamer = TimedStreamer(None, self._timeout)
         cancel = threading.Event()
         state: dict[str, Any] = {"pieces": [], "finish": None, "usage": {}}
@@ -157,7 +166,13 @@ class OpenAIRemoteBackend:
                 raise GenerationError(f"The connection to {self.base_url} failed ({exc}).") from None
 
         def finish(thread: GenerationThread) -> Answer:
-            return self._answer(query, thread, state, preprocess_s, started, cancel.is_set())
+            end = thread.finished_at or time.perf_counter()
+            readings = StageReadings(
+                prepared_s=sum(p.prepare_s for p in query.images) + encoded.encode_s, started=started,
+                preprocessed=started, generation_started=state.get("sent", started), vision_s=0.0,
+                first_token=state.get("first"), ended=end, peaks={},
+            )
+            return build_answer(query, self._generated(state, cancel.is_set()), readings, model=self.model_id)
 
         return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
 
@@ -176,31 +191,17 @@ class OpenAIRemoteBackend:
         for choice in event.get("choices") or ():
             piece = (choice.get("delta") or {}).get("content")
             if piece:
-                if streamer.first_token_at is None:
-                    streamer.first_token_at = time.perf_counter()
+                state.setdefault("first", time.perf_counter())
                 state["pieces"].append(piece)
                 streamer.on_finalized_text(piece)
             state["finish"] = choice.get("finish_reason") or state["finish"]
         return False
 
-    def _answer(self, query: Query, thread: GenerationThread, state: dict[str, Any], preprocess_s: float,
-                started: float, cancelled: bool) -> Answer:
-        text = "".join(state["pieces"])
-        hit_limit = state["finish"] == "length"
-        if hit_limit:
-            text = trim_to_sentence_end(text)
-        end = thread.finished_at or time.perf_counter()
-        sent = state.get("sent", started)
-        first = thread.streamer.first_token_at
-        prefill, decode = (end - sent, 0.0) if first is None else (first - sent, end - first)
+    @staticmethod
+    def _generated(state: dict[str, Any], cancelled: bool) -> Generated:
         usage = state["usage"]
-        output_tokens = int(usage.get("completion_tokens") or len(state["pieces"]))
-        return Answer(
-            text=text.strip(), truncated=hit_limit or cancelled,
-            input_tokens=int(usage.get("prompt_tokens") or 0), output_tokens=output_tokens,
-            tokens_per_s=(output_tokens - 1) / decode if decode > 0 and output_tokens > 1 else 0.0,
-            timings=StageTimings(preprocess=preprocess_s, vision=0.0, prefill=max(prefill, 0.0),
-                                 decode=max(decode, 0.0), total=sum(p.prepare_s for p in query.images) + end - started),
-            peak_memory_gb={}, image_notes=tuple(n for image in query.images for n in image.notes),
-            model=self.model_id, settings=query.settings,
+        return Generated(
+            "".join(state["pieces"]), input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or len(state["pieces"])),
+            hit_limit=state["finish"] == "length", cancelled=cancelled,
         )

@@ -1,8 +1,11 @@
-"""Where and how a model runs: the device, the dtype and the attention implementation it gets."""
+"""Where and how a model runs: the device, the dtype and the attention implementation it gets, and the
+loaded model as the code that answers with it sees it (LoadedModel)."""
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 from core.errors import ModelError
 
@@ -30,3 +33,15 @@ def choose_runtime(device_setting: str = "auto") -> Runtime:
     dtype, note = ("bfloat16", "") if major >= 8 else ("float16", "bf16 needs compute capability 8.0+: using fp16")
     attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
     return Runtime("cuda", dtype, attn, note)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded transformers model with what answering needs: its name, processor, runtime and the lock that
+    lets one generate() at a time run on it (shared by single answers and batched ones)."""
+
+    name: str
+    model: Any
+    processor: Any
+    runtime: Runtime
+    lock: threading.Lock

@@ -1,14 +1,13 @@
-"""Timing the stages of one answer from inside the model: the vision tower's forward hooks (VisionClock)
-and the first-token / cancel check generate() calls after every token (FirstTokenMark)."""
+"""What the stage clock (core/telemetry/markers.py QueryClock) needs from inside a transformers model: where
+its vision tower is (the clock hooks it), and the first-token / cancel check generate() calls after every
+token (FirstTokenMark)."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from transformers import StoppingCriteria
 
-from core.models import memory
 from core.telemetry import markers
 
 _VISION_ATTRS = ("vision_tower", "vision_model", "visual", "vit", "vision_encoder")
@@ -24,37 +23,6 @@ def find_vision_module(model: Any) -> Any:
             if isinstance(module, torch.nn.Module):
                 return module
     return None
-
-
-class VisionClock:
-    """Forward hooks on the vision tower that add up its time (CUDA-synchronised on a GPU)."""
-
-    def __init__(self, module: Any, on_cuda: bool) -> None:
-        self.seconds = 0.0
-        self._started: float | None = None
-        self._on_cuda = on_cuda
-        self._handles = []
-        if module is not None:
-            self._handles = [module.register_forward_pre_hook(self._before), module.register_forward_hook(self._after)]
-
-    def reset(self) -> None:
-        self.seconds, self._started = 0.0, None
-
-    def _before(self, *_: Any) -> None:
-        if self._on_cuda:
-            memory.synchronize()
-        self._started = time.perf_counter()
-
-    def _after(self, *_: Any) -> None:
-        if self._on_cuda:
-            memory.synchronize()
-        if self._started is not None:
-            self.seconds += time.perf_counter() - self._started
-            self._started = None
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
 
 
 class FirstTokenMark(StoppingCriteria):

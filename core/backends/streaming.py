@@ -17,27 +17,14 @@ from transformers import StoppingCriteria, TextIteratorStreamer
 from core.errors import GenerationError, LoupeError, OutOfMemoryError
 from core.records import Answer
 
-SENTENCE_ENDS = "。！？.!?\n"
-
-
-def trim_to_sentence_end(text: str) -> str:
-    """Cut text back to its last sentence end (。！？.!? or a newline); unchanged if it has none."""
-    cut = max(text.rfind(mark) for mark in SENTENCE_ENDS)
-    return text[: cut + 1].rstrip() if cut >= 0 else text
-
 
 class TimedStreamer(TextIteratorStreamer):
-    """A TextIteratorStreamer that notes when the first new token arrived and whether it ended."""
+    """A TextIteratorStreamer with a reader timeout that notes whether it ended (when tokens came is the stage
+    clock's business: core/telemetry/markers.py)."""
 
     def __init__(self, tokenizer: Any, timeout_s: float) -> None:
         super().__init__(tokenizer, skip_prompt=True, timeout=timeout_s, skip_special_tokens=True)
-        self.first_token_at: float | None = None
         self.ended = False
-
-    def put(self, value: Any) -> None:
-        if not self.next_tokens_are_prompt and self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        super().put(value)
 
     def end(self) -> None:
         self.ended = True
@@ -127,7 +114,8 @@ class Drainable:
 class AnswerStream(Drainable):
     """Iterate it for text pieces as they come; once iteration ends, `.answer` holds the Answer.
 
-    `finish` turns the finished generation thread into the Answer (it runs once, on the reader's side).
+    `finish` turns the finished generation thread into the Answer (it runs once, on the reader's side; every
+    backend's `finish` ends in core/backends/answer_builder.py).
     """
 
     def __init__(

@@ -6,25 +6,24 @@ Beam search (num_beams > 1) cannot stream in transformers: its answer arrives as
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from core.backends.base import LoadProgress, ProgressCallback
-from core.backends.runtime import choose_runtime
-from core.backends.stage_clocks import FirstTokenMark, VisionClock, find_vision_module
-from core.backends.streaming import (
-    AnswerStream,
-    CancelCriteria,
-    GenerationThread,
-    TimedStreamer,
-    trim_to_sentence_end,
-)
+from core.backends import encoding
+from core.backends.answer_builder import Generated, build_answer
+from core.backends.base import EncodedQuery, LoadProgress, ProgressCallback
+from core.backends.runtime import LoadedModel, choose_runtime
+from core.backends.stage_clocks import FirstTokenMark, find_vision_module
+from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
 from core.errors import ModelError
 from core.models import load_progress, memory
 from core.models.model_source import ModelSource
-from core.records import Answer, ModelCard, Query, ShardPlan, StageTimings
+from core.records import Answer, ModelCard, Query, ShardPlan
+from core.statuses import TraceOutcome
 from core.telemetry import markers
 
 
@@ -61,7 +60,6 @@ class TransformersBackend:
         self._lock = threading.Lock()
         self.model: Any = None
         self.processor: Any = None
-        self._vision: VisionClock | None = None
         self.load_s = 0.0
         self.fast_decode = fast_decode
         self.fast_decoder: Any = None  # core.models.fast_decode.FastDecoder when the model allows it
@@ -96,7 +94,6 @@ class TransformersBackend:
         if failure:  # freed outside the except block: its traceback would keep the half-built model alive
             self.unload()
             raise ModelError(f"The model in {self.source.path} could not be loaded: {failure}")
-        self._vision = VisionClock(find_vision_module(self.model), self.runtime.device == "cuda")
         if self.fast_decode:
             self._prepare_fast_decoder(report)
         self.load_s = time.perf_counter() - started
@@ -104,14 +101,14 @@ class TransformersBackend:
 
     def _prepare_fast_decoder(self, report: ProgressCallback) -> None:
         """Build the fast decode path and compile it now, so the first question pays no compilation."""
-        from core.models import fast_decode
+        from core.models import fast_decode, fast_decode_support
 
-        status = fast_decode.check(self.model)
+        status = fast_decode_support.check(self.model)
         self.fast_status = status.reason
         if not status.enabled:
             return
         positions = getattr(self.model.model.language_model.config, "max_position_embeddings", 4096)
-        self.fast_decoder = fast_decode.FastDecoder(self.model, fast_decode.cache_length(positions, 4096))
+        self.fast_decoder = fast_decode.FastDecoder(self.model, fast_decode_support.cache_length(positions, 4096))
         seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
         # On the CPU the step is not compiled (CUDA graphs need a GPU): the card must not claim it is.
         how = status.reason if self.fast_decoder.compiled else "static KV cache, decode step not compiled (CPU)"
@@ -129,9 +126,7 @@ class TransformersBackend:
         if self.fast_decoder is not None:
             self.fast_decoder.close()  # its CUDA graphs and compiled code hold the model's memory
         self.fast_decoder = None
-        if self._vision is not None:
-            self._vision.remove()
-        self.model = self.processor = self._vision = None
+        self.model = self.processor = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -150,19 +145,20 @@ class TransformersBackend:
         )
 
     # -- answer ----------------------------------------------------------------------------------
-    def _inputs(self, query: Query) -> Any:
-        content: list[dict[str, Any]] = [{"type": "image"} for _ in query.images]
-        content.append({"type": "text", "text": query.question})
-        prompt = self.processor.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-        )
-        images = [prepared.image for prepared in query.images] or None
-        inputs = self.processor(images=images, text=prompt, return_tensors="pt")
-        target = self.model.get_input_embeddings().weight.device
-        inputs = inputs.to(target)
-        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        return inputs
+    def loaded(self) -> LoadedModel:
+        """The loaded model, its processor and its generation lock, for answering beside stream() (batched.py)."""
+        if self.model is None:
+            raise ModelError("The model is not loaded yet.")
+        return LoadedModel(self.source.name, self.model, self.processor, self.runtime, self._lock)
+
+    def encode(self, query: Query) -> EncodedQuery:
+        """Chat template and processor, once: the inputs generation takes and the exact counts admission takes."""
+        loaded = self.loaded()
+        return encoding.encode_query(loaded.processor, loaded.model, query)
+
+    def device_inputs(self, encoded: EncodedQuery) -> dict[str, Any]:
+        """The encoded inputs on the model's device, as generate() takes them (benchmarks call generate() too)."""
+        return encoding.to_device(encoded.inputs, self.loaded().model)
 
     def _generate_kwargs(self, query: Query) -> dict[str, Any]:
         s = query.settings
@@ -176,42 +172,37 @@ class TransformersBackend:
             kwargs.update(temperature=s.temperature, top_p=s.top_p)
         return kwargs
 
-    def answer_batch(self, queries: Any, *, min_new_tokens: int = 0, cancel: threading.Event | None = None) -> Any:
+    def answer_batch(self, queries: Sequence[Query], *, min_new_tokens: int = 0,
+                     cancel: threading.Event | None = None) -> list[tuple[Answer, tuple[int, ...]]]:
         """Several prompts in ONE generate() call: [(Answer, new token ids)], one vision encoding (batched.py)."""
         from core.backends.batched import answer_batch
 
-        return answer_batch(self, queries, min_new_tokens=min_new_tokens, cancel=cancel)
+        return answer_batch(self.loaded(), queries, min_new_tokens=min_new_tokens, cancel=cancel)
 
-    def stream(self, query: Query) -> AnswerStream:
+    def stream(self, encoded: EncodedQuery) -> AnswerStream:
         import torch
 
         if self.model is None:
             raise ModelError("The model is not loaded yet.")
-        started = time.perf_counter()
-        inputs = self._inputs(query)
+        query = encoded.query
+        marks = markers.QueryClock(self.source.name, query, sum(p.prepare_s for p in query.images) + encoded.encode_s)
+        inputs = encoding.to_device(encoded.inputs, self.model)
         input_len = int(inputs["input_ids"].shape[1])
-        preprocess_s = sum(p.prepare_s for p in query.images) + (time.perf_counter() - started)
-        marks = markers.QueryClock(self.source.name, query, start=started - sum(p.prepare_s for p in query.images))
         marks.preprocess_done()
         streamer = TimedStreamer(self.processor.tokenizer, self._timeout)
         cancel = threading.Event()
         beams = query.settings.num_beams > 1
-        clock: dict[str, float] = {}
         stage_mark = FirstTokenMark(marks, cancel)
 
         def target() -> Any:
             with self._lock:  # one generation at a time on this model
-                assert self._vision is not None
-                self._vision.reset()
-                memory.reset_peaks()
                 if query.settings.seed is not None:
                     torch.manual_seed(query.settings.seed)
                 marks.generation_started(find_vision_module(self.model))
-                clock["start"] = time.perf_counter()
                 try:
                     if self._use_fast_decoder(query, input_len):
                         output = self.fast_decoder.generate(
-                            dict(inputs), query.settings.max_new_tokens, query.settings.repetition_penalty,
+                            inputs, query.settings.max_new_tokens, query.settings.repetition_penalty,
                             self._eos_ids(), streamer=streamer, should_stop=stage_mark.after_token,
                         )
                     else:
@@ -224,19 +215,21 @@ class TransformersBackend:
                             )
                     memory.synchronize()
                 except BaseException:
-                    marks.finish("failed")
+                    marks.finish(TraceOutcome.FAILED)
                     raise
-                clock["vision"] = self._vision.seconds
-                # Stage marks reset the peak counters at each boundary: the whole-generation peak is theirs.
-                clock["peaks"] = marks.generation_ended()  # type: ignore[assignment]
-            marks.finish("cancelled" if stage_mark.saw_cancel else "answered")
+                marks.generation_ended()
+            marks.finish(TraceOutcome.CANCELLED if stage_mark.saw_cancel else TraceOutcome.ANSWERED)
             if beams:  # no streaming with beam search: push the whole answer as one piece
                 new_ids = output[0, input_len:]
                 streamer.on_finalized_text(self.processor.decode(new_ids, skip_special_tokens=True), stream_end=True)
             return output
 
         def finish(thread: GenerationThread) -> Answer:
-            return self._answer(query, thread, input_len, preprocess_s, started, clock, stage_mark.saw_cancel)
+            readings = marks.readings()
+            if beams:  # its answer arrives in one piece: like the analyst, the Answer sees no decode stage
+                readings = dataclasses.replace(readings, first_token=None)
+            generated = self._generated(query, thread.result, input_len, stage_mark.saw_cancel)
+            return build_answer(query, generated, readings, model=self.source.name)
 
         return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
 
@@ -244,42 +237,12 @@ class TransformersBackend:
         eos = self.model.generation_config.eos_token_id
         return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
-    def _answer(
-        self, query: Query, thread: GenerationThread, input_len: int, preprocess_s: float,
-        started: float, clock: dict[str, Any], cancelled: bool,
-    ) -> Answer:
-        new_ids = thread.result[0, input_len:].tolist()
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    def _generated(self, query: Query, output: Any, input_len: int, cancelled: bool) -> Generated:
+        new_ids = output[0, input_len:].tolist()
+        eos_ids = self._eos_ids()
         pad = self.model.generation_config.pad_token_id
         while new_ids and new_ids[-1] == pad and pad not in eos_ids:
             new_ids.pop()
-        text = self.processor.decode(new_ids, skip_special_tokens=True)
         hit_limit = len(new_ids) >= query.settings.max_new_tokens and new_ids[-1] not in eos_ids
-        truncated = hit_limit or cancelled
-        if hit_limit:
-            text = trim_to_sentence_end(text)
-        end = thread.finished_at or time.perf_counter()
-        gen_start, vision = clock.get("start", started), clock.get("vision", 0.0)
-        first = thread.streamer.first_token_at
-        if first is None:  # beam search: no per-token timestamps
-            prefill, decode = max(0.0, end - gen_start - vision), 0.0
-        else:
-            prefill, decode = max(0.0, first - gen_start - vision), max(0.0, end - first)
-        output_tokens = len(new_ids)
-        return Answer(
-            text=text.strip(),
-            truncated=truncated,
-            input_tokens=input_len,
-            output_tokens=output_tokens,
-            tokens_per_s=(output_tokens - 1) / decode if decode > 0 and output_tokens > 1 else 0.0,
-            timings=StageTimings(
-                preprocess=preprocess_s, vision=vision, prefill=prefill, decode=decode,
-                # wall time from image preparation to the last token, waiting behind another question included
-                total=sum(p.prepare_s for p in query.images) + (end - started),
-            ),
-            peak_memory_gb=clock.get("peaks", {}),
-            image_notes=tuple(note for image in query.images for note in image.notes),
-            model=self.source.name,
-            settings=query.settings,
-        )
+        return Generated(self.processor.decode(new_ids, skip_special_tokens=True), input_len, len(new_ids),
+                         hit_limit, cancelled)

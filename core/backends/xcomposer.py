@@ -16,12 +16,15 @@ Decisions:
   max_new_tokens, ...)`. Prepared images are written to temporary PNG files because chat() runs its own
   high-resolution crop transform on file paths. hd_num is 24 (the model's default) for one image; the
   model itself uses 6 per image with several. Every question starts a new conversation (history=[]).
-- Stage timings as in the transformers backend: vision = hooks on `vit`; prefill = first token minus
-  start minus vision; decode = first token to last. Input tokens are read from the embeddings the
-  decoder receives; output tokens are counted as they stream.
+- Stage timings and markers from the same stage clock as the transformers backend (hooks on `vit`, the
+  first-token check as a stopping criterion), the Answer from the one answer builder. Input tokens are
+  read from the embeddings the decoder receives; output tokens are counted as they stream.
+- `encode` cannot count tokens ahead (chat() builds the prompt itself): its encoding carries no counts, and
+  admission estimates this model's image tokens from its bounds (core/models/model_shape.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib.util
 import tempfile
@@ -30,14 +33,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.backends.base import LoadProgress, ProgressCallback
-from core.backends.stage_clocks import VisionClock
-from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer, trim_to_sentence_end
+from core.backends.answer_builder import Generated, build_answer
+from core.backends.base import EncodedQuery, LoadProgress, ProgressCallback
+from core.backends.stage_clocks import FirstTokenMark
+from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
 from core.errors import ModelError
 from core.models import load_progress, memory, model_shape, preflight
 from core.models.model_source import ModelSource
-from core.records import Answer, ModelCard, Query, StageTimings
+from core.records import Answer, ModelCard, Query
 from core.settings import Settings
+from core.statuses import TraceOutcome
+from core.telemetry import markers
 
 HD_NUM = model_shape.XCOMPOSER_HD_NUM
 
@@ -99,7 +105,6 @@ class XComposerBackend:
         self._lock = threading.Lock()
         self.model: Any = None
         self.tokenizer: Any = None
-        self._vision: VisionClock | None = None
         self._hooks: list[Any] = []
         self._prompt_len = [0]
         self.load_s = 0.0
@@ -134,7 +139,6 @@ class XComposerBackend:
         if failure:  # freed outside the except block: its traceback would keep the half-built model alive
             self.unload()
             raise ModelError(f"The XComposer model in {path} could not be loaded: {failure}")
-        self._vision = VisionClock(getattr(self.model, "vit", None), on_cuda=True)
         self._hooks.append(self.model.model.register_forward_pre_hook(self._note_prompt, with_kwargs=True))
         self.load_s = time.perf_counter() - started
         report(LoadProgress(1.0, f"Model ready in {self.load_s:.1f} s"))
@@ -149,9 +153,7 @@ class XComposerBackend:
 
         for handle in self._hooks:
             handle.remove()
-        if self._vision is not None:
-            self._vision.remove()
-        self._hooks, self.model, self.tokenizer, self._vision = [], None, None, None
+        self._hooks, self.model, self.tokenizer = [], None, None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -165,77 +167,63 @@ class XComposerBackend:
         )
 
     # -- answer ----------------------------------------------------------------------------------
-    def stream(self, query: Query) -> AnswerStream:
+    def encode(self, query: Query) -> EncodedQuery:
+        """Nothing to encode ahead: chat() tokenizes and crops the images itself (see the module docstring)."""
+        return EncodedQuery(query, None, None, None, 0.0)
+
+    def stream(self, encoded: EncodedQuery) -> AnswerStream:
         import torch
 
         if self.model is None:
             raise ModelError("The model is not loaded yet.")
-        started = time.perf_counter()
+        query = encoded.query
+        marks = markers.QueryClock(self.source.name, query, sum(p.prepare_s for p in query.images))
         folder = tempfile.TemporaryDirectory(prefix="loupe-xcomposer-")
         paths = []
         for number, prepared in enumerate(query.images):
             paths.append(str(Path(folder.name) / f"image-{number}.png"))
             prepared.image.save(paths[-1], format="PNG")
-        preprocess_s = sum(p.prepare_s for p in query.images) + (time.perf_counter() - started)
+        marks.preprocess_done()
         streamer = CountingStreamer(self.tokenizer, self._timeout)
         cancel = threading.Event()
+        stage_mark = FirstTokenMark(marks, cancel)
         s = query.settings
         beams = s.num_beams > 1
-        clock: dict[str, Any] = {}
+        prompt_len: dict[str, int] = {}
 
         def target() -> str:
             with self._lock:  # one generation at a time on this model
-                assert self._vision is not None
-                self._vision.reset()
                 self._prompt_len[0] = 0
-                memory.reset_peaks()
                 if s.seed is not None:
                     torch.manual_seed(s.seed)
-                clock["start"] = time.perf_counter()
+                marks.generation_started(getattr(self.model, "vit", None))
                 try:
                     response, _history = self.model.chat(
                         self.tokenizer, query.question, image=paths or None, hd_num=self.hd_num, history=[],
                         streamer=None if beams else streamer, max_new_tokens=s.max_new_tokens,
                         do_sample=s.do_sample, num_beams=s.num_beams, temperature=s.temperature, top_p=s.top_p,
-                        repetition_penalty=s.repetition_penalty, stopping_criteria=[CancelCriteria(cancel)],
+                        repetition_penalty=s.repetition_penalty, stopping_criteria=[CancelCriteria(cancel), stage_mark],
                     )
+                    memory.synchronize()
+                except BaseException:
+                    marks.finish(TraceOutcome.FAILED)
+                    raise
                 finally:
                     folder.cleanup()
-                memory.synchronize()
-                clock["vision"] = self._vision.seconds
-                clock["peaks"] = memory.peaks_gb()
-                clock["input_tokens"] = self._prompt_len[0]
+                marks.generation_ended()
+                prompt_len["input_tokens"] = self._prompt_len[0]
+            marks.finish(TraceOutcome.CANCELLED if stage_mark.saw_cancel else TraceOutcome.ANSWERED)
             if beams:  # no streaming with beam search: the whole answer as one piece
                 streamer.on_finalized_text(response, stream_end=True)
                 streamer.new_tokens = len(self.tokenizer.encode(response, add_special_tokens=False))
             return response
 
         def finish(thread: GenerationThread) -> Answer:
-            return self._answer(query, thread, streamer, preprocess_s, started, clock, cancel.is_set())
+            readings = marks.readings()
+            if beams:  # as in the transformers backend: an answer in one piece has no decode stage
+                readings = dataclasses.replace(readings, first_token=None)
+            generated = Generated(str(thread.result or ""), prompt_len.get("input_tokens", 0), streamer.new_tokens,
+                                  hit_limit=streamer.new_tokens >= s.max_new_tokens, cancelled=cancel.is_set())
+            return build_answer(query, generated, readings, model=self.source.name)
 
         return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
-
-    def _answer(self, query: Query, thread: GenerationThread, streamer: CountingStreamer, preprocess_s: float,
-                started: float, clock: dict[str, Any], cancelled: bool) -> Answer:
-        text = str(thread.result or "")
-        output_tokens = streamer.new_tokens
-        hit_limit = output_tokens >= query.settings.max_new_tokens
-        if hit_limit:
-            text = trim_to_sentence_end(text)
-        end = thread.finished_at or time.perf_counter()
-        gen_start, vision = clock.get("start", started), clock.get("vision", 0.0)
-        first = streamer.first_token_at
-        if first is None:
-            prefill, decode = max(0.0, end - gen_start - vision), 0.0
-        else:
-            prefill, decode = max(0.0, first - gen_start - vision), max(0.0, end - first)
-        return Answer(
-            text=text.strip(), truncated=hit_limit or cancelled, input_tokens=clock.get("input_tokens", 0),
-            output_tokens=output_tokens,
-            tokens_per_s=(output_tokens - 1) / decode if decode > 0 and output_tokens > 1 else 0.0,
-            timings=StageTimings(preprocess=preprocess_s, vision=vision, prefill=prefill, decode=decode,
-                                 total=sum(p.prepare_s for p in query.images) + (end - started)),
-            peak_memory_gb=clock.get("peaks", {}),
-            image_notes=tuple(note for image in query.images for note in image.notes),
-            model=self.source.name, settings=query.settings,
-        )

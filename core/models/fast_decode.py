@@ -15,19 +15,18 @@ This path, in the spirit of gpt-fast, runs the decoder with
 - the prefill (vision tower + merged embeddings) taken from the real model: a pre-hook on its language model
   captures `inputs_embeds`, so every VLM whose decoder is Llama-shaped (LLaVA, ...) gets it unchanged.
 Used for greedy, batch-1 answers on one device; sampling, beams and multi-GPU splits use `generate()`.
+Whether a loaded model can take this path, and its cache length, are decided in fast_decode_support.py.
 """
 from __future__ import annotations
 
-import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-SUPPORTED_DECODERS = ("llama", "mistral", "internlm2", "qwen2")
+from core.models.fast_decode_support import language_model
 
 
 class _Captured(Exception):
@@ -35,34 +34,6 @@ class _Captured(Exception):
 
     def __init__(self, embeds: torch.Tensor) -> None:
         self.embeds = embeds
-
-
-@dataclass(frozen=True)
-class FastPathStatus:
-    """Whether the fast path is available for a loaded model, and if not, why (shown in the model card)."""
-
-    enabled: bool
-    reason: str
-
-
-def _language_model(model: Any) -> Any:
-    inner = getattr(model, "model", model)
-    return getattr(inner, "language_model", None)
-
-
-def check(model: Any) -> FastPathStatus:
-    lm = _language_model(model)
-    if lm is None or not hasattr(lm, "layers") or not hasattr(model, "lm_head"):
-        return FastPathStatus(False, "this architecture has no Llama-shaped language model")
-    config = lm.config
-    if config.model_type not in SUPPORTED_DECODERS:
-        return FastPathStatus(False, f"decoder type {config.model_type} is not supported by the fast path")
-    if getattr(config, "rope_scaling", None) and config.rope_scaling.get("rope_type", "default") not in ("default", "linear", "llama3", "dynamic"):
-        return FastPathStatus(False, "unsupported rope scaling")
-    devices = {p.device for p in lm.parameters()} | {model.lm_head.weight.device}
-    if len(devices) > 1:
-        return FastPathStatus(False, "the decoder is split over several devices")
-    return FastPathStatus(True, "static KV cache + compiled decode step")
 
 
 def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -74,7 +45,7 @@ def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | 
     for lin in linears:
         rows = lin.weight.shape[0]
         lin.weight.data = weight[start : start + rows]
-        if has_bias:
+        if bias is not None:
             lin.bias.data = bias[start : start + rows]
         start += rows
     return weight, bias
@@ -85,7 +56,7 @@ class FastDecoder:
 
     def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (2048,)) -> None:
         self.model = model
-        self.lm = _language_model(model)
+        self.lm = language_model(model)
         cfg = self.lm.config
         self.n_heads = cfg.num_attention_heads
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
@@ -306,7 +277,3 @@ class FastDecoder:
         new = torch.tensor([produced], dtype=input_ids.dtype, device=input_ids.device)
         return torch.cat([input_ids, new], dim=1)
 
-
-def cache_length(max_position_embeddings: int, wanted: int) -> int:
-    """The static cache bucket: the wanted length rounded up to 512, within the model's positions."""
-    return min(max_position_embeddings, int(math.ceil(wanted / 512) * 512))

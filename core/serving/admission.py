@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from core.backends.base import EncodedQuery
 from core.errors import AdmissionError, ModelError
 from core.models import memory_model, model_shape
 from core.models.memory_model import Attention, DeviceNeed, Geometry, Workload, kv_cache_bytes
@@ -145,9 +146,10 @@ def spec_from_model(model: Any) -> ModelMemorySpec:
 
 
 def workload_from_query(query: Query, spec: ModelMemorySpec, *, text_tokens: int | None = None,
-                        prompt_tokens: int | None = None) -> Workload:
-    """The workload of `query` on this model. `prompt_tokens`: exact, from the encoded prompt (template and image
-    tokens included); else `text_tokens` of the question (from the tokenizer; 3 per character when not given)."""
+                        prompt_tokens: int | None = None, image_tokens: int | None = None) -> Workload:
+    """The workload of `query` on this model. `prompt_tokens` / `image_tokens`: exact, from the backend's one
+    encoding of the question (template and image tokens included in the prompt's); else `text_tokens` of the
+    question (from the tokenizer; 3 per character when not given) and image tokens by the model's rules."""
     several = len(query.images) > 1
     if spec.image_tokens:
         per_image = [spec.image_tokens_several if several else spec.image_tokens] * len(query.images)
@@ -155,7 +157,10 @@ def workload_from_query(query: Query, spec: ModelMemorySpec, *, text_tokens: int
     else:
         per_image = [max(1, math.ceil(img.width * img.height / max(spec.patch_pixels, 1))) for img in query.images]
         vision = sum(per_image) * spec.vision_tokens_per_image_token
-    image_tokens = sum(per_image)
+    if image_tokens is None:
+        image_tokens = sum(per_image)
+    elif not spec.image_tokens:  # dynamic towers: the exact count sizes the vision tower's work too
+        vision = image_tokens * spec.vision_tokens_per_image_token
     if prompt_tokens is None:
         question = text_tokens if text_tokens is not None else 3 * len(query.question)  # byte-level worst case
         prompt_tokens = question + memory_model.TEMPLATE_TOKENS + image_tokens
@@ -177,9 +182,11 @@ def estimate_workload(workload: Workload, spec: ModelMemorySpec) -> MemoryEstima
     )
 
 
-def estimate(query: Query, spec: ModelMemorySpec, text_tokens: int | None = None) -> MemoryEstimate:
-    """The memory `query` needs on each device; `text_tokens` from the real tokenizer when the caller has one."""
-    return estimate_workload(workload_from_query(query, spec, text_tokens=text_tokens), spec)
+def estimate(query: Query, spec: ModelMemorySpec, text_tokens: int | None = None, *,
+             prompt_tokens: int | None = None, image_tokens: int | None = None) -> MemoryEstimate:
+    """The memory `query` needs on each device; the counts as workload_from_query() takes them."""
+    return estimate_workload(workload_from_query(query, spec, text_tokens=text_tokens, prompt_tokens=prompt_tokens,
+                                                 image_tokens=image_tokens), spec)
 
 
 def _budget_bytes(max_memory_gb: str) -> list[float]:
@@ -225,30 +232,27 @@ class Admission:
         self._tokenizer = tokenizer
         self._max_memory_gb = max_memory_gb
 
-    def workload(self, query: Query, *, prompt_tokens: int | None = None) -> Workload:
-        """`query`'s workload: with the exact `prompt_tokens` of its encoded prompt when the caller has them,
-        else with its question tokenized here (the chat template and image tokens counted by the rules)."""
+    def estimate(self, encoded: EncodedQuery) -> MemoryEstimate:
+        """From the encoding's exact counts; an encoding without them (XComposer) has its question tokenized."""
+        if encoded.prompt_tokens is not None:
+            return estimate(encoded.query, self.spec, prompt_tokens=encoded.prompt_tokens,
+                            image_tokens=encoded.image_tokens)
         tokens = None
-        if prompt_tokens is None and self._tokenizer is not None:
-            tokens = len(self._tokenizer(query.question, add_special_tokens=False)["input_ids"])
-        return workload_from_query(query, self.spec, text_tokens=tokens, prompt_tokens=prompt_tokens)
-
-    def estimate(self, query: Query, workload: Workload | None = None) -> MemoryEstimate:
-        return estimate_workload(workload or self.workload(query), self.spec)
+        if self._tokenizer is not None:
+            tokens = len(self._tokenizer(encoded.query.question, add_special_tokens=False)["input_ids"])
+        return estimate(encoded.query, self.spec, tokens)
 
     def free(self) -> dict[str, int]:
         return free_bytes(self._max_memory_gb)
 
-    def check(self, query: Query, free: dict[str, int] | None = None, *,
-              workload: Workload | None = None) -> MemoryEstimate:
-        """Raise AdmissionError if any device lacks the memory; return the estimate otherwise. `workload`:
-        the caller's exact counts for `query` (see workload()); counted here when not given."""
-        est = self.estimate(query, workload)
+    def check(self, encoded: EncodedQuery, free: dict[str, int] | None = None) -> MemoryEstimate:
+        """Raise AdmissionError if any device lacks the memory; return the estimate otherwise."""
+        est = self.estimate(encoded)
         available = free if free is not None else self.free()
         for device, need in est.need_bytes.items():
             have = available.get(device)
             if have is not None and need > have:
-                raise AdmissionError(refusal(query, est, device, have))
+                raise AdmissionError(refusal(encoded.query, est, device, have))
         return est
 
 

@@ -49,7 +49,7 @@ class Engine:
 
     def stream(self, query: Query) -> AnswerStream:
         """Answer a Query that was already built (and so checked), straight from the backend, bypassing the queue."""
-        return self.backend.stream(query)
+        return self.backend.stream(self.backend.encode(query))
 
     def submit(
         self, images: Sequence[bytes | PreparedImage], question: str, generation: GenerationSettings | None = None,

@@ -65,15 +65,19 @@ class Scheduler:
 
     # -- callers ---------------------------------------------------------------------------------
     def submit(self, query: Query, session: str = DEFAULT_SESSION) -> Ticket:
-        """Queue `query` for `session`; raises AdmissionError or QueueFullError at once when it cannot run."""
+        """Queue `query` for `session`; raises AdmissionError or QueueFullError at once when it cannot run.
+
+        The backend encodes the query here, once: admission counts that encoding, now and again when the
+        worker takes it (against the memory free then), and generation runs on it."""
+        encoded = self.backend.encode(query)
         if self._admission is not None:
-            self._admission.check(query, self._idle_free)
+            self._admission.check(encoded, self._idle_free)
         with self._cond:
             if self._closed:
                 raise ModelUnloadingError("The model is being unloaded; ask again in a moment.")
             if self._waiting() >= self.max_waiting:
                 raise QueueFullError(f"{self.max_waiting} questions are already waiting; try again in a while.")
-            request = QueuedRequest(next(self._ids), session or DEFAULT_SESSION, query)
+            request = QueuedRequest(next(self._ids), session or DEFAULT_SESSION, encoded)
             self._queues.setdefault(request.session, deque()).append(request)
             self._ensure_worker()
             self._cond.notify_all()
@@ -100,7 +104,7 @@ class Scheduler:
             lane.remove(request)
             if not lane:
                 del self._queues[request.session]
-            request.status = RequestStatus.CANCELLED
+            request.status, request.encoded = RequestStatus.CANCELLED, None
         self._finish(request)
 
     def abandon_session(self, session: str) -> int:
@@ -179,9 +183,10 @@ class Scheduler:
     def _serve(self, request: QueuedRequest) -> bool:
         """Run one request to its end; True when it failed (its exception may hold tensors in cycles)."""
         try:
+            assert request.encoded is not None
             if self._admission is not None:
-                self._admission.check(request.query)
-            stream = self.backend.stream(request.query)
+                self._admission.check(request.encoded)
+            stream = self.backend.stream(request.encoded)
             with self._cond:
                 request.stream = stream
             if request.cancel_requested.is_set():
@@ -198,7 +203,7 @@ class Scheduler:
             request.error, request.status = _detached(describe_failure(exc)), RequestStatus.FAILED
         finally:
             with self._cond:
-                request.stream = None
+                request.stream = request.encoded = None
             stream = None  # noqa: F841 - drop the generation thread, its inputs and output ids now
         return True
 

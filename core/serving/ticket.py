@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from core.backends.base import EncodedQuery
 from core.backends.streaming import AnswerStream, Drainable
 from core.errors import GenerationError, LoupeError
 from core.records import Answer, Query
@@ -27,10 +28,11 @@ END = object()  # pushed after the last piece
 class QueuedRequest:
     """The scheduler's side of one question; callers only ever hold the Ticket that wraps it."""
 
-    def __init__(self, request_id: int, session: str, query: Query) -> None:
+    def __init__(self, request_id: int, session: str, encoded: EncodedQuery) -> None:
         self.id = request_id
         self.session = session
-        self.query = query
+        self.query: Query = encoded.query
+        self.encoded: EncodedQuery | None = encoded  # dropped once served: its tensors are no longer needed
         self.status = RequestStatus.QUEUED
         self.pieces: queue.Queue[Any] = queue.Queue()
         self.done = threading.Event()

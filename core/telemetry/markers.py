@@ -1,13 +1,17 @@
 """Stage markers: when each query ran its stages, and the peak memory per device inside each stage.
 
 A backend opens a `QueryClock` per query and calls it at each boundary; the clock publishes a
-`QueryTrace` here, which the memory chart draws as shaded bands and the GPU page lists.
+`QueryTrace` here, which the memory chart draws as shaded bands and the GPU page lists. The same clock
+is the answer's stopwatch: `readings()` hands the backend the very boundary times and peaks the bands
+show, from which core/backends/answer_builder.py computes the Answer's timings. So there is one hook on
+the vision tower per query and one reset of the allocator's peak counters per stage boundary.
 
 Stages, in order, never overlapping (wall-clock, the sampler's clock):
 - preprocess: image preparation + processor + copying the inputs to the device. It runs outside the
   generation lock, beside another query's generation, so resetting the allocator's peak counters there
   would spoil that query's figures: its memory figure is what is allocated at its end, not a peak.
-- vision: first to last forward of the vision tower (forward hooks).
+- vision: first to last forward of the vision tower (forward hooks, CUDA-synchronised so the GPU's work is
+  inside them); the answer's `vision` seconds add up the forwards themselves.
 - prefill: the end of vision to the first new token (its peak also covers the few milliseconds of
   generate() before the vision tower runs).
 - decode: the first new token to the last.
@@ -22,6 +26,7 @@ import threading
 import time
 import uuid
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -38,6 +43,20 @@ _lock = threading.Lock()
 _finished: Ring[QueryTrace] = Ring(KEEP_TRACES)
 _running: dict[str, QueryClock] = {}
 _by_query: weakref.WeakKeyDictionary[Query, str] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class StageReadings:
+    """One query's clock readings (perf_counter seconds) and peaks, as the markers recorded them."""
+
+    prepared_s: float  # image preparation + encoding, done before `started` (a duration, not a reading)
+    started: float  # the clock opened: the backend took the encoded query
+    preprocessed: float  # inputs on the device
+    generation_started: float  # inside the generation lock
+    vision_s: float  # the vision tower's forwards before the first token, added up
+    first_token: float | None  # None: no token came (failed or cancelled before one)
+    ended: float  # the last token (the end of generation)
+    peaks: dict[str, float]  # per device, over vision, prefill and decode
 
 
 def _in_use_gb() -> dict[str, float]:
@@ -61,12 +80,14 @@ def _merge(into: dict[str, float], reading: dict[str, float]) -> dict[str, float
 class QueryClock:
     """One query's stage boundaries, called by the backend as it reaches them; publishes a QueryTrace."""
 
-    def __init__(self, model: str, query: Query, start: float) -> None:
-        """`start` is a perf_counter() reading: when preprocessing of this query began."""
+    def __init__(self, model: str, query: Query, prepared_s: float = 0.0) -> None:
+        """Opened when the backend takes the query; `prepared_s`: the seconds its preparation took before."""
         self.query_id = uuid.uuid4().hex[:12]
         self.model = model
         self.question = query.question
-        self._start = start
+        self._opened = time.perf_counter()
+        self._prepared_s = prepared_s
+        self._start = self._opened - prepared_s  # preprocessing's band starts with the image's preparation
         # perf_counter readings become wall-clock time (the samples' clock) through one fixed offset, so
         # a boundary shared by two stages converts to the very same float for both.
         self._to_wall = time.time() - time.perf_counter()
@@ -74,11 +95,15 @@ class QueryClock:
         self._outcome = TraceOutcome.RUNNING
         self._end: float | None = None
         self._end_wall: float | None = None
-        self._mark = start  # start of the stage now open
+        self._mark = self._start  # start of the stage now open
+        self._preprocessed = self._generation_started = self._opened
         self._prefill_peaks: dict[str, float] = {}
         self._vision: tuple[float, float, dict[str, float]] | None = None  # first start, last end, peaks
         self._vision_open_at: float | None = None
+        self._vision_s = 0.0
+        self._first_token_at: float | None = None
         self._first_token_seen = False
+        self._peaks: dict[str, float] = {}
         self._hooks: list[Any] = []
         with _lock:
             _running[self.query_id] = self
@@ -86,13 +111,13 @@ class QueryClock:
 
     # -- boundaries, in the order a generation reaches them ----------------------------------------
     def preprocess_done(self) -> None:
-        now = time.perf_counter()
-        self._add("preprocess", self._start, now, _in_use_gb())
+        self._preprocessed = time.perf_counter()
+        self._add("preprocess", self._start, self._preprocessed, _in_use_gb())
 
     def generation_started(self, vision_module: Any = None) -> None:
         """Inside the generation lock: reset the peak counters and watch the vision tower's forwards."""
         memory.reset_peaks()
-        self._mark = time.perf_counter()
+        self._mark = self._generation_started = time.perf_counter()
         if vision_module is not None:
             self._hooks = [
                 vision_module.register_forward_pre_hook(lambda *_: self._vision_started()),
@@ -102,6 +127,7 @@ class QueryClock:
     def _vision_started(self) -> None:
         if self._first_token_seen:  # a model that runs its vision tower again while decoding: leave decode whole
             return
+        memory.synchronize()  # what was queued before the tower belongs to prefill
         self._prefill_peaks = _merge(self._prefill_peaks, memory.peaks_gb())
         memory.reset_peaks()
         self._vision_open_at = time.perf_counter()
@@ -109,7 +135,10 @@ class QueryClock:
     def _vision_ended(self) -> None:
         if self._first_token_seen:
             return
+        memory.synchronize()  # the tower's kernels have run when its forward returns on the host
         now = time.perf_counter()
+        if self._vision_open_at is not None:
+            self._vision_s += now - self._vision_open_at
         peaks = memory.peaks_gb()
         memory.reset_peaks()
         first = self._vision[0] if self._vision else (self._vision_open_at or now)
@@ -121,7 +150,8 @@ class QueryClock:
         if self._first_token_seen:
             return
         self._first_token_seen = True
-        self._close_prefill(time.perf_counter())
+        self._first_token_at = time.perf_counter()
+        self._close_prefill(self._first_token_at)
 
     def _close_prefill(self, now: float) -> None:
         if self._vision is None and self._vision_open_at is not None:  # it failed inside the vision tower
@@ -147,9 +177,19 @@ class QueryClock:
         overall: dict[str, float] = {}
         for stage in self._stages[1:]:  # preprocess is not a peak (see the module docstring)
             overall = _merge(overall, stage.peak_memory_gb)
+        self._peaks = overall
         return overall
 
-    def finish(self, outcome: TraceOutcome | str) -> QueryTrace:
+    def readings(self) -> StageReadings:
+        """The boundaries and peaks the bands show, for the Answer (after generation_ended())."""
+        return StageReadings(
+            prepared_s=self._prepared_s, started=self._opened, preprocessed=self._preprocessed,
+            generation_started=self._generation_started, vision_s=self._vision_s,
+            first_token=self._first_token_at, ended=self._end if self._end is not None else time.perf_counter(),
+            peaks=dict(self._peaks),
+        )
+
+    def finish(self, outcome: TraceOutcome) -> QueryTrace:
         """Publish the trace: answered, cancelled or failed (a failure closes whatever stage was open)."""
         if self._end is None:
             self.generation_ended()
