@@ -194,4 +194,4 @@ def test_a_question_is_tokenized_once_on_its_way_through_the_queue(engine, monke
     encoded = engine.backend.encode(engine.build_query([_png()], "What is this?"))
     assert encoded.image_tokens == 16 and encoded.prompt_tokens == ticket.answer.input_tokens
     est = sched._admission.estimate(encoded)
-    assert (est.prompt_tokens, est.image_tokens) == (encoded.prompt_tokens, 16)  # exact, not estimated
+    assert (est.workload.prompt_tokens, est.workload.image_tokens) == (encoded.prompt_tokens, 16)  # exact, not estimated

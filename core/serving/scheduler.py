@@ -69,6 +69,9 @@ class Scheduler:
 
         The backend encodes the query here, once: admission counts that encoding, now and again when the
         worker takes it (against the memory free then), and generation runs on it."""
+        with self._cond:
+            if self._closed:  # before encoding: an unloaded backend cannot encode, and the analyst should hear why
+                raise ModelUnloadingError("The model is being unloaded; ask again in a moment.")
         encoded = self.backend.encode(query)
         if self._admission is not None:
             self._admission.check(encoded, self._idle_free)
