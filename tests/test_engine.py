@@ -9,11 +9,11 @@ from PIL import Image
 from core.backends.answer_builder import trim_to_sentence_end
 from core.backends.stage_clocks import find_vision_module
 from core.errors import GenerationError, ModelError, QuestionError
-from core.models import memory, model_source
+from core.models import model_source
 from core.records import GenerationSettings
 from core.serving.scheduler import Scheduler
 from core.settings import load_settings
-from core.telemetry import markers
+from core.telemetry import gpu_reader, markers
 from tests.image_factory import encode, jpeg_with_orientation
 
 
@@ -167,8 +167,8 @@ def test_one_vision_hook_and_one_peak_reset_per_stage_boundary(engine, monkeypat
     handle = vision.register_forward_hook(
         lambda *_: hooked.append((len(vision._forward_pre_hooks), len(vision._forward_hooks))))
     resets: list[int] = []
-    reset = memory.reset_peaks
-    monkeypatch.setattr(memory, "reset_peaks", lambda: (resets.append(1), reset())[1])
+    reset = gpu_reader.reset_peaks
+    monkeypatch.setattr(gpu_reader, "reset_peaks", lambda: (resets.append(1), reset())[1])
     try:
         engine.ask([_png()], "hi", GenerationSettings(max_new_tokens=4)).collect()
     finally:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from core.backends import create_backend
-from core.backends.base import LoadProgress
 from core.errors import ConfigError, ModelError, PreflightError
 from core.models import load_progress, preflight
+from core.models.load_progress import LoadProgress
 from core.records import GpuSnapshot
 from core.serving.engine import load_engine
 from core.settings import load_settings

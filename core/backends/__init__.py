@@ -9,8 +9,9 @@ core.analysis or core.history.
 """
 from __future__ import annotations
 
-from core.backends.base import Backend, EncodedQuery, LoadProgress, ProgressCallback
+from core.backends.base import Backend, EncodedQuery
 from core.errors import ModelError
+from core.models.load_progress import LoadProgress, ProgressCallback
 from core.settings import Settings
 
 __all__ = ["Backend", "EncodedQuery", "LoadProgress", "ProgressCallback", "create_backend"]

@@ -5,23 +5,12 @@ Backends declare what they can do as class attributes (as simonw/llm's models do
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from core.backends.streaming import AnswerStream
+from core.models.load_progress import ProgressCallback
 from core.records import ModelCard, Query
-
-
-@dataclass(frozen=True)
-class LoadProgress:
-    """One step of loading a model: how far along (0..1) and a log line for the analyst."""
-
-    fraction: float
-    message: str
-
-
-ProgressCallback = Callable[[LoadProgress], None]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: compared by identity, never tensor by tensor

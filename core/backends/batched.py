@@ -39,10 +39,9 @@ from core.backends.runtime import LoadedModel
 from core.backends.stage_clocks import find_vision_module
 from core.backends.streaming import CancelCriteria
 from core.errors import QuestionError
-from core.models import memory
 from core.records import Answer, GenerationSettings, Query
 from core.statuses import TraceOutcome
-from core.telemetry import markers
+from core.telemetry import gpu_reader, markers
 
 _PER_IMAGE_KEYS = {"input_ids", "attention_mask", "pixel_values"}  # anything else: not the LLaVA layout
 
@@ -166,7 +165,7 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
             with torch.no_grad():
                 output = model.generate(**inputs, **_generate_kwargs(settings, min_new_tokens),
                                         stopping_criteria=[CancelCriteria(cancel or threading.Event()), clock])
-            memory.synchronize()
+            gpu_reader.synchronize()
         except BaseException:
             marks.finish(TraceOutcome.FAILED)
             raise

@@ -29,9 +29,10 @@ from urllib.parse import urlparse
 import httpx
 
 from core.backends.answer_builder import Generated, build_answer
-from core.backends.base import EncodedQuery, LoadProgress, ProgressCallback
+from core.backends.base import EncodedQuery
 from core.backends.streaming import AnswerStream, GenerationThread, TimedStreamer
 from core.errors import GenerationError, ModelError, QuestionError
+from core.models.load_progress import LoadProgress, ProgressCallback
 from core.records import Answer, ModelCard, Query
 from core.telemetry.markers import StageReadings
 

@@ -15,16 +15,17 @@ from typing import Any
 
 from core.backends import encoding
 from core.backends.answer_builder import Generated, build_answer
-from core.backends.base import EncodedQuery, LoadProgress, ProgressCallback
+from core.backends.base import EncodedQuery
 from core.backends.runtime import LoadedModel, choose_runtime
 from core.backends.stage_clocks import FirstTokenMark, find_vision_module
 from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
 from core.errors import ModelError
-from core.models import load_progress, memory
+from core.models import load_progress
+from core.models.load_progress import LoadProgress, ProgressCallback
 from core.models.model_source import ModelSource
 from core.records import Answer, ModelCard, Query, ShardPlan
 from core.statuses import TraceOutcome
-from core.telemetry import markers
+from core.telemetry import gpu_reader, markers
 
 
 class TransformersBackend:
@@ -213,7 +214,7 @@ class TransformersBackend:
                                 streamer=None if beams else streamer,
                                 stopping_criteria=[CancelCriteria(cancel), stage_mark],
                             )
-                    memory.synchronize()
+                    gpu_reader.synchronize()
                 except BaseException:
                     marks.finish(TraceOutcome.FAILED)
                     raise

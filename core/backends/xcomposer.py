@@ -34,16 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from core.backends.answer_builder import Generated, build_answer
-from core.backends.base import EncodedQuery, LoadProgress, ProgressCallback
+from core.backends.base import EncodedQuery
 from core.backends.stage_clocks import FirstTokenMark
 from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
 from core.errors import ModelError
-from core.models import load_progress, memory, model_shape, preflight
+from core.models import load_progress, model_shape, preflight
+from core.models.load_progress import LoadProgress, ProgressCallback
 from core.models.model_source import ModelSource
 from core.records import Answer, ModelCard, Query
 from core.settings import Settings
 from core.statuses import TraceOutcome
-from core.telemetry import markers
+from core.telemetry import gpu_reader, markers
 
 HD_NUM = model_shape.XCOMPOSER_HD_NUM
 
@@ -204,7 +205,7 @@ class XComposerBackend:
                         do_sample=s.do_sample, num_beams=s.num_beams, temperature=s.temperature, top_p=s.top_p,
                         repetition_penalty=s.repetition_penalty, stopping_criteria=[CancelCriteria(cancel), stage_mark],
                     )
-                    memory.synchronize()
+                    gpu_reader.synchronize()
                 except BaseException:
                     marks.finish(TraceOutcome.FAILED)
                     raise

@@ -15,12 +15,24 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.backends.base import LoadProgress, ProgressCallback
 from core.records import ShardPlan
 from core.telemetry import gpu_reader
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """One step of loading a model: how far along (0..1) and a log line for the analyst."""
+
+    fraction: float
+    message: str
+
+
+ProgressCallback = Callable[[LoadProgress], None]
+
 
 T = TypeVar("T")
 POLL_S = 0.5

@@ -31,9 +31,9 @@ from typing import Any
 
 import psutil
 
-from core.models import memory
 from core.records import Query, QueryTrace, StageMark
 from core.statuses import TraceOutcome
+from core.telemetry import gpu_reader
 from core.telemetry.ring import Ring
 
 STAGES = ("preprocess", "vision", "prefill", "decode")
@@ -116,7 +116,7 @@ class QueryClock:
 
     def generation_started(self, vision_module: Any = None) -> None:
         """Inside the generation lock: reset the peak counters and watch the vision tower's forwards."""
-        memory.reset_peaks()
+        gpu_reader.reset_peaks()
         self._mark = self._generation_started = time.perf_counter()
         if vision_module is not None:
             self._hooks = [
@@ -127,20 +127,20 @@ class QueryClock:
     def _vision_started(self) -> None:
         if self._first_token_seen:  # a model that runs its vision tower again while decoding: leave decode whole
             return
-        memory.synchronize()  # what was queued before the tower belongs to prefill
-        self._prefill_peaks = _merge(self._prefill_peaks, memory.peaks_gb())
-        memory.reset_peaks()
+        gpu_reader.synchronize()  # what was queued before the tower belongs to prefill
+        self._prefill_peaks = _merge(self._prefill_peaks, gpu_reader.peaks_gb())
+        gpu_reader.reset_peaks()
         self._vision_open_at = time.perf_counter()
 
     def _vision_ended(self) -> None:
         if self._first_token_seen:
             return
-        memory.synchronize()  # the tower's kernels have run when its forward returns on the host
+        gpu_reader.synchronize()  # the tower's kernels have run when its forward returns on the host
         now = time.perf_counter()
         if self._vision_open_at is not None:
             self._vision_s += now - self._vision_open_at
-        peaks = memory.peaks_gb()
-        memory.reset_peaks()
+        peaks = gpu_reader.peaks_gb()
+        gpu_reader.reset_peaks()
         first = self._vision[0] if self._vision else (self._vision_open_at or now)
         self._vision = (first, now, _merge(self._vision[2] if self._vision else {}, peaks))
         self._mark = now  # prefill's band resumes after the vision tower
@@ -155,13 +155,13 @@ class QueryClock:
 
     def _close_prefill(self, now: float) -> None:
         if self._vision is None and self._vision_open_at is not None:  # it failed inside the vision tower
-            self._vision = (self._vision_open_at, now, memory.peaks_gb())
-            memory.reset_peaks()
+            self._vision = (self._vision_open_at, now, gpu_reader.peaks_gb())
+            gpu_reader.reset_peaks()
             self._mark = now
         vision_start, vision_end, vision_peaks = self._vision or (self._mark, self._mark, {})
         self._add("vision", vision_start, vision_end, vision_peaks)
-        self._add("prefill", self._mark, now, _merge(self._prefill_peaks, memory.peaks_gb()))
-        memory.reset_peaks()
+        self._add("prefill", self._mark, now, _merge(self._prefill_peaks, gpu_reader.peaks_gb()))
+        gpu_reader.reset_peaks()
         self._mark = now
 
     def generation_ended(self) -> dict[str, float]:
@@ -171,7 +171,7 @@ class QueryClock:
         if not self._first_token_seen:  # failed or cancelled before any token
             self._first_token_seen = True
             self._close_prefill(now)
-        self._add("decode", self._mark, now, memory.peaks_gb())
+        self._add("decode", self._mark, now, gpu_reader.peaks_gb())
         self._end = now
         self._end_wall = self._stages[-1].end
         overall: dict[str, float] = {}
