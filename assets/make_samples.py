@@ -174,7 +174,6 @@ def homework_geometry() -> bytes:
 
 def product_router() -> Image.Image:
     """A studio shot of a router box with a model label, port diagram, price tag and two banned claims."""
-    rng = random.Random(3)
     image = Image.linear_gradient("L").resize((1920, 1080)).point(lambda v: 235 - v // 6).convert("RGB")
     draw = ImageDraw.Draw(image)
     shadow = Image.new("L", image.size, 0)

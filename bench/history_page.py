@@ -8,8 +8,8 @@ English questions, answers of a few hundred characters, stamps, timings, per-GPU
 moderation verdicts, 50 rows per session), then the real dashboard in Streamlit's AppTest: one warm-up
 run on the History page (model load and imports are not what is measured), then `--repeats` timed
 reruns of the page (SQL queries, DataFrame, the opened entry with its thumbnail, everything the script
-draws), unfiltered, with a session filter, a text filter, and a text no row contains (the worst case). The SQL alone is timed too. CPU only:
-it needs streamlit, not a GPU.
+draws), unfiltered, with a session filter, a text filter, and a text no row contains (the worst case).
+The SQL alone is timed too. CPU only: it needs streamlit, not a GPU.
 """
 from __future__ import annotations
 

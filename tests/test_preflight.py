@@ -14,9 +14,9 @@ from core.backends import create_backend
 from core.errors import ConfigError, ModelError, PreflightError
 from core.models import load_progress, preflight
 from core.models.load_progress import LoadProgress
-from core.records import GpuSnapshot
 from core.serving.engine import load_engine
 from core.settings import load_settings
+from core.telemetry.snapshots import GpuSnapshot
 from tests.model_configs import llava_7b_folder, xcomposer_folder
 
 GB = 10**9

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core.records import GpuSnapshot, QueryTrace, StageMark, TelemetrySample
+from core.telemetry.snapshots import GpuSnapshot, QueryTrace, StageMark, TelemetrySample
 from dashboard.widgets.memory_chart import STAGE_COLOURS, load_figure, memory_figure
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")

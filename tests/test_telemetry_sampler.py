@@ -9,9 +9,9 @@ from dataclasses import FrozenInstanceError
 import pytest
 
 from core.errors import ConfigError
-from core.records import GpuSnapshot, TelemetrySample
 from core.telemetry import nvml, readout, sampler
 from core.telemetry.ring import Ring
+from core.telemetry.snapshots import GpuSnapshot, TelemetrySample
 
 
 def _gpu(index: int, used_gb: float, total_gb: float = 22.2, **fields: object) -> GpuSnapshot:

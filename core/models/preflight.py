@@ -26,9 +26,10 @@ import psutil
 from core.errors import ConfigError, PreflightError
 from core.models import model_shape, planner
 from core.models.memory_model import Attention, Workload
-from core.records import GpuSnapshot, ShardPlan
+from core.records import ShardPlan
 from core.settings import Settings
 from core.telemetry import gpu_reader, nvml
+from core.telemetry.snapshots import GpuSnapshot
 
 CPU_MAX_PARAMS = 1_000_000_000
 GB = 1e9

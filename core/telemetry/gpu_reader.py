@@ -17,8 +17,8 @@ from typing import Any
 
 import psutil
 
-from core.records import GpuSnapshot
 from core.telemetry import nvml
+from core.telemetry.snapshots import GpuSnapshot
 
 _Card = tuple[int, Any, str, str, "tuple[int, int] | None"]  # NVML index, handle, name, UUID, compute capability
 

@@ -31,10 +31,11 @@ from typing import Any
 
 import psutil
 
-from core.records import Query, QueryTrace, StageMark
+from core.records import Query
 from core.statuses import TraceOutcome
 from core.telemetry import gpu_reader
 from core.telemetry.ring import Ring
+from core.telemetry.snapshots import QueryTrace, StageMark
 
 STAGES = ("preprocess", "vision", "prefill", "decode")
 KEEP_TRACES = 500  # finished queries kept for the chart; 15 minutes of a busy server fits

@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from core.records import GpuSnapshot, QueryTrace, TelemetrySample
+from core.telemetry.snapshots import GpuSnapshot, QueryTrace, TelemetrySample
 
 GB = 1e9
 

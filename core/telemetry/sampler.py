@@ -17,11 +17,11 @@ import time
 import psutil
 
 from core.errors import ConfigError
-from core.records import GpuSnapshot, TelemetrySample
 from core.settings import Settings, load_settings
 from core.telemetry import nvml
 from core.telemetry.gpu_reader import GpuReader
 from core.telemetry.ring import Ring
+from core.telemetry.snapshots import GpuSnapshot, TelemetrySample
 
 log = logging.getLogger("loupe.telemetry")
 

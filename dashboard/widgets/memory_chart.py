@@ -16,10 +16,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core.records import GpuSnapshot, QueryTrace, TelemetrySample
 from core.telemetry import markers
 from core.telemetry.readout import GB
 from core.telemetry.sampler import get_sampler
+from core.telemetry.snapshots import GpuSnapshot, QueryTrace, TelemetrySample
 
 STAGE_COLOURS = {"preprocess": "#9e9e9e", "vision": "#f59e0b", "prefill": "#3b82f6", "decode": "#22c55e"}
 AREA = "rgba(99, 102, 241, 0.12)"  # light, so the stage bands beneath it keep their colours
@@ -59,7 +59,8 @@ def memory_figure(samples: Sequence[TelemetrySample], traces: Sequence[QueryTrac
         totals = [g.total_bytes / GB for g in gpus if g and g.total_bytes]
         fig.add_trace(go.Scatter(
             x=x, y=used, name=f"GPU{index} used (all processes)", mode="lines", fill="tozeroy",
-            line={"color": "#6366f1", "width": 2}, fillcolor=AREA, hovertemplate="%{y:.2f} GB<extra>GPU%{meta} used</extra>", meta=index,
+            line={"color": "#6366f1", "width": 2}, fillcolor=AREA,
+            hovertemplate="%{y:.2f} GB<extra>GPU%{meta} used</extra>", meta=index,
         ), row=row, col=1)
         fig.add_trace(go.Scatter(
             x=x, y=share, name=f"GPU{index} this process", mode="lines",
