@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-.PHONY: run test setup serve browser-deps
+.PHONY: run test setup serve browser-deps lint
 
 ## The project itself is installed editable (pyproject.toml), so `import core` works from anywhere.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -32,8 +32,13 @@ browser-deps:
 run: setup
 	$(PY) -m streamlit run dashboard/app.py --server.port 8501
 
-## Install into .venv (and the browser test's chromium + CJK font) and run the whole test suite.
-test: setup browser-deps
+## ruff over the tree and mypy over core/ (both configured in pyproject.toml).
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+## Install into .venv (and the browser test's chromium + CJK font), lint, and run the whole test suite.
+test: setup browser-deps lint
 	$(PY) -m pytest
 
 ## Start the OpenAI-compatible API server.

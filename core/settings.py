@@ -11,6 +11,7 @@ import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from core.errors import ConfigError
 
@@ -96,7 +97,7 @@ def load_settings(**overrides: object) -> Settings:
         if env is not None:
             values[name] = env
     values.update({k: v for k, v in overrides.items() if v is not None})
-    coerced = {name: _coerce(name, types[name], raw) for name, raw in values.items()}
+    coerced: dict[str, Any] = {name: _coerce(name, types[name], raw) for name, raw in values.items()}
     settings = Settings(**coerced)
     for name in ("max_width", "max_pixels", "max_images", "max_question_chars", "max_new_tokens"):
         if getattr(settings, name) < 1:

@@ -93,7 +93,9 @@ def describe_failure(error: BaseException) -> LoupeError:
 class Drainable:
     """`text()` and `collect()` for anything that yields text pieces and then holds `.answer`."""
 
-    answer: Answer | None
+    @property
+    def answer(self) -> Answer | None:  # AnswerStream keeps it as an attribute, Ticket reads its request's
+        raise NotImplementedError
 
     def __iter__(self) -> Iterator[str]:
         raise NotImplementedError
@@ -127,7 +129,7 @@ class AnswerStream(Drainable):
         self._thread = thread
         self._cancel = cancel_event
         self._finish = finish
-        self.answer: Answer | None = None
+        self.answer: Answer | None = None  # the base declares a read-only view; written here
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -83,7 +83,7 @@ def _to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
     if has_alpha:
         rgba = image.convert("RGBA")
-        if rgba.getextrema()[3][0] < 255:
+        if rgba.getchannel("A").getextrema()[0] < 255:  # type: ignore[operator]  # one band: (min, max) ints
             notes.append("transparent areas filled with white")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -126,7 +126,7 @@ class FastDecoder:
     # -- the decoder --------------------------------------------------------------------------------
     @staticmethod
     def _norm(module: Any, x: torch.Tensor) -> torch.Tensor:
-        eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+        eps = getattr(module, "variance_epsilon", 0.0) or getattr(module, "eps", 1e-6)
         variance = x.float().pow(2).mean(-1, keepdim=True)
         return (x.float() * torch.rsqrt(variance + eps)).to(x.dtype) * module.weight
 
