@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import StoppingCriteria, TextIteratorStreamer
 
@@ -93,9 +93,9 @@ def describe_failure(error: BaseException) -> LoupeError:
 class Drainable:
     """`text()` and `collect()` for anything that yields text pieces and then holds `.answer`."""
 
-    @property
-    def answer(self) -> Answer | None:  # AnswerStream keeps it as an attribute, Ticket reads its request's
-        raise NotImplementedError
+    if TYPE_CHECKING:  # a read-only view for the type checker: AnswerStream keeps an attribute, Ticket a property
+        @property
+        def answer(self) -> Answer | None: ...
 
     def __iter__(self) -> Iterator[str]:
         raise NotImplementedError
