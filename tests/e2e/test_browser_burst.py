@@ -31,4 +31,4 @@ def test_three_sessions_submitting_at_once_are_all_answered(app_url: str, loupe_
     settle(pages[-1])
     pages[-1].screenshot(path=str(OUTPUT / "burst-third-session.png"), full_page=True)
     rows = queries.listing(HistoryStore(loupe_home / "history.sqlite3"), HistoryFilter()).rows
-    assert len(rows) == 3 and {r["status"] for r in rows} == {"answered"} and len({r["session_id"] for r in rows}) == 3
+    assert len(rows) == 3 and {r.status for r in rows} == {"answered"} and len({r.session_id for r in rows}) == 3

@@ -30,4 +30,4 @@ def test_compare_two_templates_in_chromium(app_url: str, loupe_home: Path, brows
     settle(page)
     page.screenshot(path=str(OUTPUT / "compare.png"), full_page=True)
     rows = queries.listing(HistoryStore(loupe_home / "history.sqlite3"), HistoryFilter(pages=("compare",))).rows
-    assert len(rows) == 2 and {r["template_id"] for r in rows} == {"mod-checklist-en", "mod-claims-en"}
+    assert len(rows) == 2 and {r.template_id for r in rows} == {"mod-checklist-en", "mod-claims-en"}
