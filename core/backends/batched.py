@@ -45,6 +45,7 @@ from core.telemetry import gpu_reader, markers
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PreTrainedModel
 
 _PER_IMAGE_KEYS = {"input_ids", "attention_mask", "pixel_values"}  # anything else: not the LLaVA layout
 
@@ -127,7 +128,7 @@ def _encode_once(inner: Any, rows: int) -> Callable[..., Any]:
     return once
 
 
-def _eos_ids(model: Any) -> set[int]:
+def _eos_ids(model: PreTrainedModel) -> set[int]:
     eos = model.generation_config.eos_token_id
     return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 

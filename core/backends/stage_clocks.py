@@ -4,7 +4,7 @@ token (FirstTokenMark)."""
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from transformers import StoppingCriteria
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 _VISION_ATTRS = ("vision_tower", "vision_model", "visual", "vit", "vision_encoder")
 
 
-def find_vision_module(model: Any) -> Any:
+def find_vision_module(model: object) -> torch.nn.Module | None:
     """The vision tower, wherever this architecture keeps it (for timing the vision stage)."""
     import torch
 

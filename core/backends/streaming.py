@@ -25,7 +25,7 @@ class TimedStreamer(TextIteratorStreamer):
     """A TextIteratorStreamer with a reader timeout that notes whether it ended (when tokens came is the stage
     clock's business: core/telemetry/markers.py)."""
 
-    def __init__(self, tokenizer: Any, timeout_s: float) -> None:
+    def __init__(self, tokenizer: Any, timeout_s: float) -> None:  # None for a remote model (its text comes decoded)
         super().__init__(tokenizer, skip_prompt=True, timeout=timeout_s, skip_special_tokens=True)
         self.ended = False
 
