@@ -28,6 +28,8 @@ from core.statuses import TraceOutcome
 from core.telemetry import gpu_reader, markers
 
 if TYPE_CHECKING:
+    import torch
+
     from core.models.fast_decode import FastDecoder
 
 
@@ -198,7 +200,7 @@ class TransformersBackend:
         beams = query.settings.num_beams > 1
         stage_mark = FirstTokenMark(marks, cancel)
 
-        def target() -> Any:
+        def target() -> torch.Tensor:
             with self._lock:  # one generation at a time on this model
                 if query.settings.seed is not None:
                     torch.manual_seed(query.settings.seed)
@@ -242,7 +244,7 @@ class TransformersBackend:
         eos = self.model.generation_config.eos_token_id
         return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
-    def _generated(self, query: Query, output: Any, input_len: int, cancelled: bool) -> Generated:
+    def _generated(self, query: Query, output: torch.Tensor, input_len: int, cancelled: bool) -> Generated:
         new_ids = output[0, input_len:].tolist()
         eos_ids = self._eos_ids()
         pad = self.model.generation_config.pad_token_id
