@@ -29,7 +29,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from transformers import StoppingCriteria
 
@@ -43,6 +43,10 @@ from core.records import Answer, GenerationSettings, Query
 from core.statuses import TraceOutcome
 from core.telemetry import gpu_reader, markers
 
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
 _PER_IMAGE_KEYS = {"input_ids", "attention_mask", "pixel_values"}  # anything else: not the LLaVA layout
 
 
@@ -53,9 +57,9 @@ class RowClock(StoppingCriteria):
         self.eos_ids = sorted(eos_ids)
         self.ended_at: list[float | None] = [None] * rows
         self.marks = marks
-        self._eos: Any = None
+        self._eos: torch.Tensor | None = None
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
         import torch
 
         now = time.perf_counter()
@@ -67,7 +71,8 @@ class RowClock(StoppingCriteria):
             for row, is_end in enumerate(ended):
                 if is_end and self.ended_at[row] is None:
                     self.ended_at[row] = now
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        stop = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return cast("torch.BoolTensor", stop)  # torch's stubs type every tensor factory as plain Tensor
 
 
 def _release_memory() -> None:
@@ -123,7 +128,7 @@ def _encode_once(inner: Any, rows: int) -> Callable[..., Any]:
     return once
 
 
-def _eos_ids(model: Any) -> set[int]:
+def _eos_ids(model: PreTrainedModel) -> set[int]:
     eos = model.generation_config.eos_token_id
     return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 

@@ -8,27 +8,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.backends.base import EncodedQuery
 from core.records import Query
 
+if TYPE_CHECKING:
+    from transformers import BatchFeature, PreTrainedModel, ProcessorMixin
 
-def chat_prompt(processor: Any, query: Query) -> str:
+
+def chat_prompt(processor: ProcessorMixin, query: Query) -> str:
     """The query as the model's chat template writes it: one image slot per image, then the question."""
-    content: list[dict[str, Any]] = [{"type": "image"} for _ in query.images]
+    content: list[dict[str, str]] = [{"type": "image"} for _ in query.images]
     content.append({"type": "text", "text": query.question})
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)
+    conversation = [{"role": "user", "content": content}]
+    # transformers annotates a message's content as str only; its docs and templates take a list of parts too
+    return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)  # type: ignore[arg-type]
 
 
-def image_token_id(model: Any) -> int | None:
+def image_token_id(model: PreTrainedModel) -> int | None:
     config = model.config
     found = getattr(config, "image_token_id", None)
     return found if found is not None else getattr(config, "image_token_index", None)
 
 
-def encode_rows(processor: Any, model: Any, queries: Sequence[Query]) -> tuple[Any, list[int], list[int | None]]:
+def encode_rows(processor: ProcessorMixin, model: PreTrainedModel,
+                queries: Sequence[Query]) -> tuple[BatchFeature, list[int], list[int | None]]:
     """One processor call for all queries (left-padded when several); per row its prompt and image token counts."""
     images = [p.image for q in queries for p in q.images] or None
     prompts = [chat_prompt(processor, q) for q in queries]
@@ -44,13 +49,13 @@ def encode_rows(processor: Any, model: Any, queries: Sequence[Query]) -> tuple[A
     return inputs, prompt_tokens, image_tokens
 
 
-def encode_query(processor: Any, model: Any, query: Query) -> EncodedQuery:
+def encode_query(processor: ProcessorMixin, model: PreTrainedModel, query: Query) -> EncodedQuery:
     started = time.perf_counter()
     inputs, prompt_tokens, image_tokens = encode_rows(processor, model, [query])
     return EncodedQuery(query, inputs, prompt_tokens[0], image_tokens[0], time.perf_counter() - started)
 
 
-def to_device(inputs: Any, model: Any) -> dict[str, Any]:
+def to_device(inputs: BatchFeature, model: PreTrainedModel) -> dict[str, Any]:
     """The inputs where the model's embeddings are, images in the model's dtype: a new dict, because a
     BatchFeature's own .to() moves it in place and the encoding must stay as it was (on the CPU)."""
     device = model.get_input_embeddings().weight.device

@@ -23,7 +23,7 @@ import io
 import json
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import httpx
@@ -36,8 +36,11 @@ from core.models.load_progress import LoadProgress, ProgressCallback
 from core.records import Answer, ModelCard, Query
 from core.telemetry.markers import StageReadings
 
+if TYPE_CHECKING:
+    from PIL import Image
 
-def _data_uri(image: Any) -> str:
+
+def _data_uri(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

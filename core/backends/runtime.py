@@ -5,9 +5,15 @@ from __future__ import annotations
 import importlib.util
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from core.errors import ModelError
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin, PreTrainedModel, ProcessorMixin
+
+    class GenerativeModel(PreTrainedModel, GenerationMixin):
+        """What AutoModelForImageTextToText loads (PreTrainedModel no longer brings generate() by itself)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class LoadedModel:
     lets one generate() at a time run on it (shared by single answers and batched ones)."""
 
     name: str
-    model: Any
-    processor: Any
+    model: GenerativeModel
+    processor: ProcessorMixin
     runtime: Runtime
     lock: threading.Lock

@@ -4,16 +4,19 @@ token (FirstTokenMark)."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from transformers import StoppingCriteria
 
 from core.telemetry import markers
 
+if TYPE_CHECKING:
+    import torch
+
 _VISION_ATTRS = ("vision_tower", "vision_model", "visual", "vit", "vision_encoder")
 
 
-def find_vision_module(model: Any) -> Any:
+def find_vision_module(model: object) -> torch.nn.Module | None:
     """The vision tower, wherever this architecture keeps it (for timing the vision stage)."""
     import torch
 
@@ -42,8 +45,9 @@ class FirstTokenMark(StoppingCriteria):
         self.saw_cancel = self.saw_cancel or self.cancel.is_set()
         return self.saw_cancel
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
         import torch
 
         self.after_token()
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        stop = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return cast("torch.BoolTensor", stop)  # torch's stubs type every tensor factory as plain Tensor

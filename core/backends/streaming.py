@@ -10,19 +10,22 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from transformers import StoppingCriteria, TextIteratorStreamer
 
 from core.errors import GenerationError, LoupeError, OutOfMemoryError
 from core.records import Answer
 
+if TYPE_CHECKING:
+    import torch
+
 
 class TimedStreamer(TextIteratorStreamer):
     """A TextIteratorStreamer with a reader timeout that notes whether it ended (when tokens came is the stage
     clock's business: core/telemetry/markers.py)."""
 
-    def __init__(self, tokenizer: Any, timeout_s: float) -> None:
+    def __init__(self, tokenizer: Any, timeout_s: float) -> None:  # None for a remote model (its text comes decoded)
         super().__init__(tokenizer, skip_prompt=True, timeout=timeout_s, skip_special_tokens=True)
         self.ended = False
 
@@ -37,10 +40,12 @@ class CancelCriteria(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
         import torch
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        stop = torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return cast("torch.BoolTensor", stop)  # torch's stubs type every tensor factory as plain Tensor
 
 
 class GenerationThread:

@@ -11,7 +11,7 @@ import gc
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.backends import encoding
 from core.backends.answer_builder import Generated, build_answer
@@ -26,6 +26,11 @@ from core.models.model_source import ModelSource
 from core.records import Answer, ModelCard, Query, ShardPlan
 from core.statuses import TraceOutcome
 from core.telemetry import gpu_reader, markers
+
+if TYPE_CHECKING:
+    import torch
+
+    from core.models.fast_decode import FastDecoder
 
 
 class TransformersBackend:
@@ -63,7 +68,7 @@ class TransformersBackend:
         self.processor: Any = None
         self.load_s = 0.0
         self.fast_decode = fast_decode
-        self.fast_decoder: Any = None  # core.models.fast_decode.FastDecoder when the model allows it
+        self.fast_decoder: FastDecoder | None = None  # when the model allows it
         self.fast_status = "off"
 
     # -- load ------------------------------------------------------------------------------------
@@ -195,14 +200,15 @@ class TransformersBackend:
         beams = query.settings.num_beams > 1
         stage_mark = FirstTokenMark(marks, cancel)
 
-        def target() -> Any:
+        def target() -> torch.Tensor:
             with self._lock:  # one generation at a time on this model
                 if query.settings.seed is not None:
                     torch.manual_seed(query.settings.seed)
                 marks.generation_started(find_vision_module(self.model))
                 try:
-                    if self._use_fast_decoder(query, input_len):
-                        output = self.fast_decoder.generate(
+                    decoder = self.fast_decoder if self._use_fast_decoder(query, input_len) else None
+                    if decoder is not None:
+                        output = decoder.generate(
                             inputs, query.settings.max_new_tokens, query.settings.repetition_penalty,
                             self._eos_ids(), streamer=streamer, should_stop=stage_mark.after_token,
                         )
@@ -238,7 +244,7 @@ class TransformersBackend:
         eos = self.model.generation_config.eos_token_id
         return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
-    def _generated(self, query: Query, output: Any, input_len: int, cancelled: bool) -> Generated:
+    def _generated(self, query: Query, output: torch.Tensor, input_len: int, cancelled: bool) -> Generated:
         new_ids = output[0, input_len:].tolist()
         eos_ids = self._eos_ids()
         pad = self.model.generation_config.pad_token_id

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.backends.answer_builder import Generated, build_answer
 from core.backends.base import EncodedQuery
@@ -45,6 +45,11 @@ from core.records import Answer, ModelCard, Query
 from core.settings import Settings
 from core.statuses import TraceOutcome
 from core.telemetry import gpu_reader, markers
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.hooks import RemovableHandle
+    from transformers import PreTrainedTokenizerBase
 
 HD_NUM = model_shape.XCOMPOSER_HD_NUM
 
@@ -74,11 +79,11 @@ def create_xcomposer(source: ModelSource, settings: Settings, *, reclaim: dict[i
 class CountingStreamer(TimedStreamer):
     """A TimedStreamer that also counts the new tokens it was given."""
 
-    def __init__(self, tokenizer: Any, timeout_s: float) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, timeout_s: float) -> None:
         super().__init__(tokenizer, timeout_s)
         self.new_tokens = 0
 
-    def put(self, value: Any) -> None:
+    def put(self, value: torch.Tensor) -> None:
         if not self.next_tokens_are_prompt:
             self.new_tokens += int(value.numel())
         super().put(value)
@@ -106,7 +111,7 @@ class XComposerBackend:
         self._lock = threading.Lock()
         self.model: Any = None
         self.tokenizer: Any = None
-        self._hooks: list[Any] = []
+        self._hooks: list[RemovableHandle] = []
         self._prompt_len = [0]
         self.load_s = 0.0
 
@@ -144,7 +149,7 @@ class XComposerBackend:
         self.load_s = time.perf_counter() - started
         report(LoadProgress(1.0, f"Model ready in {self.load_s:.1f} s"))
 
-    def _note_prompt(self, _module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    def _note_prompt(self, _module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, torch.Tensor]) -> None:
         embeds = kwargs.get("inputs_embeds")
         if embeds is not None and self._prompt_len[0] == 0:
             self._prompt_len[0] = int(embeds.shape[1])

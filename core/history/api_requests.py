@@ -6,13 +6,17 @@ that failed (out of memory, refused by admission) is kept with its error, like a
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.history.entry import HistoryEntry
 from core.history.stamp import make_stamp
 from core.history.store import HistoryStore
 from core.records import FinishedRequest
 from core.statuses import EntryStatus, RequestStatus
+
+if TYPE_CHECKING:
+    from core.serving.engine import Engine
+    from core.serving.scheduler import Scheduler
 
 _STATUS = {RequestStatus.DONE: EntryStatus.ANSWERED, RequestStatus.FAILED: EntryStatus.FAILED,
            RequestStatus.REFUSED: EntryStatus.FAILED, RequestStatus.CANCELLED: EntryStatus.STOPPED}
@@ -28,7 +32,7 @@ def entry_for(finished: FinishedRequest, stamp: dict[str, Any]) -> HistoryEntry:
     )
 
 
-def record_api_requests(scheduler: Any, engine: Any, store: HistoryStore) -> None:
+def record_api_requests(scheduler: Scheduler, engine: Engine, store: HistoryStore) -> None:
     """From now on, every finished `api:` request of this scheduler gets its history row."""
     card = engine.describe()
 

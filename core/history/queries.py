@@ -61,7 +61,7 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def add_day_range(parts: list[str], params: list[Any], column: str, first: dt.date | None,
+def add_day_range(parts: list[str], params: list[object], column: str, first: dt.date | None,
                   last: dt.date | None) -> None:
     """Conditions for `column` (an ISO UTC timestamp) falling on the days first..last, both inclusive."""
     if first:
@@ -72,10 +72,10 @@ def add_day_range(parts: list[str], params: list[Any], column: str, first: dt.da
         params.append((last + dt.timedelta(days=1)).isoformat())
 
 
-def where_clause(f: HistoryFilter) -> tuple[str, list[Any]]:
+def where_clause(f: HistoryFilter) -> tuple[str, list[object]]:
     """The WHERE clause (with its parameters) for a filter; '' when nothing filters."""
     parts: list[str] = []
-    params: list[Any] = []
+    params: list[object] = []
     for column, value in (("session_id", f.session_id), ("template_id", f.template_id),
                           ("status", f.status), ("verdict", f.verdict)):
         if value:

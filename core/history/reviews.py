@@ -7,7 +7,6 @@ import datetime as dt
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from core.history.entry import HistoryEntry
 from core.history.queries import add_day_range
@@ -47,9 +46,9 @@ class ReviewedResult:
     review: Review | None
 
 
-def _where(f: ReviewFilter) -> tuple[str, list[Any]]:
+def _where(f: ReviewFilter) -> tuple[str, list[object]]:
     parts: list[str] = ["q.verdict != ''"]
-    params: list[Any] = []
+    params: list[object] = []
     if f.verdicts:
         parts.append(f"q.verdict IN ({', '.join('?' for _ in f.verdicts)})")
         params.extend(f.verdicts)
@@ -74,7 +73,7 @@ def _result(row: sqlite3.Row) -> ReviewedResult:
     return ReviewedResult(entry_from_row(row), review)
 
 
-def _rows(store: HistoryStore, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+def _rows(store: HistoryStore, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
     with store.connect() as db:
         db.row_factory = sqlite3.Row
         return db.execute(sql, params).fetchall()

@@ -6,6 +6,7 @@ the settings or the library versions.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Any
@@ -47,8 +48,8 @@ def make_stamp(card: ModelCard, generation: GenerationSettings, *, max_width: in
     )
 
 
-def _flat(stamp: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
+def _flat(stamp: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
     for key, value in stamp.items():
         if isinstance(value, dict):
             flat.update(_flat(value, f"{prefix}{key}."))
@@ -57,7 +58,7 @@ def _flat(stamp: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def differences(original: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def differences(original: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
     """Every key whose value differs, as 'key: old → new' (missing on one side shows as '—')."""
     old, new = _flat(original), _flat(current)
     return [

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -116,7 +116,7 @@ def _repaired(text: str) -> str:
     return re.sub(r",\s*(?=[}\]])", "", text)  # trailing commas
 
 
-def _json_objects(text: str) -> Iterator[dict[str, Any]]:
+def _json_objects(text: str) -> Iterator[dict[str, object]]:
     """Every JSON object found in the text: fenced blocks first, then any '{' that starts one."""
     decoder = json.JSONDecoder()
     sources = [m.group(1) for m in _FENCE.finditer(text)] + [text]
@@ -133,12 +133,12 @@ def _json_objects(text: str) -> Iterator[dict[str, Any]]:
                     yield value
 
 
-def _pick(mapping: dict[str, Any], keys: Sequence[str]) -> Any:
+def _pick(mapping: Mapping[str, object], keys: Sequence[str]) -> object:
     lowered = {str(k).strip().lower(): v for k, v in mapping.items()}
     return next((lowered[k] for k in keys if k in lowered), None)
 
 
-def _item_value(value: Any) -> tuple[VerdictStatus | None, str]:
+def _item_value(value: object) -> tuple[VerdictStatus | None, str]:
     """(result, reason) from ["pass", "why"], {"result": ..., "reason": ...}, or "pass: why"."""
     if isinstance(value, (list, tuple)) and value:
         return normalise(value[0]), " ".join(str(v) for v in value[1:])
@@ -154,7 +154,7 @@ def _item_value(value: Any) -> tuple[VerdictStatus | None, str]:
     return None, ""
 
 
-def _items(raw_items: Any) -> dict[str, tuple[VerdictStatus | None, str]]:
+def _items(raw_items: object) -> dict[str, tuple[VerdictStatus | None, str]]:
     """Item name (lower case) → (result, reason), whether items came as a mapping or a list."""
     found: dict[str, tuple[VerdictStatus | None, str]] = {}
     if isinstance(raw_items, dict):
@@ -177,7 +177,7 @@ def _match(item: str, label: str, answers: dict[str, tuple[VerdictStatus | None,
     return next((v for k, v in answers.items() if item.lower() in k or (label and label.lower() in k)), None)
 
 
-def _from_object(data: dict[str, Any], checklist: Sequence[tuple[str, str]], raw: str) -> Verdict | None:
+def _from_object(data: dict[str, object], checklist: Sequence[tuple[str, str]], raw: str) -> Verdict | None:
     model_verdict = normalise(_pick(data, _VERDICT_KEYS))
     raw_items = _pick(data, _ITEMS_KEYS)
     if raw_items is None:  # items written at the top level: {"verdict": ..., "exposure": [...]}

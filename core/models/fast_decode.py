@@ -20,13 +20,25 @@ Whether a loaded model can take this path, and its cache length, are decided in 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from core.models.fast_decode_support import language_model
+
+if TYPE_CHECKING:
+    from transformers.generation.streamers import BaseStreamer
+
+T = TypeVar("T")
+
+
+class _Norm(Protocol):
+    """An RMSNorm layer as the decoder reads it (its epsilon is read by name, whichever the model uses)."""
+
+    weight: torch.Tensor
 
 
 class _Captured(Exception):
@@ -102,7 +114,7 @@ class FastDecoder:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loupe-fast-decode")
         self._thread_id = self._thread.submit(threading.get_ident).result()
 
-    def on_own_thread(self, fn: Any, *args: Any) -> Any:
+    def on_own_thread(self, fn: Callable[..., T], *args: object) -> T:
         """Run fn on the decoder's one thread (directly when already on it) and wait; its exception is raised here."""
         if threading.get_ident() == self._thread_id:
             return fn(*args)
@@ -125,7 +137,7 @@ class FastDecoder:
 
     # -- the decoder --------------------------------------------------------------------------------
     @staticmethod
-    def _norm(module: Any, x: torch.Tensor) -> torch.Tensor:
+    def _norm(module: _Norm, x: torch.Tensor) -> torch.Tensor:
         eps = getattr(module, "variance_epsilon", 0.0) or getattr(module, "eps", 1e-6)
         variance = x.float().pow(2).mean(-1, keepdim=True)
         return (x.float() * torch.rsqrt(variance + eps)).to(x.dtype) * module.weight
@@ -186,7 +198,7 @@ class FastDecoder:
     def bucket_for(self, filled: int) -> int:
         return next(b for b in self.buckets if b >= filled)
 
-    def warm_up(self, report: Any = None) -> float:
+    def warm_up(self, report: Callable[[str], object] | None = None) -> float:
         """Compile (and capture) the decode step for every bucket now, so no analyst's question pays for it.
         `report` is called on the caller's thread (a UI's progress bar may only be drawn from there)."""
         import time
@@ -217,7 +229,7 @@ class FastDecoder:
 
     # -- one request --------------------------------------------------------------------------------
     @torch.no_grad()
-    def prefill(self, inputs: dict[str, Any]) -> int:
+    def prefill(self, inputs: dict[str, torch.Tensor]) -> int:
         """Run vision + prompt through the cache; returns the prompt length. Leaves the first token pending."""
         handle = self.lm.register_forward_pre_hook(self._capture, with_kwargs=True)
         try:
@@ -236,22 +248,22 @@ class FastDecoder:
         return length
 
     @staticmethod
-    def _capture(_module: Any, args: tuple, kwargs: dict) -> None:
+    def _capture(_module: torch.nn.Module, args: tuple, kwargs: dict[str, torch.Tensor]) -> None:
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
             raise RuntimeError("the language model was called without inputs_embeds")
         raise _Captured(embeds)
 
-    def generate(self, inputs: dict[str, Any], max_new_tokens: int, repetition_penalty: float,
-                 eos_ids: set[int], streamer: Any = None, should_stop: Any = None) -> torch.Tensor:
+    def generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, repetition_penalty: float, eos_ids: set[int],
+                 streamer: BaseStreamer | None = None, should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
         """Greedy tokens after the prompt, streamed one by one; returns prompt + new ids like generate().
         Runs on the decoder's own thread (where its CUDA graphs live); the caller waits."""
         return self.on_own_thread(self._generate, inputs, max_new_tokens, repetition_penalty, eos_ids, streamer,
                                    should_stop)
 
     @torch.no_grad()
-    def _generate(self, inputs: dict[str, Any], max_new_tokens: int, repetition_penalty: float,
-                  eos_ids: set[int], streamer: Any, should_stop: Any) -> torch.Tensor:
+    def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, repetition_penalty: float,
+                  eos_ids: set[int], streamer: BaseStreamer | None, should_stop: Callable[[], bool] | None) -> torch.Tensor:
         input_ids = inputs["input_ids"]
         length = self.prefill(inputs)
         max_new_tokens = min(max_new_tokens, self.max_len - length)

@@ -9,9 +9,15 @@ fp32 truth: a correct fast path is no further from the truth than generate() is.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from core.backends.runtime import GenerativeModel
+    from core.models.fast_decode import FastDecoder
 
 ABSOLUTE_TOLERANCE = 1e-2  # the per-step bound the performance issue states for bf16
 NOISE_MARGIN = 1.25  # the fast path may differ from generate() by at most this times HF's own two paths
@@ -27,7 +33,8 @@ def _summary(name: str, values: list[float]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _full_forward_logits(model: Any, inputs: dict[str, Any], ids: torch.Tensor, start: int, steps: int) -> torch.Tensor:
+def _full_forward_logits(model: PreTrainedModel, inputs: dict[str, torch.Tensor], ids: torch.Tensor, start: int,
+                         steps: int) -> torch.Tensor:
     """Logits predicting tokens start..start+steps-1, from one forward over the whole sequence (no cache)."""
     feed = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
     feed = {k: v.to(model.dtype) if torch.is_floating_point(v) else v for k, v in feed.items()}
@@ -36,7 +43,8 @@ def _full_forward_logits(model: Any, inputs: dict[str, Any], ids: torch.Tensor, 
 
 
 @torch.no_grad()
-def teacher_forced(model: Any, fast: Any, inputs: dict[str, Any], new_tokens: int, truth: Any = None) -> dict:
+def teacher_forced(model: GenerativeModel, fast: FastDecoder, inputs: dict[str, torch.Tensor], new_tokens: int,
+                   truth: PreTrainedModel | None = None) -> dict:
     """Greedy `new_tokens` with generate(), then the same tokens teacher-forced through the fast path.
 
     `truth`: optionally the same weights in float32 (any device), the reference both bf16 paths are held to.

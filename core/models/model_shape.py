@@ -251,7 +251,7 @@ def text_config(config: Any) -> Any:
     return getattr(config, "llm_config", None) or config.get_text_config()
 
 
-def native_geometry(config: Any, dtype_bytes: int) -> Geometry:
+def native_geometry(config: object, dtype_bytes: int) -> Geometry:
     """The memory geometry of a transformers config (AutoConfig's, or a loaded model's)."""
     text = text_config(config)
     vision = getattr(config, "vision_config", None)
@@ -276,7 +276,7 @@ def _side(value: Any) -> int:
     return int(value or 0)
 
 
-def _native_image_tokens(folder: Path, config: Any, vision: Any) -> tuple[int, int]:
+def _native_image_tokens(folder: Path, config: object, vision: object) -> tuple[int, int]:
     """(vision-tower tokens per image, LLM tokens per image), from the config or the preprocessor's pixel cap.
 
     Dynamic-resolution towers whose size the folder does not state are sized for a DYNAMIC_SIDE-pixel

@@ -19,7 +19,6 @@ import importlib.util
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -81,7 +80,7 @@ def choose_dtype(gpus: tuple[GpuSnapshot, ...]) -> tuple[str, str]:
     return "float16", f"bf16 needs compute capability 8.0+ (GPU{old[0].index} has {seen}): using fp16"
 
 
-def memory_held(backend: Any) -> dict[int, int]:
+def memory_held(backend: object) -> dict[int, int]:
     """CUDA index → bytes the weights of a loaded backend's model occupy (what unloading it gives back)."""
     held: dict[int, int] = {}
     model = getattr(backend, "model", None)

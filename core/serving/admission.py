@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -29,6 +29,12 @@ from core.models import memory_model, model_shape
 from core.models.memory_model import Attention, DeviceNeed, Geometry, Workload, kv_cache_bytes
 from core.records import Query
 from core.telemetry import gpu_reader
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    from core.backends.base import Backend
 
 GB = 1e9
 _UNKNOWN_PATCH_PIXELS = 14 * 28
@@ -62,14 +68,14 @@ class MemoryEstimate:
     kv_bytes_per_token: int  # over all layers and beams, for the "what to reduce" advice
 
 
-def _device_name(device: Any) -> str:
+def _device_name(device: object) -> str:
     text = str(device)
     if text.isdigit():
         return f"cuda:{text}"
     return "cuda:0" if text == "cuda" else text
 
 
-def _layers_by_device(model: Any, layers: int) -> dict[str, int]:
+def _layers_by_device(model: torch.nn.Module, layers: int) -> dict[str, int]:
     device_map = getattr(model, "hf_device_map", None) or {}
     counts: Counter[str] = Counter()
     for name, device in device_map.items():
@@ -82,13 +88,13 @@ def _layers_by_device(model: Any, layers: int) -> dict[str, int]:
     return dict(counts)
 
 
-def _first_device(model: Any) -> str:
+def _first_device(model: torch.nn.Module) -> str:
     """Where images and tokens enter: the device map's first entry, else the model's device."""
     device_map = getattr(model, "hf_device_map", None) or {}
     return _device_name(next(iter(device_map.values())) if device_map else getattr(model, "device", "cpu"))
 
 
-def _head_device(model: Any, fallback: str) -> str:
+def _head_device(model: PreTrainedModel, fallback: str) -> str:
     """The LM head's device: its device-map entry when the model is dispatched, else its weight's device."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     device_map = getattr(model, "hf_device_map", None) or {}
@@ -101,7 +107,7 @@ def _head_device(model: Any, fallback: str) -> str:
     return _device_name(weight.device if weight is not None else fallback)
 
 
-def _image_rules(config: Any) -> dict[str, int]:
+def _image_rules(config: PretrainedConfig) -> dict[str, int]:
     """How a loaded model's images count, in LLM tokens and vision-tower tokens, per image."""
     if str(getattr(config, "model_type", "")).lower() in model_shape.XCOMPOSER_TYPES:
         vision = model_shape.xcomposer_vision(config.to_dict())
@@ -128,7 +134,7 @@ def _image_rules(config: Any) -> dict[str, int]:
             "vision_tokens_per_image_token": merge * merge if dynamic else 1}
 
 
-def spec_from_model(model: Any) -> ModelMemorySpec:
+def spec_from_model(model: PreTrainedModel) -> ModelMemorySpec:
     """Read a loaded model's config with the planner's readers (LLaVA, Qwen2-VL, InternLM2-style, XComposer2.5)."""
     config = model.config
     dtype_bytes = int(getattr(getattr(model, "dtype", None), "itemsize", 4) or 4)
@@ -227,7 +233,7 @@ def refusal(query: Query, est: MemoryEstimate, device: str, free: int) -> str:
 class Admission:
     """Checks queries against the free memory of the devices a loaded local model sits on."""
 
-    def __init__(self, model: Any, tokenizer: Any = None, max_memory_gb: str = "") -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None, max_memory_gb: str = "") -> None:
         self.spec = spec_from_model(model)
         self._tokenizer = tokenizer
         self._max_memory_gb = max_memory_gb
@@ -256,7 +262,7 @@ class Admission:
         return est
 
 
-def for_backend(backend: Any, max_memory_gb: str = "") -> Admission | None:
+def for_backend(backend: Backend, max_memory_gb: str = "") -> Admission | None:
     """An Admission for a backend that holds a local transformers model; None for remote backends."""
     model = getattr(backend, "model", None)
     if model is None or not hasattr(model, "config"):

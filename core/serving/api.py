@@ -23,13 +23,13 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import psutil
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,6 +39,11 @@ from core.serving import chat_request
 from core.serving.scheduler import Scheduler, Ticket, describe_position, scheduler_for
 from core.statuses import RequestStatus
 from core.telemetry import gpu_reader, nvml
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from core.serving.engine import Engine
 
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20  # four large photos as base64 data URIs
 _POLL_S = 0.5  # how often a waiting request checks that its client is still there
@@ -76,7 +81,7 @@ def _usage(answer: Answer) -> dict[str, int]:
             "total_tokens": answer.input_tokens + answer.output_tokens}
 
 
-def _sse(payload: dict[str, Any] | str) -> str:
+def _sse(payload: dict[str, object] | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
@@ -106,7 +111,7 @@ class _Reader:
         return self.ticket.drain()
 
 
-def create_app(engine: Any, scheduler: Scheduler | None = None, *,
+def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, record_history: bool = True) -> FastAPI:
     """The API over `engine`'s shared queue (the dashboard's, when both run in one process); every API
     request, answered or failed, is written to history (page "api")."""
@@ -132,7 +137,7 @@ def create_app(engine: Any, scheduler: Scheduler | None = None, *,
                       "server_error", "internal_error")
 
     @app.middleware("http")
-    async def bearer_token(request: Request, call_next: Any) -> Any:
+    async def bearer_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if settings.api_token and request.url.path.startswith("/v1/"):
             given = request.headers.get("authorization", "")
             scheme, _, token = given.partition(" ")
@@ -141,8 +146,8 @@ def create_app(engine: Any, scheduler: Scheduler | None = None, *,
                               "invalid_request_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
+    @app.get("/health", response_model=None)
+    async def health() -> dict[str, object]:
         queue = sched.snapshot()
         gpus = [{"index": g.index, "name": g.name, "used_gb": round((g.used_bytes or 0) / 1e9, 3),
                  "free_gb": round((g.free_bytes or 0) / 1e9, 3), "total_gb": round((g.total_bytes or 0) / 1e9, 3)}
@@ -151,15 +156,15 @@ def create_app(engine: Any, scheduler: Scheduler | None = None, *,
                 "queue": {"waiting": queue.waiting, "running": queue.running, "sessions": queue.sessions},
                 "gpus": gpus, "nvml": nvml.state(), "rss_gb": round(psutil.Process().memory_info().rss / 1e9, 3)}
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+    @app.get("/v1/models", response_model=None)
+    async def models() -> dict[str, object]:
         return {"object": "list", "data": [{
             "id": card.name, "object": "model", "created": created, "owned_by": "loupe",
             "loupe": {"backend": card.backend, "device": card.device, "dtype": card.dtype, "is_demo": card.is_demo},
         }]}
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Any:
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> Response | dict[str, object]:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_body_bytes:
             return _too_large(max_body_bytes)
@@ -193,7 +198,7 @@ def _too_large(limit: int) -> JSONResponse:
                   "invalid_request_error", "body_too_large")
 
 
-async def _complete(request: Request, reader: _Reader, meta: dict[str, Any]) -> Any:
+async def _complete(request: Request, reader: _Reader, meta: dict[str, object]) -> JSONResponse | dict[str, object]:
     ticket = reader.ticket
     text: list[str] = []
     while True:
@@ -215,11 +220,11 @@ async def _complete(request: Request, reader: _Reader, meta: dict[str, Any]) -> 
         "usage": _usage(answer), "loupe": answer.to_json()}
 
 
-async def _stream(request: Request, reader: _Reader, meta: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+async def _stream(request: Request, reader: _Reader, meta: dict[str, object], include_usage: bool) -> AsyncIterator[str]:
     ticket = reader.ticket
     chunk = {**meta, "object": "chat.completion.chunk"}
 
-    def delta(content: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    def delta(content: dict[str, object], finish: str | None = None) -> dict[str, object]:
         return {**chunk, "choices": [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]}
 
     try:
@@ -257,7 +262,7 @@ class RunningServer:
     """A uvicorn server started in a background thread of this process (tests, benchmarks, the dashboard)."""
 
     url: str
-    server: Any
+    server: uvicorn.Server
     thread: threading.Thread
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -28,14 +28,18 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from core.backends.streaming import describe_failure
+from core.backends.streaming import AnswerStream, describe_failure
 from core.errors import AdmissionError, LoupeError, ModelUnloadingError, QueueFullError
 from core.records import FinishedRequest, Query, QueueSnapshot
 from core.serving import admission as admission_module
 from core.serving.ticket import END, QueuedRequest, Ticket, describe_position, notify
 from core.statuses import RequestStatus
+
+if TYPE_CHECKING:
+    from core.backends.base import Backend
+    from core.serving.engine import Engine
 
 __all__ = ["DEFAULT_SESSION", "QueueFullError", "Scheduler", "Ticket", "close_scheduler_for", "describe_position",
            "scheduler_for"]
@@ -49,7 +53,7 @@ Listener = Callable[[FinishedRequest], None]
 class Scheduler:
     """The queue in front of one loaded model; `submit()` from any thread, one worker thread answers."""
 
-    def __init__(self, backend: Any, *, max_memory_gb: str = "", admission: bool = True,
+    def __init__(self, backend: Backend, *, max_memory_gb: str = "", admission: bool = True,
                  max_waiting: int = 256) -> None:
         self.backend = backend
         self.max_waiting = max_waiting
@@ -185,6 +189,7 @@ class Scheduler:
 
     def _serve(self, request: QueuedRequest) -> bool:
         """Run one request to its end; True when it failed (its exception may hold tensors in cycles)."""
+        stream: AnswerStream | None = None
         try:
             assert request.encoded is not None
             if self._admission is not None:
@@ -248,11 +253,11 @@ def _detached(error: LoupeError) -> LoupeError:
     return error
 
 
-_schedulers: dict[int, tuple[weakref.ref[Any], Scheduler]] = {}
+_schedulers: dict[int, tuple[weakref.ref[Engine], Scheduler]] = {}
 _schedulers_lock = threading.Lock()
 
 
-def scheduler_for(engine: Any) -> Scheduler:
+def scheduler_for(engine: Engine) -> Scheduler:
     """The one scheduler of a loaded engine, shared by the dashboard, the batch runner and the API.
 
     It lives as long as the engine: when the engine is dropped (model switch) its scheduler is closed.
@@ -267,7 +272,7 @@ def scheduler_for(engine: Any) -> Scheduler:
         return found
 
 
-def close_scheduler_for(engine: Any, timeout: float | None = 30.0) -> None:
+def close_scheduler_for(engine: Engine, timeout: float | None = 30.0) -> None:
     """Cancel everything queued for `engine`, stop its worker; call it before `engine.backend.unload()`."""
     with _schedulers_lock:
         _ref, found = _schedulers.pop(id(engine), (None, None))

@@ -13,13 +13,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.backends.base import EncodedQuery
 from core.backends.streaming import AnswerStream, Drainable
 from core.errors import GenerationError, LoupeError
 from core.records import Answer, Query
 from core.statuses import RequestStatus
+
+if TYPE_CHECKING:
+    from core.serving.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 END = object()  # pushed after the last piece
@@ -53,7 +56,7 @@ class Ticket(Drainable):
     afterwards `.answer` holds the Answer. Dropping the handle cancels the question.
     """
 
-    def __init__(self, request: QueuedRequest, scheduler: Any) -> None:
+    def __init__(self, request: QueuedRequest, scheduler: Scheduler) -> None:
         self._request = request
         self._scheduler = scheduler
 

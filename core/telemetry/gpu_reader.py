@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from types import ModuleType
 
 import psutil
 
 from core.telemetry import nvml
 from core.telemetry.snapshots import GpuSnapshot
 
-_Card = tuple[int, Any, str, str, "tuple[int, int] | None"]  # NVML index, handle, name, UUID, compute capability
+_Card = tuple[int, object, str, str, "tuple[int, int] | None"]  # NVML index, handle, name, UUID, compute capability
 
 
 class GpuReader:
@@ -50,7 +50,7 @@ class GpuReader:
                                         nvml.query(pynvml.nvmlDeviceGetCudaComputeCapability, handle)))
         return self._cards
 
-    def _read_card(self, index: int, handle: Any, name: str, card_uuid: str,
+    def _read_card(self, index: int, handle: object, name: str, card_uuid: str,
                    capability: tuple[int, int] | None) -> GpuSnapshot:
         import pynvml
 
@@ -90,11 +90,11 @@ def read_gpus() -> tuple[GpuSnapshot, ...]:
     return GpuReader().read()
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _process_bytes(handle: Any, reserved: int | None) -> int | None:
+def _process_bytes(handle: object, reserved: int | None) -> int | None:
     """NVML's figure for this PID; 0 if NVML lists others but not us; None if it cannot say.
 
     Inside a container NVML reports host PIDs, so our PID is never listed even while torch holds
@@ -112,7 +112,7 @@ def _process_bytes(handle: Any, reserved: int | None) -> int | None:
 
 
 # -- torch's allocator, numbered as CUDA numbers devices ------------------------------------------------
-def _torch_with_cuda() -> Any:
+def _torch_with_cuda() -> ModuleType | None:
     """torch, if this process has imported it and initialised CUDA; else None."""
     torch = sys.modules.get("torch")
     return torch if torch is not None and torch.cuda.is_initialized() else None
@@ -138,6 +138,8 @@ def read_cuda(*, driver_free: bool = True) -> tuple[GpuSnapshot, ...]:
     """Every CUDA device of this process, `index` as CUDA numbers it: the allocator's figures and, with
     `driver_free`, the free and total memory the driver reports to CUDA (a context on every device)."""
     torch = _torch_with_cuda()
+    if torch is None:
+        return ()
     found = []
     for device in cuda_devices():
         free, total = torch.cuda.mem_get_info(device) if driver_free else (None, None)
@@ -152,6 +154,8 @@ def read_cuda(*, driver_free: bool = True) -> tuple[GpuSnapshot, ...]:
 def reset_peaks() -> None:
     """Start the allocator's peak over on every CUDA device (before a stage whose peak is wanted)."""
     torch = _torch_with_cuda()
+    if torch is None:
+        return
     for device in cuda_devices():
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -159,6 +163,8 @@ def reset_peaks() -> None:
 def synchronize() -> None:
     """Wait for every CUDA device, so clocks and peaks read after it include the work queued before."""
     torch = _torch_with_cuda()
+    if torch is None:
+        return
     for device in cuda_devices():
         torch.cuda.synchronize(device)
 

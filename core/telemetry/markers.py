@@ -27,13 +27,17 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import psutil
 
 from core.records import Query
 from core.statuses import TraceOutcome
 from core.telemetry import gpu_reader
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.hooks import RemovableHandle
 from core.telemetry.ring import Ring
 from core.telemetry.snapshots import QueryTrace, StageMark
 
@@ -105,7 +109,7 @@ class QueryClock:
         self._first_token_at: float | None = None
         self._first_token_seen = False
         self._peaks: dict[str, float] = {}
-        self._hooks: list[Any] = []
+        self._hooks: list[RemovableHandle] = []
         with _lock:
             _running[self.query_id] = self
             _by_query[query] = self.query_id
@@ -115,7 +119,7 @@ class QueryClock:
         self._preprocessed = time.perf_counter()
         self._add("preprocess", self._start, self._preprocessed, _in_use_gb())
 
-    def generation_started(self, vision_module: Any = None) -> None:
+    def generation_started(self, vision_module: torch.nn.Module | None = None) -> None:
         """Inside the generation lock: reset the peak counters and watch the vision tower's forwards."""
         gpu_reader.reset_peaks()
         self._mark = self._generation_started = time.perf_counter()
