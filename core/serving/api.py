@@ -181,7 +181,8 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
                 max_images=min(settings.max_images, engine.backend.max_images),
                 allowed_paths=settings.api_allowed_paths, max_bytes=max_body_bytes, fallback_session=host)
             query = await run_in_threadpool(engine.build_query, list(ask.images), ask.question, ask.settings)
-            ticket = sched.submit(query, session=ask.session)
+            # submit() encodes the query (the processor: tokens and pixels), so it runs off the event loop too.
+            ticket = await run_in_threadpool(sched.submit, query, session=ask.session)
         except LoupeError as exc:
             return _loupe_error(exc)
         meta = {"id": f"chatcmpl-loupe-{ticket.id}", "created": int(time.time()), "model": card.name}
