@@ -271,8 +271,8 @@ def test_api_requests_are_kept_in_history(serving, tmp_path) -> None:
 
 
 def test_a_failed_api_request_keeps_its_error() -> None:
-    from core.history.api_requests import entry_for
     from core.records import FinishedRequest, Query
+    from core.serving.api_requests import entry_for
     from core.statuses import RequestStatus
 
     failed = FinishedRequest(request_id=1, session="api:x", query=Query(images=(), question="hi"),

@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING
 from core.errors import ModelError
 
 if TYPE_CHECKING:
-    from transformers import GenerationMixin, PreTrainedModel, ProcessorMixin
+    from transformers import ProcessorMixin
 
-    class GenerativeModel(PreTrainedModel, GenerationMixin):
-        """What AutoModelForImageTextToText loads (PreTrainedModel no longer brings generate() by itself)."""
+    from core.models.fast_decode_support import GenerativeModel
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import torch
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from core.backends.runtime import GenerativeModel
     from core.models.fast_decode import FastDecoder
+    from core.models.fast_decode_support import GenerativeModel
 
 ABSOLUTE_TOLERANCE = 1e-2  # the per-step bound the performance issue states for bf16
 NOISE_MARGIN = 1.25  # the fast path may differ from generate() by at most this times HF's own two paths

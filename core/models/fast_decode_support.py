@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin, PreTrainedModel
+
+    class GenerativeModel(PreTrainedModel, GenerationMixin):
+        """What AutoModelForImageTextToText loads (PreTrainedModel no longer brings generate() by itself)."""
 
 SUPPORTED_DECODERS = ("llama", "mistral", "internlm2", "qwen2")
 

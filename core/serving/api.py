@@ -118,8 +118,8 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
     sched = scheduler or scheduler_for(engine)
     settings = engine.settings
     if record_history:
-        from core.history.api_requests import record_api_requests
         from core.history.store import HistoryStore
+        from core.serving.api_requests import record_api_requests
 
         record_api_requests(sched, engine, HistoryStore(settings.history_path))
     card = engine.describe()

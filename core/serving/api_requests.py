@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from core.history.entry import HistoryEntry
-from core.history.stamp import make_stamp
-from core.history.store import HistoryStore
+from core.history import HistoryEntry, HistoryStore, make_stamp
 from core.records import FinishedRequest
 from core.statuses import EntryStatus, RequestStatus
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the scheduler module imports the engine's; typing only, no import cycle at run time
     from core.serving.engine import Engine
     from core.serving.scheduler import Scheduler
 
