@@ -139,6 +139,8 @@ class Scheduler:
         with self._cond:
             self._closed = True
             queued = [r for q in self._queues.values() for r in q]
+            for request in queued:  # typed, so a batch item waiting now is paused, not failed
+                request.error = ModelUnloadingError("The model was unloaded before this question started; ask again.")
             running = self._running
             self._cond.notify_all()
         for request in queued:
