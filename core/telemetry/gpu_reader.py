@@ -151,22 +151,22 @@ def read_cuda(*, driver_free: bool = True) -> tuple[GpuSnapshot, ...]:
     return tuple(found)
 
 
+def _on_every_device(call: str) -> None:
+    """torch.cuda.<call>(device) for every CUDA device; nothing without CUDA."""
+    torch = _torch_with_cuda()
+    if torch is not None:
+        for device in cuda_devices():
+            getattr(torch.cuda, call)(device)
+
+
 def reset_peaks() -> None:
     """Start the allocator's peak over on every CUDA device (before a stage whose peak is wanted)."""
-    torch = _torch_with_cuda()
-    if torch is None:
-        return
-    for device in cuda_devices():
-        torch.cuda.reset_peak_memory_stats(device)
+    _on_every_device("reset_peak_memory_stats")
 
 
 def synchronize() -> None:
     """Wait for every CUDA device, so clocks and peaks read after it include the work queued before."""
-    torch = _torch_with_cuda()
-    if torch is None:
-        return
-    for device in cuda_devices():
-        torch.cuda.synchronize(device)
+    _on_every_device("synchronize")
 
 
 def peaks_gb() -> dict[str, float]:
