@@ -1,14 +1,22 @@
 """Loupe's OpenAI-compatible HTTP API, on the same queue as the dashboard (core/serving/scheduler.py).
 
-`POST /v1/chat/completions` (streaming as server-sent events), `GET /v1/models`, `GET /health`.
+`POST /v1/chat/completions` (streaming as server-sent events), `GET /v1/models`, `GET /v1/models/{id}`,
+`GET /health`.
 How a request body becomes a question is in core/serving/chat_request.py. Decisions here:
 - Errors always come back in OpenAI's shape {"error": {"message", "type", "param", "code"}}: 400 for a
   bad body, image or question (and for a question too big for free memory), 401 for a missing or wrong
-  token, 404/405 for unknown routes, 413 for a body over `max_body_bytes`, 429 when the queue is full,
+  token, 404 for a `model` other than the loaded one (`model_not_found`; an omitted model means the loaded
+  one), 404/405 for unknown routes, 413 for a body over `max_body_bytes`, 429 when the queue is full or
+  the client already has its share of it waiting,
   500 when generation failed (out of memory included; the model stays loaded). Nothing reaches the
   client as a stack trace.
 - Auth: when the setting `api_token` is set, /v1/* needs `Authorization: Bearer <token>`; /health stays
-  open for load-balancer probes and shows only the queue and memory.
+  open for load-balancer probes and shows only the queue and memory. Tokens are compared as UTF-8 bytes
+  (in constant time), so a non-ASCII token works and a wrong one is a 401, never a 500.
+- Fairness: each request waits in its client's lane of the shared queue, the client being the bearer token
+  when one is configured (all holders of the one token are one client), else the caller's address; the
+  `user` field is only recorded (history's session), so rotating it neither jumps the queue nor lifts the
+  per-client cap (a quarter of the queue, core/serving/scheduler.py).
 - A client that disconnects cancels its request, whether it waits in the queue or is being answered.
 - While a streamed request waits in the queue, SSE comments (": 2 requests ahead") keep the connection
   alive and tell a curious client where it stands; OpenAI clients ignore them.
@@ -18,13 +26,11 @@ How a request body becomes a question is in core/serving/chat_request.py. Decisi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psutil
@@ -36,14 +42,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.errors import AdmissionError, ApiRequestError, GenerationError, ImageError, LoupeError, QuestionError, QueueFullError
 from core.records import Answer
 from core.serving import chat_request
+from core.serving.api_server import RunningServer, start_server
 from core.serving.scheduler import Scheduler, Ticket, describe_position, scheduler_for
 from core.statuses import RequestStatus
 from core.telemetry import gpu_reader, nvml
 
 if TYPE_CHECKING:
-    import uvicorn
-
     from core.serving.engine import Engine
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "RunningServer", "create_app", "start_server"]  # the runner moved to api_server
 
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20  # four large photos as base64 data URIs
 _POLL_S = 0.5  # how often a waiting request checks that its client is still there
@@ -136,12 +143,16 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
         return _error(500, f"Internal error ({type(exc).__name__}); the server is still running.",
                       "server_error", "internal_error")
 
+    expected = settings.api_token.encode("utf-8")
+
     @app.middleware("http")
     async def bearer_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if settings.api_token and request.url.path.startswith("/v1/"):
             given = request.headers.get("authorization", "")
             scheme, _, token = given.partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), settings.api_token):
+            # Starlette decodes header bytes as latin-1: encoding back gives the bytes the client sent (UTF-8
+            # for a non-ASCII token), and compare_digest on bytes accepts any of them (on str it raises).
+            if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode("latin-1"), expected):
                 return _error(401, "Missing or wrong API token: send 'Authorization: Bearer <token>'.",
                               "invalid_request_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         return await call_next(request)
@@ -156,12 +167,16 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
                 "queue": {"waiting": queue.waiting, "running": queue.running, "sessions": queue.sessions},
                 "gpus": gpus, "nvml": nvml.state(), "rss_gb": round(psutil.Process().memory_info().rss / 1e9, 3)}
 
+    model_card = {"id": card.name, "object": "model", "created": created, "owned_by": "loupe",
+                  "loupe": {"backend": card.backend, "device": card.device, "dtype": card.dtype, "is_demo": card.is_demo}}
+
     @app.get("/v1/models", response_model=None)
     async def models() -> dict[str, object]:
-        return {"object": "list", "data": [{
-            "id": card.name, "object": "model", "created": created, "owned_by": "loupe",
-            "loupe": {"backend": card.backend, "device": card.device, "dtype": card.dtype, "is_demo": card.is_demo},
-        }]}
+        return {"object": "list", "data": [model_card]}
+
+    @app.get("/v1/models/{model_id:path}", response_model=None)  # ids like "org/name" hold a slash
+    async def model(model_id: str) -> Response | dict[str, object]:
+        return model_card if model_id == card.name else _unknown_model(model_id, card.name)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Response | dict[str, object]:
@@ -174,15 +189,18 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
             if len(raw) > max_body_bytes:
                 return _too_large(max_body_bytes)
         host = request.client.host if request.client else "unknown"
+        client = _client_lane(settings.api_token, host)  # past the middleware, the token sent is this one
         try:
             body = chat_request.parse_body(bytes(raw))
+            if body.model and body.model != card.name:
+                return _unknown_model(body.model, card.name)
             ask = await run_in_threadpool(
                 chat_request.decode, body, default_max_tokens=settings.max_new_tokens,
                 max_images=min(settings.max_images, engine.backend.max_images),
                 allowed_paths=settings.api_allowed_paths, max_bytes=max_body_bytes, fallback_session=host)
             query = await run_in_threadpool(engine.build_query, list(ask.images), ask.question, ask.settings)
             # submit() encodes the query (the processor: tokens and pixels), so it runs off the event loop too.
-            ticket = await run_in_threadpool(sched.submit, query, session=ask.session)
+            ticket = await run_in_threadpool(sched.submit, query, session=ask.session, client=client)
         except LoupeError as exc:
             return _loupe_error(exc)
         meta = {"id": f"chatcmpl-loupe-{ticket.id}", "created": int(time.time()), "model": card.name}
@@ -192,6 +210,19 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
         return await _complete(request, _Reader(ticket), meta)
 
     return app
+
+
+def _client_lane(token: str | None, host: str) -> str:
+    """Who is asking, for the queue: a digest of the bearer token (never the token itself) when the server
+    has one, else the address. The `user` field is the client's to choose, so it cannot be this."""
+    if token:
+        return "api-token:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
+    return f"api-address:{host}"
+
+
+def _unknown_model(asked: str, served: str) -> JSONResponse:
+    return _error(404, f"The model '{asked[:200]}' does not exist on this server; it serves '{served}' "
+                  "(GET /v1/models), or leave 'model' out.", "invalid_request_error", "model_not_found", "model")
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -256,35 +287,3 @@ async def _stream(request: Request, reader: _Reader, meta: dict[str, object], in
     finally:
         if not ticket.finished:
             ticket.cancel()
-
-
-@dataclass
-class RunningServer:
-    """A uvicorn server started in a background thread of this process (tests, benchmarks, the dashboard)."""
-
-    url: str
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-
-
-def start_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> RunningServer:
-    """Serve `app` from a daemon thread; port 0 picks a free port. Returns once it accepts connections."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="loupe-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise GenerationError(f"The API server did not start on {host}:{port}.")
-        time.sleep(0.01)
-    bound = sock.getsockname()[1]
-    return RunningServer(url=f"http://{'[' + host + ']' if ':' in host else host}:{bound}", server=server, thread=thread)

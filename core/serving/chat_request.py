@@ -1,20 +1,26 @@
 """Turn an OpenAI chat-completions request body into what Loupe asks: image bytes, a question, settings.
 
 Decisions (a client written for OpenAI's API works unchanged; what Loupe cannot honour is refused, not ignored):
-- One question per request: the question is the text of the last user message; the images are every image
-  in the user messages, in order (so a client that sent the image in an earlier turn still has it).
-  System and assistant messages are not shown to the model (Loupe's prompts are its templates).
+- One question per request, no conversation: exactly one user message (its text is the question, its
+  images the images). System, developer, assistant and tool messages, and earlier user turns, are refused
+  (400, param "messages"): Loupe's prompts are its templates, and it has no multi-turn mode to honour them.
 - Images: `image_url` as a data URI (base64), or a local path (plain or file://) inside a folder listed in
   the setting `api_allowed_paths`; http(s) URLs are refused because Loupe never fetches from the network.
 - Sampling: greedy (reproducible, Loupe's default) unless `temperature` > 0 is sent; then `top_p` and
   `seed` apply. `max_tokens` (or `max_completion_tokens`) defaults to the setting `max_new_tokens`. `n` must be 1.
-- Session, for the queue's fairness: "api:" + the request's `user` field, else "api:" + the caller's address
-  (the prefix tells history hooks which requests came through the API).
+- Fields Loupe cannot honour (`stop`, the penalties, `logprobs`/`top_logprobs`, `response_format`, `tools`/
+  `tool_choice`, `functions`/`function_call`, `logit_bias`) are refused with a 400 naming the field unless
+  sent with their "off" value (null, 0, false, [], {}, "none", {"type": "text"}), which some clients always send.
+- `model` may be omitted (the server holds one model); the API refuses any other name with a 404.
+- Session, as recorded in history: "api:" + the request's `user` field, else "api:" + the caller's address
+  (the prefix tells history hooks which requests came through the API). The queue's fairness does not use
+  it: core/serving/api.py queues each request in its client's lane (token or address), which `user` cannot change.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +56,7 @@ class _StreamOptions(BaseModel):
 
 
 class ChatBody(BaseModel):
-    """The fields of OpenAI's request that Loupe reads; the rest (logprobs, tools, ...) are ignored."""
+    """The fields of OpenAI's request that Loupe reads, and those it refuses unless off (_UNSUPPORTED)."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = ""
@@ -64,6 +70,26 @@ class ChatBody(BaseModel):
     seed: int | None = None
     n: int = 1
     user: str | None = None
+    stop: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    response_format: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    logit_bias: Any = None
+
+
+# Field → the values meaning "off"; anything else asks for something Loupe would otherwise silently not do.
+_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "stop": (None, [], ""), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
+    "logprobs": (None, False), "top_logprobs": (None, 0), "response_format": (None, {"type": "text"}),
+    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+    "logit_bias": (None, {}),
+}
 
 
 @dataclass(frozen=True)
@@ -111,19 +137,26 @@ def _image_bytes(url: str, roots: tuple[Path, ...], max_bytes: int) -> bytes:
     if parsed.scheme not in ("file", ""):
         raise ApiRequestError(f"Unsupported image URL scheme '{parsed.scheme}'.", param="messages",
                               code="unsupported_image_url")
-    path = Path(unquote(parsed.path if parsed.scheme == "file" else url)).expanduser()
+    raw_path = unquote(parsed.path if parsed.scheme == "file" else url)
+    if "\x00" in raw_path:  # the OS cannot take it; refused here rather than failing inside pathlib
+        raise ApiRequestError("An image_url path contains a null byte; send a plain file path or a data URI.",
+                              param="messages", code="invalid_value")
+    path = Path(raw_path).expanduser()
     if not roots:
         raise ApiRequestError("Local image paths are not allowed on this server (setting api_allowed_paths is "
                               "empty); send the image as a data URI.", param="messages", code="path_not_allowed")
-    resolved = path.resolve()
-    if not path.is_absolute() or not any(resolved.is_relative_to(root) for root in roots):
-        raise ApiRequestError(f"{path} is outside the folders this server may read "
-                              f"({', '.join(map(str, roots))}).", param="messages", code="path_not_allowed")
-    if not resolved.is_file():
-        raise ImageError(f"No image file at {path}.")
-    if resolved.stat().st_size > max_bytes:
-        raise ImageError(f"{path} is larger than {max_bytes // 2**20} MiB.")
-    return resolved.read_bytes()
+    try:
+        resolved = path.resolve()
+        if not path.is_absolute() or not any(resolved.is_relative_to(root) for root in roots):
+            raise ApiRequestError(f"{path} is outside the folders this server may read "
+                                  f"({', '.join(map(str, roots))}).", param="messages", code="path_not_allowed")
+        if not resolved.is_file():
+            raise ImageError(f"No image file at {path}.")
+        if resolved.stat().st_size > max_bytes:
+            raise ImageError(f"{path} is larger than {max_bytes // 2**20} MiB.")
+        return resolved.read_bytes()
+    except OSError as exc:  # a name too long, a file unreadable or gone between the checks
+        raise ImageError(f"Cannot read the image at {path}: {exc.strerror or exc}.") from None
 
 
 def decode(body: ChatBody, *, default_max_tokens: int, max_images: int, allowed_paths: str, max_bytes: int,
@@ -131,17 +164,29 @@ def decode(body: ChatBody, *, default_max_tokens: int, max_images: int, allowed_
     """Validate the fields and read the images (count checked before any is decoded)."""
     if body.n != 1:
         raise ApiRequestError("Loupe returns one answer per request: n must be 1.", param="n", code="unsupported_value")
+    for field, off in _UNSUPPORTED.items():
+        if getattr(body, field) not in off:
+            raise ApiRequestError(f"Loupe does not support '{field}' (sent: {json.dumps(getattr(body, field))[:80]}); "
+                                  "leave it out.", param=field, code="unsupported_parameter")
     users = [m for m in body.messages if m.role == "user"]
     if not users:
         raise ApiRequestError("The messages contain no user message with a question.", param="messages",
                               code="invalid_value")
+    for index, message in enumerate(body.messages):
+        if message.role != "user":
+            raise ApiRequestError(f"messages[{index}] has role '{message.role}': Loupe takes one user message per "
+                                  "request (its prompt is its own template; no system prompt or conversation).",
+                                  param="messages", code="unsupported_value")
+    if len(users) > 1:
+        raise ApiRequestError(f"The messages hold {len(users)} user messages: Loupe answers one question per "
+                              "request and does not continue conversations; send only the last one.",
+                              param="messages", code="unsupported_value")
     urls: list[str] = []
-    for message in users:
-        for part in message.content if isinstance(message.content, list) else ():
-            if part.type in ("image_url", "input_image") and part.image_url is not None:
-                urls.append(part.image_url if isinstance(part.image_url, str) else part.image_url.url)
+    for part in users[0].content if isinstance(users[0].content, list) else ():
+        if part.type in ("image_url", "input_image") and part.image_url is not None:
+            urls.append(part.image_url if isinstance(part.image_url, str) else part.image_url.url)
     questions.check_image_count(len(urls), max_images=max_images)  # before any image is read
-    last = users[-1].content
+    last = users[0].content
     question = last if isinstance(last, str) else "\n".join(p.text or "" for p in last or () if p.text)
     roots = allowed_roots(allowed_paths)
     images = tuple(_image_bytes(url, roots, max_bytes) for url in urls)

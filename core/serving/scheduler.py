@@ -5,6 +5,9 @@ Decisions:
 - Fairness: each session has its own FIFO and the worker serves sessions round-robin, so one session's batch
   of 50 cannot starve another analyst's single question (that one waits for at most one request per
   session ahead of it). Positions ("2 requests ahead") follow that order and count the running request.
+  An API request names its `client` (its token, or address), which is its lane instead of its session: a
+  client rotating the `user` field it picks stays one lane, and may hold at most a quarter of `max_waiting`
+  (so one client cannot fill the shared queue).
 - One request at a time, no batching of compatible requests: the transformers backend streams one
   sequence, and a batch would make every member wait for the longest answer.
 - Admission: before running, the worker estimates the question's memory (core/serving/admission.py) against what
@@ -57,6 +60,7 @@ class Scheduler:
                  max_waiting: int = 256) -> None:
         self.backend = backend
         self.max_waiting = max_waiting
+        self.per_client = max(1, max_waiting // 4)
         self._admission = admission_module.for_backend(backend, max_memory_gb) if admission else None
         self._idle_free = self._admission.free() if self._admission else {}
         self._queues: dict[str, deque[QueuedRequest]] = {}  # insertion order is the round-robin order
@@ -68,8 +72,9 @@ class Scheduler:
         self._worker: threading.Thread | None = None
 
     # -- callers ---------------------------------------------------------------------------------
-    def submit(self, query: Query, session: str = DEFAULT_SESSION) -> Ticket:
-        """Queue `query` for `session`; raises AdmissionError or QueueFullError at once when it cannot run.
+    def submit(self, query: Query, session: str = DEFAULT_SESSION, *, client: str | None = None) -> Ticket:
+        """Queue `query` for `session` (in `client`'s lane when given, capped at `per_client`); raises
+        AdmissionError or QueueFullError at once when it cannot run.
 
         The backend encodes the query here, once: admission counts that encoding, now and again when the
         worker takes it (against the memory free then), and generation runs on it."""
@@ -84,8 +89,11 @@ class Scheduler:
                 raise ModelUnloadingError("The model is being unloaded; ask again in a moment.")
             if self._waiting() >= self.max_waiting:
                 raise QueueFullError(f"{self.max_waiting} questions are already waiting; try again in a while.")
-            request = QueuedRequest(next(self._ids), session or DEFAULT_SESSION, encoded)
-            self._queues.setdefault(request.session, deque()).append(request)
+            if client is not None and len(self._queues.get(client, ())) >= self.per_client:
+                raise QueueFullError(f"This client already has {self.per_client} questions waiting (the most one "
+                                     "client may queue); wait for an answer before sending more.")
+            request = QueuedRequest(next(self._ids), session or DEFAULT_SESSION, encoded, lane=client)
+            self._queues.setdefault(request.lane, deque()).append(request)
             self._ensure_worker()
             self._cond.notify_all()
         return Ticket(request, self)
@@ -105,19 +113,19 @@ class Scheduler:
                 if request.stream is not None:
                     request.stream.cancel()
                 return
-            lane = self._queues.get(request.session)
+            lane = self._queues.get(request.lane)
             if request.status != RequestStatus.QUEUED or lane is None or request not in lane:
                 return  # already ended, or being taken this instant (a __del__ from the garbage collector)
             lane.remove(request)
             if not lane:
-                del self._queues[request.session]
+                del self._queues[request.lane]
             request.status, request.encoded = RequestStatus.CANCELLED, None
         self._finish(request)
 
     def abandon_session(self, session: str) -> int:
         """Cancel everything `session` has queued or running (its browser went away); returns how many."""
         with self._cond:
-            mine = list(self._queues.get(session, ()))
+            mine = [r for lane in self._queues.values() for r in lane if r.session == session]
             if self._running is not None and self._running.session == session:
                 mine.append(self._running)
         for request in mine:

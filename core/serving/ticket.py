@@ -31,9 +31,10 @@ END = object()  # pushed after the last piece
 class QueuedRequest:
     """The scheduler's side of one question; callers only ever hold the Ticket that wraps it."""
 
-    def __init__(self, request_id: int, session: str, encoded: EncodedQuery) -> None:
+    def __init__(self, request_id: int, session: str, encoded: EncodedQuery, lane: str | None = None) -> None:
         self.id = request_id
         self.session = session
+        self.lane = lane or session  # the queue it waits in (the API's: one per client, whatever `user` says)
         self.query: Query = encoded.query
         self.encoded: EncodedQuery | None = encoded  # dropped once served: its tensors are no longer needed
         self.status = RequestStatus.QUEUED
