@@ -13,10 +13,11 @@ How a request body becomes a question is in core/serving/chat_request.py. Decisi
 - Auth: when the setting `api_token` is set, /v1/* needs `Authorization: Bearer <token>`; /health stays
   open for load-balancer probes and shows only the queue and memory. Tokens are compared as UTF-8 bytes
   (in constant time), so a non-ASCII token works and a wrong one is a 401, never a 500.
-- Fairness: each request waits in its client's lane of the shared queue, the client being the bearer token
-  when one is configured (all holders of the one token are one client), else the caller's address; the
-  `user` field is only recorded (history's session), so rotating it neither jumps the queue nor lifts the
-  per-client cap (a quarter of the queue, core/serving/scheduler.py).
+- Fairness: each request waits in its client's lane of the shared queue, the client being the caller's
+  address. Loupe has one `api_token`, shared by everyone it is given to, so the token says only that a caller
+  may ask, not who is asking: the address is what tells clients apart. The `user` field is only recorded
+  (history's session), so rotating it neither jumps the queue nor lifts the per-client cap (a quarter of
+  the queue, core/serving/scheduler.py).
 - A client that disconnects cancels its request, whether it waits in the queue or is being answered.
 - While a streamed request waits in the queue, SSE comments (": 2 requests ahead") keep the connection
   alive and tell a curious client where it stands; OpenAI clients ignore them.
@@ -26,7 +27,6 @@ How a request body becomes a question is in core/serving/chat_request.py. Decisi
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import secrets
 import time
@@ -189,7 +189,7 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
             if len(raw) > max_body_bytes:
                 return _too_large(max_body_bytes)
         host = request.client.host if request.client else "unknown"
-        client = _client_lane(settings.api_token, host)  # past the middleware, the token sent is this one
+        client = f"api-address:{host}"  # who is asking, for the queue (see Fairness above)
         try:
             body = chat_request.parse_body(bytes(raw))
             if body.model and body.model != card.name:
@@ -210,14 +210,6 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
         return await _complete(request, _Reader(ticket), meta)
 
     return app
-
-
-def _client_lane(token: str | None, host: str) -> str:
-    """Who is asking, for the queue: a digest of the bearer token (never the token itself) when the server
-    has one, else the address. The `user` field is the client's to choose, so it cannot be this."""
-    if token:
-        return "api-token:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
-    return f"api-address:{host}"
 
 
 def _unknown_model(asked: str, served: str) -> JSONResponse:
