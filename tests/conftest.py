@@ -25,7 +25,9 @@ def loupe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_model_dir: 
         if name.startswith("LOUPE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("LOUPE_HOME", str(home))
-    monkeypatch.setenv("LOUPE_CONFIG", str(tmp_path / "loupe.toml"))
+    config = tmp_path / "loupe.toml"
+    config.touch()  # an empty settings file: a LOUPE_CONFIG naming no file is refused (core/settings.py)
+    monkeypatch.setenv("LOUPE_CONFIG", str(config))
     return home
 
 
