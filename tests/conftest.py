@@ -25,9 +25,7 @@ def loupe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_model_dir: 
         if name.startswith("LOUPE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("LOUPE_HOME", str(home))
-    config = tmp_path / "loupe.toml"
-    config.touch()  # an empty settings file: a LOUPE_CONFIG naming no file is refused (core/settings.py)
-    monkeypatch.setenv("LOUPE_CONFIG", str(config))
+    monkeypatch.setenv("LOUPE_CONFIG", "")  # empty: no settings file (one naming no file is refused)
     return home
 
 
