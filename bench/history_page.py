@@ -134,7 +134,7 @@ def time_page(repeats: int) -> dict[str, float]:
 def measure(rows: int, repeats: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="loupe-bench-history-") as home:
         os.environ["LOUPE_HOME"] = home
-        os.environ["LOUPE_CONFIG"] = str(Path(home) / "loupe.toml")
+        os.environ["LOUPE_CONFIG"] = ""  # no settings file: the defaults and LOUPE_HOME only
         path = Path(home) / "history.sqlite3"
         started = time.perf_counter()
         fill(path, rows)

@@ -1,12 +1,28 @@
 """Where Loupe keeps its data (LOUPE_HOME) and what its settings are (loupe.toml + LOUPE_* overrides).
 
-Resolution order, later wins: built-in defaults < the settings file < environment variables.
-The settings file is `$LOUPE_CONFIG` if set, else `./loupe.toml` (absent is fine: defaults apply).
-Every field can be overridden by `LOUPE_<FIELD>` in upper case, e.g. `LOUPE_MODEL=/models/qwen2.5-vl`.
+Resolution order, later wins: built-in defaults < the settings file < environment variables < keyword overrides.
+The settings file is `$LOUPE_CONFIG` if set (it must then be an existing file; set it empty for no file), else
+`./loupe.toml` (absent is fine: defaults apply). Every field can be overridden by `LOUPE_<FIELD>` in upper case,
+e.g. `LOUPE_MODEL=/models/qwen2.5-vl`; environment values are strings parsed to the field's type.
+
+Every value is checked on load (core/setting_rules.py) and the first wrong one is refused with one ConfigError
+naming the key, where it came from, the value and what is allowed:
+- whole numbers (max_width, max_pixels, ...) must be integers of at least 1: `true` or `12.9` are refused, not
+  turned into 1 or 12; durations (stream_timeout_s, sample_*_s) are finite numbers above 0;
+- booleans are TOML booleans, or from the environment true/false/1/0 (yes/no/on/off also read);
+- backend is auto | transformers | xcomposer | openai, device is auto | cpu | cuda;
+- max_memory_gb is a TOML number or list of numbers, or a string "22.2,22.2" (GB per GPU, GPU0 first);
+  it is kept as that comma-separated string;
+- api_allowed_paths is a TOML list of folders, or one string of folders separated by commas or os.pathsep
+  (":" on Linux/macOS, ";" on Windows); it is kept as a comma-separated string, so a folder name may not
+  itself contain a comma;
+- split is checked for its form ("0-15,16-31", contiguous from layer 0); the layer count is checked when
+  the model is known;
+- the history database (history_db, else <home>/history.sqlite3) must not be a folder, and the nearest
+  folder above it that exists must be a writable folder, so the history store can create it later.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -56,50 +72,52 @@ class Settings:
         return self.home / "models"
 
 
-def _coerce(name: str, kind: type, raw: object) -> object:
+def config_path() -> Path | None:
+    """The settings file to read, or None for none (LOUPE_CONFIG set empty, or no ./loupe.toml)."""
+    named = os.environ.get("LOUPE_CONFIG")
+    if named is None:
+        path = Path("loupe.toml")
+        if not path.exists():
+            return None
+    elif not named.strip():
+        return None
+    else:
+        path = Path(named).expanduser()
+        if not path.exists():  # a typo here must not silently run with the defaults
+            raise ConfigError(f"LOUPE_CONFIG is {named!r}, but there is no file there (set it to an existing "
+                              "TOML file, or empty for no settings file)")
+    if not path.is_file():
+        raise ConfigError(f"The settings file {str(path)!r} is a folder, not a file (LOUPE_CONFIG should name a TOML file)")
+    return path
+
+
+def _read_file(path: Path, names: set[str]) -> dict[str, object]:
     try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(raw)
-        if kind is Path:
-            return Path(str(raw)).expanduser()
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting '{name}' should be a {kind.__name__}, got {raw!r}") from None
-
-
-def config_path() -> Path:
-    return Path(os.environ.get("LOUPE_CONFIG", "loupe.toml"))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"The settings file {path} cannot be read ({exc.strerror or exc})") from None
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return data
 
 
 def load_settings(**overrides: object) -> Settings:
     """Defaults, then the settings file, then LOUPE_* environment variables, then keyword overrides."""
-    types = {f.name: (Path if f.name == "home" else type(f.default)) for f in fields(Settings)}
-    values: dict[str, object] = {}
+    from core import setting_rules
+
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, tuple[object, str]] = {}  # name -> (raw value, where it came from)
     path = config_path()
-    if path.is_file():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-        unknown = sorted(set(data) - set(types))
-        if unknown:
-            raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-        values.update(data)
-    for name in types:
+    if path is not None:
+        values.update({k: (v, str(path)) for k, v in _read_file(path, names).items()})
+    for name in sorted(names):
         env = os.environ.get(f"LOUPE_{name.upper()}")
         if env is not None:
-            values[name] = env
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    coerced: dict[str, Any] = {name: _coerce(name, types[name], raw) for name, raw in values.items()}
-    settings = Settings(**coerced)
-    for name in ("max_width", "max_pixels", "max_images", "max_question_chars", "max_new_tokens"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"setting '{name}' must be at least 1")
-    return dataclasses.replace(settings, home=settings.home.resolve())
+            values[name] = (env, f"LOUPE_{name.upper()}")
+    values.update({k: (v, "the command") for k, v in overrides.items() if v is not None})
+    checked: dict[str, Any] = {name: setting_rules.check(name, raw, origin) for name, (raw, origin) in values.items()}
+    settings = Settings(**checked)
+    return setting_rules.check_together(settings)

@@ -25,7 +25,7 @@ def loupe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_model_dir: 
         if name.startswith("LOUPE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("LOUPE_HOME", str(home))
-    monkeypatch.setenv("LOUPE_CONFIG", str(tmp_path / "loupe.toml"))
+    monkeypatch.setenv("LOUPE_CONFIG", "")  # empty: no settings file (one naming no file is refused)
     return home
 
 
