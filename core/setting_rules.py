@@ -114,10 +114,8 @@ def _memory(name: str, raw: object, origin: str) -> str:
     else:
         raise _refuse(name, raw, origin, allowed)
     if text:
-        from core.models import planner
-
         try:
-            planner.parse_memory(text, setting=name)
+            parse_memory(text, setting=name)
         except ConfigError as exc:
             raise _refuse(name, raw, origin, f"{allowed} ({exc})") from None
     return text
@@ -133,11 +131,9 @@ def _split(name: str, raw: object, origin: str) -> str:
     else:
         raise _refuse(name, raw, origin, allowed)
     if text:
-        from core.models import planner
-
         last = text.rsplit("-", 1)[-1].strip()
         try:  # the ranges must run from layer 0 to their own last layer with no gap or overlap
-            planner.parse_split(text, int(last) + 1 if last.isdigit() else 1)
+            parse_split(text, int(last) + 1 if last.isdigit() else 1)
         except ConfigError as exc:
             raise _refuse(name, raw, origin, f"{allowed} ({exc})") from None
     return text
@@ -200,3 +196,46 @@ def _check_history(path: Path, history_db: str) -> None:
     target = path if path.exists() else above
     if not os.access(target, os.W_OK):
         raise ConfigError(f"{key}: {str(target)!r} is not writable by this user")
+
+
+# -- the shard planner's settings: caps and pinned splits (read by core/models/planner.py) -----------
+def parse_memory(text: str, *, setting: str = "max_memory_gb") -> tuple[float, ...]:
+    """'22.2,22.2' → (22.2, 22.2) GB usable per GPU, GPU0 first."""
+    values = []
+    for piece in [p.strip() for p in text.split(",")]:
+        try:
+            value = float(piece)
+        except ValueError:
+            raise ConfigError(f"{setting} should be GB per GPU separated by commas, like 22.2,22.2; got {text!r}") from None
+        if not 0 < value < 10_000:
+            raise ConfigError(f"{setting}: {piece} GB is not a usable amount of GPU memory")
+        values.append(value)
+    return tuple(values)
+
+
+def parse_split(text: str, num_layers: int) -> tuple[tuple[int, int], ...]:
+    """'0-15,16-31' → ((0, 15), (16, 31)); every layer exactly once, in order, GPU0 first."""
+    ranges = []
+    for gpu, piece in enumerate(p.strip() for p in text.split(",")):
+        bounds = piece.split("-")
+        try:
+            first, last = (int(bounds[0]), int(bounds[-1])) if len(bounds) in (1, 2) else (-1, -1)
+        except ValueError:
+            first, last = -1, -1
+        if first < 0 or last < first:
+            raise ConfigError(f"split: '{piece}' (GPU{gpu}) is not a layer range like 0-15")
+        ranges.append((first, last))
+    expected = 0
+    for gpu, (first, last) in enumerate(ranges):
+        if first < expected:
+            raise ConfigError(f"split: layers {first}-{min(last, expected - 1)} are placed twice "
+                              f"(GPU{gpu} overlaps GPU{gpu - 1})")
+        if first > expected:
+            missing = f"{expected}-{first - 1}" if first - 1 > expected else str(expected)
+            raise ConfigError(f"split: layer {missing} is on no GPU (before GPU{gpu}'s {first}-{last})")
+        expected = last + 1
+    if expected != num_layers:
+        if expected > num_layers:
+            raise ConfigError(f"split names layer {expected - 1}, but the model has {num_layers} layers (0-{num_layers - 1})")
+        raise ConfigError(f"split leaves layers {expected}-{num_layers - 1} on no GPU (the model has {num_layers} layers)")
+    return tuple(ranges)

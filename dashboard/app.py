@@ -15,7 +15,8 @@ st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wi
 try:
     load_settings()
 except LoupeError as exc:
-    st.error(f"Loupe's settings are wrong: {exc}")
+    st.error("Loupe's settings are wrong; correct them and reload the page.")
+    st.text(str(exc))  # quotes the value as it was set: shown as text, never as Markdown
     st.stop()
 session_id()
 

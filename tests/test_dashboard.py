@@ -228,3 +228,14 @@ def test_a_broken_template_file_is_an_error_not_a_crash(monkeypatch: pytest.Monk
     monkeypatch.setattr(templates, "TEMPLATES_DIR", tmp_path)
     at = _app("documents")
     assert any("The templates could not be loaded" in e.value for e in at.error)
+
+
+def test_a_wrong_setting_is_named_on_the_page_as_plain_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "loupe.toml"
+    config.write_text('device = "**tpu** [x](javascript:alert(1))"\n', encoding="utf-8")
+    monkeypatch.setenv("LOUPE_CONFIG", str(config))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == ["Loupe's settings are wrong; correct them and reload the page."]
+    (shown,) = [t.value for t in at.text]
+    assert "'device'" in shown and "**tpu** [x](javascript:alert(1))" in shown and "auto, cpu, cuda" in shown

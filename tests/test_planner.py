@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from core import setting_rules
 from core.errors import ConfigError
 from core.models import model_shape, planner
 from core.models.memory_model import Workload
@@ -171,4 +172,4 @@ def test_bad_pinned_splits_are_refused_clearly(xcomposer, split: str, phrase: st
 @pytest.mark.parametrize("text", ["22.2,abc", "0", "-3", "22.2,,22.2"])
 def test_bad_memory_caps_are_refused(text: str) -> None:
     with pytest.raises(ConfigError, match="max_memory_gb"):
-        planner.parse_memory(text)
+        setting_rules.parse_memory(text)

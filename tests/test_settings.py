@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core import setting_rules
 from core.errors import ConfigError
 from core.settings import load_settings
 
@@ -124,11 +125,10 @@ def test_whole_numbers_and_seconds_accept_their_types(tmp_path: Path, monkeypatc
 
 @pytest.mark.parametrize("text", ["max_memory_gb = [22.2, 22.2]", 'max_memory_gb = "22.2, 22.2"'])
 def test_max_memory_gb_takes_a_list_or_a_string(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
-    from core.models import planner
 
     _file(tmp_path, monkeypatch, text)
     s = load_settings()
-    assert planner.parse_memory(s.max_memory_gb) == (22.2, 22.2)
+    assert setting_rules.parse_memory(s.max_memory_gb) == (22.2, 22.2)
 
 
 def test_one_number_caps_every_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,9 +15,10 @@ import argparse
 import json
 from pathlib import Path
 
+from core import setting_rules
 from core.commands.common import quiet_libraries
 from core.errors import ModelError
-from core.models import planner, preflight
+from core.models import preflight
 from core.records import ShardPlan
 from core.settings import load_settings
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise ModelError(f"No model folder at {args.model} (give a folder holding config.json).")
     if args.gpu_memory:
-        cards = preflight.plan_for_cards(folder, planner.parse_memory(args.gpu_memory, setting="--gpu-memory"), settings)
+        cards = preflight.plan_for_cards(folder, setting_rules.parse_memory(args.gpu_memory, setting="--gpu-memory"), settings)
         plan: ShardPlan | None = cards
         device, notes = "cuda", list(cards.notes)
     else:

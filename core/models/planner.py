@@ -31,6 +31,7 @@ from core.models import memory_model
 from core.models.memory_model import CUDA_CONTEXT_BYTES, TEMPLATE_TOKENS, Attention, Workload
 from core.models.model_shape import ModelShape
 from core.records import GpuShare, ShardPlan
+from core.setting_rules import parse_split
 
 HEADROOM = 0.9  # fewer GPUs are used only if none of them is predicted above this share of its capacity
 
@@ -42,49 +43,6 @@ def largest_workload(shape: ModelShape, max_new_tokens: int = 1024, max_question
     return Workload(prompt_tokens=max_question_chars + TEMPLATE_TOKENS + shape.image_tokens,
                     image_tokens=shape.image_tokens, max_new_tokens=max_new_tokens, batch=batch,
                     vision_tokens=shape.crops * shape.vision_tokens_per_crop, attention=attention)
-
-
-# -- settings: caps and pinned splits ---------------------------------------------------------------
-def parse_memory(text: str, *, setting: str = "max_memory_gb") -> tuple[float, ...]:
-    """'22.2,22.2' → (22.2, 22.2) GB usable per GPU, GPU0 first."""
-    values = []
-    for piece in [p.strip() for p in text.split(",")]:
-        try:
-            value = float(piece)
-        except ValueError:
-            raise ConfigError(f"{setting} should be GB per GPU separated by commas, like 22.2,22.2; got {text!r}") from None
-        if not 0 < value < 10_000:
-            raise ConfigError(f"{setting}: {piece} GB is not a usable amount of GPU memory")
-        values.append(value)
-    return tuple(values)
-
-
-def parse_split(text: str, num_layers: int) -> tuple[tuple[int, int], ...]:
-    """'0-15,16-31' → ((0, 15), (16, 31)); every layer exactly once, in order, GPU0 first."""
-    ranges = []
-    for gpu, piece in enumerate(p.strip() for p in text.split(",")):
-        bounds = piece.split("-")
-        try:
-            first, last = (int(bounds[0]), int(bounds[-1])) if len(bounds) in (1, 2) else (-1, -1)
-        except ValueError:
-            first, last = -1, -1
-        if first < 0 or last < first:
-            raise ConfigError(f"split: '{piece}' (GPU{gpu}) is not a layer range like 0-15")
-        ranges.append((first, last))
-    expected = 0
-    for gpu, (first, last) in enumerate(ranges):
-        if first < expected:
-            raise ConfigError(f"split: layers {first}-{min(last, expected - 1)} are placed twice "
-                              f"(GPU{gpu} overlaps GPU{gpu - 1})")
-        if first > expected:
-            missing = f"{expected}-{first - 1}" if first - 1 > expected else str(expected)
-            raise ConfigError(f"split: layer {missing} is on no GPU (before GPU{gpu}'s {first}-{last})")
-        expected = last + 1
-    if expected != num_layers:
-        if expected > num_layers:
-            raise ConfigError(f"split names layer {expected - 1}, but the model has {num_layers} layers (0-{num_layers - 1})")
-        raise ConfigError(f"split leaves layers {expected}-{num_layers - 1} on no GPU (the model has {num_layers} layers)")
-    return tuple(ranges)
 
 
 # -- reserve arithmetic --------------------------------------------------------------------------

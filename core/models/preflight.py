@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from core import setting_rules
 from core.errors import ConfigError, PreflightError
 from core.models import model_shape, planner
 from core.models.memory_model import Attention, Workload
@@ -97,7 +98,7 @@ def capacities(gpus: tuple[GpuSnapshot, ...], max_memory_gb: str) -> tuple[list[
     """(CUDA index, usable bytes) per GPU offered to the planner, and where the numbers come from."""
     if not max_memory_gb:
         return [(g.index, g.free_bytes or 0) for g in gpus], "free"
-    caps = planner.parse_memory(max_memory_gb)
+    caps = setting_rules.parse_memory(max_memory_gb)
     if len(caps) == 1:
         caps = caps * len(gpus)
     if len(caps) > len(gpus):
