@@ -15,12 +15,25 @@ Decisions:
   report (requested with stream_options.include_usage).
 - No GPU memory is reported (has_local_gpus = False): the UI shows latency and tokens only.
 - An answer cut at max_tokens (finish_reason "length") is trimmed to its last sentence end, as locally.
+
+Faults (a remote server is outside this process; none of them may hang the queue or fake an answer):
+- Timeouts per request: connecting is bounded by connect_timeout_s (10 s), and every wait after it by the
+  `stream_timeout_s` setting, the same limit a local model gets between tokens: a server that accepts and
+  never answers, stops sending mid-stream, or sends only keep-alives is stopped after that long with a
+  GenerationError naming the server and the setting. The client stays open: the next question runs.
+- A 200 that is not `text/event-stream` (a non-streamed JSON answer, a proxy's HTML page) is a
+  GenerationError, never an answer with empty text.
+- A stream is complete only when a finish_reason or `[DONE]` arrived. One that ends or breaks before is a
+  GenerationError saying so (decision: an error, not an answer marked truncated, so history keeps it as
+  "failed"); the text that reached the reader is kept with the failed row as its partial answer
+  (core/serving/recorded_ask.py), and the message says how many characters arrived.
+- Error bodies (HTTP 4xx/5xx, or an error event inside the stream) in OpenAI's, vLLM's or FastAPI's shape
+  are shown as their message, reduced to one bounded line of plain text (core/backends/remote_events.py).
 """
 from __future__ import annotations
 
 import base64
 import io
-import json
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,8 +43,9 @@ import httpx
 
 from core.backends.answer_builder import Generated, build_answer
 from core.backends.base import EncodedQuery
+from core.backends.remote_events import StreamState, body_message, refusal
 from core.backends.streaming import AnswerStream, GenerationThread, TimedStreamer
-from core.errors import GenerationError, ModelError, QuestionError
+from core.errors import GenerationError, ModelError
 from core.models.load_progress import LoadProgress, ProgressCallback
 from core.records import Answer, ModelCard, Query
 from core.telemetry.markers import StageReadings
@@ -46,26 +60,8 @@ def _data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _server_message(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:300] or response.reason_phrase
-
-
 def _refusal(response: httpx.Response, base_url: str) -> Exception:
-    """A non-200 answer as the typed error the analyst sees."""
-    message = _server_message(response)
-    status = response.status_code
-    if status in (401, 403):
-        return ModelError(f"The remote server {base_url} refused the API key ({message}). Check openai_api_key.")
-    if status in (400, 413, 422):
-        return QuestionError(f"The remote server refused the question: {message}")
-    if status == 404:
-        return ModelError(f"The remote server {base_url} has no such model or route ({message}).")
-    if status == 429:
-        return GenerationError(f"The remote server is busy ({message}); try again in a while.")
-    return GenerationError(f"The remote server failed to answer (HTTP {status}: {message}).")
+    return refusal(response.status_code, response.text, response.reason_phrase, base_url)
 
 
 class OpenAIRemoteBackend:
@@ -84,6 +80,7 @@ class OpenAIRemoteBackend:
         self.model_id = model
         self.max_images = max_images
         self._timeout = stream_timeout_s
+        self._connect_timeout = connect_timeout_s
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http_timeout = httpx.Timeout(stream_timeout_s, connect=connect_timeout_s)
         self._client: httpx.Client | None = None
@@ -150,62 +147,82 @@ class OpenAIRemoteBackend:
             raise ModelError("The remote model is not connected yet.")
         client, query, body = self._client, encoded.query, encoded.inputs
         started = time.perf_counter()
-        streamer = TimedStreamer(None, self._timeout)
+        # The reader's own timeout is only a backstop: the request's thread reports a stall first, with the
+        # server's name (a read gap, or keep-alives without text, both end at about stream_timeout_s).
+        streamer = TimedStreamer(None, 2 * self._timeout + self._connect_timeout + 1.0)
         cancel = threading.Event()
-        state: dict[str, Any] = {"pieces": [], "finish": None, "usage": {}}
+        state = StreamState(self.base_url)
+        sent = time.perf_counter()
 
         def target() -> None:
-            state["sent"] = time.perf_counter()
+            nonlocal sent
+            sent = state.last = time.perf_counter()
             try:
                 with client.stream("POST", f"{self.base_url}/chat/completions", json=body) as response:
                     if response.status_code != 200:
                         response.read()
                         raise _refusal(response, self.base_url)
+                    self._check_event_stream(response)
                     for line in response.iter_lines():
                         if cancel.is_set():
                             return  # leaving the block closes the connection: the server cancels too
-                        if self._read_event(line, state, streamer):
+                        piece = state.read_line(line)
+                        if piece:
+                            streamer.on_finalized_text(piece)
+                        elif time.perf_counter() - state.last > self._timeout:
+                            raise self._stalled()  # keep-alives or empty deltas, but no text
+                        if state.done:
                             return
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, httpx.ConnectTimeout):
+                    raise GenerationError(f"Could not connect to the remote server {self.base_url} within "
+                                          f"{self._connect_timeout:g} s; the question was stopped.") from None
+                raise self._stalled() from None
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if cancel.is_set():
+                    return
+                raise state.cut_error(f"the connection broke: {exc}") from None
             except httpx.HTTPError as exc:
                 raise GenerationError(f"The connection to {self.base_url} failed ({exc}).") from None
+            if not cancel.is_set() and not state.complete:
+                raise state.cut_error("no finish_reason and no [DONE]")
 
         def finish(thread: GenerationThread) -> Answer:
             end = thread.finished_at or time.perf_counter()
             readings = StageReadings(
                 prepared_s=sum(p.prepare_s for p in query.images) + encoded.encode_s, started=started,
-                preprocessed=started, generation_started=state.get("sent", started), vision_s=0.0,
-                first_token=state.get("first"), ended=end, peaks={},
+                preprocessed=started, generation_started=sent, vision_s=0.0,
+                first_token=state.first, ended=end, peaks={},
             )
             return build_answer(query, self._generated(state, cancel.is_set()), readings, model=self.model_id)
 
         return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
 
-    @staticmethod
-    def _read_event(line: str, state: dict[str, Any], streamer: TimedStreamer) -> bool:
-        """Handle one SSE line; True at the end of the stream."""
-        if not line.startswith("data:"):
-            return False  # blank separators and ": comments"
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return True
-        event = json.loads(data)
-        if "error" in event:
-            raise GenerationError(f"The remote server failed while answering: {event['error'].get('message')}")
-        state["usage"] = event.get("usage") or state["usage"]
-        for choice in event.get("choices") or ():
-            piece = (choice.get("delta") or {}).get("content")
-            if piece:
-                state.setdefault("first", time.perf_counter())
-                state["pieces"].append(piece)
-                streamer.on_finalized_text(piece)
-            state["finish"] = choice.get("finish_reason") or state["finish"]
-        return False
+    def _stalled(self) -> GenerationError:
+        return GenerationError(
+            f"The remote server {self.base_url} sent nothing for {self._timeout:g} s (stream_timeout_s) and the "
+            "question was stopped. The model is still connected; try again, or raise stream_timeout_s if the "
+            "server is only slow.")
+
+    def _check_event_stream(self, response: httpx.Response) -> None:
+        """A 200 that is not an event stream (a JSON answer, a proxy's HTML page) is no answer at all."""
+        kind = response.headers.get("content-type", "")
+        if kind.split(";")[0].strip().lower() == "text/event-stream":
+            return
+        head = b""
+        for chunk in response.iter_bytes():  # a bounded look: enough for an error's message
+            head += chunk
+            if len(head) >= 4096:
+                break
+        said = body_message(head[:4096].decode("utf-8", "replace"))
+        raise GenerationError(f"The remote server {self.base_url} answered with {kind or 'no content type'}, "
+                              f"not an event stream, so there is no answer ({said}).")
 
     @staticmethod
-    def _generated(state: dict[str, Any], cancelled: bool) -> Generated:
-        usage = state["usage"]
+    def _generated(state: StreamState, cancelled: bool) -> Generated:
+        usage = state.usage
         return Generated(
-            "".join(state["pieces"]), input_tokens=int(usage.get("prompt_tokens") or 0),
-            output_tokens=int(usage.get("completion_tokens") or len(state["pieces"])),
-            hit_limit=state["finish"] == "length", cancelled=cancelled,
+            "".join(state.pieces), input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or len(state.pieces)),
+            hit_limit=state.finish == "length", cancelled=cancelled,
         )
