@@ -32,7 +32,9 @@ for resumed in batch_runner.resume_interrupted(engine, store):
 templates = {t.id: t for t in load_templates()}
 with st.container(border=True):
     uploads = st.file_uploader("Images or a zip", type=[s.lstrip(".") for s in IMAGE_SUFFIXES] + ["zip"],
-                               accept_multiple_files=True, key="batch-uploads", max_upload_size=settings.batch_max_mb)
+                               accept_multiple_files=True, key="batch-uploads", max_upload_size=settings.batch_max_mb,
+                               help=f"At most {settings.batch_max_mb} MB of uploads and {settings.batch_max_files} "
+                                    "images in one batch (settings batch_max_mb, batch_max_files).")
     chosen = st.multiselect("Templates (their fields take their defaults)", list(templates), key="batch-templates",
                             default=["mod-checklist-zh"], format_func=lambda i: f"{templates[i].title} · {i}")
     max_new = st.number_input("Max new tokens", 1, 8192, min(settings.max_new_tokens, 512), key="batch-max-new")

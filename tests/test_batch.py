@@ -6,6 +6,8 @@ import json
 import os
 import struct
 import threading
+import tomllib
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from core.history import HistoryStore
 from core.history.batches import BatchSummary
 from core.inputs.templates import by_id
 from core.serving.recorded_ask import ImageUpload
+from core.settings import Settings
 from core.statuses import BatchStatus
 from tests.image_factory import encode
 
@@ -98,6 +101,59 @@ def test_a_member_that_lies_about_its_size_is_never_read_past_it() -> None:
     with pytest.raises(BatchError, match="No images were found") as refused:
         found = collect([ImageUpload(bytes(archive), "liar.zip")])
     assert found is None and "cannot be read from the zip" in str(refused.value)
+
+
+def _padded_pngs(count: int, size: int) -> bytes:
+    """`count` members that pass the header check (a real PNG, then zeros up to `size`): about 1 KB each deflated."""
+    member = _png() + bytes(size - len(_png()))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(count):
+            archive.writestr(f"{i:03}.png", member)
+    return buffer.getvalue()
+
+
+def test_a_small_zip_of_many_big_members_is_refused_before_any_member_is_read() -> None:
+    # Issue #16 item 4: 999 one-megabyte members in about 1 MB took the process up by 1 GB before the
+    # 200-image cap refused it; the count and sizes are known from the central directory before any read.
+    small_bomb = _padded_pngs(999, 1024 * 1024)
+    assert len(small_bomb) < 5 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(BatchError) as refused:
+            collect([ImageUpload(small_bomb, "small.zip")])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024, f"{peak / 2**20:.0f} MB held while refusing"
+    assert "“small.zip”" in str(refused.value) and "999" in str(refused.value) and "200" in str(refused.value)
+    assert "Nothing was unpacked" in str(refused.value)
+
+
+def test_more_images_than_the_limit_in_a_zip_are_refused_from_the_count_before_reading() -> None:
+    archive = _zip({f"{i}.png": _png() for i in range(3)} | {"notes.txt": b"x"})
+    with pytest.raises(BatchError, match=r"“three.zip” holds 3 images; .*at most 2 images") as refused:
+        collect([ImageUpload(archive, "three.zip")], BatchLimits(max_files=2))
+    assert "Nothing was unpacked" in str(refused.value)
+    # Images already taken from earlier uploads count against the same limit.
+    with pytest.raises(BatchError, match="at most 3 images"):
+        collect([ImageUpload(_png(), "loose.png"), ImageUpload(archive, "three.zip")], BatchLimits(max_files=3))
+    assert len(collect([ImageUpload(archive, "three.zip")], BatchLimits(max_files=3)).images) == 3
+
+
+def test_a_zip_whose_members_are_each_small_but_together_compress_too_well_is_a_bomb() -> None:
+    # Each member stays under the per-member ratio floor (1 MiB); the archive as a whole is 1000:1.
+    archive = _padded_pngs(40, 512 * 1024)
+    with pytest.raises(BatchError, match="zip bomb") as refused:
+        collect([ImageUpload(archive, "many-small.zip")], BatchLimits(max_files=1000))
+    assert "20.0 MB" in str(refused.value) and "100" in str(refused.value)
+
+
+def test_the_streamlit_upload_limit_is_the_batch_limit() -> None:
+    # Issue #16 item 6: the server refused uploads over 20 MB (a raw "AxiosError 413") while the Batch page
+    # offered 200 MB; one limit, the `batch_max_mb` setting's default.
+    config = tomllib.loads((Path(__file__).parent.parent / ".streamlit" / "config.toml").read_text("utf-8"))
+    assert config["server"]["maxUploadSize"] == Settings().batch_max_mb
 
 
 def test_no_images_too_many_and_too_large_are_clear_errors() -> None:

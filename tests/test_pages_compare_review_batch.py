@@ -153,6 +153,15 @@ def test_a_bad_zip_is_a_clear_message_and_no_batch(loupe_home: Path, name: str, 
     assert batch.list_batches(_store(loupe_home)) == ()
 
 
+def test_the_batch_uploader_says_its_limit_and_enforces_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue #16 item 6: the limit is shown where the analyst uploads, and it is the setting's.
+    monkeypatch.setenv("LOUPE_BATCH_MAX_MB", "50")
+    monkeypatch.setenv("LOUPE_BATCH_MAX_FILES", "7")
+    uploader = _page("batch").file_uploader(key="batch-uploads")
+    assert "50 MB" in uploader.help and "7 images" in uploader.help
+    assert uploader.proto.max_upload_size_mb == 50
+
+
 def test_an_interrupted_batch_resumes_when_the_page_opens(loupe_home: Path, engine) -> None:
     store = _store(loupe_home)
     found = collect([ImageUpload(_png(), "a.png"), ImageUpload(_png("red"), "b.png")])

@@ -8,9 +8,11 @@ it was made to attack an unzipper, and nothing in it is trusted.
 Decisions (a refusal is a BatchError that says what to change; a file that is merely not an image is
 listed as skipped, with why):
 - limits: `batch_max_files` images, `batch_max_mb` of uploads, 5 times that unpacked, 10,000 names in a zip;
-- zip bombs: the declared unpacked size is checked against the limit before anything is read, each
-  member's declared compression ratio must stay under 100 (above 1 MiB), and reading stops at the declared
-  size + 1 byte, so an archive that lies about its sizes cannot make Loupe read more than it declared;
+- zip bombs: the central directory is checked before any member is read: the number of members named as
+  images against `batch_max_files`, the declared unpacked size against the limit, the declared compression
+  ratio of each member and of the archive as a whole under 100 (above 1 MiB); members are then read one at a
+  time, and reading stops at the declared size + 1 byte, so an archive that lies about its sizes cannot make
+  Loupe read more than it declared;
 - images are recognised by their header (JPEG, PNG, WebP, BMP, GIF, TIFF, as the question path accepts),
   after a name check; nested folders are walked, a zip inside a zip is not opened, encrypted members,
   symbolic links and macOS metadata (`__MACOSX/`, `._*`) are skipped.
@@ -125,11 +127,24 @@ def _open_zip(upload: ImageUpload) -> zipfile.ZipFile:
                          "images.") from None
 
 
-def _check_archive(upload: ImageUpload, infos: list[zipfile.ZipInfo], limits: BatchLimits, unpacked: int) -> None:
-    """Refuse the whole archive before reading any member: too many names, unsafe names, a bomb."""
+def _check_archive(upload: ImageUpload, infos: list[zipfile.ZipInfo], limits: BatchLimits, unpacked: int,
+                   images: int) -> None:
+    """Refuse the whole archive before reading any member: too many names or images, unsafe names, a bomb.
+
+    Everything here comes from the central directory, so a refusal costs the archive's size, never its
+    unpacked size (999 one-megabyte members in a 1 MB zip were once all read before the image cap refused them).
+    """
     if len(infos) > limits.max_entries:
         raise BatchError(f"“{upload.name}” holds {len(infos)} names; a batch zip may hold at most "
                          f"{limits.max_entries}.")
+    # Counted by name, the way members are chosen for reading: each one named as an image would be read and
+    # could be kept, so more than the limit is refused up front rather than found out after reading them.
+    named = sum(1 for i in infos if not i.is_dir() and not _skip_reason(i))
+    if images + named > limits.max_files:
+        earlier = f" (plus {images} from the other uploads)" if images else ""
+        raise BatchError(f"“{upload.name}” holds {named} images{earlier}; a batch takes at most "
+                         f"{limits.max_files} images (setting batch_max_files). Split it into several batches. "
+                         "Nothing was unpacked.")
     for info in infos:
         if _unsafe(info.filename):
             raise BatchError(f"“{upload.name}” contains the unsafe name “{info.filename}”, which points outside "
@@ -138,6 +153,12 @@ def _check_archive(upload: ImageUpload, infos: list[zipfile.ZipInfo], limits: Ba
     if declared > limits.max_unpacked_bytes:
         raise BatchError(f"“{upload.name}” would unpack to {_mb(declared)}; the limit is "
                          f"{_mb(limits.max_unpacked_bytes)}. It may be a zip bomb; nothing was unpacked.")
+    # The archive as a whole, so that many members each under the per-member floor cannot add up to a bomb.
+    members = declared - unpacked
+    packed = sum(i.compress_size for i in infos if not i.is_dir())
+    if members > limits.ratio_floor_bytes and members > limits.max_ratio * max(packed, 1):
+        raise BatchError(f"“{upload.name}” claims to unpack {_mb(members)} from {_mb(packed)} (more than "
+                         f"{limits.max_ratio:.0f}×): a zip bomb. Nothing was unpacked.")
     for info in infos:
         if info.file_size > limits.ratio_floor_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             raise BatchError(f"“{upload.name}”: “{info.filename}” claims to unpack {_mb(info.file_size)} from "
@@ -150,7 +171,7 @@ def _read_zip(upload: ImageUpload, limits: BatchLimits, unpacked: int,
     """Add the zip's images and skipped files; returns the unpacked byte count so far."""
     with _open_zip(upload) as archive:
         infos = archive.infolist()
-        _check_archive(upload, infos, limits, unpacked)
+        _check_archive(upload, infos, limits, unpacked, len(images))
         for info in infos:
             name = f"{upload.name}/{info.filename}"
             if info.is_dir():
@@ -172,6 +193,9 @@ def _read_zip(upload: ImageUpload, limits: BatchLimits, unpacked: int,
             if unpacked > limits.max_unpacked_bytes:  # cannot happen with honest sizes; kept as the last guard
                 raise BatchError(f"“{upload.name}” unpacks to more than {_mb(limits.max_unpacked_bytes)}.")
             _add(name, data, images, skipped)
+            if len(images) > limits.max_files:  # cannot happen after the count above; stops reading if it did
+                raise BatchError(f"“{upload.name}” holds more than {limits.max_files} images; a batch takes at "
+                                 f"most {limits.max_files}. Split it into several batches.")
     return unpacked
 
 
