@@ -37,3 +37,26 @@ def engine(demo_model_dir: Path):
 
     settings = load_settings(home=demo_model_dir.parent.parent, model=str(demo_model_dir))
     return load_engine(settings)
+
+
+@pytest.fixture()
+def serving(engine, tmp_path):
+    """An app over a fresh scheduler on the shared demo engine, with settings a test may change (the API tests)."""
+    import dataclasses
+
+    from core.serving.api import create_app
+    from core.serving.engine import Engine
+    from core.serving.scheduler import Scheduler
+
+    made = []
+
+    def make(max_waiting: int = 256, **settings_changes):
+        settings_changes.setdefault("history_db", str(tmp_path / "history.sqlite3"))
+        scheduler = Scheduler(engine.backend, max_waiting=max_waiting)
+        made.append(scheduler)
+        served = Engine(backend=engine.backend, settings=dataclasses.replace(engine.settings, **settings_changes))
+        return create_app(served, scheduler, max_body_bytes=2 * 2**20), scheduler
+
+    yield make
+    for scheduler in made:
+        scheduler.close()

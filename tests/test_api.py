@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import socket
 import subprocess
@@ -17,9 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from core.records import GenerationSettings
-from core.serving.api import create_app, start_server
-from core.serving.engine import Engine
-from core.serving.scheduler import Scheduler
+from core.serving.api import start_server
 from tests.image_factory import encode
 from tests.test_scheduler import Gate
 
@@ -41,23 +38,6 @@ def _body(*urls: str, question: str = QUESTION, **extra) -> dict:
 
 def _sse_events(lines) -> list:
     return [line[len("data: "):] for line in lines if line.startswith("data: ")]
-
-
-@pytest.fixture()
-def serving(engine, tmp_path):
-    """An app over a fresh scheduler on the shared demo engine, with settings a test may change."""
-    made = []
-
-    def make(**settings_changes):
-        settings_changes.setdefault("history_db", str(tmp_path / "history.sqlite3"))
-        scheduler = Scheduler(engine.backend)
-        made.append(scheduler)
-        served = Engine(backend=engine.backend, settings=dataclasses.replace(engine.settings, **settings_changes))
-        return create_app(served, scheduler, max_body_bytes=2 * 2**20), scheduler
-
-    yield make
-    for scheduler in made:
-        scheduler.close()
 
 
 def test_chat_completion_matches_the_local_answer(engine, serving) -> None:

@@ -4,7 +4,6 @@ fairness decided by who the client is rather than by the `user` field it picks."
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import threading
 
@@ -12,29 +11,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from core.serving.api import create_app, start_server
-from core.serving.engine import Engine
-from core.serving.scheduler import Scheduler
+from core.serving.api import start_server
 from tests.test_api import _body, _png, _uri
 from tests.test_scheduler import Gate
 
 URL = "/v1/chat/completions"
-
-
-@pytest.fixture()
-def serving(engine, tmp_path):
-    made = []
-
-    def make(max_waiting: int = 256, **settings_changes):
-        settings_changes.setdefault("history_db", str(tmp_path / "history.sqlite3"))
-        scheduler = Scheduler(engine.backend, max_waiting=max_waiting)
-        made.append(scheduler)
-        served = Engine(backend=engine.backend, settings=dataclasses.replace(engine.settings, **settings_changes))
-        return create_app(served, scheduler, max_body_bytes=2 * 2**20), scheduler
-
-    yield make
-    for scheduler in made:
-        scheduler.close()
 
 
 def _error(response: httpx.Response) -> dict:

@@ -70,17 +70,17 @@ class ChatBody(BaseModel):
     seed: int | None = None
     n: int = 1
     user: str | None = None
-    stop: Any = None
-    presence_penalty: Any = None
-    frequency_penalty: Any = None
-    logprobs: Any = None
-    top_logprobs: Any = None
-    response_format: Any = None
-    tools: Any = None
-    tool_choice: Any = None
-    functions: Any = None
-    function_call: Any = None
-    logit_bias: Any = None
+    stop: object = None
+    presence_penalty: object = None
+    frequency_penalty: object = None
+    logprobs: object = None
+    top_logprobs: object = None
+    response_format: object = None
+    tools: object = None
+    tool_choice: object = None
+    functions: object = None
+    function_call: object = None
+    logit_bias: object = None
 
 
 # Field → the values meaning "off"; anything else asks for something Loupe would otherwise silently not do.
