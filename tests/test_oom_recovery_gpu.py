@@ -1,5 +1,7 @@
-"""bench/oom_recovery.py as tests: on a GPU (device run) the allocator must come back exactly after an
-out-of-memory error and over 50 requests; on CPU (CI) the same script runs shortened, so it cannot rot."""
+"""bench/oom_recovery.py as tests: on a GPU (device run) a real CUDA out-of-memory error inside generation, on the
+fast path and on generate(), must be reported, kept in history and recovered from, with the allocator back
+exactly; on CPU (CI) the same script runs shortened, so it cannot rot, and the fast path's failure handling is
+checked with a host-allocator failure after its prefill."""
 from __future__ import annotations
 
 import importlib.util
@@ -30,11 +32,26 @@ def _check(result: dict) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_oom_recovery_on_gpu() -> None:
-    result = _bench().run("cuda", sequential=50)
-    _check(result)
-    assert "GPU ran out of memory" in result["oom"]["message"]
+def test_real_cuda_out_of_memory_on_the_fast_path_and_generate_is_recovered() -> None:
+    """The card filled so the question's prefill cannot fit: a real torch.OutOfMemoryError inside generation, on
+    both paths; the analyst gets OutOfMemoryError kept in history, memory comes back, the same answer follows.
+    Writes bench/results/oom_recovery.json (the device run's record)."""
+    import tempfile
+
+    result = _bench().main(["--device", "cuda", "--workdir", tempfile.gettempdir()])
+    assert "error" not in result, result
+    assert (result["burst"]["answered"], result["burst"]["errors"]) == (3, 0), result["burst"]
     assert abs(result["sequential"]["growth_bytes"]) <= 2**20, result["sequential"]
+    for path in ("fast_decode", "generate"):
+        oom = result["oom_paths"][path]
+        assert "error" not in oom, (path, oom)
+        assert oom["exercised"] and oom["error_type"] == "torch.OutOfMemoryError", (path, oom)
+        assert oom["failed_inside_generation"], (path, oom)
+        assert oom["loupe_error_type"] == "OutOfMemoryError" and "GPU ran out of memory" in oom["loupe_message"]
+        assert oom["history"] == {"status": "failed", "error_type": "OutOfMemoryError"}, (path, oom)
+        assert oom["returned_to_baseline"], (path, oom)
+        assert oom["model_still_loaded"] and oom["fast_decoder_still_loaded"], (path, oom)
+        assert oom["next_request_ok"] and oom["same_answer"], (path, oom)
 
 
 def test_oom_recovery_script_runs_on_cpu() -> None:
