@@ -172,8 +172,8 @@ def _bench_module(name: str) -> Any:
     return module
 
 
-def build_gpu_model(root: Path) -> tuple[Path, dict]:
-    """The ~1.4 B LLaVA of this benchmark (random bf16 weights made on the GPU), saved to root; (folder, facts)."""
+def build_gpu_model(root: Path, device: str = "cuda") -> tuple[Path, dict]:
+    """The ~1.4 B LLaVA of this benchmark (random bf16 weights made on `device`), saved to root; (folder, facts)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     from tests.model_configs import CLIP_L14_336
@@ -181,7 +181,7 @@ def build_gpu_model(root: Path) -> tuple[Path, dict]:
     config = LlavaConfig(vision_config=CLIPVisionConfig(**CLIP_L14_336, projection_dim=768),
                          text_config=LlamaConfig(**TEXT_SHAPE), image_seq_length=576)
     folder = root / "llava-1b-shaped"
-    facts = _bench_module("gpu_load_check").build_model(folder, config, "cuda")
+    facts = _bench_module("gpu_load_check").build_model(folder, config, device)
     return folder, facts
 
 
@@ -368,7 +368,7 @@ def run(device: str, sequential: int = 50, workdir: str | None = None) -> dict[s
     from core.commands.common import quiet_libraries
     from core.records import GenerationSettings
     from core.serving.engine import load_engine
-    from core.serving.scheduler import Scheduler
+    from core.serving.scheduler import Scheduler, close_scheduler_for
     from core.settings import load_settings
 
     quiet_libraries()
@@ -408,6 +408,8 @@ def run(device: str, sequential: int = 50, workdir: str | None = None) -> dict[s
         return result
     finally:
         scheduler.close()
+        close_scheduler_for(engine)  # the one the admission check used, if any
+        engine.backend.unload()  # so that the tests run after this in one process start from a bare GPU
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
