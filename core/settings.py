@@ -47,7 +47,11 @@ class Settings:
     max_width: int = 1280  # prepared images are at most this wide (never upscaled)
     max_pixels: int = 90_000_000  # larger images are refused as decompression bombs
     max_images: int = 4  # images per question
-    max_question_chars: int = 200  # counted as Unicode characters
+    max_question_chars: int = 200  # the pages' question box, counted as Unicode characters
+    # The API's own limit (core/serving/api.py). Kept at 200 by default: the shard planner and preflight size
+    # the KV cache for max_question_chars, so a longer API prompt is a conscious choice (admission still
+    # counts each real prompt and refuses one that does not fit).
+    api_max_question_chars: int = 200
     max_new_tokens: int = 1024
     stream_timeout_s: float = 120.0  # the answer stream gives up if no token comes for this long
     fast_decode: bool = True  # static-cache compiled greedy decoding where the model allows (core/models/fast_decode.py)
