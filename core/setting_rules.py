@@ -160,6 +160,7 @@ RULES: dict[str, Callable[[str, object, str], object]] = {
     "api_max_question_chars": _whole, "max_new_tokens": _whole,
     "stream_timeout_s": _seconds, "fast_decode": _flag, "history_db": _text, "max_memory_gb": _memory,
     "split": _split, "openai_base_url": _url, "openai_api_key": _text, "api_token": _text,
+    "dashboard_password": _text,
     "api_allowed_paths": _folders, "sample_interval_s": _seconds, "sample_window_s": _seconds,
     "batch_max_files": _whole, "batch_max_mb": _whole,
 }

@@ -61,6 +61,7 @@ class Settings:
     openai_base_url: str = ""
     openai_api_key: str = ""
     api_token: str = ""  # bearer token the API server requires; empty = no auth
+    dashboard_password: str = ""  # the team's sign-in password for the dashboard (core/access.py); empty = none
     api_allowed_paths: str = ""  # comma-separated folders the API may read local images from
     sample_interval_s: float = 0.5
     sample_window_s: float = 900.0
