@@ -9,15 +9,17 @@ from core.settings import load_settings
 from dashboard.widgets.model_card import show_model_card
 from dashboard.widgets.model_resource import get_engine
 from dashboard.widgets.session import session_id
+from dashboard.widgets.sign_in import require_sign_in
 
 st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wide")
 
 try:
-    load_settings()
+    settings = load_settings()
 except LoupeError as exc:
     st.error("Loupe's settings are wrong; correct them and reload the page.")
     st.text(str(exc))  # quotes the value as it was set: shown as text, never as Markdown
     st.stop()
+require_sign_in(settings)  # draws the sign-in (or the refusal) and stops here until the analyst may come in
 session_id()
 
 pages = {

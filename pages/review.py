@@ -10,7 +10,7 @@ from core.analysis import review
 from core.errors import LoupeError
 from core.inputs.moderation import LABELS, UNPARSED
 from dashboard.widgets.model_resource import get_history
-from dashboard.widgets.session import session_id
+from dashboard.widgets.sign_in import reviewer_identity
 from dashboard.widgets.verdict_panel import show_verdict
 
 AGREE = "agree"
@@ -60,6 +60,8 @@ else:
             st.caption(f"Reviewed {r.reviewed_at[:19].replace('T', ' ')}: "
                        + ("agreed" if r.agreed else f"overridden to {LABELS[r.label]} ({r.reason or 'no reason'})")
                        + (f" · {r.note}" if r.note else ""))
+            if r.reviewer:
+                st.text(f"Reviewer: {r.reviewer}")  # the signed-in name (else a session id), shown as text
         with st.form("review-form", clear_on_submit=True, border=True):
             choices = ([] if item.verdict.status == UNPARSED else [AGREE]) + list(review.LABELS)
             # An unreadable answer has no verdict to agree with, and no label is chosen for the analyst:
@@ -76,7 +78,7 @@ else:
             try:  # no label chosen: core's ReviewError says to choose one
                 review.record(store, item.query_id, agree=decision == AGREE,
                               label="" if decision == AGREE else decision or "",
-                              reason=reason, note=note, reviewer=session_id())
+                              reason=reason, note=note, reviewer=reviewer_identity())
             except LoupeError as exc:
                 st.error(str(exc))
             else:
