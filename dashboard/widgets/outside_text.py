@@ -21,8 +21,12 @@ import re
 _ESCAPED_EVERYWHERE = {ord(c): "\\" + c for c in "\\`*_[]()!#|~$"}
 # Only at the start of a line: list items (`-`, `+`, `1.`), setext underlines (`===`, `---`), thematic breaks.
 _LINE_START = re.compile(r"^([ \t]*)([-+=]|\d+(?=\.))", re.MULTILINE)
-# Bare addresses GFM turns into links (http://…, www.…, a@b.c), broken by one escape each.
-_BARE_LINK = re.compile(r"(?<=:)//|(?i:(?<=www))\.|@")
+# Bare addresses become links in Streamlit's Markdown (GFM's autolink literals: http://…, https://…, www.…,
+# a@b.c) even when escaped, because that pass reads the text after escapes are undone. An invisible WORD JOINER
+# (U+2060: no width, no line break) between "http" and "://", "www" and ".", and before "@", breaks the pattern
+# the pass looks for; the text reads the same. (A copied address then carries it: it is text, not a link.)
+WORD_JOINER = "\u2060"
+_BARE_LINK = re.compile(r"(?i)(?<=http)(?=://)|(?<=https)(?=://)|(?<=www)(?=\.)|(?=@)")
 
 # Everything else (`.`, `,`, `:`, `-` inside a line) is left alone: it makes no markup there, and Loupe's own
 # sentences around outside text stay as readable in tests and logs as they were.
@@ -34,7 +38,7 @@ def markdown_text(text: object) -> str:
     escaped = html.escape(lines, quote=False).translate(_ESCAPED_EVERYWHERE)
     escaped = _LINE_START.sub(lambda m: m.group(1) + (f"{m.group(2)}\\" if m.group(2)[0].isdigit()
                                                       else "\\" + m.group(2)), escaped)
-    return _BARE_LINK.sub(lambda m: "\\/\\/" if m.group() == "//" else "\\" + m.group(), escaped)
+    return _BARE_LINK.sub(WORD_JOINER, escaped)
 
 
 def plotly_text(text: object) -> str:
