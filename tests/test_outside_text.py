@@ -20,8 +20,11 @@ from core.analysis import review, word_diff
 from core.history import HistoryEntry, HistoryStore
 from core.inputs.moderation import parse_verdict
 from core.statuses import EntryStatus
+from core.telemetry.snapshots import QueryTrace, StageMark, TelemetrySample
+from dashboard.widgets.memory_chart import memory_figure
 from dashboard.widgets.outside_text import WORD_JOINER, markdown_text, one_html_block, plotly_text
 
+T0 = 1_790_000_000.0
 PAYLOAD = "<img src=http://127.0.0.1:9/x.png> **b** [l](javascript:alert(1)) ![i](http://127.0.0.1:9/i.png)"
 TRICKY = [
     PAYLOAD,
@@ -74,6 +77,16 @@ def test_the_word_diff_stays_one_html_block_whatever_the_answers_hold() -> None:
 
 def test_plotly_text_leaves_no_tag() -> None:
     assert plotly_text(PAYLOAD) == html.escape(PAYLOAD, quote=False) and "<" not in plotly_text(PAYLOAD)
+
+
+def test_the_memory_chart_hover_quotes_the_question_as_text() -> None:
+    # Plotly's hover reads <br>, <b>, <a href> as markup; the question is an analyst's or an API caller's.
+    samples = [TelemetrySample(T0 + i, (), 1, None) for i in range(4)]
+    stage = StageMark("decode", T0 + 1, T0 + 2, {"cpu": 0.4})
+    question = "<a href='http://127.0.0.1:9/'>x</a><b>b</b>"
+    hover = next(t for t in memory_figure(samples, [QueryTrace("q", "m", question, T0, T0 + 2, "answered", (stage,))]
+                                          ).data if t.name == "stages").hovertext
+    assert hover[0].endswith("<br>&lt;a href='http://127.0.0.1:9/'&gt;x&lt;/a&gt;&lt;b&gt;b&lt; (answered)"), hover
 
 
 # -- each page path, through AppTest on the real demo model ------------------------------------------------
