@@ -8,7 +8,10 @@ import io
 import json
 import re
 import string
+import threading
 import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -195,3 +198,43 @@ def test_a_model_that_cannot_load_is_named_as_text(monkeypatch: pytest.MonkeyPat
     _no_raw_payload(errors + sidebar)
     assert any(markdown_text(FILE_NAME) in e for e in errors), errors
     assert any(markdown_text(FILE_NAME) in e for e in sidebar), sidebar
+
+
+class RefusingServer(BaseHTTPRequestHandler):
+    """A stand-in OpenAI-compatible server that refuses with the payload as its error message."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = json.dumps({"error": {"message": PAYLOAD, "type": "server_error"}}).encode()
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def refusing_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_remote_servers_error_text_is_shown_as_text(monkeypatch: pytest.MonkeyPatch, refusing_server: str) -> None:
+    monkeypatch.setenv("LOUPE_BACKEND", "openai")
+    monkeypatch.setenv("LOUPE_OPENAI_BASE_URL", refusing_server)
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    assert not at.exception
+    errors = [e.value for e in at.error] + [e.value for e in at.sidebar.error]
+    _no_raw_payload(errors)
+    # core quotes the server's text with its tags taken out; the Markdown in it stays text on the page
+    quoted = markdown_text(PAYLOAD.split("> ", 1)[1])
+    assert len([e for e in errors if quoted in e]) >= 2, errors  # the sidebar's and the page's
