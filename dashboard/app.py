@@ -8,6 +8,7 @@ from core.errors import LoupeError
 from core.settings import load_settings
 from dashboard.widgets.model_card import show_model_card
 from dashboard.widgets.model_resource import get_engine
+from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
 from dashboard.widgets.sign_in import require_sign_in
 
@@ -43,5 +44,5 @@ page = st.navigation(pages)
 try:
     show_model_card(get_engine().describe())
 except LoupeError as exc:
-    st.sidebar.error(f"No model loaded: {exc}")
+    st.sidebar.error(f"No model loaded: {markdown_text(exc)}")
 page.run()

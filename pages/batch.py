@@ -13,6 +13,7 @@ from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
 from core.statuses import BatchStatus
 from dashboard.widgets.model_resource import get_history, require_engine
+from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
 
@@ -47,7 +48,7 @@ with st.container(border=True):
                                     generation=engine.default_generation(max_new_tokens=int(max_new)),
                                     max_question_chars=settings.max_question_chars)
         except LoupeError as exc:
-            st.error(str(exc), icon=":material/folder_off:")
+            st.error(markdown_text(exc), icon=":material/folder_off:")  # quotes file and member names
         else:
             batch_runner.start(engine, store, batch_id)
             st.session_state[CURRENT] = batch_id
@@ -73,7 +74,7 @@ def show_batch() -> None:
     st.progress(now.fraction, text=f"{now.finished}/{now.total} items · {now.done} done · {now.failed} failed · "
                                    f"{now.status}{eta}")
     if job is not None and job.error:
-        st.error(job.error)
+        st.error(markdown_text(job.error))
     a, b, c, d = st.columns([1, 1, 1, 3])
     if job is not None and a.button("Pause", key="batch-pause", icon=":material/pause:"):
         batch_runner.pause(store, batch_id)
