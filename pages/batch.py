@@ -32,7 +32,8 @@ for resumed in batch_runner.resume_interrupted(engine, store):
 
 templates = {t.id: t for t in load_templates()}
 with st.container(border=True):
-    uploads = st.file_uploader("Images or a zip", type=[s.lstrip(".") for s in IMAGE_SUFFIXES] + ["zip"],
+    uploads = st.file_uploader(f"Images or a zip (at most {settings.batch_max_mb} MB in all)",
+                               type=[s.lstrip(".") for s in IMAGE_SUFFIXES] + ["zip"],
                                accept_multiple_files=True, key="batch-uploads", max_upload_size=settings.batch_max_mb,
                                help=f"At most {settings.batch_max_mb} MB of uploads and {settings.batch_max_files} "
                                     "images in one batch (settings batch_max_mb, batch_max_files).")
