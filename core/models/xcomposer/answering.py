@@ -1,0 +1,89 @@
+"""From a question and images to the model's token ids: encoding on the CPU (tokens + HD pixels, what
+admission counts), the prompt's embeddings (vision runs here), and greedy/sampled generation through
+transformers' generate() on the decoder, with the image mask set for the prompt's forward."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from core.models.xcomposer.hd_transform import hd_grid, hd_num_for, hd_pixels
+from core.models.xcomposer.model import XComposerModel
+from core.models.xcomposer.prompt import PromptPieces, build_pieces
+from core.models.xcomposer.tokenizer import XComposerTokenizer
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: compared by identity, never tensor by tensor
+class XComposerInputs:
+    """One prompt, encoded on the CPU: its token pieces, each image's HD pixels, and the counts."""
+
+    pieces: PromptPieces
+    pixels: tuple[torch.Tensor, ...]
+    image_tokens: tuple[int, ...]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.pieces.text_tokens + sum(self.image_tokens)
+
+    def penalised_ids(self) -> torch.Tensor:
+        """The ids generate() sees as the prompt: the whole prompt without images; nothing with images,
+        since the model's chat() then passes only embeddings (its repetition penalty sees only new tokens)."""
+        ids = self.pieces.texts[0] if not self.pixels else ()
+        return torch.tensor([ids], dtype=torch.long).reshape(1, -1)
+
+
+def encode(tokenizer: XComposerTokenizer, question: str, images: list[Image.Image],
+           history: tuple[tuple[str, str], ...] = (), system: str = "") -> XComposerInputs:
+    pieces = build_pieces(tokenizer, question, len(images), history, system)
+    hd_num = hd_num_for(len(images))
+    pixels = tuple(hd_pixels(image, hd_num) for image in images)
+    counts = tuple(hd_grid(image.width, image.height, hd_num).image_tokens for image in images)
+    return XComposerInputs(pieces, pixels, counts)
+
+
+@torch.no_grad()
+def prompt_embeds(model: XComposerModel, inputs: XComposerInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """[1, T, hidden] embeddings of the prompt and its [1, T] image mask (vision runs here, in one call)."""
+    device = model.embed_device
+    embed = model.decoder.model.embed_tokens
+    images = model.image_encoder(list(inputs.pixels)) if inputs.pixels else []
+    parts, mask = [], []
+    for number, ids in enumerate(inputs.pieces.texts):
+        if ids:
+            parts.append(embed(torch.tensor([ids], dtype=torch.long, device=device)))
+            mask.append(torch.zeros(len(ids), dtype=torch.bool))
+        if number < len(images):
+            parts.append(images[number].to(device=device, dtype=model.dtype))
+            mask.append(torch.ones(images[number].shape[1], dtype=torch.bool))
+    return torch.cat(parts, dim=1), torch.cat(mask)[None].to(device)
+
+
+def generate_kwargs(model: XComposerModel, inputs: XComposerInputs, embeds: torch.Tensor) -> dict[str, Any]:
+    """What the decoder's generate() takes for this prompt: ids without images (the prompt then counts for the
+    repetition penalty, as in the model's own chat()), embeddings with them."""
+    if not inputs.pixels:
+        return {"input_ids": inputs.penalised_ids().to(model.embed_device)}
+    return {"inputs_embeds": embeds, "attention_mask": torch.ones(embeds.shape[:2], dtype=torch.long,
+                                                                   device=embeds.device)}
+
+
+@torch.no_grad()
+def generate(model: XComposerModel, inputs: XComposerInputs, stop_ids: set[int], **settings: Any) -> torch.Tensor:
+    """New token ids ([1, n]) from transformers' generate() on the decoder; `settings` are generate()'s."""
+    embeds, mask = prompt_embeds(model, inputs)
+    kwargs = generate_kwargs(model, inputs, embeds)
+    with model.image_positions.armed(mask):
+        output = model.decoder.generate(**kwargs, eos_token_id=sorted(stop_ids), pad_token_id=model.spec.pad_id,
+                                        **settings)
+    return output[:, kwargs["input_ids"].shape[1]:] if "input_ids" in kwargs else output
+
+
+@torch.no_grad()
+def first_logits(model: XComposerModel, inputs: XComposerInputs) -> torch.Tensor:
+    """The first step's logits ([vocab], float32) at the prompt's last position."""
+    embeds, mask = prompt_embeds(model, inputs)
+    with model.image_positions.armed(mask):
+        out = model.decoder(inputs_embeds=embeds, logits_to_keep=1)
+    return out.logits[0, -1].float()
