@@ -24,6 +24,7 @@ from core.errors import ModelError
 from core.models.memory_model import Geometry
 
 XCOMPOSER_TYPES = ("internlmxcomposer2",)
+XCOMPOSER_ARCHITECTURE = "InternLMXComposer2ForCausalLM"
 PLORA_RANK = 256  # Partial-LoRA rank in XComposer2.x's InternLM2 layers (its modeling code, not its config)
 XCOMPOSER_VISION = {  # CLIP ViT-L/14 as XComposer2.5 runs it: 560 px crops, 2x2 patch merge → 400 tokens
     "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
@@ -81,7 +82,12 @@ def read_config(folder: Path | str) -> dict[str, Any]:
 
 
 def is_xcomposer(config: dict[str, Any]) -> bool:
-    return str(config.get("model_type", "")).lower() in XCOMPOSER_TYPES
+    """An InternLM-XComposer2.x config: the published one says model_type "internlm2" with the
+    InternLMXComposer2ForCausalLM architecture; some copies say "internlmxcomposer2"."""
+    if str(config.get("model_type", "")).lower() in XCOMPOSER_TYPES:
+        return True
+    return str(config.get("model_type", "")).lower() == "internlm2" and XCOMPOSER_ARCHITECTURE in (
+        config.get("architectures") or [])
 
 
 def load_shape(folder: Path | str, *, dtype: str = "bfloat16", max_images: int = 4) -> ModelShape:

@@ -122,6 +122,9 @@ class XComposerTokenizer:
                 ids.extend(int(i) for i in self.sp.encode(part))
         return ids
 
-    def decode(self, ids: list[int]) -> str:
-        """Text of generated ids, special tokens left out."""
-        return str(self.sp.decode([i for i in ids if i not in self.special_ids and 0 <= i < self.vocab_size]))
+    def decode(self, ids: list[int], **_options: object) -> str:
+        """Text of generated ids, special tokens and turn markers left out (the model's chat() cuts its answer
+        at the end-of-turn marker; generation stops there). `_options`: what transformers' streamers pass."""
+        start = self.token_id(START_OF_TURN)
+        hidden = self.special_ids | self.stop_ids | ({start} if start is not None else set())
+        return str(self.sp.decode([int(i) for i in ids if i not in hidden and 0 <= i < self.vocab_size]))
