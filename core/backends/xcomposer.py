@@ -218,10 +218,11 @@ class XComposerBackend:
                             should_stop=stage_mark.after_token)
                         new_ids = output[0, prompt.shape[1]:].tolist()
                     else:
-                        new_ids = answering.generate(
+                        ids, _ = answering.generate(
                             model, inputs, stop_ids, **self._generate_kwargs(query),
                             streamer=None if beams else streamer,
-                            stopping_criteria=[CancelCriteria(cancel), stage_mark])[0].tolist()
+                            stopping_criteria=[CancelCriteria(cancel), stage_mark])
+                        new_ids = ids[0].tolist()
                     gpu_reader.synchronize()
                 except BaseException:
                     marks.finish(TraceOutcome.FAILED)
@@ -246,11 +247,3 @@ class XComposerBackend:
 
         return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
 
-
-def first_step_logits(backend: XComposerBackend, encoded: EncodedQuery) -> torch.Tensor:
-    """The first step's float32 logits for an encoded query (checked against the model's real code in tests)."""
-    from core.models.xcomposer.answering import first_logits
-
-    model, _tokenizer = backend._loaded()
-    with backend._lock:
-        return first_logits(model, encoded.inputs)

@@ -70,19 +70,23 @@ def generate_kwargs(model: XComposerModel, inputs: XComposerInputs, embeds: torc
 
 
 @torch.no_grad()
-def generate(model: XComposerModel, inputs: XComposerInputs, stop_ids: set[int], **settings: Any) -> torch.Tensor:
-    """New token ids ([1, n]) from transformers' generate() on the decoder; `settings` are generate()'s."""
+def generate(model: XComposerModel, inputs: XComposerInputs, stop_ids: set[int], *, first_logits: bool = False,
+             **settings: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """New token ids ([1, n]) from transformers' generate() on the decoder, and with `first_logits` the first
+    step's raw float32 logits ([vocab], before the repetition penalty); `settings` are generate()'s."""
     embeds, mask = prompt_embeds(model, inputs)
     kwargs = generate_kwargs(model, inputs, embeds)
     with model.image_positions.armed(mask):
         output = model.decoder.generate(**kwargs, eos_token_id=sorted(stop_ids), pad_token_id=model.spec.pad_id,
-                                        **settings)
-    return output[:, kwargs["input_ids"].shape[1]:] if "input_ids" in kwargs else output
+                                        return_dict_in_generate=True, output_logits=first_logits, **settings)
+    ids = output.sequences
+    ids = ids[:, kwargs["input_ids"].shape[1]:] if "input_ids" in kwargs else ids
+    return ids, (output.logits[0][0].float() if first_logits else None)
 
 
 @torch.no_grad()
 def first_logits(model: XComposerModel, inputs: XComposerInputs) -> torch.Tensor:
-    """The first step's logits ([vocab], float32) at the prompt's last position."""
+    """The first step's logits ([vocab], float32) at the prompt's last position, from one forward."""
     embeds, mask = prompt_embeds(model, inputs)
     with model.image_positions.armed(mask):
         out = model.decoder(inputs_embeds=embeds, logits_to_keep=1)
