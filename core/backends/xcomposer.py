@@ -36,8 +36,6 @@ from core.statuses import TraceOutcome
 from core.telemetry import gpu_reader, markers
 
 if TYPE_CHECKING:
-    import torch
-
     from core.models.xcomposer.answering import XComposerInputs
     from core.models.xcomposer.fast_path import XComposerFastDecoder
     from core.models.xcomposer.model import XComposerModel
@@ -211,12 +209,9 @@ class XComposerBackend:
                 try:
                     if self._use_fast_decoder(query, inputs.prompt_tokens):
                         assert self.fast_decoder is not None
-                        prompt = inputs.penalised_ids()
-                        output = self.fast_decoder.generate(
-                            {"input_ids": prompt, "xcomposer": inputs}, query.settings.max_new_tokens,
-                            query.settings.repetition_penalty, stop_ids, streamer=streamer,
-                            should_stop=stage_mark.after_token)
-                        new_ids = output[0, prompt.shape[1]:].tolist()
+                        new_ids = self.fast_decoder.answer(
+                            inputs, query.settings.max_new_tokens, query.settings.repetition_penalty, stop_ids,
+                            streamer=streamer, should_stop=stage_mark.after_token)
                     else:
                         ids, _ = answering.generate(
                             model, inputs, stop_ids, **self._generate_kwargs(query),

@@ -9,13 +9,17 @@ token. Every later token is text, so the fast path's plain decode step is exactl
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from core.models.fast_decode import FastDecoder
 from core.models.xcomposer.answering import XComposerInputs, prompt_embeds
 from core.models.xcomposer.model import XComposerModel, as_decoder_view
+
+if TYPE_CHECKING:
+    from transformers.generation.streamers import BaseStreamer
 
 
 class XComposerFastDecoder(FastDecoder):
@@ -44,3 +48,12 @@ class XComposerFastDecoder(FastDecoder):
             self.seen[penalised] = True
         self._prefill_hidden = out.last_hidden_state[:, -1:].to(self.device)
         return length
+
+    def answer(self, encoded: XComposerInputs, max_new_tokens: int, repetition_penalty: float, stop_ids: set[int],
+               streamer: BaseStreamer | None = None, should_stop: Callable[[], bool] | None = None) -> list[int]:
+        """The new token ids for one encoded prompt (greedy; streamed; on the decoder's own thread)."""
+        prompt = encoded.penalised_ids()
+        request: dict[str, Any] = {"input_ids": prompt, "xcomposer": encoded}
+        output = self.generate(request, max_new_tokens, repetition_penalty, stop_ids, streamer=streamer,
+                               should_stop=should_stop)
+        return [int(i) for i in output[0, prompt.shape[1]:].tolist()]

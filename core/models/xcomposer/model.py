@@ -7,7 +7,7 @@ attention and its caches; the fast decode path reads it as a Llama-shaped langua
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ _PLACED = {
 
 def _with_plora(decoder: nn.Module, spec: XComposerSpec, positions: ImagePositions) -> None:
     """Swap the decoder's projections for Partial-LoRA ones (on the meta device, before loading)."""
-    for layer in decoder.model.layers:
+    layers: Any = decoder.model.layers  # type: ignore[union-attr]  # a LlamaForCausalLM's ModuleList
+    for layer in layers:
         for owner, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
                              (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
             for name in names:
@@ -81,7 +82,7 @@ def as_decoder_view(model: XComposerModel) -> DecoderView:
     return DecoderView(_DecoderInner(model.decoder.model), model.decoder.lm_head)
 
 
-def _placement(device_map: dict[str, int | str] | None, default: torch.device) -> Callable[[str], torch.device]:
+def _placement(device_map: Mapping[str, int | str] | None, default: torch.device) -> Callable[[str], torch.device]:
     """Loupe parameter name → its device, from the plan's device_map (published names)."""
     if not device_map:
         return lambda _name: default
@@ -114,7 +115,7 @@ def _rebuild_buffers(model: XComposerModel, device_of: Callable[[str], torch.dev
 
     llama = model.decoder.model
     llama.rotary_emb = LlamaRotaryEmbedding(llama.config).to(device_of("decoder.model.embed_tokens.weight"))
-    for name, module in model.named_modules():
+    for module in model.modules():
         if hasattr(module, "position_ids") and isinstance(module.position_ids, torch.Tensor) and module.position_ids.is_meta:
             device = next(p.device for p in module.parameters())
             count = module.position_ids.shape[-1]
@@ -124,7 +125,7 @@ def _rebuild_buffers(model: XComposerModel, device_of: Callable[[str], torch.dev
         raise ModelError(f"The folder's weights lack {len(left)} tensors this model needs, e.g. {', '.join(left[:3])}.")
 
 
-def load_model(folder: Path, *, dtype: torch.dtype, device_map: dict[str, int | str] | None = None,
+def load_model(folder: Path, *, dtype: torch.dtype, device_map: Mapping[str, int | str] | None = None,
                device: str = "cpu") -> tuple[XComposerModel, list[str]]:
     """The model of `folder` with its weights in `dtype`, placed by `device_map` (published names) or all on
     `device`; also the published names that were skipped as not part of this model."""

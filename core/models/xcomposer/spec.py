@@ -11,10 +11,7 @@ if TYPE_CHECKING:
     from transformers import CLIPVisionConfig, LlamaConfig
 
 PLORA_RANK = 256  # the model code's lora_r (alpha 256 too: scaling 1); not in config.json
-CLIP_L_560 = {  # CLIP ViT-L/14 (OpenAI's, quick GELU) run at 560 px: 40×40 patches; layers come from the weights
-    "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16, "image_size": 560,
-    "patch_size": 14, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "projection_dim": 768,
-}
+CLIP_WIDTH = 1024  # CLIP ViT-L/14 (OpenAI's, quick GELU) run at 560 px: 40×40 patches; layers come from the weights
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,9 @@ class XComposerSpec:
     def clip_config(self) -> CLIPVisionConfig:
         from transformers import CLIPVisionConfig
 
-        config = CLIPVisionConfig(**CLIP_L_560, num_hidden_layers=self.vision_layers)
+        config = CLIPVisionConfig(hidden_size=CLIP_WIDTH, intermediate_size=4 * CLIP_WIDTH, num_attention_heads=16,
+                                  image_size=560, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+                                  projection_dim=768, num_hidden_layers=self.vision_layers)
         config._attn_implementation = "sdpa"
         return config
 

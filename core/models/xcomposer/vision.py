@@ -54,7 +54,7 @@ class ImageEncoder(nn.Module):
 
     def _one(self, pixels: torch.Tensor) -> torch.Tensor:
         clip = self.vit.vision_tower
-        weight = self.vision_proj[0].weight
+        weight = self.plora_glb_GN  # where and in which dtype the image encoder runs
         _, _, height, width = pixels.shape
         rows, columns = height // CROP, width // CROP
         crops = (pixels.reshape(1, 3, rows, CROP, columns, CROP).permute(0, 2, 4, 1, 3, 5)

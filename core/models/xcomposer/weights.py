@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -75,11 +76,15 @@ def _tensors(path: Path) -> Iterator[tuple[str, Callable[[], torch.Tensor]]]:
 
         with safe_open(str(path), framework="pt", device="cpu") as shard:
             for name in shard.keys():  # noqa: SIM118 - safe_open is not a mapping
-                yield name, (lambda n=name: shard.get_tensor(n))
+                yield name, partial(shard.get_tensor, name)
         return
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     for name, tensor in state.items():
-        yield name, (lambda t=tensor: t)
+        yield name, partial(_same, tensor)
+
+
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def split_fused_qkv(tensor: torch.Tensor, heads: int, kv_heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:
