@@ -73,6 +73,7 @@ def test_prompt_bos_rules_and_image_markers(loaded: tuple[XComposerModel, XCompo
     _model, tokenizer = loaded
     text_only = build_pieces(tokenizer, "hi", 0)
     assert text_only.texts[0][:2] == (tokenizer.bos_id, tokenizer.bos_id)  # the real code's double BOS
+    assert build_pieces(tokenizer, "hi", 0, as_image_list=True).texts[0][:2] != (tokenizer.bos_id,) * 2  # chat(image=[])
     one = build_pieces(tokenizer, "hi", 1)  # image in front: the first piece is BOS alone
     assert one.texts[0] == (tokenizer.bos_id,) and tokenizer.bos_id not in one.texts[1]
     two = build_pieces(tokenizer, "compare", 2)

@@ -22,25 +22,30 @@ class XComposerInputs:
     pieces: PromptPieces
     pixels: tuple[torch.Tensor, ...]
     image_tokens: tuple[int, ...]
+    prompt_as_ids: bool  # chat(image=None): the prompt goes to generate() as ids (see penalised_ids)
 
     @property
     def prompt_tokens(self) -> int:
         return self.pieces.text_tokens + sum(self.image_tokens)
 
     def penalised_ids(self) -> torch.Tensor:
-        """The ids generate() sees as the prompt: the whole prompt without images; nothing with images,
-        since the model's chat() then passes only embeddings (its repetition penalty sees only new tokens)."""
-        ids = self.pieces.texts[0] if not self.pixels else ()
+        """The ids generate() sees as the prompt: the whole prompt when it goes as ids (no image); nothing
+        otherwise, since the model's chat() then passes only embeddings (its repetition penalty then sees
+        only new tokens)."""
+        ids = self.pieces.texts[0] if self.prompt_as_ids else ()
         return torch.tensor([ids], dtype=torch.long).reshape(1, -1)
 
 
 def encode(tokenizer: XComposerTokenizer, question: str, images: list[Image.Image],
-           history: tuple[tuple[str, str], ...] = (), system: str = "") -> XComposerInputs:
-    pieces = build_pieces(tokenizer, question, len(images), history, system)
+           history: tuple[tuple[str, str], ...] = (), system: str = "", *, as_image_list: bool = False,
+           ) -> XComposerInputs:
+    """The prompt as chat(image=None) (no images) or chat(image=[...]) builds it; `as_image_list` makes an
+    imageless prompt as chat(image=[]) does (one BOS, embeddings)."""
+    pieces = build_pieces(tokenizer, question, len(images), history, system, as_image_list=as_image_list)
     hd_num = hd_num_for(len(images))
     pixels = tuple(hd_pixels(image, hd_num) for image in images)
     counts = tuple(hd_grid(image.width, image.height, hd_num).image_tokens for image in images)
-    return XComposerInputs(pieces, pixels, counts)
+    return XComposerInputs(pieces, pixels, counts, prompt_as_ids=not images and not as_image_list)
 
 
 @torch.no_grad()
@@ -63,7 +68,7 @@ def prompt_embeds(model: XComposerModel, inputs: XComposerInputs) -> tuple[torch
 def generate_kwargs(model: XComposerModel, inputs: XComposerInputs, embeds: torch.Tensor) -> dict[str, Any]:
     """What the decoder's generate() takes for this prompt: ids without images (the prompt then counts for the
     repetition penalty, as in the model's own chat()), embeddings with them."""
-    if not inputs.pixels:
+    if inputs.prompt_as_ids:
         return {"input_ids": inputs.penalised_ids().to(model.embed_device)}
     return {"inputs_embeds": embeds, "attention_mask": torch.ones(embeds.shape[:2], dtype=torch.long,
                                                                    device=embeds.device)}

@@ -7,8 +7,9 @@
   where they are; one image and no marker goes in front of the whole prompt (as chat() does); several
   images without markers get one marker each in front of the question (chat() would use only the first).
 - BOS: with images, the first text piece (empty when the image leads) is tokenized with BOS and the rest
-  without. With no image the model's own code writes `<s>` into the text AND lets the tokenizer add one:
-  the prompt starts with two BOS tokens, and so does Loupe's.
+  without. With no image the model's own chat(image=None) writes `<s>` into the text AND lets the tokenizer
+  add one: the prompt starts with two BOS tokens, and so does Loupe's. (chat(image=[]) instead takes the
+  image path with no image: one BOS; `as_image_list=True` reproduces that.)
 """
 from __future__ import annotations
 
@@ -54,10 +55,11 @@ def with_markers(question: str, images: int) -> str:
 
 
 def build_pieces(tokenizer: XComposerTokenizer, question: str, images: int,
-                 history: tuple[tuple[str, str], ...] = (), system: str = "") -> PromptPieces:
+                 history: tuple[tuple[str, str], ...] = (), system: str = "", *,
+                 as_image_list: bool = False) -> PromptPieces:
     """Token ids of the prompt around its image slots, with chat()'s BOS rules."""
     text = chat_text(with_markers(question, images), history, system)
-    if images == 0:
+    if images == 0 and not as_image_list:
         if IMAGE_MARKER in text:
             raise QuestionError(f"The question has an {IMAGE_MARKER} marker but no image came with it.")
         return PromptPieces((tuple(tokenizer.encode("<s>" + text, bos=True)),), 0)
