@@ -78,6 +78,39 @@ def test_generate_and_fast_path_answer_the_same(backend: XComposerBackend) -> No
     assert fast.text == plain.text and fast.output_tokens == plain.output_tokens
 
 
+def test_a_batch_answers_as_each_prompt_alone(backend: XComposerBackend) -> None:
+    queries = [_text_query("What is in the image?"), _text_query("图中有什么？请详细描述这张图片。")]
+    batch = backend.answer_batch(queries)
+    for query, (answer, ids) in zip(queries, batch):
+        alone = backend.stream(backend.encode(query)).collect()
+        assert answer.text == alone.text and len(ids) == alone.output_tokens == answer.output_tokens
+
+
+def test_a_batch_about_one_image_runs_the_image_encoder_once(backend: XComposerBackend) -> None:
+    from core.inputs import images
+
+    pictures = reference_images()
+    picture = images.prepare(_png(pictures.get("small", pictures["wide"])))  # the smallest reference image
+    queries = [Query((picture,), q, GenerationSettings(max_new_tokens=2)) for q in ("What is in the image?", "图中有什么？")]
+    assert backend.model is not None
+    calls: list[int] = []
+    hook = backend.model.image_encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        batch = backend.answer_batch(queries)
+    finally:
+        hook.remove()
+    assert calls == [1] and len(batch) == 2
+    assert all(a.input_tokens == backend.encode(q).prompt_tokens and a.timings.vision > 0 for q, (a, _) in zip(queries, batch))
+
+
+def _png(image: object) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")  # type: ignore[attr-defined]
+    return buffer.getvalue()
+
+
 def test_cli_ask_answers_about_an_image(xcomposer_tiny_dir: Path, tmp_path: Path) -> None:
     image = tmp_path / "photo.png"
     reference_images()["wide"].save(image)

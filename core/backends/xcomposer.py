@@ -20,7 +20,8 @@ import gc
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from core.backends.answer_builder import Generated, build_answer
 from core.backends.base import EncodedQuery
@@ -69,7 +70,7 @@ class XComposerBackend:
 
     name = "xcomposer"
     can_stream = True
-    can_batch = False  # the compare page asks one prompt at a time
+    can_batch = True  # several prompts about the same images in one generate() call (compare)
     takes_history = True
     takes_video = True
     max_images = 4
@@ -172,14 +173,6 @@ class XComposerBackend:
         return EncodedQuery(query, inputs, inputs.prompt_tokens, sum(inputs.image_tokens),
                             time.perf_counter() - started)
 
-    def _generate_kwargs(self, query: Query) -> dict[str, Any]:
-        s = query.settings
-        kwargs: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "do_sample": s.do_sample,
-                                  "num_beams": s.num_beams, "repetition_penalty": s.repetition_penalty}
-        if s.do_sample:
-            kwargs.update(temperature=s.temperature, top_p=s.top_p)
-        return kwargs
-
     def _use_fast_decoder(self, query: Query, prompt_tokens: int) -> bool:
         s = query.settings
         return (self.fast_decoder is not None and not s.do_sample and s.num_beams == 1
@@ -188,6 +181,7 @@ class XComposerBackend:
     def stream(self, encoded: EncodedQuery) -> AnswerStream:
         import torch
 
+        from core.backends import batched
         from core.models.xcomposer import answering
 
         model, tokenizer = self._loaded()
@@ -214,7 +208,7 @@ class XComposerBackend:
                             streamer=streamer, should_stop=stage_mark.after_token)
                     else:
                         ids, _ = answering.generate(
-                            model, inputs, stop_ids, **self._generate_kwargs(query),
+                            model, inputs, stop_ids, **batched.generate_kwargs(query.settings, 0),
                             streamer=None if beams else streamer,
                             stopping_criteria=[CancelCriteria(cancel), stage_mark])
                         new_ids = ids[0].tolist()
@@ -242,3 +236,55 @@ class XComposerBackend:
 
         return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
 
+
+    def answer_batch(self, queries: Sequence[Query], *, min_new_tokens: int = 0,
+                     cancel: threading.Event | None = None) -> list[tuple[Answer, tuple[int, ...]]]:
+        """Several prompts in ONE generate() call, one vision encoding when their images are the same; per query
+        its Answer and new token ids (through the end token). As core/backends/batched.py does for
+        transformers models, whose row clock, settings check and memory release it shares."""
+        import torch
+
+        from core.backends import batched
+        from core.models.xcomposer import answering
+
+        batched.check_settings(queries)
+        model, tokenizer = self._loaded()
+        settings = queries[0].settings
+        started = time.perf_counter()
+        rows = [self.encode(q).inputs for q in queries]
+        prepare_s = sum(p.prepare_s for p in {id(p): p for q in queries for p in q.images}.values())
+        label = Query(queries[0].images, f"[{len(queries)} prompts in one call] {queries[0].question}", settings)
+        marks = markers.QueryClock(self.source.name, label, prepare_s + time.perf_counter() - started)
+        marks.preprocess_done()
+        stop_ids = set(tokenizer.stop_ids)
+        clock = batched.RowClock(stop_ids, len(queries), marks)
+        with self._lock:
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            marks.generation_started(model.image_encoder)
+            try:
+                output = answering.generate_rows(
+                    model, rows, stop_ids, **batched.generate_kwargs(settings, min_new_tokens),
+                    stopping_criteria=[CancelCriteria(cancel or threading.Event()), clock])
+                gpu_reader.synchronize()
+            except BaseException:
+                marks.finish(TraceOutcome.FAILED)
+                raise
+            marks.generation_ended()
+        cancelled = cancel is not None and cancel.is_set()
+        marks.finish(TraceOutcome.CANCELLED if cancelled else TraceOutcome.ANSWERED)
+        rows_ids = output.tolist()
+        del output
+        batched.release_memory()
+        readings = marks.readings()
+        results = []
+        for row, query in enumerate(queries):
+            new_ids = rows_ids[row]
+            cut = next((i for i, token in enumerate(new_ids) if token in stop_ids), None)
+            new_ids = new_ids[: cut + 1] if cut is not None else new_ids
+            generated = Generated(tokenizer.decode(new_ids), rows[row].prompt_tokens, len(new_ids),
+                                  hit_limit=cut is None and len(new_ids) >= settings.max_new_tokens,
+                                  cancelled=cancelled and cut is None)
+            row_clock = dataclasses.replace(readings, ended=clock.ended_at[row] or readings.ended)
+            results.append((build_answer(query, generated, row_clock, model=self.source.name), tuple(new_ids)))
+        return results

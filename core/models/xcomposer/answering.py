@@ -48,12 +48,19 @@ def encode(tokenizer: XComposerTokenizer, question: str, images: list[Image.Imag
     return XComposerInputs(pieces, pixels, counts, prompt_as_ids=not images and not as_image_list)
 
 
+def image_embeds(model: XComposerModel, inputs: XComposerInputs) -> list[torch.Tensor]:
+    """Each image's decoder embeddings (vision runs here: one call of the image encoder for all of them)."""
+    return model.image_encoder(list(inputs.pixels)) if inputs.pixels else []
+
+
 @torch.no_grad()
-def prompt_embeds(model: XComposerModel, inputs: XComposerInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """[1, T, hidden] embeddings of the prompt and its [1, T] image mask (vision runs here, in one call)."""
+def prompt_embeds(model: XComposerModel, inputs: XComposerInputs,
+                  images: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """[1, T, hidden] embeddings of the prompt and its [1, T] image mask; `images`: its images' embeddings
+    when already known (several prompts about the same images)."""
     device = model.embed_device
     embed = model.decoder.model.embed_tokens
-    images = model.image_encoder(list(inputs.pixels)) if inputs.pixels else []
+    images = image_embeds(model, inputs) if images is None else images
     parts, mask = [], []
     for number, ids in enumerate(inputs.pieces.texts):
         if ids:
@@ -96,3 +103,48 @@ def first_logits(model: XComposerModel, inputs: XComposerInputs) -> torch.Tensor
     with model.image_positions.armed(mask):
         out = model.decoder(inputs_embeds=embeds, logits_to_keep=1)
     return out.logits[0, -1].float()
+
+
+@torch.no_grad()
+def row_inputs(model: XComposerModel, rows: list[XComposerInputs]) -> dict[str, torch.Tensor]:
+    """Several prompts as one left-padded batch for generate() (the compare page): ids when the prompts go as
+    ids, else embeddings with their image masks. Rows whose images are the same (the compare page's case)
+    run the image encoder once."""
+    device = model.embed_device
+    pad = model.spec.pad_id
+    if all(r.prompt_as_ids for r in rows):
+        ids = [r.penalised_ids()[0] for r in rows]
+        width = max(len(i) for i in ids)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for number, row_ids in enumerate(ids):
+            input_ids[number, width - len(row_ids):] = row_ids
+            attention[number, width - len(row_ids):] = 1
+        return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+    shared = all(len(r.pixels) == len(rows[0].pixels) and all(torch.equal(a, b) for a, b in zip(r.pixels, rows[0].pixels))
+                 for r in rows[1:])
+    first_images = image_embeds(model, rows[0])
+    built = [prompt_embeds(model, r, first_images if number == 0 or shared else None) for number, r in enumerate(rows)]
+    width = max(e.shape[1] for e, _ in built)
+    filler = model.decoder.model.embed_tokens(torch.tensor([[pad]], device=device))
+    embeds = filler.expand(len(rows), width, -1).clone()
+    masks = torch.zeros((len(rows), width), dtype=torch.bool, device=device)
+    attention = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for number, (row_embeds, row_mask) in enumerate(built):
+        length = row_embeds.shape[1]
+        embeds[number, width - length:] = row_embeds[0]
+        masks[number, width - length:] = row_mask[0]
+        attention[number, width - length:] = 1
+    return {"inputs_embeds": embeds, "attention_mask": attention, "image_mask": masks}
+
+
+@torch.no_grad()
+def generate_rows(model: XComposerModel, rows: list[XComposerInputs], stop_ids: set[int],
+                  **settings: Any) -> torch.Tensor:
+    """New token ids ([rows, n], padded after each row's end) of several prompts in one generate() call."""
+    batch = row_inputs(model, rows)
+    mask = batch.pop("image_mask", None)
+    with model.image_positions.armed(mask):
+        output = model.decoder.generate(**batch, eos_token_id=sorted(stop_ids), pad_token_id=model.spec.pad_id,
+                                        **settings)
+    return output[:, batch["input_ids"].shape[1]:] if "input_ids" in batch else output
