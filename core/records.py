@@ -62,6 +62,14 @@ class GenerationSettings:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One earlier question and its answer in the same conversation (the model's chat() `history`)."""
+
+    question: str
+    answer: str
+
+
 @dataclass(frozen=True, eq=False)
 class Query:
     """One question about one or more prepared images, with the settings to answer it."""
@@ -69,6 +77,7 @@ class Query:
     images: tuple[PreparedImage, ...]
     question: str
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    history: tuple[Turn, ...] = ()
 
 
 @dataclass(frozen=True)

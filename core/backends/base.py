@@ -40,6 +40,8 @@ class Backend(Protocol):
     can_batch: bool  # several prompts over one image in one generate call
     has_local_gpus: bool  # memory charts make sense for it
     max_images: int
+    takes_history: bool  # answers with earlier turns of the conversation (Query.history); False: refuses them
+    takes_video: bool  # takes a video tiled into one image (core/inputs/video.py); False: refuses it
 
     def load(self, progress: ProgressCallback | None = None) -> None: ...
 

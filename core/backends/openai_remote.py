@@ -71,6 +71,8 @@ class OpenAIRemoteBackend:
     can_stream = True
     can_batch = False
     has_local_gpus = False
+    takes_history = False
+    takes_video = False
 
     def __init__(self, base_url: str, api_key: str = "", model: str = "", *, max_images: int = 4,
                  stream_timeout_s: float = 120.0, connect_timeout_s: float = 10.0) -> None:

@@ -40,6 +40,8 @@ class TransformersBackend:
     can_stream = True
     can_batch = True
     max_images = 4
+    takes_history = False
+    takes_video = False
 
     def __init__(
         self,

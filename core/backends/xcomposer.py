@@ -96,6 +96,8 @@ class XComposerBackend:
     can_stream = True
     can_batch = False  # chat() takes one query
     max_images = 4
+    takes_history = False
+    takes_video = False
 
     def __init__(self, source: ModelSource, clearance: preflight.Clearance, *, max_images: int = 4,
                  stream_timeout_s: float = 120.0, hd_num: int = HD_NUM) -> None:
