@@ -21,6 +21,11 @@ class PreparedImage:
     original_size: tuple[int, int]
     sha256: str  # of the uploaded bytes, so history can find the same upload again
     prepare_s: float
+    frames: int = 0  # frames of a video tiled into this one image (core/inputs/video.py); 0 for a still image
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames > 0
 
     @property
     def width(self) -> int:
