@@ -128,3 +128,13 @@ def test_ask_refuses_a_malformed_history_file_before_loading_a_model(tmp_path: P
     assert core.__main__.main(["ask", "--no-image", "Why?", "--history", str(turns)]) == 2
     err = capsys.readouterr().err
     assert err == "error: The history file turns.json: turn 2 is not a [question, answer] pair of two strings.\n"
+
+
+def test_ask_with_a_video_on_a_model_without_video_exits_2_in_one_line(tmp_path: Path, capsys) -> None:
+    from tests.test_video import clip
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(clip(seconds=2))
+    assert core.__main__.main(["ask", str(path), "What happens?"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: The transformers backend's model cannot take a video"), err

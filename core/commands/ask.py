@@ -9,7 +9,7 @@ import sys
 
 from core.commands.common import quiet_libraries, read_image_file
 from core.errors import QuestionError
-from core.inputs import conversation, images, questions
+from core.inputs import conversation, images, questions, video
 from core.settings import load_settings
 
 
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     # Checked, and its images read and decoded, before paying for a model load; the engine answers this very Query.
     query = questions.build_query(
         paths, question, questions.default_generation(settings),
-        prepare=lambda path: images.prepare(read_image_file(path), max_width=settings.max_width,
-                                            max_pixels=settings.max_pixels),
+        prepare=lambda path: video.prepare_video(read_image_file(path), name=path) if video.is_video_name(path)
+        else images.prepare(read_image_file(path), max_width=settings.max_width, max_pixels=settings.max_pixels),
         max_chars=settings.max_question_chars, max_images=settings.max_images, history=history,
     )
     from core.serving.engine import load_engine  # torch + transformers: only imported when a model is needed
