@@ -59,6 +59,18 @@ def test_a_question_streams_with_its_real_counts_and_stops_at_the_turn_end(backe
     assert "[UNUSED_TOKEN_14" not in answer.text and answer.timings.vision == 0.0
 
 
+def test_earlier_turns_become_chat_turns(backend: XComposerBackend) -> None:
+    from core.models.xcomposer.prompt import build_pieces
+    from core.records import Turn
+
+    query = Query((), "And now?", GenerationSettings(max_new_tokens=2), history=(Turn("What is in the image?", "A car."),))
+    encoded = backend.encode(query)
+    assert backend.tokenizer is not None
+    expected = build_pieces(backend.tokenizer, "And now?", 0, (("What is in the image?", "A car."),))
+    assert encoded.inputs.pieces == expected and encoded.prompt_tokens > backend.encode(_text_query("And now?")).prompt_tokens
+    assert backend.stream(encoded).collect().input_tokens == encoded.prompt_tokens
+
+
 def test_cancel_stops_the_answer_early(backend: XComposerBackend) -> None:
     stream = backend.stream(backend.encode(_text_query("Describe the image in detail.", max_new_tokens=200)))
     for _piece in stream:

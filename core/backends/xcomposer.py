@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from core.backends.answer_builder import Generated, build_answer
-from core.backends.base import EncodedQuery
+from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
 from core.backends.stage_clocks import FirstTokenMark
 from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
 from core.errors import ModelError
@@ -61,8 +61,7 @@ def create_xcomposer(source: ModelSource, settings: Settings, *, reclaim: dict[i
 
 
 def _turns(query: Query) -> tuple[tuple[str, str], ...]:
-    # getattr: Query.history arrives with the conversation-history change (issue #14); absent means none
-    return tuple((turn.question, turn.answer) for turn in getattr(query, "history", ()))
+    return tuple((turn.question, turn.answer) for turn in query.history)
 
 
 class XComposerBackend:
@@ -167,6 +166,7 @@ class XComposerBackend:
         """Tokens and HD pixels, once, on the CPU: the exact prompt and image token counts for admission."""
         from core.models.xcomposer.answering import encode
 
+        refuse_what_it_cannot_take(self, query)
         _model, tokenizer = self._loaded()
         started = time.perf_counter()
         inputs = encode(tokenizer, query.question, [p.image for p in query.images], _turns(query))
