@@ -121,7 +121,8 @@ def test_unknown_preset_is_refused(tmp_path: Path) -> None:
         xf.build_xcomposer_folder(tmp_path, preset="13b")
 
 
-def test_reference_images_are_one_wide_and_one_tall() -> None:
+def test_reference_images_cover_the_hd_transform_cases() -> None:
     images = xf.reference_images()
-    assert images["wide"].size == (320, 200) and images["tall"].size == (200, 300)
+    assert {name: image.size for name, image in images.items()} == {
+        "wide": (1000, 400), "tall": (300, 700), "small": (320, 200), "panorama": (1800, 600)}
     assert images["wide"].tobytes() == xf.reference_images()["wide"].tobytes()
