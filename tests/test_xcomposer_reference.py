@@ -43,9 +43,12 @@ def loaded(xcomposer_tiny_dir: Path) -> tuple[XComposerModel, XComposerTokenizer
 
 
 def _inputs(tokenizer: XComposerTokenizer, case: dict[str, Any]) -> answering.XComposerInputs:
+    """The case's prompt; `images` None is chat(image=None), [] is chat(image=[]) (see prompt.py)."""
     pictures = reference_images()
     history = tuple((q, a) for q, a in case.get("history", []))
-    return answering.encode(tokenizer, case["question"], [pictures[n] for n in case["images"]], history)
+    names = case["images"] or []
+    return answering.encode(tokenizer, case["question"], [pictures[n] for n in names], history,
+                            as_image_list=case["images"] is not None)
 
 
 # -- the pieces on their own ----------------------------------------------------------------------
@@ -124,6 +127,7 @@ def test_fixture_case_matches_the_real_code(name: str, loaded: tuple[XComposerMo
     case = next(c for c in fixture["cases"] if c["name"] == name)
     model, tokenizer = loaded
     inputs = _inputs(tokenizer, case)
+    assert [list(piece) for piece in inputs.pieces.texts if piece] == case["prompt_text_ids"]
     assert inputs.prompt_tokens == case["input_tokens"]
     assert sum(inputs.image_tokens) == case["image_tokens"]
     generation = fixture["generation"]
