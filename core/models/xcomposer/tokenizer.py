@@ -123,8 +123,9 @@ class XComposerTokenizer:
         return ids
 
     def decode(self, ids: list[int], **_options: object) -> str:
-        """Text of generated ids, special tokens and turn markers left out (the model's chat() cuts its answer
-        at the end-of-turn marker; generation stops there). `_options`: what transformers' streamers pass."""
-        start = self.token_id(START_OF_TURN)
-        hidden = self.special_ids | self.stop_ids | ({start} if start is not None else set())
+        """Text of generated ids without the special tokens and the stop tokens, as the model's chat() gives
+        it (it skips special tokens and cuts at the end-of-turn marker, where generation stops anyway; a
+        turn-start marker the folder does not declare special stays in the text there, and here).
+        `_options`: what transformers' streamers pass."""
+        hidden = self.special_ids | self.stop_ids
         return str(self.sp.decode([int(i) for i in ids if i not in hidden and 0 <= i < self.vocab_size]))
