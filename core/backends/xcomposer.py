@@ -132,8 +132,15 @@ class XComposerBackend:
         if not status.enabled:
             return
         length = fast_decode_support.cache_length(self.model.spec.max_positions, FAST_CACHE_TOKENS)
-        self.fast_decoder = XComposerFastDecoder(self.model, length)
-        seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
+        try:
+            self.fast_decoder = XComposerFastDecoder(self.model, length)
+            seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
+        except Exception as exc:  # noqa: BLE001 - the model answers through generate() then; the card says why
+            if self.fast_decoder is not None:
+                self.fast_decoder.close()
+            self.fast_decoder = None
+            self.fast_status = f"off: it failed to build ({type(exc).__name__}: {str(exc)[:200]}); generate() answers"
+            return
         how = status.reason if self.fast_decoder.compiled else "static KV cache, decode step not compiled (CPU)"
         self.fast_status = f"{how} (ready in {seconds:.1f} s)"
 

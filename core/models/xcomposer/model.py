@@ -137,8 +137,12 @@ def load_model(folder: Path, *, dtype: torch.dtype, device_map: Mapping[str, int
     vision_prefix = "vision_model." if hasattr(clip, "vision_model") else ""
     device_of = _placement(device_map, torch.device(device))
     skipped: list[str] = []
+    last: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)  # (as read, as placed): wqkv's shared A
     for name, tensor in weights.read_weights(files, vision_prefix, spec.heads, spec.kv_heads, spec.head_dim, skipped):
-        _assign(model, name, tensor.to(device=device_of(name), dtype=dtype))
+        placed = last[1] if tensor is last[0] else tensor.to(device=device_of(name), dtype=dtype)
+        assert placed is not None
+        _assign(model, name, placed)
+        last = (tensor, placed)
     _rebuild_buffers(model, device_of)
     if device_map:
         from core.models.xcomposer.placement import align_devices
