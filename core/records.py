@@ -21,6 +21,11 @@ class PreparedImage:
     original_size: tuple[int, int]
     sha256: str  # of the uploaded bytes, so history can find the same upload again
     prepare_s: float
+    frames: int = 0  # frames of a video tiled into this one image (core/inputs/video.py); 0 for a still image
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames > 0
 
     @property
     def width(self) -> int:
@@ -62,6 +67,14 @@ class GenerationSettings:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One earlier question and its answer in the same conversation (the model's chat() `history`)."""
+
+    question: str
+    answer: str
+
+
 @dataclass(frozen=True, eq=False)
 class Query:
     """One question about one or more prepared images, with the settings to answer it."""
@@ -69,6 +82,7 @@ class Query:
     images: tuple[PreparedImage, ...]
     question: str
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    history: tuple[Turn, ...] = ()
 
 
 @dataclass(frozen=True)

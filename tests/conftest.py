@@ -15,6 +15,14 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return demo_model.build(tmp_path_factory.mktemp("models") / demo_model.DEMO_NAME)
 
 
+@pytest.fixture(scope="session")
+def xcomposer_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny published-layout InternLM-XComposer2.5 folder (random weights), built once per test run."""
+    from core.models.xcomposer_folder import build_xcomposer_folder
+
+    return build_xcomposer_folder(tmp_path_factory.mktemp("models") / "xcomposer-tiny")
+
+
 @pytest.fixture(autouse=True)
 def loupe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_model_dir: Path) -> Path:
     """Point LOUPE_HOME at a fresh folder (with the demo model linked in) and ignore any loupe.toml."""

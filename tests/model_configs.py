@@ -12,14 +12,27 @@ INTERNLM2_7B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_hea
                 "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 92544}
 
 
+# The published internlm-xcomposer2d5-7b config.json (its keys and values; the auto_map names the folder's
+# own code, which Loupe never runs).
+XCOMPOSER2D5_7B_CONFIG = {
+    "architectures": ["InternLMXComposer2ForCausalLM"], "model_type": "internlm2",
+    "auto_map": {"AutoConfig": "configuration_internlm_xcomposer2.InternLMXcomposer2Config",
+                 "AutoModel": "modeling_internlm_xcomposer2.InternLMXComposer2ForCausalLM",
+                 "AutoModelForCausalLM": "modeling_internlm_xcomposer2.InternLMXComposer2ForCausalLM"},
+    "attn_implementation": "flash_attention_2", "bias": False, "bos_token_id": 1, "eos_token_id": 2,
+    "pad_token_id": 2, "hidden_act": "silu", "initializer_range": 0.02, "max_length": 16384,
+    "max_position_embeddings": 24576, "rms_norm_eps": 1e-05, "rope_theta": 1000000,
+    "rope_scaling": {"type": "dynamic", "factor": 2.0}, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "use_cache": True, **INTERNLM2_7B,
+}
+
+
 def xcomposer_folder(root: Path, *, vision: dict | None = None, **changes: object) -> Path:
-    """An InternLM-XComposer2.5-shaped config.json: InternLM2-7B decoder; its CLIP ViT-L/14 is the one the
-    remote code builds (560 px crops) unless `vision` (e.g. CLIP_L14_336) is written into the config."""
+    """The published InternLM-XComposer2.5-7B config.json (InternLM2-7B decoder); its CLIP ViT-L/14 is the
+    one the model runs (560 px crops) unless `vision` (e.g. CLIP_L14_336) is written into the config."""
     folder = root / "internlm-xcomposer2d5-7b"
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"architectures": ["InternLMXComposer2ForCausalLM"], "model_type": "internlmxcomposer2",
-              "max_position_embeddings": 24576, "torch_dtype": "bfloat16", **INTERNLM2_7B,
-              **({"vision_config": vision} if vision else {}), **changes}
+    config = {**XCOMPOSER2D5_7B_CONFIG, **({"vision_config": vision} if vision else {}), **changes}
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return folder
 

@@ -88,3 +88,53 @@ def test_the_loupe_script_is_python_m_core(capsys) -> None:
     assert sorted(commands.split(",")) == ["ask", "gpus", "plan", "prepare", "serve"]
     for command in ("ask", "prepare", "plan", "gpus", "serve"):
         assert f"\n    {command} " in listed  # each with its one-line help
+
+
+def test_ask_takes_several_images_no_image_and_a_history_file(tmp_path: Path, capsys) -> None:
+    """`ask IMAGE [IMAGE ...] QUESTION`: the last positional is the question; `--no-image QUESTION`; `--history`."""
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    first.write_bytes(encode(Image.new("RGB", (40, 40), "red"), "PNG"))
+    second.write_bytes(encode(Image.new("RGB", (30, 50), "blue"), "PNG"))
+    turns = tmp_path / "turns.json"
+    turns.write_text(json.dumps([["What is red?", "The square."], ["图中有什么？", "一个方块。"]], ensure_ascii=False),
+                     encoding="utf-8")
+    records = {}
+    for name, args in {"one": [str(first), "Why?"], "two": [str(first), str(second), "Why?"],
+                       "none": ["--no-image", "Why?"], "turns": [str(first), "Why?", "--history", str(turns)]}.items():
+        assert core.__main__.main(["ask", *args, "--max-new-tokens", "4", "--json"]) == 0  # in-process: faster
+        records[name] = json.loads(capsys.readouterr().out)
+    one = records["one"]["input_tokens"]
+    # The demo model's template writes "<image>\n" per image: its 16 image tokens and a newline.
+    assert records["two"]["input_tokens"] == one + 17
+    assert records["none"]["input_tokens"] == one - 17 and records["none"]["image_notes"] == []
+    assert records["turns"]["input_tokens"] > one  # the earlier turns are in the prompt
+    assert all(r["output_tokens"] == 4 for r in records.values())
+
+
+@pytest.mark.parametrize(("args", "phrase"), [
+    (["only a question"], "give at least one image and the question, or --no-image and the question"),
+    (["--no-image", "x.png", "Why?"], "--no-image takes the question alone"),
+    (["--history", "missing.json", "--no-image", "Why?"], "No history file at missing.json"),
+])
+def test_ask_argument_refusals_are_one_line(args: list[str], phrase: str, capsys) -> None:
+    assert core.__main__.main(["ask", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and phrase in err[0], err
+
+
+def test_ask_refuses_a_malformed_history_file_before_loading_a_model(tmp_path: Path, capsys) -> None:
+    turns = tmp_path / "turns.json"
+    turns.write_text('[["q", "a"], "not a pair"]', encoding="utf-8")
+    assert core.__main__.main(["ask", "--no-image", "Why?", "--history", str(turns)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: The history file turns.json: turn 2 is not a [question, answer] pair of two strings.\n"
+
+
+def test_ask_with_a_video_on_a_model_without_video_exits_2_in_one_line(tmp_path: Path, capsys) -> None:
+    from tests.test_video import clip
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(clip(seconds=2))
+    assert core.__main__.main(["ask", str(path), "What happens?"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: The transformers backend's model cannot take a video"), err

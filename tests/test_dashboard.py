@@ -239,3 +239,30 @@ def test_a_wrong_setting_is_named_on_the_page_as_plain_text(tmp_path: Path, monk
     assert [e.value for e in at.error] == ["Loupe's settings are wrong; correct them and reload the page."]
     (shown,) = [t.value for t in at.text]
     assert "'device'" in shown and "**tpu** [x](javascript:alert(1))" in shown and "auto, cpu, cuda" in shown
+
+
+def test_the_uploader_offers_video_only_to_a_model_that_takes_it() -> None:
+    """The demo model (transformers backend) takes no video: its uploader lists image types only."""
+    at = _app("playground")
+    at.segmented_control(key="playground-source").set_value("Upload").run()
+    uploader = at.file_uploader(key="playground-upload")
+    assert uploader.label == "Upload an image"
+    offered = set(uploader.proto.type)
+    assert {".png", ".jpg"} <= offered and not offered & {".mp4", ".webm", ".mov"}
+
+
+def test_a_model_that_takes_video_gets_video_uploads_previewed_with_the_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the capability flag set (the XComposer backend sets it; the demo model's backend is flipped here),
+    the uploader takes mp4/webm/mov and the preview shows the tiled strip with the frame count and sampling."""
+    from core.backends.transformers_native import TransformersBackend
+    from tests.test_video import clip
+
+    monkeypatch.setattr(TransformersBackend, "takes_video", True)
+    at = _app("playground")
+    at.segmented_control(key="playground-source").set_value("Upload").run()
+    uploader = at.file_uploader(key="playground-upload")
+    assert uploader.label == "Upload an image or a video" and {".mp4", ".webm", ".mov"} <= set(uploader.proto.type)
+    uploader.set_value(("clip.mp4", clip(seconds=3), "video/mp4")).run()
+    assert not at.error, [e.value for e in at.error]
+    caption = next(c for c in _captions(at) if c.startswith("Uploaded: MP4 64×48 · Prepared: "))
+    assert "video: 3 frames sampled from 3.0 s (4.0 fps)" in caption and "560×1680" in caption

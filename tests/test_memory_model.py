@@ -65,11 +65,13 @@ def test_the_plans_reserve_equals_admissions_estimate_for_a_loaded_sharded_model
 
 
 def test_the_documented_xcomposer_plan_is_admissions_estimate_plus_the_cuda_context(tmp_path: Path) -> None:
-    """XComposer2.5 on two 22.2 GB cards (README: GPU0 12.9 GB, GPU1 16.9 GB): its full-prompt logits on GPU1."""
+    """XComposer2.5 on two 22.2 GB cards: GPU0 12.9 GB (the vision tower's transient), GPU1 11.7 GB. The remote
+    code's full-prompt logits (6.7 GB on GPU1, 16.9 GB in all there) are gone: Loupe's own implementation keeps
+    the last position's only."""
     shape = model_shape.load_shape(xcomposer_folder(tmp_path))
     workload = planner.largest_workload(shape, 1024, 200)
     plan = planner.plan(shape, [(0, int(22.2 * GB)), (1, int(22.2 * GB))], workload)
-    assert [round(g.predicted_bytes / GB, 1) for g in plan.gpus] == [12.9, 16.9]
+    assert [round(g.predicted_bytes / GB, 1) for g in plan.gpus] == [12.9, 11.7]
     config = {"model_type": "internlmxcomposer2", **INTERNLM2_7B}
     spec = admission.ModelMemorySpec(
         geometry=model_shape.xcomposer_geometry(config, 2), layers=32,
@@ -80,7 +82,9 @@ def test_the_documented_xcomposer_plan_is_admissions_estimate_plus_the_cuda_cont
     est = admission.estimate_workload(workload, spec)
     _assert_plan_equals_admission(plan, est)
     logits = memory_model.logits_bytes(shape.geometry, workload)
-    assert est.device_needs["cuda:1"].transient_bytes == logits == workload.prompt_tokens * 92544 * (2 + 4)
+    assert logits == 92544 * (2 + 4)  # one position, bf16 and its fp32 copy
+    # GPU1's largest transient is now a decoder layer's prefill, not the logits.
+    assert est.device_needs["cuda:1"].transient_bytes == memory_model.layer_prefill_bytes(shape.geometry, workload)
 
 
 def test_admission_reads_a_loaded_model_as_the_planner_reads_its_folder(engine, demo_model_dir: Path) -> None:
@@ -99,13 +103,15 @@ def test_the_formulas_that_had_drifted() -> None:
     # Eager attention: bf16 scores, their fp32 softmax and its bf16 copy, per head and prompt position pair.
     eager = Workload(prompt_tokens=1000, image_tokens=0, max_new_tokens=24, attention=Attention.EAGER)
     assert memory_model.layer_prefill_bytes(g, eager) - memory_model.layer_prefill_bytes(g, w) == 32 * 1000**2 * 8
-    # generate() keeps the logits of one position (then its fp32 copy); full-prompt remote code keeps all.
+    # generate() keeps the logits of one position (then its fp32 copy), and so does Loupe's XComposer2.5.
     assert memory_model.logits_bytes(g, w) == 92544 * (2 + 4)
-    full = Geometry(**{**g.__dict__, "full_logits": True})
-    assert memory_model.logits_bytes(full, w) == 1000 * 92544 * (2 + 4)
     # Transients follow one another: a device holding layers, the tower and the head counts the largest.
-    need = memory_model.device_need(full, w, layers=2, vision=True, head=True)
-    assert need.transient_bytes == max(memory_model.layer_prefill_bytes(full, w), memory_model.logits_bytes(full, w))
+    vision = Geometry(**{**g.__dict__, "vision_hidden": 1024, "vision_intermediate": 4096, "vision_layers": 24})
+    seen = Workload(prompt_tokens=1000, image_tokens=0, max_new_tokens=24, vision_tokens=5000)
+    need = memory_model.device_need(vision, seen, layers=2, vision=True, head=True)
+    assert need.transient_bytes == max(memory_model.layer_prefill_bytes(vision, seen),
+                                       memory_model.vision_tower_bytes(vision, seen), memory_model.logits_bytes(vision, seen))
+    assert need.transient_bytes == memory_model.vision_tower_bytes(vision, seen) > memory_model.layer_prefill_bytes(vision, seen)
     assert need.kv_cache_bytes == memory_model.kv_cache_bytes(2, 8, 128, 1024, 1, 2)
 
 

@@ -47,10 +47,10 @@ def test_plan_prints_per_gpu_modules_layers_and_gb(tmp_path: Path) -> None:
 
 
 def test_a_plan_that_cannot_fit_exits_2_with_the_preflight_message(tmp_path: Path) -> None:
-    result = _core(str(xcomposer_folder(tmp_path)), "--gpu-memory", "22.8", "--json")
+    result = _core(str(xcomposer_folder(tmp_path)), "--gpu-memory", "22.2", "--json")
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: internlm-xcomposer2d5-7b needs "), result.stderr
-    assert "GB in all" in lines[0] and "GPU0 has 22.8 GB; add a second GPU or lower the image size / max tokens" in lines[0]
+    assert "GB in all" in lines[0] and "GPU0 has 22.2 GB; add a second GPU or lower the image size / max tokens" in lines[0]
     bad = _core(str(tmp_path), "--gpu-memory", "22.2,lots")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

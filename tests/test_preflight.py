@@ -31,11 +31,19 @@ def gpu(index: int, free_gb: float, cc: tuple[int, int] | None = (8, 9), total_g
 def test_one_card_refusal_says_what_is_needed_and_what_is_there(tmp_path: Path) -> None:
     folder = xcomposer_folder(tmp_path)
     with pytest.raises(PreflightError) as refused:
-        preflight.check(folder, load_settings(), gpus=(gpu(0, 22.8),))
+        preflight.check(folder, load_settings(), gpus=(gpu(0, 22.2),))
     message = str(refused.value)
     assert message.startswith("internlm-xcomposer2d5-7b needs ")
     assert " GB in all (17.4 GB of weights + " in message
-    assert "; GPU0 has 22.8 GB free; add a second GPU or lower the image size / max tokens" in message
+    assert "; GPU0 has 22.2 GB free; add a second GPU or lower the image size / max tokens" in message
+
+
+def test_one_24_gb_card_clears_the_xcomposer_shape(tmp_path: Path) -> None:
+    """22.6 GB predicted: no full-prompt logits (the remote code's 6.7 GB) and no eager-attention reserve."""
+    clearance = preflight.check(xcomposer_folder(tmp_path), load_settings(), gpus=(gpu(0, 24.0),))
+    assert clearance.device == "cuda" and [g.index for g in clearance.plan.gpus] == [0]
+    assert round(clearance.plan.total_bytes / GB, 1) == 22.6
+    assert not any("eager" in note or "flash-attn" in note for note in clearance.notes)
 
 
 def test_two_cards_clear_the_xcomposer_shape_in_bf16(tmp_path: Path) -> None:
@@ -70,8 +78,8 @@ def test_a_pinned_split_from_the_settings_is_validated(tmp_path: Path) -> None:
     assert "layer split pinned in the settings: 0-15,16-31" in pinned.notes
     with pytest.raises(ConfigError, match="on no GPU"):
         preflight.check(xcomposer_folder(tmp_path), load_settings(split="0-15,17-31"), gpus=cards)
-    with pytest.raises(PreflightError, match="change the pinned split"):
-        preflight.check(xcomposer_folder(tmp_path), load_settings(split="0-0,1-31"), gpus=cards)
+    with pytest.raises(PreflightError, match="change the pinned split"):  # GPU1 would need 19.0 GB
+        preflight.check(xcomposer_folder(tmp_path), load_settings(split="0-0,1-31"), gpus=(gpu(0, 22.2), gpu(1, 18.0)))
 
 
 def test_cuda_visible_devices_renumbers_nvml_cards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

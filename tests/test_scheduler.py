@@ -261,3 +261,20 @@ def test_xcomposer_image_bounds_agree_with_the_planner() -> None:
     assert rules["image_tokens"] == one[0] and rules["image_tokens_several"] == each[0]
     assert rules["vision_tokens"] == one[1] * (40 * 40 + 1) == 25 * 1601  # 24 crops + the global view
     assert rules["vision_tokens_several"] == each[1] * (40 * 40 + 1)
+
+
+def test_admission_recognises_the_published_xcomposer_config() -> None:
+    """A loaded model whose config is the published one (model_type "internlm2" + the XComposer class) is read
+    with XComposer's rules: its crop-based image tokens and its InternLM2 geometry."""
+    from core.models import model_shape
+    from tests.model_configs import XCOMPOSER2D5_7B_CONFIG
+
+    class Config:
+        model_type = "internlm2"
+
+        def to_dict(self) -> dict:
+            return dict(XCOMPOSER2D5_7B_CONFIG)
+
+    rules = admission._image_rules(Config())
+    assert rules["image_tokens"] == model_shape.xcomposer_image_tokens(560, 14, 24)[0]
+    assert rules["patch_pixels"] == 0

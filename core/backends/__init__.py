@@ -22,8 +22,9 @@ def create_backend(settings: Settings, *, replacing: Backend | None = None) -> B
 
     Local models pass the pre-flight check first (core/models/preflight.py): the split over the GPUs is planned
     from config.json alone and a model that would not fit is refused, with the numbers, before any weight
-    is read. An InternLM-XComposer folder (config model_type internlmxcomposer2) or backend = "xcomposer"
-    selects the XComposer backend, which needs trust_remote_code = true. `replacing`: the loaded backend
+    is read. An InternLM-XComposer2.5 folder (model_type internlm2 + InternLMXComposer2ForCausalLM, or
+    internlmxcomposer2) or backend = "xcomposer" selects the XComposer backend, Loupe's own implementation
+    (no remote code runs). `replacing`: the loaded backend
     this one will replace (unloaded before this one loads); its GPU memory counts as free in the check.
     """
     kind = settings.backend

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from core.backends.streaming import AnswerStream
+from core.errors import QuestionError
 from core.models.load_progress import ProgressCallback
 from core.records import ModelCard, Query
 
@@ -40,6 +41,8 @@ class Backend(Protocol):
     can_batch: bool  # several prompts over one image in one generate call
     has_local_gpus: bool  # memory charts make sense for it
     max_images: int
+    takes_history: bool  # answers with earlier turns of the conversation (Query.history); False: refuses them
+    takes_video: bool  # takes a video tiled into one image (core/inputs/video.py); False: refuses it
 
     def load(self, progress: ProgressCallback | None = None) -> None: ...
 
@@ -50,3 +53,14 @@ class Backend(Protocol):
     def describe(self) -> ModelCard: ...
 
     def unload(self) -> None: ...
+
+
+def refuse_what_it_cannot_take(backend: Backend, query: Query) -> None:
+    """Refuse, in one line the analyst can act on, a query with earlier turns or a video that this backend
+    cannot take (its `takes_history` / `takes_video`); every backend's encode() calls it first."""
+    if query.history and not backend.takes_history:
+        raise QuestionError(f"The {backend.name} backend cannot take earlier turns of a conversation; "
+                            "ask without a history, or load a model that takes one.")
+    if any(image.is_video for image in query.images) and not backend.takes_video:
+        raise QuestionError(f"The {backend.name} backend's model cannot take a video; "
+                            "upload a still image, or load a model that takes video (InternLM-XComposer2.5).")

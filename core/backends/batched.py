@@ -75,7 +75,7 @@ class RowClock(StoppingCriteria):
         return cast("torch.BoolTensor", stop)  # torch's stubs type every tensor factory as plain Tensor
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
     """What the scheduler does after each request: the batch's cache and activations go back to the GPU, so
     the next admission check (free memory as NVML sees it) is not fooled by PyTorch's cached blocks."""
     import torch
@@ -85,7 +85,7 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _generate_kwargs(s: GenerationSettings, min_new_tokens: int) -> dict[str, Any]:
+def generate_kwargs(s: GenerationSettings, min_new_tokens: int) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "do_sample": s.do_sample, "num_beams": s.num_beams,
                               "repetition_penalty": s.repetition_penalty}
     if s.do_sample:
@@ -95,7 +95,7 @@ def _generate_kwargs(s: GenerationSettings, min_new_tokens: int) -> dict[str, An
     return kwargs
 
 
-def _check_settings(queries: Sequence[Query]) -> None:
+def check_settings(queries: Sequence[Query]) -> None:
     if not queries:
         raise QuestionError("There is nothing to answer: no prompt was given.")
     if any(query.settings != queries[0].settings for query in queries[1:]):
@@ -142,7 +142,7 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
     """
     import torch
 
-    _check_settings(queries)
+    check_settings(queries)
     model, processor = loaded.model, loaded.processor
     rows, settings = len(queries), queries[0].settings
     prepare_s = sum(p.prepare_s for p in {id(p): p for q in queries for p in q.images}.values())
@@ -168,7 +168,7 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
         marks.generation_started(find_vision_module(model))
         try:
             with torch.no_grad():
-                output = model.generate(**inputs, **_generate_kwargs(settings, min_new_tokens),
+                output = model.generate(**inputs, **generate_kwargs(settings, min_new_tokens),
                                         stopping_criteria=[CancelCriteria(cancel or threading.Event()), clock])
             gpu_reader.synchronize()
         except BaseException:
@@ -184,7 +184,7 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
     marks.finish(TraceOutcome.CANCELLED if cancelled else TraceOutcome.ANSWERED)
     rows_ids = output[:, width:].tolist()
     del output, inputs, cpu_inputs
-    _release_memory()
+    release_memory()
     readings = marks.readings()
     results = []
     for row, query in enumerate(queries):

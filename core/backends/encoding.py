@@ -18,10 +18,16 @@ if TYPE_CHECKING:
 
 
 def chat_prompt(processor: ProcessorMixin, query: Query) -> str:
-    """The query as the model's chat template writes it: one image slot per image, then the question."""
+    """The query as the model's chat template writes it: earlier turns as user and assistant messages (text
+    only: a Turn carries no image), then one image slot per image and the question in the last user turn,
+    the one the images came with."""
+    conversation: list[dict[str, object]] = []
+    for turn in query.history:
+        conversation.append({"role": "user", "content": [{"type": "text", "text": turn.question}]})
+        conversation.append({"role": "assistant", "content": [{"type": "text", "text": turn.answer}]})
     content: list[dict[str, str]] = [{"type": "image"} for _ in query.images]
     content.append({"type": "text", "text": query.question})
-    conversation = [{"role": "user", "content": content}]
+    conversation.append({"role": "user", "content": content})
     # transformers annotates a message's content as str only; its docs and templates take a list of parts too
     return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)  # type: ignore[arg-type]
 

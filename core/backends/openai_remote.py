@@ -42,7 +42,7 @@ from urllib.parse import urlparse
 import httpx
 
 from core.backends.answer_builder import Generated, build_answer
-from core.backends.base import EncodedQuery
+from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
 from core.backends.remote_events import StreamState, body_message, refusal
 from core.backends.streaming import AnswerStream, GenerationThread, TimedStreamer
 from core.errors import GenerationError, ModelError
@@ -71,6 +71,8 @@ class OpenAIRemoteBackend:
     can_stream = True
     can_batch = False
     has_local_gpus = False
+    takes_history = True  # earlier turns go to the server as earlier user / assistant messages
+    takes_video = False  # a server's video input is its own API; a tiled video image is XComposer's
 
     def __init__(self, base_url: str, api_key: str = "", model: str = "", *, max_images: int = 4,
                  stream_timeout_s: float = 120.0, connect_timeout_s: float = 10.0) -> None:
@@ -125,9 +127,11 @@ class OpenAIRemoteBackend:
         content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": _data_uri(p.image)}}
                                          for p in query.images]
         content.append({"type": "text", "text": query.question})
+        earlier = [{"role": role, "content": text} for turn in query.history
+                   for role, text in (("user", turn.question), ("assistant", turn.answer))]
         s = query.settings
         body: dict[str, Any] = {
-            "model": self.model_id, "messages": [{"role": "user", "content": content}],
+            "model": self.model_id, "messages": [*earlier, {"role": "user", "content": content}],
             "max_tokens": s.max_new_tokens, "stream": True, "stream_options": {"include_usage": True},
             "temperature": s.temperature if s.do_sample else 0.0,
         }
@@ -138,6 +142,7 @@ class OpenAIRemoteBackend:
         return body
 
     def encode(self, query: Query) -> EncodedQuery:
+        refuse_what_it_cannot_take(self, query)
         started = time.perf_counter()
         body = self._body(query)
         return EncodedQuery(query, body, None, None, time.perf_counter() - started)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.backends import encoding
 from core.backends.answer_builder import Generated, build_answer
-from core.backends.base import EncodedQuery
+from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
 from core.backends.runtime import LoadedModel, choose_runtime, give_back_gpu_memory
 from core.backends.stage_clocks import FirstTokenMark, find_vision_module
 from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
@@ -39,6 +39,8 @@ class TransformersBackend:
     can_stream = True
     can_batch = True
     max_images = 4
+    takes_history = True  # earlier turns through the model's chat template (encoding.chat_prompt)
+    takes_video = False  # a tiled video image is XComposer2.5's input; native VLMs take their own video inputs
 
     def __init__(
         self,
@@ -154,6 +156,7 @@ class TransformersBackend:
 
     def encode(self, query: Query) -> EncodedQuery:
         """Chat template and processor, once: the inputs generation takes and the exact counts admission takes."""
+        refuse_what_it_cannot_take(self, query)
         loaded = self.loaded()
         return encoding.encode_query(loaded.processor, loaded.model, query)
 

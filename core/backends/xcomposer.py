@@ -1,40 +1,30 @@
-"""Backend for InternLM-XComposer2.5-7B: the model's own remote code and its own chat() API.
+"""Backend for InternLM-XComposer2.5 on Loupe's own implementation (core/models/xcomposer/): no remote code.
 
-UNVERIFIED ON REAL WEIGHTS. No XComposer checkpoint can be downloaded where Loupe is built and tested, so
-what is tested is the config handling, the refusal without opt-in, and the device_map this backend passes
-to from_pretrained. The remote code was written for transformers 4.3x-4.4x; if it fails to import, load
-or generate under the installed transformers, the analyst gets a ModelError / GenerationError, not a crash.
-
-Decisions:
-- Runs only with `trust_remote_code = true` in the settings: the model folder's Python code runs in this
-  process. Without it, a ModelError says how to opt in.
-- Loads from the local folder only, with the pre-flight plan's device_map (`vit`, `vision_proj`,
-  `plora_glb_GN`, `plora_sub_GN`, `model.tok_embeddings` on GPU0; `model.layers.N` split; `model.norm`
-  and `output` with the last layers). The code calls `.cuda()` itself, so there is no CPU fallback.
-- flash-attn when importable, else eager attention (the pre-flight check then counts its quadratic memory).
-- Answers through `model.chat(tokenizer, query, image=[paths], hd_num, history=[], streamer,
-  max_new_tokens, ...)`. Prepared images are written to temporary PNG files because chat() runs its own
-  high-resolution crop transform on file paths. hd_num is 24 (the model's default) for one image; the
-  model itself uses 6 per image with several. Every question starts a new conversation (history=[]).
-- Stage timings and markers from the same stage clock as the transformers backend (hooks on `vit`, the
-  first-token check as a stopping criterion), the Answer from the one answer builder. Input tokens are
-  read from the embeddings the decoder receives; output tokens are counted as they stream.
-- `encode` cannot count tokens ahead (chat() builds the prompt itself): its encoding carries no counts, and
-  admission estimates this model's image tokens from its bounds (core/models/model_shape.py).
+The folder is read as published (config.json, weights under their published names, tokenizer.model); its
+.py files are never imported, so `trust_remote_code` is not needed. Everything else is as for native models:
+- the pre-flight check plans it (CPU in float32, or the GPUs in bf16 with the plan's device map: vision,
+  projector and embeddings on GPU0, layers split, norm and output with the last layers), with load progress;
+- `encode` tokenizes the chat prompt and runs the HD transform once, on the CPU: admission gets the real
+  prompt and image token counts; the pixels wait in the queue on the CPU;
+- `stream` runs vision (CLIP + projector: the stage clock's "vision") and the prompt, then decodes through
+  the fast path (greedy, one answer, decoder on one device) or transformers' generate(); streaming, cancel,
+  stage timings and per-GPU peaks as in the transformers backend, the Answer from the one answer builder;
+- history: earlier turns of `query.history` become chat turns (`takes_history`); video arrives as one tiled
+  image (core/inputs/video.py), so `takes_video`.
+One generation at a time per model (a lock), as for every local backend.
 """
 from __future__ import annotations
 
 import dataclasses
-import gc
-import importlib.util
-import tempfile
 import threading
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from core.backends.answer_builder import Generated, build_answer
-from core.backends.base import EncodedQuery
+from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
+from core.backends.runtime import give_back_gpu_memory
 from core.backends.stage_clocks import FirstTokenMark
 from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
 from core.errors import ModelError
@@ -47,189 +37,257 @@ from core.statuses import TraceOutcome
 from core.telemetry import gpu_reader, markers
 
 if TYPE_CHECKING:
-    import torch
-    from torch.utils.hooks import RemovableHandle
-    from transformers import PreTrainedTokenizerBase
+    from core.models.xcomposer.answering import XComposerInputs
+    from core.models.xcomposer.fast_path import XComposerFastDecoder
+    from core.models.xcomposer.model import XComposerModel
+    from core.models.xcomposer.tokenizer import XComposerTokenizer
 
-HD_NUM = model_shape.XCOMPOSER_HD_NUM
+FAST_CACHE_TOKENS = 4096  # the fast path's static cache: a 1280×720 photo (2,861 tokens) + question + answer
 
-
-def opt_in_refusal(name: str) -> ModelError:
-    return ModelError(
-        f"{name} is an InternLM-XComposer model: it runs Python code shipped in the model folder. Loupe runs such "
-        "code only when you allow it: set trust_remote_code = true in loupe.toml (or LOUPE_TRUST_REMOTE_CODE=1)."
-    )
+# With images the prompt goes to generate() as embeddings only, so the penalty sees only new tokens: that is
+# the model's own chat() behaviour (see core/models/xcomposer/answering.py), not a mistake to warn about.
+warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
 
 
 def create_xcomposer(source: ModelSource, settings: Settings, *, reclaim: dict[int, int] | None = None) -> XComposerBackend:
-    """Refuse without opt-in, check the config, run the pre-flight check, then build the (unloaded) backend."""
+    """Check the config, run the pre-flight check, then build the (unloaded) backend."""
     config = model_shape.read_config(source.path)
     if not model_shape.is_xcomposer(config):
         raise ModelError(f"backend = 'xcomposer' but {source.name} is a '{config.get('model_type', '?')}' model; "
                          "use backend = 'auto' (or 'transformers').")
-    if not settings.trust_remote_code:
-        raise opt_in_refusal(source.name)
     clearance = preflight.check(source.path, settings, name=source.name, reclaim=reclaim)
-    if clearance.device != "cuda":
-        raise ModelError("InternLM-XComposer's own code needs a CUDA GPU; it cannot run on the CPU.")
     return XComposerBackend(source, clearance, max_images=settings.max_images,
-                            stream_timeout_s=settings.stream_timeout_s)
+                            stream_timeout_s=settings.stream_timeout_s, fast_decode=settings.fast_decode)
 
 
-class CountingStreamer(TimedStreamer):
-    """A TimedStreamer that also counts the new tokens it was given."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, timeout_s: float) -> None:
-        super().__init__(tokenizer, timeout_s)
-        self.new_tokens = 0
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.next_tokens_are_prompt:
-            self.new_tokens += int(value.numel())
-        super().put(value)
+def _turns(query: Query) -> tuple[tuple[str, str], ...]:
+    return tuple((turn.question, turn.answer) for turn in query.history)
 
 
 class XComposerBackend:
-    """Loads an XComposer2.5 folder with its remote code on the planned GPUs and answers through chat()."""
+    """Loads an XComposer2.5 folder with Loupe's implementation and streams answers."""
 
     name = "xcomposer"
     can_stream = True
-    can_batch = False  # chat() takes one query
+    can_batch = True  # several prompts about the same images in one generate() call (compare)
+    takes_history = True
+    takes_video = True
     max_images = 4
 
     def __init__(self, source: ModelSource, clearance: preflight.Clearance, *, max_images: int = 4,
-                 stream_timeout_s: float = 120.0, hd_num: int = HD_NUM) -> None:
-        if clearance.plan is None:
-            raise ModelError("The XComposer backend needs a GPU plan from the pre-flight check.")
+                 stream_timeout_s: float = 120.0, fast_decode: bool = True) -> None:
         self.source = source
         self.clearance = clearance
-        self.has_local_gpus = True
+        self.has_local_gpus = clearance.device == "cuda"
         self.max_images = max_images
-        self.hd_num = hd_num
-        self.attn_implementation = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "eager"
+        self.fast_decode = fast_decode
         self._timeout = stream_timeout_s
         self._lock = threading.Lock()
-        self.model: Any = None
-        self.tokenizer: Any = None
-        self._hooks: list[RemovableHandle] = []
-        self._prompt_len = [0]
+        self.model: XComposerModel | None = None
+        self.tokenizer: XComposerTokenizer | None = None
+        self.fast_decoder: XComposerFastDecoder | None = None
+        self.fast_status = "off"
+        self.skipped: list[str] = []
         self.load_s = 0.0
-
-    def load_kwargs(self) -> dict[str, Any]:
-        """What from_pretrained receives (besides the config): local files only, remote code, the plan."""
-        import torch
-
-        return {"trust_remote_code": True, "local_files_only": True,
-                "dtype": getattr(torch, self.clearance.dtype), "device_map": self.clearance.device_map}
 
     # -- load ------------------------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        import torch
+
+        from core.models.xcomposer.model import load_model
+        from core.models.xcomposer.tokenizer import XComposerTokenizer
 
         report = progress or (lambda _p: None)
         started = time.perf_counter()
         path = self.source.path
-        report(LoadProgress(0.05, f"Reading XComposer code, config and tokenizer from {path} (remote code)"))
+        dtype = self.clearance.dtype
+        report(LoadProgress(0.05, f"Reading the XComposer2.5 config and tokenizer from {path} (no remote code)"))
         failure = ""
         try:
-            config = AutoConfig.from_pretrained(path, trust_remote_code=True, local_files_only=True)
-            config.attn_implementation = self.attn_implementation  # read by XComposer's InternLM2 code
-            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True, local_files_only=True)
-            self.model = load_progress.run_watched(
-                lambda: AutoModel.from_pretrained(path, config=config, **self.load_kwargs()).eval(),
+            self.tokenizer = XComposerTokenizer(path)
+            report(LoadProgress(0.2, f"Loading weights ({dtype}, sdpa) to {self.clearance.summary}"))
+            self.model, self.skipped = load_progress.run_watched(
+                lambda: load_model(path, dtype=getattr(torch, dtype), device_map=self.clearance.device_map,
+                                   device=self.clearance.device),
                 folder=path, plan=self.clearance.plan, report=report,
             )
-            self.model.tokenizer = self.tokenizer
-        except Exception as exc:  # noqa: BLE001 - remote code can raise anything; nothing may stay half-loaded
+        except Exception as exc:  # noqa: BLE001 - whatever failed, nothing may stay half-loaded on a GPU
             failure = load_progress.describe_failure(exc)
         if failure:  # freed outside the except block: its traceback would keep the half-built model alive
             self.unload()
             raise ModelError(f"The XComposer model in {path} could not be loaded: {failure}")
-        self._hooks.append(self.model.model.register_forward_pre_hook(self._note_prompt, with_kwargs=True))
+        if self.fast_decode:
+            self._prepare_fast_decoder(report)
         self.load_s = time.perf_counter() - started
         report(LoadProgress(1.0, f"Model ready in {self.load_s:.1f} s"))
 
-    def _note_prompt(self, _module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, torch.Tensor]) -> None:
-        embeds = kwargs.get("inputs_embeds")
-        if embeds is not None and self._prompt_len[0] == 0:
-            self._prompt_len[0] = int(embeds.shape[1])
+    def _prepare_fast_decoder(self, report: ProgressCallback) -> None:
+        from core.models import fast_decode_support
+        from core.models.xcomposer.fast_path import XComposerFastDecoder
+        from core.models.xcomposer.model import as_decoder_view
+
+        assert self.model is not None
+        status = fast_decode_support.check(as_decoder_view(self.model))
+        self.fast_status = status.reason
+        if not status.enabled:
+            return
+        length = fast_decode_support.cache_length(self.model.spec.max_positions, FAST_CACHE_TOKENS)
+        try:
+            self.fast_decoder = XComposerFastDecoder(self.model, length)
+            seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
+        except Exception as exc:  # noqa: BLE001 - the model answers through generate() then; the card says why
+            if self.fast_decoder is not None:
+                self.fast_decoder.close()
+            self.fast_decoder = None
+            self.fast_status = f"off: it failed to build ({type(exc).__name__}: {str(exc)[:200]}); generate() answers"
+            return
+        how = status.reason if self.fast_decoder.compiled else "static KV cache, decode step not compiled (CPU)"
+        self.fast_status = f"{how} (ready in {seconds:.1f} s)"
 
     def unload(self) -> None:
-        import torch
-
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks, self.model, self.tokenizer = [], None, None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        if self.fast_decoder is not None:
+            self.fast_decoder.close()
+        self.fast_decoder, self.model, self.tokenizer = None, None, None
+        give_back_gpu_memory()  # the one way a model's GPU memory goes back (core/backends/runtime.py)
 
     def describe(self) -> ModelCard:
+        notes = (*self.clearance.notes, f"fast decode: {self.fast_status}",
+                 *((f"weights not part of XComposer2.5 skipped: {len(self.skipped)}",) if self.skipped else ()))
         return ModelCard(
-            name=self.source.name, backend=self.name, dtype=self.clearance.dtype,
-            attn_implementation=self.attn_implementation, device="cuda", is_demo=False,
-            device_map_summary=self.clearance.summary,
-            notes=("XComposer backend: unverified on real weights", *self.clearance.notes),
+            name=self.source.name, backend=self.name, dtype=self.clearance.dtype, attn_implementation="sdpa",
+            device=self.clearance.device, is_demo=False, device_map_summary=self.clearance.summary,
+            notes=tuple(dict.fromkeys(notes)),
         )
 
     # -- answer ----------------------------------------------------------------------------------
+    def _loaded(self) -> tuple[XComposerModel, XComposerTokenizer]:
+        if self.model is None or self.tokenizer is None:
+            raise ModelError("The model is not loaded yet.")
+        return self.model, self.tokenizer
+
     def encode(self, query: Query) -> EncodedQuery:
-        """Nothing to encode ahead: chat() tokenizes and crops the images itself (see the module docstring)."""
-        return EncodedQuery(query, None, None, None, 0.0)
+        """Tokens and HD pixels, once, on the CPU: the exact prompt and image token counts for admission."""
+        from core.models.xcomposer.answering import encode
+
+        refuse_what_it_cannot_take(self, query)
+        _model, tokenizer = self._loaded()
+        started = time.perf_counter()
+        inputs = encode(tokenizer, query.question, [p.image for p in query.images], _turns(query))
+        return EncodedQuery(query, inputs, inputs.prompt_tokens, sum(inputs.image_tokens),
+                            time.perf_counter() - started)
+
+    def _use_fast_decoder(self, query: Query, prompt_tokens: int) -> bool:
+        s = query.settings
+        return (self.fast_decoder is not None and not s.do_sample and s.num_beams == 1
+                and prompt_tokens + s.max_new_tokens <= self.fast_decoder.max_len)
 
     def stream(self, encoded: EncodedQuery) -> AnswerStream:
         import torch
 
-        if self.model is None:
-            raise ModelError("The model is not loaded yet.")
-        query = encoded.query
-        marks = markers.QueryClock(self.source.name, query, sum(p.prepare_s for p in query.images))
-        folder = tempfile.TemporaryDirectory(prefix="loupe-xcomposer-")
-        paths = []
-        for number, prepared in enumerate(query.images):
-            paths.append(str(Path(folder.name) / f"image-{number}.png"))
-            prepared.image.save(paths[-1], format="PNG")
-        marks.preprocess_done()
-        streamer = CountingStreamer(self.tokenizer, self._timeout)
-        cancel = threading.Event()
-        stage_mark = FirstTokenMark(marks, cancel)
-        s = query.settings
-        beams = s.num_beams > 1
-        prompt_len: dict[str, int] = {}
+        from core.backends import batched
+        from core.models.xcomposer import answering
 
-        def target() -> str:
+        model, tokenizer = self._loaded()
+        query = encoded.query
+        inputs: XComposerInputs = encoded.inputs
+        marks = markers.QueryClock(self.source.name, query, sum(p.prepare_s for p in query.images) + encoded.encode_s)
+        marks.preprocess_done()
+        streamer = TimedStreamer(tokenizer, self._timeout)
+        cancel = threading.Event()
+        beams = query.settings.num_beams > 1
+        stage_mark = FirstTokenMark(marks, cancel)
+        stop_ids = set(tokenizer.stop_ids)
+
+        def target() -> list[int]:
             with self._lock:  # one generation at a time on this model
-                self._prompt_len[0] = 0
-                if s.seed is not None:
-                    torch.manual_seed(s.seed)
-                marks.generation_started(getattr(self.model, "vit", None))
+                if query.settings.seed is not None:
+                    torch.manual_seed(query.settings.seed)
+                marks.generation_started(model.image_encoder)
                 try:
-                    response, _history = self.model.chat(
-                        self.tokenizer, query.question, image=paths or None, hd_num=self.hd_num, history=[],
-                        streamer=None if beams else streamer, max_new_tokens=s.max_new_tokens,
-                        do_sample=s.do_sample, num_beams=s.num_beams, temperature=s.temperature, top_p=s.top_p,
-                        repetition_penalty=s.repetition_penalty, stopping_criteria=[CancelCriteria(cancel), stage_mark],
-                    )
+                    if self._use_fast_decoder(query, inputs.prompt_tokens):
+                        assert self.fast_decoder is not None
+                        new_ids = self.fast_decoder.answer(
+                            inputs, query.settings.max_new_tokens, query.settings.repetition_penalty, stop_ids,
+                            streamer=streamer, should_stop=stage_mark.after_token)
+                    else:
+                        ids, _ = answering.generate(
+                            model, inputs, stop_ids, **batched.generate_kwargs(query.settings, 0),
+                            streamer=None if beams else streamer,
+                            stopping_criteria=[CancelCriteria(cancel), stage_mark])
+                        new_ids = ids[0].tolist()
                     gpu_reader.synchronize()
                 except BaseException:
                     marks.finish(TraceOutcome.FAILED)
                     raise
-                finally:
-                    folder.cleanup()
                 marks.generation_ended()
-                prompt_len["input_tokens"] = self._prompt_len[0]
             marks.finish(TraceOutcome.CANCELLED if stage_mark.saw_cancel else TraceOutcome.ANSWERED)
-            if beams:  # no streaming with beam search: the whole answer as one piece
-                streamer.on_finalized_text(response, stream_end=True)
-                streamer.new_tokens = len(self.tokenizer.encode(response, add_special_tokens=False))
-            return response
+            if beams:  # no streaming with beam search: push the whole answer as one piece
+                streamer.on_finalized_text(tokenizer.decode(new_ids), stream_end=True)
+            return new_ids
 
         def finish(thread: GenerationThread) -> Answer:
             readings = marks.readings()
-            if beams:  # as in the transformers backend: an answer in one piece has no decode stage
+            if beams:  # its answer arrives in one piece: like the analyst, the Answer sees no decode stage
                 readings = dataclasses.replace(readings, first_token=None)
-            generated = Generated(str(thread.result or ""), prompt_len.get("input_tokens", 0), streamer.new_tokens,
-                                  hit_limit=streamer.new_tokens >= s.max_new_tokens, cancelled=cancel.is_set())
+            new_ids: list[int] = list(thread.result or [])
+            while new_ids and new_ids[-1] == model.spec.pad_id and model.spec.pad_id not in stop_ids:
+                new_ids.pop()
+            hit_limit = len(new_ids) >= query.settings.max_new_tokens and new_ids[-1] not in stop_ids
+            generated = Generated(tokenizer.decode(new_ids), inputs.prompt_tokens, len(new_ids), hit_limit,
+                                  stage_mark.saw_cancel)
             return build_answer(query, generated, readings, model=self.source.name)
 
         return AnswerStream(GenerationThread(target, streamer).start(), cancel, finish)
+
+
+    def answer_batch(self, queries: Sequence[Query], *, min_new_tokens: int = 0,
+                     cancel: threading.Event | None = None) -> list[tuple[Answer, tuple[int, ...]]]:
+        """Several prompts in ONE generate() call, one vision encoding when their images are the same; per query
+        its Answer and new token ids (through the end token). As core/backends/batched.py does for
+        transformers models, whose row clock, settings check and memory release it shares."""
+        import torch
+
+        from core.backends import batched
+        from core.models.xcomposer import answering
+
+        batched.check_settings(queries)
+        model, tokenizer = self._loaded()
+        settings = queries[0].settings
+        started = time.perf_counter()
+        rows = [self.encode(q).inputs for q in queries]
+        prepare_s = sum(p.prepare_s for p in {id(p): p for q in queries for p in q.images}.values())
+        label = Query(queries[0].images, f"[{len(queries)} prompts in one call] {queries[0].question}", settings)
+        marks = markers.QueryClock(self.source.name, label, prepare_s + time.perf_counter() - started)
+        marks.preprocess_done()
+        stop_ids = set(tokenizer.stop_ids)
+        clock = batched.RowClock(stop_ids, len(queries), marks)
+        with self._lock:
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            marks.generation_started(model.image_encoder)
+            try:
+                output = answering.generate_rows(
+                    model, rows, stop_ids, **batched.generate_kwargs(settings, min_new_tokens),
+                    stopping_criteria=[CancelCriteria(cancel or threading.Event()), clock])
+                gpu_reader.synchronize()
+            except BaseException:
+                marks.finish(TraceOutcome.FAILED)
+                raise
+            marks.generation_ended()
+        cancelled = cancel is not None and cancel.is_set()
+        marks.finish(TraceOutcome.CANCELLED if cancelled else TraceOutcome.ANSWERED)
+        rows_ids = output.tolist()
+        del output
+        batched.release_memory()
+        readings = marks.readings()
+        results = []
+        for row, query in enumerate(queries):
+            new_ids = rows_ids[row]
+            cut = next((i for i, token in enumerate(new_ids) if token in stop_ids), None)
+            new_ids = new_ids[: cut + 1] if cut is not None else new_ids
+            generated = Generated(tokenizer.decode(new_ids), rows[row].prompt_tokens, len(new_ids),
+                                  hit_limit=cut is None and len(new_ids) >= settings.max_new_tokens,
+                                  cancelled=cancelled and cut is None)
+            row_clock = dataclasses.replace(readings, ended=clock.ended_at[row] or readings.ended)
+            results.append((build_answer(query, generated, row_clock, model=self.source.name), tuple(new_ids)))
+        return results

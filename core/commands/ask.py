@@ -1,4 +1,6 @@
-"""`python -m core ask IMAGE "QUESTION" [--model PATH] [--max-new-tokens N] [--json]`."""
+"""`python -m core ask IMAGE [IMAGE ...] "QUESTION" [--history FILE] [--model PATH] [--max-new-tokens N] [--json]`,
+or `ask --no-image "QUESTION"`: the last positional argument is the question, the ones before it images (or
+videos, for a model that takes them)."""
 from __future__ import annotations
 
 import argparse
@@ -6,29 +8,48 @@ import json
 import sys
 
 from core.commands.common import quiet_libraries, read_image_file
-from core.inputs import images, questions
+from core.errors import QuestionError
+from core.inputs import conversation, images, questions, video
 from core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("ask", help="ask one question about one image and stream the answer")
-    parser.add_argument("image")
-    parser.add_argument("question")
+    parser = subparsers.add_parser("ask", help="ask one question about one or more images and stream the answer")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE... QUESTION",
+                        help="image files, then the question (the last argument)")
+    parser.add_argument("--no-image", action="store_true", help="ask the question alone, with no image")
+    parser.add_argument("--history", default=None, metavar="FILE",
+                        help='earlier turns: a JSON list of [question, answer] pairs, e.g. [["What is it?", "A cat."]]')
     parser.add_argument("--model", default=None, help="model folder or cached model id (default: settings)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object, the answer record")
     parser.set_defaults(func=run)
 
 
+def split_inputs(inputs: list[str], no_image: bool) -> tuple[list[str], str]:
+    """(image paths, question) from the positional arguments: the question is the last one."""
+    if no_image:
+        if len(inputs) != 1:
+            raise QuestionError(f"--no-image takes the question alone; {len(inputs) - 1} other arguments were given "
+                                "(drop them, or drop --no-image to ask about them as images).")
+        return [], inputs[0]
+    if len(inputs) < 2:
+        raise QuestionError("ask needs the image files and then the question: give at least one image and the "
+                            'question, or --no-image and the question (python -m core ask --no-image "QUESTION").')
+    return inputs[:-1], inputs[-1]
+
+
 def run(args: argparse.Namespace) -> int:
+    paths, question = split_inputs(args.inputs, args.no_image)
+    history = conversation.read_history_file(args.history) if args.history else ()
     quiet_libraries()
     settings = load_settings(model=args.model, max_new_tokens=args.max_new_tokens)
-    # Checked, and its image read and decoded, before paying for a model load; the engine answers this very Query.
+    # Checked, and its images read and decoded, before paying for a model load; the engine answers this very Query.
     query = questions.build_query(
-        [args.image], args.question, questions.default_generation(settings),
-        prepare=lambda path: images.prepare(read_image_file(path), max_width=settings.max_width,
-                                            max_pixels=settings.max_pixels),
-        max_chars=settings.max_question_chars, max_images=settings.max_images,
+        paths, question, questions.default_generation(settings),
+        prepare=lambda path: video.prepare_video(read_image_file(path), name=path) if video.is_video_name(path)
+        else images.prepare(read_image_file(path), max_width=settings.max_width, max_pixels=settings.max_pixels),
+        max_chars=settings.max_question_chars, max_images=settings.max_images, history=history,
     )
     from core.serving.engine import load_engine  # torch + transformers: only imported when a model is needed
 

@@ -1,5 +1,6 @@
 """Inputs: what an analyst hands Loupe before any model runs — images (decoded, EXIF-oriented, resized),
-questions (checked in characters), prompt templates (data in assets/templates/) and the sample images; and
+videos (sampled frames tiled into one image, video.py), questions (checked in characters), earlier turns of
+a conversation (conversation.py), prompt templates (data in assets/templates/) and the sample images; and
 moderation, the reader of what a moderation template asks the model for (answer text → Verdict, pure text
 work, so history, serving and analysis can all use it).
 

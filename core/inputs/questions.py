@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from core.errors import QuestionError
-from core.records import GenerationSettings, PreparedImage, Query
+from core.records import GenerationSettings, PreparedImage, Query, Turn
 from core.settings import Settings
 
 DEFAULT_MAX_CHARS = 200
@@ -57,13 +57,15 @@ def build_query(
     prepare: Callable[[Source], PreparedImage] | None = None,
     max_chars: int = DEFAULT_MAX_CHARS,
     max_images: int = DEFAULT_MAX_IMAGES,
+    history: Sequence[Turn] = (),
 ) -> Query:
     """A checked Query: images in the order given, at most max_images of them. Images that are not prepared
-    yet are handed to `prepare`, after every check has passed; a PreparedImage is used as it is."""
+    yet are handed to `prepare`, after every check has passed; a PreparedImage is used as it is. `history`:
+    earlier turns of the same conversation, oldest first (core/inputs/conversation.py reads them)."""
     question = validate(text, max_chars=max_chars)
     check_image_count(len(images), max_images=max_images)
     prepared = tuple(image if isinstance(image, PreparedImage) else _prepare(image, prepare) for image in images)
-    return Query(images=prepared, question=question, settings=settings or GenerationSettings())
+    return Query(images=prepared, question=question, settings=settings or GenerationSettings(), history=tuple(history))
 
 
 def _prepare(image: Source, prepare: Callable[[Source], PreparedImage] | None) -> PreparedImage:

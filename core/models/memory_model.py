@@ -15,8 +15,8 @@ Why these formulas (what transformers' Llama-style decoder layer allocates in a 
   their fp32 softmax and its half-precision copy are alive together, 2 × dtype + 4 bytes per score.
 - the vision tower runs with output_hidden_states, so every layer's hidden states (layers + 1) live until the
   projector, plus its MLP's intermediate (2 × vision_intermediate) per vision token.
-- logits: generate() asks for the last position only (logits_to_keep=1) and copies it to fp32; remote code
-  that computes them for every prompt position (XComposer2.5) holds prompt × vocab of both.
+- logits: generate() asks for the last position only (logits_to_keep=1) and copies it to fp32; so does Loupe's
+  own InternLM-XComposer2.5 implementation (the model's remote code computed them for every prompt position).
 """
 from __future__ import annotations
 
@@ -51,7 +51,6 @@ class Geometry:
     vision_hidden: int = 0
     vision_intermediate: int = 0
     vision_layers: int = 0
-    full_logits: bool = False  # the forward computes logits for every prompt position (XComposer's remote code)
 
 
 @dataclass(frozen=True)
@@ -99,9 +98,8 @@ def vision_tower_bytes(g: Geometry, w: Workload) -> int:
 
 
 def logits_bytes(g: Geometry, w: Workload) -> int:
-    """The prefill's logits in the model's dtype and their fp32 copy."""
-    positions = w.prompt_tokens if g.full_logits else 1
-    return w.batch * positions * g.vocab * (g.dtype_bytes + FP32_BYTES)
+    """The prefill's logits of the last position in the model's dtype and their fp32 copy."""
+    return w.batch * g.vocab * (g.dtype_bytes + FP32_BYTES)
 
 
 def device_need(g: Geometry, w: Workload, *, layers: int, vision: bool, head: bool) -> DeviceNeed:

@@ -5,11 +5,14 @@ weight is read and nothing is allocated; the decoder layers are found genericall
 whose length is the text config's `num_hidden_layers`) and every other piece along the path to them
 becomes one part: vision tower, projector, embeddings, rotary tables, final norm, LM head.
 
-InternLM-XComposer2.5 ships remote code Loupe does not run for planning, so its parts are counted from
-config arithmetic with that code's module names (`vit`, `vision_proj`, `plora_glb_GN`, `plora_sub_GN`,
-`model.tok_embeddings`, `model.layers.N`, `model.norm`, `output`). Its vision tower is not described in
-config.json (the remote code loads CLIP ViT-L/14 at 560 px); a `vision_config` there overrides that.
-Its InternLM2 layers carry Partial-LoRA adapters (rank 256 on wqkv, wo, w1, w2, w3), counted too.
+InternLM-XComposer2.5 is recognised from its published config.json (model_type "internlm2" with the
+architecture "InternLMXComposer2ForCausalLM", or model_type "internlmxcomposer2"); transformers has no class
+for it, so its parts are counted from config arithmetic under its published weight names (`vit`,
+`vision_proj`, `plora_glb_GN`, `plora_sub_GN`, `model.tok_embeddings`, `model.layers.N`, `model.norm`,
+`output`). Its vision tower is not described in config.json (the model runs CLIP ViT-L/14 at 560 px); a
+`vision_config` there overrides that. Its InternLM2 layers carry Partial-LoRA adapters (rank 256 on wqkv,
+wo, w1, w2, w3), counted too. Loupe's own implementation runs it (core/backends/xcomposer.py): SDPA
+attention and logits for the last position only, so its memory is counted like any native model's.
 The memory geometry is read here from a config for the planner and, from a loaded model's config, admission.
 """
 from __future__ import annotations
@@ -22,15 +25,15 @@ from typing import Any
 
 from core.errors import ModelError
 from core.models.memory_model import Geometry
+from core.models.xcomposer_tokens import XCOMPOSER_HD_NUM, XCOMPOSER_MULTI_HD_NUM, xcomposer_image_tokens
 
-XCOMPOSER_TYPES = ("internlmxcomposer2",)
+XCOMPOSER_TYPES = ("internlmxcomposer2",)  # model_type values that name XComposer whatever the architecture
+XCOMPOSER_ARCHITECTURE = "InternLMXComposer2ForCausalLM"  # with model_type "internlm2", as published
 PLORA_RANK = 256  # Partial-LoRA rank in XComposer2.x's InternLM2 layers (its modeling code, not its config)
 XCOMPOSER_VISION = {  # CLIP ViT-L/14 as XComposer2.5 runs it: 560 px crops, 2x2 patch merge → 400 tokens
     "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
     "num_attention_heads": 16, "image_size": 560, "patch_size": 14,
 }
-XCOMPOSER_HD_NUM = 24  # crops for one image in the model's chat(); it forces 6 per image with several
-XCOMPOSER_MULTI_HD_NUM = 6
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 DYNAMIC_SIDE = 1280  # image side assumed for dynamic-resolution vision towers with no stated pixel cap
 _NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
@@ -81,7 +84,12 @@ def read_config(folder: Path | str) -> dict[str, Any]:
 
 
 def is_xcomposer(config: dict[str, Any]) -> bool:
-    return str(config.get("model_type", "")).lower() in XCOMPOSER_TYPES
+    """An InternLM-XComposer2.x config: the published one says model_type "internlm2" (the decoder's type)
+    and names the XComposer class in `architectures`; plain InternLM2 chat models share that model_type."""
+    model_type = str(config.get("model_type", "")).lower()
+    architectures = config.get("architectures") or ()
+    return model_type in XCOMPOSER_TYPES or (
+        model_type == "internlm2" and isinstance(architectures, (list, tuple)) and XCOMPOSER_ARCHITECTURE in architectures)
 
 
 def load_shape(folder: Path | str, *, dtype: str = "bfloat16", max_images: int = 4) -> ModelShape:
@@ -94,14 +102,6 @@ def load_shape(folder: Path | str, *, dtype: str = "bfloat16", max_images: int =
 
 
 # -- XComposer: config arithmetic ----------------------------------------------------------------
-def xcomposer_image_tokens(side: int, patch: int, hd_num: int) -> tuple[int, int]:
-    """(LLM tokens, crops) of one image at most: global view + h×w sub-crops, 2x2-merged, one separator per row."""
-    grid = side // patch // 2
-    per_crop = grid * grid
-    return max(((h * w + 1) * per_crop + 1 + (h + 1) * grid, h * w + 1)
-               for h in range(1, hd_num + 1) for w in range(1, hd_num // h + 1))
-
-
 def xcomposer_vision(config: dict[str, Any]) -> dict[str, Any]:
     """The CLIP tower XComposer2.5 runs: its default, overridden by a `vision_config` in config.json."""
     given = config.get("vision_config") or {}
@@ -119,8 +119,7 @@ def xcomposer_geometry(config: dict[str, Any], dtype_bytes: int) -> Geometry:
     vision = xcomposer_vision(config)
     return Geometry(hidden=hidden, intermediate=inter, heads=heads, kv_heads=int(config.get("num_key_value_heads", heads)),
                     head_dim=hidden // heads, vocab=vocab, dtype_bytes=dtype_bytes, vision_hidden=vision["hidden_size"],
-                    vision_intermediate=vision["intermediate_size"], vision_layers=vision["num_hidden_layers"],
-                    full_logits=True)
+                    vision_intermediate=vision["intermediate_size"], vision_layers=vision["num_hidden_layers"])
 
 
 def xcomposer_shape(config: dict[str, Any], *, name: str, dtype: str = "bfloat16", max_images: int = 4) -> ModelShape:

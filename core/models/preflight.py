@@ -10,12 +10,11 @@
 - No GPU: the check says so. With device = "auto", Loupe falls back to the CPU only for small models
   (at most CPU_MAX_PARAMS parameters, like the demo's 0.2 M); larger ones are refused with the numbers.
   With device = "cpu" any model whose fp32 weights fit in the free RAM is allowed (slowly).
-- XComposer's remote code needs flash-attn for memory that grows linearly with the prompt; without it
-  the check counts eager attention (quadratic) and says so.
+- Every backend Loupe loads attends with SDPA (or flash-attn) and keeps the logits of the last position only,
+  InternLM-XComposer2.5's own implementation included: no eager-attention or full-logits reserve is counted.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ import psutil
 from core import setting_rules
 from core.errors import ConfigError, PreflightError
 from core.models import model_shape, planner
-from core.models.memory_model import Attention, Workload
+from core.models.memory_model import Workload
 from core.records import ShardPlan
 from core.settings import Settings
 from core.telemetry import gpu_reader, nvml
@@ -106,14 +105,7 @@ def capacities(gpus: tuple[GpuSnapshot, ...], max_memory_gb: str) -> tuple[list[
     return [(g.index, min(g.free_bytes or 0, int(cap * GB))) for g, cap in zip(gpus, caps, strict=False)], "usable"
 
 
-def _attention(shape: model_shape.ModelShape, assume_flash: bool) -> tuple[Attention, tuple[str, ...]]:
-    if shape.kind != "xcomposer" or assume_flash or importlib.util.find_spec("flash_attn"):
-        return Attention.SDPA, ()
-    return Attention.EAGER, ("flash-attn is not installed: XComposer falls back to eager attention, whose memory grows "
-                     "with the square of the prompt",)
-
-
-def refusal(plan: ShardPlan, *, eager: bool = False) -> str:
+def refusal(plan: ShardPlan) -> str:
     """The analyst-facing reason a plan does not fit: what is needed, what is there, what to change."""
     verb = {"free": "has {} GB free", "usable": "may use {} GB (max_memory_gb)", "given": "has {} GB"}[plan.capacity_source]
     have = ", ".join(f"GPU{i} " + verb.format(f"{b / GB:.1f}") for i, b in plan.capacities.items())
@@ -127,8 +119,6 @@ def refusal(plan: ShardPlan, *, eager: bool = False) -> str:
     advice = "add a second GPU" if len(plan.capacities) == 1 else "add a GPU"
     if plan.pinned:
         advice = "change the pinned split, " + advice
-    if eager:
-        advice = "install flash-attn (requirements-gpu.txt), " + advice
     return f"{text}; {advice} or lower the image size / max tokens"
 
 
@@ -166,13 +156,11 @@ def check(
 ) -> Clearance:
     """Plan the model in `folder` for this machine and refuse, with the numbers, if it cannot fit.
 
-    `gpus` defaults to NVML's reading. Figures given instead (tests, benchmarks, what-if) describe a GPU
-    machine set up as Loupe recommends, so flash-attn is assumed there, as `plan --gpu-memory` does.
+    `gpus` defaults to NVML's reading; figures given instead (tests, benchmarks, what-if) are used as they are.
     `reclaim` (CUDA index → bytes, see memory_held) counts as free: the model being replaced, which is
     unloaded before this one loads. Nothing is loaded.
     """
     name = name or Path(folder).name
-    given = gpus is not None
     if settings.device == "cpu":
         gpus, reason = (), "device = 'cpu'"
     elif gpus is None:
@@ -192,20 +180,18 @@ def check(
     caps, source = capacities(gpus, settings.max_memory_gb)
     dtype, dtype_note = choose_dtype(tuple(g for g in gpus if g.index in dict(caps)))
     shape = replace(model_shape.load_shape(folder, dtype=dtype, max_images=settings.max_images), name=name)
-    attention, notes = _attention(shape, assume_flash=given)
-    work = workload or planner.largest_workload(shape, settings.max_new_tokens, settings.max_question_chars,
-                                                attention=attention)
+    work = workload or planner.largest_workload(shape, settings.max_new_tokens, settings.max_question_chars)
     plan = planner.plan(shape, caps, work, split=settings.split, capacity_source=source)
     if not plan.fits:
-        raise PreflightError(refusal(plan, eager=work.attention == Attention.EAGER))
-    notes = (*plan.notes, *notes, *((dtype_note,) if dtype_note else ()))
+        raise PreflightError(refusal(plan))
+    notes = (*plan.notes, *((dtype_note,) if dtype_note else ()))
     return Clearance("cuda", dtype, replace(plan, notes=notes), shape.params, notes)
 
 
 def plan_for_cards(
     folder: Path | str, cards_gb: tuple[float, ...], settings: Settings, *, name: str | None = None
 ) -> ShardPlan:
-    """What-if planning for GPUs that need not be here: bf16, flash-attn assumed for XComposer."""
+    """What-if planning for GPUs that need not be here, in bf16."""
     shape = model_shape.load_shape(folder, dtype="bfloat16", max_images=settings.max_images)
     shape = replace(shape, name=name or shape.name)
     work = planner.largest_workload(shape, settings.max_new_tokens, settings.max_question_chars)

@@ -109,7 +109,7 @@ def _head_device(model: PreTrainedModel, fallback: str) -> str:
 
 def _image_rules(config: PretrainedConfig) -> dict[str, int]:
     """How a loaded model's images count, in LLM tokens and vision-tower tokens, per image."""
-    if str(getattr(config, "model_type", "")).lower() in model_shape.XCOMPOSER_TYPES:
+    if model_shape.is_xcomposer(config.to_dict()):
         vision = model_shape.xcomposer_vision(config.to_dict())
         per_crop = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
         one = model_shape.xcomposer_image_tokens(vision["image_size"], vision["patch_size"], model_shape.XCOMPOSER_HD_NUM)
@@ -138,7 +138,7 @@ def spec_from_model(model: PreTrainedModel) -> ModelMemorySpec:
     """Read a loaded model's config with the planner's readers (LLaVA, Qwen2-VL, InternLM2-style, XComposer2.5)."""
     config = model.config
     dtype_bytes = int(getattr(getattr(model, "dtype", None), "itemsize", 4) or 4)
-    if str(getattr(config, "model_type", "")).lower() in model_shape.XCOMPOSER_TYPES:
+    if model_shape.is_xcomposer(config.to_dict()):
         geometry = model_shape.xcomposer_geometry(config.to_dict(), dtype_bytes)
     else:
         geometry = model_shape.native_geometry(config, dtype_bytes)

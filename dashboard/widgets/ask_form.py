@@ -27,13 +27,16 @@ from dashboard.widgets.status_line import show_status_line
 
 FREE = "free"  # the template picker's "no template" choice (Playground)
 UPLOAD_TYPES = sorted({"jpg", "jpeg", "tif", *(f.lower() for f in ACCEPTED_FORMATS)})
+VIDEO_TYPES = ["mov", "mp4", "webm"]  # offered only when the loaded model takes video (backend.takes_video)
 LANGUAGE_NAMES = {"zh": "中文", "en": "English"}
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _prepare(data: bytes, max_width: int, max_pixels: int) -> PreparedImage:
-    from core.inputs import images
+def _prepare(data: bytes, name: str, max_width: int, max_pixels: int) -> PreparedImage:
+    from core.inputs import images, video
 
+    if video.is_video_name(name):  # sampled frames tiled into one image, with the sampling in its notes
+        return video.prepare_video(data, name=name)
     return images.prepare(data, max_width=max_width, max_pixels=max_pixels)
 
 
@@ -96,11 +99,15 @@ def _question_box(page: str, template: Template | None, values: dict[str, str], 
     return question
 
 
-def _image_picker(page: str, scenario: str) -> ImageUpload | None:
+def _image_picker(page: str, scenario: str, takes_video: bool) -> ImageUpload | None:
     source = st.segmented_control("Image", ["Sample", "Upload"], default="Sample", key=f"{page}-source")
     if source == "Upload":
-        upload = st.file_uploader("Upload an image", type=UPLOAD_TYPES, key=f"{page}-upload",
-                                  help="JPEG, PNG, WebP, BMP, GIF or TIFF; it is prepared exactly as the model sees it.")
+        label, kinds = ("Upload an image or a video", UPLOAD_TYPES + VIDEO_TYPES) if takes_video else (
+            "Upload an image", UPLOAD_TYPES)
+        video_help = " A video (MP4, WebM, MOV) becomes its sampled frames tiled into one image." if takes_video else ""
+        upload = st.file_uploader(label, type=kinds, key=f"{page}-upload",
+                                  help="JPEG, PNG, WebP, BMP, GIF or TIFF; it is prepared exactly as the model sees it."
+                                  + video_help)
         return ImageUpload(upload.getvalue(), upload.name) if upload is not None else None
     choices = samples.for_scenario(scenario)
     titles = {s.id: s.title for s in choices}
@@ -116,7 +123,7 @@ def _preview(engine: Engine, image: ImageUpload) -> ImageUpload:
     without one when it cannot be read: Submit then records core's ImageError like any refusal)."""
     settings = engine.settings
     try:
-        prepared = _prepare(image.data, settings.max_width, settings.max_pixels)
+        prepared = _prepare(image.data, image.name, settings.max_width, settings.max_pixels)
     except LoupeError as exc:
         st.error(markdown_text(exc), icon=":material/broken_image:")
         return image
@@ -164,7 +171,7 @@ def render_ask_page(*, page: str, scenario: str, title: str, intro: str, allow_f
     limit = engine.settings.max_question_chars
     left, right = st.columns([5, 6], gap="large")
     with left:
-        image = _image_picker(page, scenario)
+        image = _image_picker(page, scenario, engine.backend.takes_video)
         if image is not None:
             image = _preview(engine, image)
     with right:
