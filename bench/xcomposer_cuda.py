@@ -159,7 +159,7 @@ def plan(result: dict, state: dict, args: argparse.Namespace, on_gpu: bool) -> N
                       "two_cards_22_2_gb": preflight.plan_for_cards(folder, TWO_CARDS_GB, settings, name=folder.name).to_json()}
     result["dtype"] = clearance.dtype
     if clearance.plan:
-        result["predicted_gb"] = round(clearance.plan.total_bytes() / 1e9, 2)
+        result["predicted_gb"] = round(clearance.plan.total_bytes / 1e9, 2)
 
 
 def load(result: dict, state: dict) -> None:
