@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.backends.answer_builder import Generated, build_answer
-from core.backends.base import EncodedQuery
+from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
 from core.backends.stage_clocks import FirstTokenMark
 from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
 from core.errors import ModelError
@@ -177,6 +177,7 @@ class XComposerBackend:
     # -- answer ----------------------------------------------------------------------------------
     def encode(self, query: Query) -> EncodedQuery:
         """Nothing to encode ahead: chat() tokenizes and crops the images itself (see the module docstring)."""
+        refuse_what_it_cannot_take(self, query)  # this remote-code path passes no history and no video
         return EncodedQuery(query, None, None, None, 0.0)
 
     def stream(self, encoded: EncodedQuery) -> AnswerStream:
