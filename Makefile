@@ -28,8 +28,10 @@ browser-deps:
 		echo "note: run 'sudo apt-get install chromium fonts-noto-cjk' for the browser test; it is skipped without chromium"; \
 	fi
 
-## Install into .venv and start the dashboard on http://localhost:8501 (the demo model unless one is set).
+## Install into .venv and start the dashboard on http://127.0.0.1:8501 (the demo model unless one is set).
+## It listens on this machine only (.streamlit/config.toml); for a team, see core/access.py (sign-in).
 run: setup
+	@echo "Loupe: http://127.0.0.1:8501 (this machine only; add --server.address 0.0.0.0 and a sign-in to share it)"
 	$(PY) -m streamlit run dashboard/app.py --server.port 8501
 
 ## ruff over the tree and mypy over core/ (both configured in pyproject.toml).

@@ -12,7 +12,9 @@ safetensors to a local folder. Steps:
       native equivalent's plan at that cap is recorded (it fits: 16.1 GB of weights, 576 image tokens
       an image); and the engine path itself refuses the native model when capped below weights + reserve.
   (b) uncapped: load through create_backend/load_engine (plan → pre-flight → load with progress), answer one
-      question through the Engine; record load time, progress lines, per-GPU memory (NVML and torch).
+      question through the Engine; record load time, progress lines, per-GPU memory (NVML and torch); unload,
+      and record whether NVML's used memory is back within 0.5 GB of the baseline read before the load, with
+      CUDA initialised (`baseline_nvml_gb`, `after_unload_nvml_gb`, `within_0_5_gb`).
   (c) a load that runs out of memory half-way (pre-flight bypassed, GPU filled by another tensor) must leave
       nothing behind: torch's allocated bytes return to the filler's.
 Writes bench/results/gpu_load_check.json (or --out) and prints it as one JSON line.
@@ -20,7 +22,6 @@ Writes bench/results/gpu_load_check.json (or --out) and prints it as one JSON li
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import json
 import sys
@@ -52,11 +53,10 @@ def _memory() -> dict:
 
 
 def _free_cuda() -> None:
-    import torch
+    """gc, cuBLAS workspaces, empty_cache: what unload does (core/backends/runtime.give_back_gpu_memory)."""
+    from core.backends.runtime import give_back_gpu_memory
 
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    give_back_gpu_memory()
 
 
 def xcomposer_like_config(tiny: bool):
@@ -139,6 +139,7 @@ def load_and_answer(settings) -> dict:
 
     progress: list[str] = []
     clearance = preflight.check(settings.model, settings)  # the same plan load_engine is about to make
+    _free_cuda()  # the baseline: CUDA initialised (its context stays for the process's life), nothing loaded
     before = _memory()
     started = time.perf_counter()
     engine = load_engine(settings, progress=lambda p: progress.append(p.message))
@@ -151,9 +152,12 @@ def load_and_answer(settings) -> dict:
               "model_card": {"device": card.device, "dtype": card.dtype, "attn": card.attn_implementation,
                              "device_map_summary": card.device_map_summary, "notes": list(card.notes)},
               "answer": answer.to_json()}
-    engine.backend.unload()
-    _free_cuda()
-    result["memory_after_unload"] = _memory()
+    engine.backend.unload()  # gives the memory back itself: nothing more is freed before the reading
+    result["memory_after_unload"] = after = _memory()
+    if "nvml_gpu0_used_gb" in before and "nvml_gpu0_used_gb" in after:
+        # NVML's used memory must come back within 0.5 GB of the baseline (issue #16 item 10).
+        result["baseline_nvml_gb"], result["after_unload_nvml_gb"] = before["nvml_gpu0_used_gb"], after["nvml_gpu0_used_gb"]
+        result["within_0_5_gb"] = after["nvml_gpu0_used_gb"] - before["nvml_gpu0_used_gb"] <= 0.5
     return result
 
 

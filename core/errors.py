@@ -80,3 +80,7 @@ class ApiRequestError(LoupeError):
         super().__init__(message)
         self.param = param
         self.code = code
+
+
+class AccessError(LoupeError):
+    """The dashboard cannot be opened: a wrong password, no name given, or no sign-in configured where one is needed."""

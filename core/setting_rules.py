@@ -156,9 +156,11 @@ def _folders(name: str, raw: object, origin: str) -> str:
 RULES: dict[str, Callable[[str, object, str], object]] = {
     "home": _home, "model": _text, "backend": _choice("auto", "transformers", "xcomposer", "openai"),
     "trust_remote_code": _flag, "device": _choice("auto", "cpu", "cuda"), "max_width": _whole,
-    "max_pixels": _whole, "max_images": _whole, "max_question_chars": _whole, "max_new_tokens": _whole,
+    "max_pixels": _whole, "max_images": _whole, "max_question_chars": _whole,
+    "api_max_question_chars": _whole, "max_new_tokens": _whole,
     "stream_timeout_s": _seconds, "fast_decode": _flag, "history_db": _text, "max_memory_gb": _memory,
     "split": _split, "openai_base_url": _url, "openai_api_key": _text, "api_token": _text,
+    "dashboard_password": _text,
     "api_allowed_paths": _folders, "sample_interval_s": _seconds, "sample_window_s": _seconds,
     "batch_max_files": _whole, "batch_max_mb": _whole,
 }

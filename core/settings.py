@@ -49,7 +49,11 @@ class Settings:
     max_width: int = 1280  # prepared images are at most this wide (never upscaled)
     max_pixels: int = 90_000_000  # larger images are refused as decompression bombs
     max_images: int = 4  # images per question
-    max_question_chars: int = 200  # counted as Unicode characters
+    max_question_chars: int = 200  # the pages' question box, counted as Unicode characters
+    # The API's own limit (core/serving/api.py). Kept at 200 by default: the shard planner and preflight size
+    # the KV cache for max_question_chars, so a longer API prompt is a conscious choice (admission still
+    # counts each real prompt and refuses one that does not fit).
+    api_max_question_chars: int = 200
     max_new_tokens: int = 1024
     stream_timeout_s: float = 120.0  # the answer stream gives up if no token comes for this long
     fast_decode: bool = True  # static-cache compiled greedy decoding where the model allows (core/models/fast_decode.py)
@@ -59,6 +63,7 @@ class Settings:
     openai_base_url: str = ""
     openai_api_key: str = ""
     api_token: str = ""  # bearer token the API server requires; empty = no auth
+    dashboard_password: str = ""  # the team's sign-in password for the dashboard (core/access.py); empty = none
     api_allowed_paths: str = ""  # comma-separated folders the API may read local images from
     sample_interval_s: float = 0.5
     sample_window_s: float = 900.0

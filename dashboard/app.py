@@ -8,16 +8,19 @@ from core.errors import LoupeError
 from core.settings import load_settings
 from dashboard.widgets.model_card import show_model_card
 from dashboard.widgets.model_resource import get_engine
+from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
+from dashboard.widgets.sign_in import require_sign_in
 
 st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wide")
 
 try:
-    load_settings()
+    settings = load_settings()
 except LoupeError as exc:
     st.error("Loupe's settings are wrong; correct them and reload the page.")
     st.text(str(exc))  # quotes the value as it was set: shown as text, never as Markdown
     st.stop()
+require_sign_in(settings)  # draws the sign-in (or the refusal) and stops here until the analyst may come in
 session_id()
 
 pages = {
@@ -41,5 +44,5 @@ page = st.navigation(pages)
 try:
     show_model_card(get_engine().describe())
 except LoupeError as exc:
-    st.sidebar.error(f"No model loaded: {exc}")
+    st.sidebar.error(f"No model loaded: {markdown_text(exc)}")
 page.run()

@@ -13,6 +13,7 @@ from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
 from core.statuses import BatchStatus
 from dashboard.widgets.model_resource import get_history, require_engine
+from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
 
@@ -31,7 +32,8 @@ for resumed in batch_runner.resume_interrupted(engine, store):
 
 templates = {t.id: t for t in load_templates()}
 with st.container(border=True):
-    uploads = st.file_uploader("Images or a zip", type=[s.lstrip(".") for s in IMAGE_SUFFIXES] + ["zip"],
+    uploads = st.file_uploader(f"Images or a zip (at most {settings.batch_max_mb} MB in all)",
+                               type=[s.lstrip(".") for s in IMAGE_SUFFIXES] + ["zip"],
                                accept_multiple_files=True, key="batch-uploads", max_upload_size=settings.batch_max_mb,
                                help=f"At most {settings.batch_max_mb} MB of uploads and {settings.batch_max_files} "
                                     "images in one batch (settings batch_max_mb, batch_max_files).")
@@ -47,7 +49,7 @@ with st.container(border=True):
                                     generation=engine.default_generation(max_new_tokens=int(max_new)),
                                     max_question_chars=settings.max_question_chars)
         except LoupeError as exc:
-            st.error(str(exc), icon=":material/folder_off:")
+            st.error(markdown_text(exc), icon=":material/folder_off:")  # quotes file and member names
         else:
             batch_runner.start(engine, store, batch_id)
             st.session_state[CURRENT] = batch_id
@@ -73,7 +75,7 @@ def show_batch() -> None:
     st.progress(now.fraction, text=f"{now.finished}/{now.total} items · {now.done} done · {now.failed} failed · "
                                    f"{now.status}{eta}")
     if job is not None and job.error:
-        st.error(job.error)
+        st.error(markdown_text(job.error))
     a, b, c, d = st.columns([1, 1, 1, 3])
     if job is not None and a.button("Pause", key="batch-pause", icon=":material/pause:"):
         batch_runner.pause(store, batch_id)

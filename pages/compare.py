@@ -10,6 +10,7 @@ from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
 from dashboard.widgets.answer_panel import show_entry
 from dashboard.widgets.model_resource import get_history, require_engine
+from dashboard.widgets.outside_text import markdown_text, one_html_block
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
 
@@ -54,7 +55,7 @@ try:
 except LoupeError as exc:
     problem = str(exc)
 if problem:
-    st.info(problem, icon=":material/info:")
+    st.info(markdown_text(problem), icon=":material/info:")
 if st.button("Compare", type="primary", icon=":material/compare:", key="compare-run", disabled=bool(problem)):
     with st.spinner(f"Answering {len(images) * len(columns)} prompts…"):
         run = compare.compare(engine, store, images, columns, generation=generation, session_id=session_id(),
@@ -85,13 +86,14 @@ if (group_id := st.session_state.get(GROUP_KEY)) is not None:
     run = compare.load_group(store, group_id)
     st.subheader(f"Comparison #{run.group_id}" + (f" (re-run of #{run.rerun_of})" if run.rerun_of else ""))
     for note in run.notes:
-        st.caption(note)
+        st.caption(markdown_text(note))
     for i, name in enumerate(run.image_names):
-        st.markdown(f"**Image {i + 1}: `{name}`**")
+        # An uploaded file's name is the uploader's: escaped (a backtick in it closed the code span it was in).
+        st.markdown(f"**Image {i + 1}:** {markdown_text(name)}")
         for j, col in enumerate(st.columns(len(run.columns))):
             cell = run.cell(i, j)
             with col:
-                st.markdown(f"**{run.columns[j].label}**")
+                st.markdown(f"**{markdown_text(run.columns[j].label)}**")
                 show_entry(cell.entry, compact=True)
                 st.caption(f"{cell.entry.output_tokens} tokens · {cell.entry.timings.get('total', 0.0):.2f} s"
                            + (" · truncated" if cell.entry.truncated else "")
@@ -107,5 +109,6 @@ if (group_id := st.session_state.get(GROUP_KEY)) is not None:
         a_text, b_text = run.cell(*first).entry.answer, run.cell(*second).entry.answer
         st.caption(f"{word_diff.similarity(a_text, b_text):.0%} of words in common · "
                    "removed from the first in red, added in the second in green")
-        st.markdown(word_diff.diff_html(word_diff.word_diff(a_text, b_text)), unsafe_allow_html=True)  # escaped in core
+        st.markdown(one_html_block(word_diff.diff_html(word_diff.word_diff(a_text, b_text))),  # escaped in core
+                    unsafe_allow_html=True)
 show_status_line()

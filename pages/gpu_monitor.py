@@ -7,6 +7,7 @@ import streamlit as st
 from core.telemetry import markers, readout
 from core.telemetry.sampler import get_sampler
 from dashboard.widgets.memory_chart import live_load_chart, live_memory_chart
+from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.status_line import show_status_line
 
 WINDOWS = {"1 min": 60.0, "5 min": 300.0, "15 min": 900.0}
@@ -14,7 +15,7 @@ WINDOWS = {"1 min": 60.0, "5 min": 300.0, "15 min": 900.0}
 st.title("GPU monitor")
 sampler = get_sampler()
 if sampler.state != "ok":
-    st.info(f"No GPU reading: {sampler.state}. The charts show this process's memory (RSS) and CPU use instead.",
+    st.info(f"No GPU reading: {markdown_text(sampler.state)}. The charts show this process's memory (RSS) and CPU use instead.",
             icon=":material/info:")
 
 window = st.segmented_control("Window", list(WINDOWS), default="5 min", key="gpu-monitor-window") or "5 min"

@@ -10,7 +10,8 @@ from core.analysis import review
 from core.errors import LoupeError
 from core.inputs.moderation import LABELS, UNPARSED
 from dashboard.widgets.model_resource import get_history
-from dashboard.widgets.session import session_id
+from dashboard.widgets.outside_text import markdown_text, plotly_text
+from dashboard.widgets.sign_in import reviewer_identity
 from dashboard.widgets.verdict_panel import show_verdict
 
 AGREE = "agree"
@@ -43,7 +44,8 @@ if not items:
     st.info("Nothing to review with these filters.", icon=":material/task_alt:")
 else:
     item = items[0]
-    st.caption(f"Result {position + 1} of {total} · #{item.query_id} · {item.page} · {item.template_id} · "
+    st.caption(f"Result {position + 1} of {total} · #{item.query_id} · {markdown_text(item.page)} · "
+               f"{markdown_text(item.template_id)} · "
                f"{item.created_at[:19].replace('T', ' ')} UTC")
     left, right = st.columns([2, 3], gap="large")
     with left:
@@ -58,8 +60,11 @@ else:
         if item.review is not None:
             r = item.review
             st.caption(f"Reviewed {r.reviewed_at[:19].replace('T', ' ')}: "
-                       + ("agreed" if r.agreed else f"overridden to {LABELS[r.label]} ({r.reason or 'no reason'})")
-                       + (f" · {r.note}" if r.note else ""))
+                       + ("agreed" if r.agreed
+                          else f"overridden to {LABELS[r.label]} ({markdown_text(r.reason) or 'no reason'})")
+                       + (f" · {markdown_text(r.note)}" if r.note else ""))  # the reviewer's own words
+            if r.reviewer:
+                st.text(f"Reviewer: {r.reviewer}")  # the signed-in name (else a session id), shown as text
         with st.form("review-form", clear_on_submit=True, border=True):
             choices = ([] if item.verdict.status == UNPARSED else [AGREE]) + list(review.LABELS)
             # An unreadable answer has no verdict to agree with, and no label is chosen for the analyst:
@@ -76,9 +81,9 @@ else:
             try:  # no label chosen: core's ReviewError says to choose one
                 review.record(store, item.query_id, agree=decision == AGREE,
                               label="" if decision == AGREE else decision or "",
-                              reason=reason, note=note, reviewer=session_id())
+                              reason=reason, note=note, reviewer=reviewer_identity())
             except LoupeError as exc:
-                st.error(str(exc))
+                st.error(markdown_text(exc))
             else:
                 if flt.reviewed is not False:  # an unreviewed queue moves on by itself: this item has left it
                     st.session_state[position_key] = position + 1
@@ -102,8 +107,9 @@ else:
         "agreement": st.column_config.NumberColumn(format="percent"),
         "kappa": st.column_config.NumberColumn("Cohen's κ", format="%.2f", help="Model vs reviewers; empty when "
                                                "undefined (both always gave the same label).")})
-    chart = go.Figure([go.Bar(name="agreement", x=frame["template"], y=frame["agreement"]),
-                       go.Bar(name="Cohen's κ", x=frame["template"], y=frame["kappa"])])
+    ticks = [plotly_text(t) for t in frame["template"]]  # Plotly reads tick text as HTML
+    chart = go.Figure([go.Bar(name="agreement", x=ticks, y=frame["agreement"]),
+                       go.Bar(name="Cohen's κ", x=ticks, y=frame["kappa"])])
     chart.update_layout(barmode="group", height=260, margin={"t": 10, "b": 10}, yaxis_range=[-1, 1])
     st.plotly_chart(chart, key="review-chart")
     by_verdict, reasons = st.columns(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 
 import httpx
@@ -153,3 +154,109 @@ def test_fairness_and_the_per_client_limit_follow_the_client_not_its_user_field(
         a.close()
         b.close()
         server.stop()
+
+
+# -- a body over the limit (issue #16 item 8): every kind of client reads the 413, the server reads a bounded amount
+BIG = 40 * 2**20
+
+
+def _raw_post(url: str, *, declared: int, send: int, chunked: bool = False, token: str = "") -> tuple[bytes, str]:
+    """POST over a plain socket: the headers, then `send` bytes of body, then read what comes back.
+    Returns (the response bytes, the error the send met or "")."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = f"POST {URL} HTTP/1.1\r\nHost: loupe\r\nContent-Type: application/json\r\n"
+    head += "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {declared}\r\n"
+    head += f"Authorization: Bearer {token}\r\n" if token else ""
+    sock.sendall((head + "\r\n").encode())
+    failed, block = "", b"x" * 2**20
+    try:
+        for _ in range(send // len(block)):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
+        if chunked and send:
+            sock.sendall(b"0\r\n\r\n")
+    except OSError as exc:
+        failed = type(exc).__name__
+    answer = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            answer += chunk
+    sock.close()
+    return answer, failed
+
+
+def _json_of(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+@pytest.fixture()
+def default_limit_server(engine, serving):
+    """The real server (uvicorn) with the default body limit, 32 MiB."""
+    from core.serving.api import create_app
+
+    _app, scheduler = serving()
+    server = start_server(create_app(engine, scheduler, record_history=False))
+    yield server
+    server.stop()
+
+
+def test_a_40_mb_body_gets_a_clean_413_whatever_the_client_does(default_limit_server) -> None:
+    url = default_limit_server.url
+    cases = {"sends it all, then reads": dict(declared=BIG, send=BIG),
+             "sends Content-Length only and waits": dict(declared=BIG, send=0),
+             "sends it chunked, then reads": dict(declared=0, send=BIG, chunked=True)}
+    for case, how in cases.items():
+        answer, failed = _raw_post(url, **how)
+        assert not failed, (case, failed)
+        status, body = _json_of(answer)
+        assert status == 413 and b"connection: close" in answer.lower(), (case, answer[:300])
+        assert body["error"]["code"] == "body_too_large" and "32 MiB" in body["error"]["message"], case
+    for content in (b"x" * BIG, iter([b"x" * 2**20] * 40)):  # with Content-Length, and chunked
+        response = httpx.post(url + URL, content=content, timeout=60)
+        assert response.status_code == 413 and _error(response)["code"] == "body_too_large"
+    # and the server still answers
+    assert httpx.post(url + URL, json=_body(_uri(_png())), timeout=60).status_code == 200
+
+
+def test_a_refused_body_is_read_only_up_to_a_bound(serving) -> None:
+    """2 MiB limit: the server discards at most 4 × 2 MiB of a refused body, then closes; before, uvicorn
+    read (and threw away) everything a client kept sending."""
+    app, _ = serving()
+    server = start_server(app)
+    try:
+        answer, failed = _raw_post(server.url, declared=256 * 2**20, send=256 * 2**20)
+        assert failed in ("BrokenPipeError", "ConnectionResetError"), (failed, answer[:200])
+        within, failed = _raw_post(server.url, declared=6 * 2**20, send=6 * 2**20)  # within the bound: read, answered
+        assert not failed and _json_of(within)[0] == 413
+    finally:
+        server.stop()
+
+
+def test_a_wrong_token_with_a_large_body_is_a_clean_401(serving) -> None:
+    app, _ = serving(api_token="s3cret")
+    server = start_server(app)
+    try:
+        answer, failed = _raw_post(server.url, declared=3 * 2**20, send=3 * 2**20, token="wrong")
+        assert not failed and _json_of(answer)[0] == 401
+        assert _json_of(answer)[1]["error"]["code"] == "invalid_api_key"
+    finally:
+        server.stop()
+
+
+def test_the_api_has_its_own_question_length_limit(serving, engine) -> None:
+    """`api_max_question_chars` limits API questions; the pages keep `max_question_chars` (200)."""
+    from core.errors import QuestionError
+
+    app, _ = serving(api_max_question_chars=500)
+    client = TestClient(app)
+    long_question = "Describe this picture in detail. " * 9  # 297 characters
+    assert client.post(URL, json=_body(_uri(_png()), question=long_question)).status_code == 200
+    refused = client.post(URL, json=_body(_uri(_png()), question="问" * 501))
+    assert refused.status_code == 400 and "500" in _error(refused)["message"]
+    with pytest.raises(QuestionError):  # the pages' path (Engine.build_query) still stops at 200
+        engine.build_query([_png()], long_question)
+    app, _ = serving(api_max_question_chars=50)
+    short = TestClient(app).post(URL, json=_body(_uri(_png()), question="x" * 51))
+    assert short.status_code == 400 and _error(short)["code"] == "invalid_question"

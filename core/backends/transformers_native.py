@@ -7,7 +7,6 @@ Beam search (num_beams > 1) cannot stream in transformers: its answer arrives as
 from __future__ import annotations
 
 import dataclasses
-import gc
 import threading
 import time
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from core.backends import encoding
 from core.backends.answer_builder import Generated, build_answer
 from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
-from core.backends.runtime import LoadedModel, choose_runtime
+from core.backends.runtime import LoadedModel, choose_runtime, give_back_gpu_memory
 from core.backends.stage_clocks import FirstTokenMark, find_vision_module
 from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
 from core.errors import ModelError
@@ -129,15 +128,11 @@ class TransformersBackend:
 
     def unload(self) -> None:
         """Drop the model and give its GPU memory back (used when switching models)."""
-        import torch
-
         if self.fast_decoder is not None:
             self.fast_decoder.close()  # its CUDA graphs and compiled code hold the model's memory
         self.fast_decoder = None
         self.model = self.processor = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        give_back_gpu_memory()
 
     def describe(self) -> ModelCard:
         return ModelCard(

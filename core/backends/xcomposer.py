@@ -16,7 +16,6 @@ One generation at a time per model (a lock), as for every local backend.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import threading
 import time
 import warnings
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from core.backends.answer_builder import Generated, build_answer
 from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
+from core.backends.runtime import give_back_gpu_memory
 from core.backends.stage_clocks import FirstTokenMark
 from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
 from core.errors import ModelError
@@ -145,14 +145,10 @@ class XComposerBackend:
         self.fast_status = f"{how} (ready in {seconds:.1f} s)"
 
     def unload(self) -> None:
-        import torch
-
         if self.fast_decoder is not None:
             self.fast_decoder.close()
         self.fast_decoder, self.model, self.tokenizer = None, None, None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        give_back_gpu_memory()  # the one way a model's GPU memory goes back (core/backends/runtime.py)
 
     def describe(self) -> ModelCard:
         notes = (*self.clearance.notes, f"fast decode: {self.fast_status}",

@@ -19,15 +19,14 @@ Whether a loaded model can take this path, and its cache length, are decided in 
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from core.models.fast_decode_support import language_model
+from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
 
 if TYPE_CHECKING:
     from transformers.generation.streamers import BaseStreamer
@@ -109,31 +108,27 @@ class FastDecoder:
             for tensor in (*self.k_cache, *self.v_cache, self.seen, self.positions, self.cos, self.sin, *fused):
                 torch._dynamo.mark_static_address(tensor)  # else CUDA graphs copy them in on every step
             self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
+            prepare_for_cuda_graphs(self.device, self.dtype)  # for callers that compile on this thread (tests)
         else:
             self._step = self._decode_step
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loupe-fast-decode")
-        self._thread_id = self._thread.submit(threading.get_ident).result()
+        self._prefill_hidden: torch.Tensor | None = None
+        self._thread = DecoderThread(self.device, self.dtype)
 
     def on_own_thread(self, fn: Callable[..., T], *args: object) -> T:
         """Run fn on the decoder's one thread (directly when already on it) and wait; its exception is raised here."""
-        if threading.get_ident() == self._thread_id:
-            return fn(*args)
-        return self._thread.submit(fn, *args).result()
+        return self._thread.run(fn, *args)
 
     def close(self) -> None:
-        """Drop what compiling made, then end the thread; the decoder is unusable after. The CUDA graphs (their
-        private memory pool) live on this decoder's thread; dynamo's code cache keeps the model's tensors
-        reachable until reset. One model is loaded per process, so the reset loses nothing another needs."""
-        def forget_graphs() -> None:
-            if self.compiled and self.device.type == "cuda":
-                from torch._inductor.cudagraph_trees import reset_cudagraph_trees
-
-                reset_cudagraph_trees()
-
-        self.on_own_thread(forget_graphs)
-        self._thread.shutdown(wait=True)
+        """Drop what compiling made and every tensor the decoder owns, then end the thread; unusable after.
+        The CUDA graphs (their private memory pool) live on the decoder's thread; dynamo's code cache keeps
+        the model's tensors reachable until reset. One model is loaded per process, so the reset loses nothing
+        another needs. The fused weights stay alive as long as the model's views into them do."""
+        self._thread.close(self.compiled and self.device.type == "cuda")
         if self.compiled:
             torch._dynamo.reset()
+        self._step = self._decode_step
+        self.k_cache, self.v_cache, self.layers = [], [], []
+        self._prefill_hidden = None
 
     # -- the decoder --------------------------------------------------------------------------------
     @staticmethod
@@ -261,15 +256,25 @@ class FastDecoder:
         return self.on_own_thread(self._generate, inputs, max_new_tokens, repetition_penalty, eos_ids, streamer,
                                    should_stop)
 
-    @torch.no_grad()
     def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, repetition_penalty: float,
                   eos_ids: set[int], streamer: BaseStreamer | None, should_stop: Callable[[], bool] | None) -> torch.Tensor:
+        try:
+            return self._decode(inputs, max_new_tokens, repetition_penalty, eos_ids, streamer, should_stop)
+        finally:
+            # The prompt's hidden states must not outlive the request, above all a failed one (an out-of-memory
+            # error after prefill): the next request's memory baseline would be off by them.
+            self._prefill_hidden = None
+
+    @torch.no_grad()
+    def _decode(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, repetition_penalty: float,
+                eos_ids: set[int], streamer: BaseStreamer | None, should_stop: Callable[[], bool] | None) -> torch.Tensor:
         input_ids = inputs["input_ids"]
         length = self.prefill(inputs)
         max_new_tokens = min(max_new_tokens, self.max_len - length)
         if streamer is not None:
             streamer.put(input_ids.cpu())
         penalty = torch.tensor(repetition_penalty, device=self.device, dtype=torch.float32)
+        assert self._prefill_hidden is not None
         token = self._next_token(self._prefill_hidden, penalty)
         produced = []
         for step in range(max_new_tokens):

@@ -54,7 +54,9 @@ def teacher_forced(model: GenerativeModel, fast: FastDecoder, inputs: dict[str, 
                          output_logits=True, return_dict_in_generate=True)
     ids, generated = out.sequences, [step[0].float() for step in out.logits]
     length = fast.prefill(dict(inputs))
-    fast_logits = [fast.model.lm_head(fast._prefill_hidden[:, -1]).float()[0]]
+    prompt_hidden = fast._prefill_hidden
+    assert prompt_hidden is not None  # prefill() sets it
+    fast_logits = [fast.model.lm_head(prompt_hidden[:, -1]).float()[0]]
     for step in range(1, new_tokens):
         pos = length + step - 1
         fast_logits.append(fast.logits_at(ids[:, pos], fast.positions[pos : pos + 1]))

@@ -11,8 +11,11 @@ How a request body becomes a question is in core/serving/chat_request.py. Decisi
   500 when generation failed (out of memory included; the model stays loaded). Nothing reaches the
   client as a stack trace.
 - Auth: when the setting `api_token` is set, /v1/* needs `Authorization: Bearer <token>`; /health stays
-  open for load-balancer probes and shows only the queue and memory. Tokens are compared as UTF-8 bytes
-  (in constant time), so a non-ASCII token works and a wrong one is a 401, never a 500.
+  open for load-balancer probes and shows only the queue and memory. The token and the body size are checked
+  before any route, and a refused body is answered at once and then read away up to a bound, so every client
+  sees the 401/413 (core/serving/api_guards.py).
+- Questions may be up to `api_max_question_chars` characters (200 by default, like the pages'
+  `max_question_chars`, but set on its own: raising it for API clients leaves the dashboard's box as it is).
 - Fairness: each request waits in its client's lane of the shared queue, the client being the caller's
   address. Loupe has one `api_token`, shared by everyone it is given to, so the token says only that a caller
   may ask, not who is asking: the address is what tells clients apart. The `user` field is only recorded
@@ -28,9 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import psutil
@@ -40,8 +42,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import AdmissionError, ApiRequestError, GenerationError, ImageError, LoupeError, QuestionError, QueueFullError
+from core.inputs import questions
 from core.records import Answer
 from core.serving import chat_request
+from core.serving.api_guards import ApiGuard
 from core.serving.api_server import RunningServer, start_server
 from core.serving.scheduler import Scheduler, Ticket, describe_position, scheduler_for
 from core.statuses import RequestStatus
@@ -143,19 +147,8 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
         return _error(500, f"Internal error ({type(exc).__name__}); the server is still running.",
                       "server_error", "internal_error")
 
-    expected = settings.api_token.encode("utf-8")
-
-    @app.middleware("http")
-    async def bearer_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if settings.api_token and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "")
-            scheme, _, token = given.partition(" ")
-            # Starlette decodes header bytes as latin-1: encoding back gives the bytes the client sent (UTF-8
-            # for a non-ASCII token), and compare_digest on bytes accepts any of them (on str it raises).
-            if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode("latin-1"), expected):
-                return _error(401, "Missing or wrong API token: send 'Authorization: Bearer <token>'.",
-                              "invalid_request_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+    # The token and the body size are checked before any route (core/serving/api_guards.py).
+    app.add_middleware(ApiGuard, token=settings.api_token, max_body_bytes=max_body_bytes)
 
     @app.get("/health", response_model=None)
     async def health() -> dict[str, object]:
@@ -180,14 +173,7 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Response | dict[str, object]:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body_bytes:
-            return _too_large(max_body_bytes)
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > max_body_bytes:
-                return _too_large(max_body_bytes)
+        raw = await request.body()  # within max_body_bytes: ApiGuard refused a larger one
         host = request.client.host if request.client else "unknown"
         client = f"api-address:{host}"  # who is asking, for the queue (see Fairness above)
         try:
@@ -198,7 +184,10 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
                 chat_request.decode, body, default_max_tokens=settings.max_new_tokens,
                 max_images=min(settings.max_images, engine.backend.max_images),
                 allowed_paths=settings.api_allowed_paths, max_bytes=max_body_bytes, fallback_session=host)
-            query = await run_in_threadpool(engine.build_query, list(ask.images), ask.question, ask.settings)
+            # The API's own question limit (api_max_question_chars), not the pages' max_question_chars.
+            query = await run_in_threadpool(
+                questions.build_query, list(ask.images), ask.question, ask.settings, prepare=engine.prepare_image,
+                max_chars=settings.api_max_question_chars, max_images=min(settings.max_images, engine.backend.max_images))
             # submit() encodes the query (the processor: tokens and pixels), so it runs off the event loop too.
             ticket = await run_in_threadpool(sched.submit, query, session=ask.session, client=client)
         except LoupeError as exc:
@@ -215,11 +204,6 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
 def _unknown_model(asked: str, served: str) -> JSONResponse:
     return _error(404, f"The model '{asked[:200]}' does not exist on this server; it serves '{served}' "
                   "(GET /v1/models), or leave 'model' out.", "invalid_request_error", "model_not_found", "model")
-
-
-def _too_large(limit: int) -> JSONResponse:
-    return _error(413, f"The request body is larger than {limit // 2**20} MiB; send fewer or smaller images.",
-                  "invalid_request_error", "body_too_large")
 
 
 async def _complete(request: Request, reader: _Reader, meta: dict[str, object]) -> JSONResponse | dict[str, object]:

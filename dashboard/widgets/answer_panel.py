@@ -13,6 +13,7 @@ from core.history import HistoryEntry
 from core.inputs.moderation import Verdict
 from core.serving.recorded_ask import RecordedAsk
 from core.serving.ticket import describe_position
+from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.verdict_panel import show_verdict
 
 STAGES = ("preprocess", "vision", "prefill", "decode", "total")
@@ -54,12 +55,14 @@ def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator) -> 
 def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: bool = False) -> None:
     """One recorded query's outcome: the error if it failed, the answer as text, metrics, verdict."""
     if entry.status == "failed":
-        # Loupe's own refusals are written for the analyst; anything else is a bug: say so, name it.
-        message = entry.error if is_refusal(entry.error_type) else (
-            f"Unexpected error ({entry.error_type}): {entry.error}. It is recorded in history.")
+        # Loupe's own refusals are written for the analyst; anything else is a bug: say so, name it. Either
+        # may quote a remote server's reply, a file name or the question: the message is shown as text.
+        message = markdown_text(entry.error) if is_refusal(entry.error_type) else (
+            f"Unexpected error ({markdown_text(entry.error_type)}): {markdown_text(entry.error)}. "
+            "It is recorded in history.")
         st.error(message, icon=":material/error:")
     elif entry.status == "stopped":
-        st.info(entry.error, icon=":material/stop_circle:")
+        st.info(markdown_text(entry.error), icon=":material/stop_circle:")
     if entry.answer:
         with st.container(border=True):
             st.text(entry.answer)

@@ -21,6 +21,7 @@ from core.serving.engine import Engine
 from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
 from dashboard.widgets.answer_panel import show_entry, stream_answer
 from dashboard.widgets.model_resource import get_history, require_engine
+from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
 
@@ -51,20 +52,23 @@ def _template_picker(page: str, templates: tuple[Template, ...], allow_free: boo
 
 
 def _fields(page: str, template: Template) -> dict[str, str]:
+    # A template's words are the team's (assets/templates), shown as they wrote them, never as markup.
     if template.description:
-        st.caption(template.description)
+        st.caption(markdown_text(template.description))
     values: dict[str, str] = {}
     columns = st.columns(max(len(template.fields), 1)) if template.fields else []
     for column, field in zip(columns, template.fields, strict=True):
         key = f"{page}-{template.id}-{field.name}"
         with column:
             if field.choices:
-                values[field.name] = st.selectbox(field.label, field.choices, key=key, help=field.help or None,
+                values[field.name] = st.selectbox(markdown_text(field.label), field.choices, key=key,
+                                                  help=markdown_text(field.help) if field.help else None,
                                                   index=field.choices.index(field.default) if field.default else 0)
             else:
-                values[field.name] = st.text_input(field.label, value=field.default, key=key, help=field.help or None)
+                values[field.name] = st.text_input(markdown_text(field.label), value=field.default, key=key,
+                                                   help=markdown_text(field.help) if field.help else None)
     if template.output is not None:
-        st.caption("Checklist: " + " · ".join(label for _item, label in template.output.checklist))
+        st.caption("Checklist: " + " · ".join(markdown_text(label) for _item, label in template.output.checklist))
     return values
 
 
@@ -74,7 +78,7 @@ def _question_box(page: str, template: Template | None, values: dict[str, str], 
         try:
             filled = template.fill(values, max_chars=limit)
         except TemplateError as exc:
-            st.error(str(exc), icon=":material/edit_note:")
+            st.error(markdown_text(exc), icon=":material/edit_note:")  # may quote the analyst's field values
         else:
             if st.session_state.get(filled_key) != (template.id, filled):
                 st.session_state[key] = filled
@@ -121,7 +125,7 @@ def _preview(engine: Engine, image: ImageUpload) -> ImageUpload:
     try:
         prepared = _prepare(image.data, image.name, settings.max_width, settings.max_pixels)
     except LoupeError as exc:
-        st.error(str(exc), icon=":material/broken_image:")
+        st.error(markdown_text(exc), icon=":material/broken_image:")
         return image
     st.image(prepared.image, caption=f"As the model sees it: {prepared.width}×{prepared.height}")
     original = "×".join(map(str, prepared.original_size))
@@ -148,7 +152,7 @@ def _generation(page: str, engine: Engine) -> GenerationSettings | None:
             **({"temperature": temperature, "top_p": top_p, "seed": int(seed)} if sample else {}),
         )
     except LoupeError as exc:
-        st.error(str(exc))
+        st.error(markdown_text(exc))
         return None
 
 
@@ -162,7 +166,7 @@ def render_ask_page(*, page: str, scenario: str, title: str, intro: str, allow_f
     try:
         templates = for_scenario(scenario)
     except TemplateError as exc:
-        st.error(f"The templates could not be loaded: {exc}")
+        st.error(f"The templates could not be loaded: {markdown_text(exc)}")
         templates = ()
     limit = engine.settings.max_question_chars
     left, right = st.columns([5, 6], gap="large")

@@ -8,6 +8,7 @@ from core.history import HistoryStore
 from core.serving.recorded_ask import ask_and_record, rerun_differences, rerun_request
 from dashboard.widgets.answer_panel import show_entry, stream_answer
 from dashboard.widgets.model_resource import require_engine
+from dashboard.widgets.outside_text import markdown_text
 
 
 def show_history_entry(store: HistoryStore, entry_id: int, session: str) -> None:
@@ -27,12 +28,14 @@ def show_history_entry(store: HistoryStore, entry_id: int, session: str) -> None
                 st.image(stored.data if full else stored.thumbnail,
                          caption=f"prepared {stored.width}×{stored.height} · sha256 {sha[:12]}")
             for note in entry.image_notes:
-                st.caption(note)
+                st.caption(markdown_text(note))
         with right:
-            template = f"{entry.template_id} (text {entry.template_hash[:10]})" if entry.template_id else "free question"
+            template = (f"{markdown_text(entry.template_id)} (text {entry.template_hash[:10]})" if entry.template_id
+                        else "free question")
             rerun = f" · re-run of #{entry.rerun_of}" if entry.rerun_of else ""
-            st.caption(f"#{entry.id} · {entry.created_at[:19].replace('T', ' ')} UTC · session {entry.session_id} · "
-                       f"page {entry.page} · {template}{rerun}")
+            # An API request's session is "api:" + its `user` field, which the caller chose.
+            st.caption(f"#{entry.id} · {entry.created_at[:19].replace('T', ' ')} UTC · "
+                       f"session {markdown_text(entry.session_id)} · page {markdown_text(entry.page)} · {template}{rerun}")
             st.text(entry.question)
             show_entry(entry, with_reference=False, compact=True)
             with st.expander("Reproducibility stamp"):
@@ -49,7 +52,7 @@ def _rerun(store: HistoryStore, entry_id: int, session: str) -> None:
     try:
         request = rerun_request(store, entry_id, session)
     except LoupeError as exc:
-        st.error(str(exc))
+        st.error(markdown_text(exc))
         return
     engine = require_engine()
     rerun = stream_answer(ask_and_record(engine, store, request), st.empty())

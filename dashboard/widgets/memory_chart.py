@@ -20,6 +20,7 @@ from core.telemetry import markers
 from core.telemetry.readout import GB
 from core.telemetry.sampler import get_sampler
 from core.telemetry.snapshots import GpuSnapshot, QueryTrace, TelemetrySample
+from dashboard.widgets.outside_text import plotly_text
 
 STAGE_COLOURS = {"preprocess": "#9e9e9e", "vision": "#f59e0b", "prefill": "#3b82f6", "decode": "#22c55e"}
 AREA = "rgba(99, 102, 241, 0.12)"  # light, so the stage bands beneath it keep their colours
@@ -156,7 +157,7 @@ def _add_stage_bands(fig: go.Figure, samples: Sequence[TelemetrySample], traces:
             peaks = ", ".join(f"{device} {gb:.2f} GB" for device, gb in stage.peak_memory_gb.items())
             marks_x.append(_time((max(stage.start, first) + min(stage.end, last)) / 2))
             marks_text.append(f"{stage.stage} · {stage.end - stage.start:.2f} s<br>{peaks}<br>"
-                              f"{trace.question[:40]} ({trace.outcome})")
+                              f"{plotly_text(trace.question[:40])} ({plotly_text(trace.outcome)})")  # hover is HTML
             marks_colour.append(colour)
     # All bands in one layout update: plotly's add_vrect re-checks every existing shape on each call, which
     # is quadratic and took minutes once a long-running dashboard had hundreds of queries in the window.

@@ -5,10 +5,13 @@ import streamlit as st
 
 from core.models.demo_model import DEMO_LABEL
 from core.records import ModelCard
+from dashboard.widgets.outside_text import markdown_text
 
 
 def _code(value: str) -> str:
-    return f"`{value.replace('`', '')}`" if value else "—"
+    # A model's name may come from a remote server: no backtick to close the code span, and no line break to
+    # end the paragraph (the code span would be left unclosed and what follows rendered as Markdown).
+    return f"`{' '.join(value.replace('`', '').split())}`" if value.strip() else "—"
 
 
 def show_model_card(card: ModelCard) -> None:
@@ -20,6 +23,6 @@ def show_model_card(card: ModelCard) -> None:
         )
         st.caption(f"Shard plan: {_code(card.device_map_summary or card.device)}")
         for note in card.notes:
-            st.caption(note)
+            st.caption(markdown_text(note))
         if card.is_demo:
             st.warning(DEMO_LABEL, icon=":material/warning:")

@@ -14,6 +14,7 @@ from core.history import HistoryStore
 from core.serving.engine import Engine
 from core.serving.lifecycle import ModelSlot
 from core.settings import load_settings
+from dashboard.widgets.outside_text import markdown_text
 
 
 @st.cache_resource(show_spinner=False)
@@ -51,7 +52,7 @@ def require_engine() -> Engine:
     try:
         return get_engine()
     except LoupeError as exc:
-        st.error(f"The model could not be loaded: {exc}")
+        st.error(f"The model could not be loaded: {markdown_text(exc)}")  # may quote a path or a server's reply
         st.stop()
         raise  # unreachable: st.stop() ends the run
 

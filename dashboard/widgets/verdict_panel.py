@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.inputs.moderation import LABELS, Verdict
 from core.statuses import VerdictStatus
+from dashboard.widgets.outside_text import markdown_text
 
 _BOXES = {VerdictStatus.PASS: st.success, VerdictStatus.NEEDS_REVIEW: st.warning, VerdictStatus.REJECT: st.error}
 _ICONS = {VerdictStatus.PASS: ":material/check_circle:", VerdictStatus.NEEDS_REVIEW: ":material/help:",
@@ -16,7 +17,9 @@ def show_verdict(verdict: Verdict) -> None:
     box = _BOXES.get(verdict.status, st.warning)
     box(f"Verdict: {verdict.label}", icon=_ICONS.get(verdict.status))
     for note in verdict.notes:
-        st.caption(note)
+        st.caption(markdown_text(note))  # names checklist items, which templates define
     if verdict.items:  # a static table: four rows, reasons wrap instead of being cut
-        st.table(pd.DataFrame([{"item": i.label or i.item, "result": LABELS.get(i.result, i.result),
-                                "reason": i.reason} for i in verdict.items]).set_index("item"))
+        # st.table renders its cells as Markdown, and the reasons are the model's words: escaped, every cell.
+        st.table(pd.DataFrame([{"item": markdown_text(i.label or i.item),
+                                "result": markdown_text(LABELS.get(i.result, i.result)),
+                                "reason": markdown_text(i.reason)} for i in verdict.items]).set_index("item"))
