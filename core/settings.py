@@ -42,7 +42,9 @@ class Settings:
     home: Path = Path(".loupe")
     model: str = ""  # local folder or model id in the local HF cache; empty = embedded demo model
     backend: str = "auto"  # auto | transformers | xcomposer | openai
-    trust_remote_code: bool = False  # needed for models that ship their own code (XComposer)
+    # Obsolete: Loupe runs no code shipped in a model folder (XComposer2.5 has its own implementation). Still
+    # read and checked so old loupe.toml files load; when true the model card notes that it has no effect.
+    trust_remote_code: bool = False
     device: str = "auto"  # auto | cpu | cuda
     max_width: int = 1280  # prepared images are at most this wide (never upscaled)
     max_pixels: int = 90_000_000  # larger images are refused as decompression bombs

@@ -176,3 +176,14 @@ def test_the_model_being_replaced_counts_as_free(tmp_path: Path, engine) -> None
         assert held == {}  # the demo's weights are on the CPU: nothing to give back
     else:
         assert set(held) == {0} and held[0] > 0
+
+
+def test_trust_remote_code_is_accepted_but_only_noted(tmp_path: Path) -> None:
+    """Old loupe.toml files that set trust_remote_code still load; Loupe runs no folder code, and says so."""
+    cards = (gpu(0, 22.2), gpu(1, 22.2))
+    noted = preflight.check(xcomposer_folder(tmp_path), load_settings(trust_remote_code=True), gpus=cards)
+    assert preflight.REMOTE_CODE_NOTE in noted.notes and noted.plan is not None and noted.plan.fits
+    assert preflight.REMOTE_CODE_NOTE.startswith("trust_remote_code is set but has no effect")
+    plain = preflight.check(xcomposer_folder(tmp_path), load_settings(), gpus=cards)
+    assert preflight.REMOTE_CODE_NOTE not in plain.notes
+    assert noted.plan.device_map == plain.plan.device_map

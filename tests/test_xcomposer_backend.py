@@ -145,6 +145,17 @@ def test_bf16_bin_weights_load_as_the_same_model(xcomposer_tiny_dir: Path, tmp_p
     assert not torch.equal(got, expected)
 
 
+def test_a_device_map_on_one_device_adds_no_device_hooks(xcomposer_tiny_dir: Path) -> None:
+    """Hooks that move inputs between devices are for split decoders only (the fast path's compiled step
+    calls the LM head: nothing extra may run there)."""
+    from core.models.xcomposer.model import _PLACED
+
+    one_device: dict[str, int | str] = {key: "cpu" for key in _PLACED} | {f"model.layers.{i}": "cpu" for i in range(2)}
+    model, _ = load_model(xcomposer_tiny_dir, dtype=torch.float32, device_map=one_device)
+    assert not model.decoder.lm_head._forward_pre_hooks
+    assert not any(layer._forward_pre_hooks for layer in model.decoder.model.layers)
+
+
 def test_the_plans_device_map_places_every_module_of_the_7b_shape(tmp_path: Path) -> None:
     folder = xcomposer_folder(tmp_path)
     clearance = preflight.check(folder, load_settings(model=str(folder)), gpus=(gpu(0, 22.2), gpu(1, 22.2)))

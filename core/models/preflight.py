@@ -31,6 +31,8 @@ from core.telemetry import gpu_reader, nvml
 from core.telemetry.snapshots import GpuSnapshot
 
 CPU_MAX_PARAMS = 1_000_000_000
+REMOTE_CODE_NOTE = ("trust_remote_code is set but has no effect: Loupe never runs code shipped in a model folder "
+                    "(InternLM-XComposer2.5 runs on Loupe's own implementation); remove it from loupe.toml")
 GB = 1e9
 
 
@@ -139,6 +141,11 @@ def _cpu(shape_params: int, name: str, settings: Settings, reason: str) -> Clear
     return Clearance("cpu", "float32", None, shape_params, (f"no GPU visible ({reason}): running on the CPU",))
 
 
+def _setting_notes(settings: Settings) -> tuple[str, ...]:
+    """Settings accepted for old loupe.toml files that no longer change anything, said on the model card."""
+    return (REMOTE_CODE_NOTE,) if settings.trust_remote_code else ()
+
+
 def _torch_has_cuda() -> bool:
     import torch
 
@@ -174,7 +181,8 @@ def check(
         if settings.device == "cuda":
             raise PreflightError(f"The settings ask for a GPU (device = 'cuda') but no GPU is visible ({reason}).")
         shape = model_shape.load_shape(folder, dtype="float32", max_images=settings.max_images)
-        return _cpu(shape.params, name, settings, reason)
+        cpu = _cpu(shape.params, name, settings, reason)
+        return replace(cpu, notes=(*cpu.notes, *_setting_notes(settings)))
     if reclaim:
         gpus = tuple(replace(g, free_bytes=(g.free_bytes or 0) + reclaim.get(g.index, 0)) for g in gpus)
     caps, source = capacities(gpus, settings.max_memory_gb)
@@ -184,7 +192,7 @@ def check(
     plan = planner.plan(shape, caps, work, split=settings.split, capacity_source=source)
     if not plan.fits:
         raise PreflightError(refusal(plan))
-    notes = (*plan.notes, *((dtype_note,) if dtype_note else ()))
+    notes = (*plan.notes, *((dtype_note,) if dtype_note else ()), *_setting_notes(settings))
     return Clearance("cuda", dtype, replace(plan, notes=notes), shape.params, notes)
 
 

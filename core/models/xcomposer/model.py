@@ -144,7 +144,7 @@ def load_model(folder: Path, *, dtype: torch.dtype, device_map: Mapping[str, int
         _assign(model, name, placed)
         last = (tensor, placed)
     _rebuild_buffers(model, device_of)
-    if device_map:
+    if device_map and len({str(where) for where in device_map.values()}) > 1:  # a split decoder only
         from core.models.xcomposer.placement import align_devices
 
         align_devices(model)
