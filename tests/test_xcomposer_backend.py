@@ -71,6 +71,16 @@ def test_earlier_turns_become_chat_turns(backend: XComposerBackend) -> None:
     assert backend.stream(encoded).collect().input_tokens == encoded.prompt_tokens
 
 
+def test_beam_search_answers_in_one_piece_and_sampling_streams(backend: XComposerBackend) -> None:
+    beams = backend.stream(backend.encode(Query((), "What is in the image?", GenerationSettings(max_new_tokens=4,
+                                                                                             num_beams=2))))
+    assert len(list(beams)) == 1 and beams.answer is not None and beams.answer.timings.decode == 0.0
+    sampled = backend.stream(backend.encode(Query((), "What is in the image?", GenerationSettings(
+        max_new_tokens=4, do_sample=True, seed=1))))
+    pieces = list(sampled)
+    assert sampled.answer is not None and 1 <= sampled.answer.output_tokens <= 4 and pieces
+
+
 def test_cancel_stops_the_answer_early(backend: XComposerBackend) -> None:
     stream = backend.stream(backend.encode(_text_query("Describe the image in detail.", max_new_tokens=200)))
     for _piece in stream:
