@@ -1,4 +1,4 @@
-"""The fast path on a real GPU: compiled decode logits agree with the model within bf16 tolerance, and in
+"""The fast path on a real GPU: compiled bf16 decode logits as close to an fp32 truth as generate()'s, and in
 float32 its greedy ids are identical to generate(). Skipped without CUDA (CI); run on the device machine."""
 from __future__ import annotations
 
@@ -32,28 +32,27 @@ def _inputs(dtype: torch.dtype) -> dict:
             "pixel_values": torch.randn(1, 3, 112, 112, generator=torch.Generator().manual_seed(2)).cuda().to(dtype)}
 
 
-def test_compiled_teacher_forced_logits_within_bf16_tolerance() -> None:
+def test_compiled_bf16_fast_path_is_as_close_to_fp32_as_generate() -> None:
+    """The performance issue's criterion for bf16: the compiled fast path is no further from an fp32 truth
+    than generate() is. (A fixed 1% bound against generate() measured rounding, not bugs: on this model
+    generate() itself is about that far from the truth; core/models/fast_decode_accuracy.py says why.)"""
     from core.models.fast_decode import FastDecoder
+    from core.models.fast_decode_accuracy import teacher_forced
 
-    model, inputs = _model(torch.bfloat16), _inputs(torch.bfloat16)
+    truth, model, inputs = _model(torch.float32), _model(torch.bfloat16), _inputs(torch.bfloat16)
+    fast = FastDecoder(model, 1024)
+    step = torch.compile(fast.logits_at, mode="reduce-overhead", dynamic=False)
+
+    def replayed(token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()  # each replay's output is read before the next
+        return step(token.clone(), pos.clone()).clone()
+
+    fast.logits_at = replayed  # type: ignore[method-assign]  # teacher_forced() drives the compiled step
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
-                             output_logits=True, return_dict_in_generate=True)
-        ids, ref_logits = out.sequences, out.logits  # generate()'s own logits at each greedy step
-        fast = FastDecoder(model, 1024)
-        step = torch.compile(fast.logits_at, mode="reduce-overhead", dynamic=False)
-        length = fast.prefill(dict(inputs))
-        worst = float((fast.model.lm_head(fast._prefill_hidden[:, -1]).float()[0] - ref_logits[0][0].float()).norm()
-                      / ref_logits[0][0].float().norm())
-        pos_buf = torch.zeros(1, dtype=torch.long, device="cuda")
-        for k in range(1, NEW):
-            pos_buf.fill_(length + k - 1)
-            torch.compiler.cudagraph_mark_step_begin()
-            got = step(ids[:, length + k - 1].clone(), pos_buf).clone()
-            ref = ref_logits[k][0].float()
-            worst = max(worst, float((got - ref).norm() / ref.norm()))
-    print(f"teacher-forced max relative difference over {NEW} steps: {worst:.2e}")
-    assert worst <= 1e-2
+        result = teacher_forced(model, fast, inputs, NEW, truth=truth)
+    print(f"bf16 over {NEW} teacher-forced steps: {result}")
+    assert result["fast_vs_fp32_max_rel_diff"] <= 1.1 * result["generate_vs_fp32_max_rel_diff"], result
+    assert result["fast_vs_fp32_mean_rel_diff"] <= 1.1 * result["generate_vs_fp32_mean_rel_diff"], result
 
 
 def test_float32_greedy_ids_identical_to_generate() -> None:

@@ -26,6 +26,7 @@ from core.statuses import EntryStatus
 from core.telemetry.snapshots import QueryTrace, StageMark, TelemetrySample
 from dashboard.widgets.memory_chart import memory_figure
 from dashboard.widgets.outside_text import WORD_JOINER, markdown_text, one_html_block, plotly_text
+from tests.app_pages import APP, open_page
 
 T0 = 1_790_000_000.0
 PAYLOAD = "<img src=http://127.0.0.1:9/x.png> **b** [l](javascript:alert(1)) ![i](http://127.0.0.1:9/i.png)"
@@ -93,7 +94,6 @@ def test_the_memory_chart_hover_quotes_the_question_as_text() -> None:
 
 
 # -- each page path, through AppTest on the real demo model ------------------------------------------------
-APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 SAFE = markdown_text(PAYLOAD)
 # What a file name can hold: no "/" (the payload's URLs lose their slashes, the markup stays).
 FILE_NAME = "<img src=x.png> **b** [l](javascript:alert(1)) ![i](i.png)`.png"
@@ -105,11 +105,7 @@ def short_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOUPE_MAX_NEW_TOKENS", "8")
 
 
-def _page(name: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=240).run()
-    at.switch_page(f"../pages/{name}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+_page = open_page
 
 
 def _png() -> bytes:

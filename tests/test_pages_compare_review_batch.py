@@ -7,16 +7,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from core.analysis import batch, batch_runner, compare, review
 from core.analysis.batch_input import collect
 from core.history import HistoryFilter, HistoryStore, queries
 from core.inputs.templates import by_id
 from core.serving.recorded_ask import ImageUpload
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "dashboard" / "app.py")
+from tests.app_pages import assert_no_exception, open_page
 
 
 @pytest.fixture(autouse=True)
@@ -24,15 +21,10 @@ def short_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOUPE_MAX_NEW_TOKENS", "8")
 
 
-def _page(name: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=240).run()
-    at.switch_page(f"../pages/{name}.py").run()
-    _ok(at)
-    return at
+_page = open_page
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
+_ok = assert_no_exception
 
 
 def _store(home: Path) -> HistoryStore:

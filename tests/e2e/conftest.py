@@ -37,15 +37,16 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) 
     raise TimeoutError(f"{url} did not become healthy in {timeout_s:.0f} s")
 
 
-@pytest.fixture
-def app_url(loupe_home: Path, tmp_path: Path) -> Iterator[str]:
-    """`python -m streamlit run dashboard/app.py` as the README starts it, on a free port, own LOUPE_HOME."""
+def serve_streamlit(script: str | Path = "dashboard/app.py", *, address: str = "127.0.0.1",
+                    args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Iterator[str]:
+    """`python -m streamlit run SCRIPT` from the repository root (so .streamlit/config.toml applies), as the
+    README starts it, on a free port; yields its URL and stops it afterwards."""
     port = _free_port()
-    env = {**os.environ, "LOUPE_MAX_NEW_TOKENS": "48", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+         "--server.address", address, "--server.headless", "true", *args],
+        cwd=ROOT, env={**os.environ, "LOUPE_MAX_NEW_TOKENS": "48", "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -57,6 +58,12 @@ def app_url(loupe_home: Path, tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def app_url(loupe_home: Path, tmp_path: Path) -> Iterator[str]:
+    """The dashboard on loopback with its own LOUPE_HOME."""
+    yield from serve_streamlit()
 
 
 def settle(page) -> None:

@@ -3,15 +3,12 @@ password set shows only the sign-in, refuses a wrong password, lets the right on
 in a script reaches the browser without its traceback (client.showErrorDetails). Screenshots in test-output/."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM, OUTPUT, ROOT, _free_port, _wait_healthy, settle
+from tests.e2e.conftest import CHROMIUM, OUTPUT, serve_streamlit, settle
 
 pytestmark = [
     pytest.mark.browser,
@@ -22,23 +19,8 @@ SECRET = "secret-detail-in-the-exception"
 
 
 def _serve(script: str | Path, extra_env: dict[str, str]) -> Iterator[str]:
-    """`streamlit run` from the repository root (so .streamlit/config.toml applies), on every interface."""
-    port = _free_port()
-    env = {**os.environ, "LOUPE_MAX_NEW_TOKENS": "16", "PYTHONUNBUFFERED": "1", **extra_env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-         "--server.address", "0.0.0.0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    """On every interface, where a sign-in is required."""
+    yield from serve_streamlit(script, address="0.0.0.0", env={"LOUPE_MAX_NEW_TOKENS": "16", **extra_env})
 
 
 @pytest.fixture

@@ -4,17 +4,14 @@ names the limit, never a raw "AxiosError 413". Screenshot in test-output/upload-
 from __future__ import annotations
 
 import io
-import os
 import random
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM, OUTPUT, ROOT, _free_port, _wait_healthy, settle
+from tests.e2e.conftest import CHROMIUM, OUTPUT, serve_streamlit, settle
 
 pytestmark = [
     pytest.mark.browser,
@@ -24,22 +21,8 @@ pytestmark = [
 
 @pytest.fixture
 def small_limit_url(loupe_home: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "LOUPE_BATCH_MAX_MB": "1", "LOUPE_MAX_NEW_TOKENS": "16", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-         "--server.maxUploadSize", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    yield from serve_streamlit(args=("--server.maxUploadSize", "1"),
+                               env={"LOUPE_BATCH_MAX_MB": "1", "LOUPE_MAX_NEW_TOKENS": "16"})
 
 
 def _two_mb_zip() -> bytes:
