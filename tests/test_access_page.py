@@ -10,7 +10,8 @@ from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 from core.analysis import review
-from tests.test_pages_compare_review_batch import APP, _moderation_results, _store
+from tests.app_pages import APP
+from tests.test_pages_compare_review_batch import _moderation_results, _store
 
 
 @pytest.fixture(autouse=True)
