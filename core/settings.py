@@ -62,6 +62,7 @@ class Settings:
     split: str = ""  # pinned layer split, e.g. "0-15,16-31" (GPU0 first)
     openai_base_url: str = ""
     openai_api_key: str = ""
+    remote_max_in_flight: int = 8  # requests sent to a remote engine at once (it batches them; a hung one blocks no one)
     api_token: str = ""  # bearer token the API server requires; empty = no auth
     dashboard_password: str = ""  # the team's sign-in password for the dashboard (core/access.py); empty = none
     api_allowed_paths: str = ""  # comma-separated folders the API may read local images from

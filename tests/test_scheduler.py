@@ -231,16 +231,16 @@ def test_engine_submit_shares_one_scheduler_until_closed(engine) -> None:
     assert mine.submit([_png()], "hi", SHORT, session="s").collect().output_tokens == 6
     assert shared.snapshot().waiting == 0
     close_scheduler_for(mine)  # what the dashboard does before backend.unload()
-    assert shared._worker is not None and not shared._worker.is_alive()
+    assert shared._workers and not any(w.is_alive() for w in shared._workers)
     replacement = scheduler_for(mine)
     assert replacement is not shared
     assert mine.submit([_png()], "hi", SHORT).collect().output_tokens == 6
-    worker = replacement._worker
+    workers = list(replacement._workers)
+    assert len(workers) == 1  # a local model: one request at a time
     del mine
     gc.collect()  # a dropped engine closes its scheduler: its worker thread ends
-    assert worker is not None
-    worker.join(30)
-    assert not worker.is_alive()
+    workers[0].join(30)
+    assert not workers[0].is_alive()
 
 
 def test_xcomposer_image_bounds_agree_with_the_planner() -> None:

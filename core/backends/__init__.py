@@ -55,5 +55,6 @@ def create_backend(settings: Settings, *, replacing: Backend | None = None) -> B
         from core.backends.openai_remote import OpenAIRemoteBackend
 
         return OpenAIRemoteBackend(settings.openai_base_url, settings.openai_api_key, settings.model,
-                                   max_images=settings.max_images, stream_timeout_s=settings.stream_timeout_s)
+                                   max_images=settings.max_images, stream_timeout_s=settings.stream_timeout_s,
+                                   max_in_flight=settings.remote_max_in_flight)
     raise ModelError(f"Unknown backend '{kind}' in the settings (use auto, transformers, xcomposer or openai).")

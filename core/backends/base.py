@@ -43,6 +43,7 @@ class Backend(Protocol):
     max_images: int
     takes_history: bool  # answers with earlier turns of the conversation (Query.history); False: refuses them
     takes_video: bool  # takes a video tiled into one image (core/inputs/video.py); False: refuses it
+    max_in_flight: int  # requests the scheduler may run at once (1 for a local model; a remote engine batches)
 
     def load(self, progress: ProgressCallback | None = None) -> None: ...
 

@@ -75,11 +75,14 @@ class OpenAIRemoteBackend:
     takes_video = False  # a server's video input is its own API; a tiled video image is XComposer's
 
     def __init__(self, base_url: str, api_key: str = "", model: str = "", *, max_images: int = 4,
-                 stream_timeout_s: float = 120.0, connect_timeout_s: float = 10.0) -> None:
+                 stream_timeout_s: float = 120.0, connect_timeout_s: float = 10.0, max_in_flight: int = 8) -> None:
         if not base_url:
             raise ModelError("The openai backend needs a server: set openai_base_url (e.g. http://127.0.0.1:23333/v1).")
         self.base_url = base_url.rstrip("/")
         self.model_id = model
+        # The engine batches what it receives: several requests in flight use that, and one hung request
+        # (bounded by stream_timeout_s) no longer holds everyone else's questions.
+        self.max_in_flight = max_in_flight
         self.max_images = max_images
         self._timeout = stream_timeout_s
         self._connect_timeout = connect_timeout_s

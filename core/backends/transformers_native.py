@@ -40,6 +40,7 @@ class TransformersBackend:
     can_batch = True
     max_images = 4
     takes_history = True  # earlier turns through the model's chat template (encoding.chat_prompt)
+    max_in_flight = 1  # one generation at a time on the local GPU(s): admission counts one request's memory
     takes_video = False  # a tiled video image is XComposer2.5's input; native VLMs take their own video inputs
 
     def __init__(

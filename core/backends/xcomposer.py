@@ -71,6 +71,7 @@ class XComposerBackend:
     can_stream = True
     can_batch = True  # several prompts about the same images in one generate() call (compare)
     takes_history = True
+    max_in_flight = 1  # one generation at a time on the local GPU(s), as for every local model
     takes_video = True
     max_images = 4
 

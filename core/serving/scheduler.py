@@ -54,7 +54,10 @@ Listener = Callable[[FinishedRequest], None]
 
 
 class Scheduler:
-    """The queue in front of one loaded model; `submit()` from any thread, one worker thread answers."""
+    """The queue in front of one loaded model; `submit()` from any thread; worker threads answer, as many as the
+    backend's `max_in_flight` (1 for a local model, whose admission counts one request's memory; several for a
+    remote engine, which batches them, so one hung request holds no one else's question). Workers take
+    requests in the same round-robin order, so fairness across sessions is kept."""
 
     def __init__(self, backend: Backend, *, max_memory_gb: str = "", admission: bool = True,
                  max_waiting: int = 256) -> None:
@@ -64,12 +67,13 @@ class Scheduler:
         self._admission = admission_module.for_backend(backend, max_memory_gb) if admission else None
         self._idle_free = self._admission.free() if self._admission else {}
         self._queues: dict[str, deque[QueuedRequest]] = {}  # insertion order is the round-robin order
-        self._running: QueuedRequest | None = None
+        self._running: list[QueuedRequest] = []
+        self._in_flight = max(1, int(getattr(backend, "max_in_flight", 1)))
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._closed = False
         self._listeners: list[Listener] = []
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
 
     # -- callers ---------------------------------------------------------------------------------
     def submit(self, query: Query, session: str = DEFAULT_SESSION, *, client: str | None = None) -> Ticket:
@@ -103,7 +107,7 @@ class Scheduler:
             if request.status != RequestStatus.QUEUED:
                 return None
             order = self._service_order()
-            return order.index(request) + (1 if self._running is not None else 0)
+            return order.index(request) + len(self._running)
 
     def cancel(self, request: QueuedRequest) -> None:
         """Queued: removed at once. Running: its generation stops at the next token (answer marked truncated)."""
@@ -126,15 +130,14 @@ class Scheduler:
         """Cancel everything `session` has queued or running (its browser went away); returns how many."""
         with self._cond:
             mine = [r for lane in self._queues.values() for r in lane if r.session == session]
-            if self._running is not None and self._running.session == session:
-                mine.append(self._running)
+            mine += [r for r in self._running if r.session == session]
         for request in mine:
             self.cancel(request)
         return len(mine)
 
     def snapshot(self) -> QueueSnapshot:
         with self._cond:
-            return QueueSnapshot(waiting=self._waiting(), running=self._running is not None,
+            return QueueSnapshot(waiting=self._waiting(), running=bool(self._running),
                                  sessions=len(self._queues))
 
     def add_listener(self, listener: Listener) -> None:
@@ -149,14 +152,12 @@ class Scheduler:
             queued = [r for q in self._queues.values() for r in q]
             for request in queued:  # typed, so a batch item waiting now is paused, not failed
                 request.error = ModelUnloadingError("The model was unloaded before this question started; ask again.")
-            running = self._running
+            running = list(self._running)
             self._cond.notify_all()
-        for request in queued:
+        for request in queued + running:
             self.cancel(request)
-        if running is not None:
-            self.cancel(running)
-        if self._worker is not None:
-            self._worker.join(timeout)
+        for worker in list(self._workers):
+            worker.join(timeout)
 
     # -- worker ----------------------------------------------------------------------------------
     def _waiting(self) -> int:
@@ -168,9 +169,12 @@ class Scheduler:
         return [lane[depth] for depth in range(max(map(len, lanes), default=0)) for lane in lanes if depth < len(lane)]
 
     def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="loupe-scheduler", daemon=True)
-            self._worker.start()
+        """Enough live workers for the queued work, up to `max_in_flight` (called with the lock held)."""
+        self._workers = [w for w in self._workers if w.is_alive()]
+        while len(self._workers) < min(self._in_flight, len(self._running) + self._waiting()):
+            worker = threading.Thread(target=self._work, name=f"loupe-scheduler-{len(self._workers)}", daemon=True)
+            self._workers.append(worker)
+            worker.start()
 
     def _take(self) -> QueuedRequest | None:
         with self._cond:
@@ -186,7 +190,7 @@ class Scheduler:
             request.status = RequestStatus.RUNNING
             request.started = time.perf_counter()
             request.started_or_done.set()
-            self._running = request
+            self._running.append(request)
             return request
 
     def _work(self) -> None:
@@ -194,7 +198,7 @@ class Scheduler:
             failed = self._serve(request)
             self._release_memory(full=failed)
             with self._cond:
-                self._running = None
+                self._running.remove(request)
             self._finish(request)
 
     def _serve(self, request: QueuedRequest) -> bool:
