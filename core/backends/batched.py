@@ -40,8 +40,7 @@ from core.backends.stage_clocks import find_vision_module
 from core.backends.streaming import CancelCriteria
 from core.errors import QuestionError
 from core.records import Answer, GenerationSettings, Query
-from core.statuses import TraceOutcome
-from core.telemetry import gpu_reader, markers
+from core.telemetry import markers
 
 if TYPE_CHECKING:
     import torch
@@ -165,23 +164,17 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
         if share_vision:
             shadowed = vars(inner).get("get_image_features")
             inner.get_image_features = _encode_once(inner, rows)
-        marks.generation_started(find_vision_module(model))
         try:
-            with torch.no_grad():
+            with marks.generating(find_vision_module(model), lambda: cancel is not None and cancel.is_set()), \
+                    torch.no_grad():
                 output = model.generate(**inputs, **generate_kwargs(settings, min_new_tokens),
                                         stopping_criteria=[CancelCriteria(cancel or threading.Event()), clock])
-            gpu_reader.synchronize()
-        except BaseException:
-            marks.finish(TraceOutcome.FAILED)
-            raise
         finally:
             if share_vision:
                 del inner.get_image_features  # the class's method shows through again
                 if shadowed is not None:
                     inner.get_image_features = shadowed
-        marks.generation_ended()
     cancelled = cancel is not None and cancel.is_set()
-    marks.finish(TraceOutcome.CANCELLED if cancelled else TraceOutcome.ANSWERED)
     rows_ids = output[:, width:].tolist()
     del output, inputs, cpu_inputs
     release_memory()

@@ -23,8 +23,7 @@ from core.models import load_progress
 from core.models.load_progress import LoadProgress, ProgressCallback
 from core.models.model_source import ModelSource
 from core.records import Answer, ModelCard, Query, ShardPlan
-from core.statuses import TraceOutcome
-from core.telemetry import gpu_reader, markers
+from core.telemetry import markers
 
 if TYPE_CHECKING:
     import torch
@@ -203,8 +202,7 @@ class TransformersBackend:
             with self._lock:  # one generation at a time on this model
                 if query.settings.seed is not None:
                     torch.manual_seed(query.settings.seed)
-                marks.generation_started(find_vision_module(self.model))
-                try:
+                with marks.generating(find_vision_module(self.model), lambda: stage_mark.saw_cancel):
                     decoder = self.fast_decoder if self._use_fast_decoder(query, input_len) else None
                     if decoder is not None:
                         output = decoder.generate(
@@ -219,12 +217,6 @@ class TransformersBackend:
                                 streamer=None if beams else streamer,
                                 stopping_criteria=[CancelCriteria(cancel), stage_mark],
                             )
-                    gpu_reader.synchronize()
-                except BaseException:
-                    marks.finish(TraceOutcome.FAILED)
-                    raise
-                marks.generation_ended()
-            marks.finish(TraceOutcome.CANCELLED if stage_mark.saw_cancel else TraceOutcome.ANSWERED)
             if beams:  # no streaming with beam search: push the whole answer as one piece
                 new_ids = output[0, input_len:]
                 streamer.on_finalized_text(self.processor.decode(new_ids, skip_special_tokens=True), stream_end=True)

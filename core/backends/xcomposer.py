@@ -33,8 +33,7 @@ from core.models.load_progress import LoadProgress, ProgressCallback
 from core.models.model_source import ModelSource
 from core.records import Answer, ModelCard, Query
 from core.settings import Settings
-from core.statuses import TraceOutcome
-from core.telemetry import gpu_reader, markers
+from core.telemetry import markers
 
 if TYPE_CHECKING:
     from core.models.xcomposer.answering import XComposerInputs
@@ -203,8 +202,7 @@ class XComposerBackend:
             with self._lock:  # one generation at a time on this model
                 if query.settings.seed is not None:
                     torch.manual_seed(query.settings.seed)
-                marks.generation_started(model.image_encoder)
-                try:
+                with marks.generating(model.image_encoder, lambda: stage_mark.saw_cancel):
                     if self._use_fast_decoder(query, inputs.prompt_tokens):
                         assert self.fast_decoder is not None
                         new_ids = self.fast_decoder.answer(
@@ -216,12 +214,6 @@ class XComposerBackend:
                             streamer=None if beams else streamer,
                             stopping_criteria=[CancelCriteria(cancel), stage_mark])
                         new_ids = ids[0].tolist()
-                    gpu_reader.synchronize()
-                except BaseException:
-                    marks.finish(TraceOutcome.FAILED)
-                    raise
-                marks.generation_ended()
-            marks.finish(TraceOutcome.CANCELLED if stage_mark.saw_cancel else TraceOutcome.ANSWERED)
             if beams:  # no streaming with beam search: push the whole answer as one piece
                 streamer.on_finalized_text(tokenizer.decode(new_ids), stream_end=True)
             return new_ids
@@ -265,18 +257,11 @@ class XComposerBackend:
         with self._lock:
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)
-            marks.generation_started(model.image_encoder)
-            try:
+            with marks.generating(model.image_encoder, lambda: cancel is not None and cancel.is_set()):
                 output = answering.generate_rows(
                     model, rows, stop_ids, **batched.generate_kwargs(settings, min_new_tokens),
                     stopping_criteria=[CancelCriteria(cancel or threading.Event()), clock])
-                gpu_reader.synchronize()
-            except BaseException:
-                marks.finish(TraceOutcome.FAILED)
-                raise
-            marks.generation_ended()
         cancelled = cancel is not None and cancel.is_set()
-        marks.finish(TraceOutcome.CANCELLED if cancelled else TraceOutcome.ANSWERED)
         rows_ids = output.tolist()
         del output
         batched.release_memory()

@@ -26,6 +26,8 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -118,6 +120,21 @@ class QueryClock:
     def preprocess_done(self) -> None:
         self._preprocessed = time.perf_counter()
         self._add("preprocess", self._start, self._preprocessed, _in_use_gb())
+
+    @contextmanager
+    def generating(self, vision_module: torch.nn.Module | None, cancelled: Callable[[], bool]) -> Iterator[None]:
+        """One generate call on the clock, for every backend: started with the vision tower watched; any exception
+        publishes the trace as failed; otherwise the GPU is synchronised (so the last stage's time is real), the
+        stages close and the trace is published as answered or cancelled. Use it inside the generation lock."""
+        self.generation_started(vision_module)
+        try:
+            yield
+            gpu_reader.synchronize()
+        except BaseException:
+            self.finish(TraceOutcome.FAILED)
+            raise
+        self.generation_ended()
+        self.finish(TraceOutcome.CANCELLED if cancelled() else TraceOutcome.ANSWERED)
 
     def generation_started(self, vision_module: torch.nn.Module | None = None) -> None:
         """Inside the generation lock: reset the peak counters and watch the vision tower's forwards."""
