@@ -158,7 +158,7 @@ RULES: dict[str, Callable[[str, object, str], object]] = {
     "trust_remote_code": _flag, "device": _choice("auto", "cpu", "cuda"), "max_width": _whole,
     "max_pixels": _whole, "max_images": _whole, "max_question_chars": _whole,
     "api_max_question_chars": _whole, "max_new_tokens": _whole,
-    "stream_timeout_s": _seconds, "fast_decode": _flag, "history_db": _text, "max_memory_gb": _memory,
+    "stream_timeout_s": _seconds, "fast_decode": _flag, "fast_decode_rows": _whole, "history_db": _text, "max_memory_gb": _memory,
     "split": _split, "openai_base_url": _url, "openai_api_key": _text, "remote_max_in_flight": _whole,
     "api_token": _text,
     "dashboard_password": _text,

@@ -57,6 +57,7 @@ class Settings:
     max_new_tokens: int = 1024
     stream_timeout_s: float = 120.0  # the answer stream gives up if no token comes for this long
     fast_decode: bool = True  # static-cache compiled greedy decoding where the model allows (core/models/fast_decode.py)
+    fast_decode_rows: int = 4  # prompts the fast path decodes together (Compare's 4 templates); each holds its own KV cache
     history_db: str = ""  # empty = <home>/history.sqlite3
     max_memory_gb: str = ""  # e.g. "22.2,22.2": usable GB per GPU for the shard planner
     split: str = ""  # pinned layer split, e.g. "0-15,16-31" (GPU0 first)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from transformers import StoppingCriteria
 
-from core.backends import encoding
+from core.backends import batched_fast, encoding
 from core.backends.answer_builder import Generated, build_answer
 from core.backends.runtime import LoadedModel
 from core.backends.stage_clocks import find_vision_module
@@ -45,6 +45,8 @@ from core.telemetry import markers
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
+
+    from core.models.fast_decode import FastDecoder
 
 _PER_IMAGE_KEYS = {"input_ids", "attention_mask", "pixel_values"}  # anything else: not the LLaVA layout
 
@@ -101,11 +103,6 @@ def check_settings(queries: Sequence[Query]) -> None:
         raise QuestionError("A batched call answers prompts with the same generation settings.")
 
 
-def _same_images(queries: Sequence[Query]) -> bool:
-    first = [p.sha256 for p in queries[0].images]
-    return bool(first) and all([p.sha256 for p in q.images] == first for q in queries[1:])
-
-
 def _encode_once(inner: Any, rows: int) -> Callable[..., Any]:
     """`inner.get_image_features`, but run on the first row's images only and repeated for every row."""
     original = inner.get_image_features
@@ -133,11 +130,13 @@ def _eos_ids(model: PreTrainedModel) -> set[int]:
 
 
 def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_tokens: int = 0,
-                 cancel: threading.Event | None = None) -> list[tuple[Answer, tuple[int, ...]]]:
+                 cancel: threading.Event | None = None,
+                 fast: FastDecoder | None = None) -> list[tuple[Answer, tuple[int, ...]]]:
     """Answer queries that share their generation settings in one generate() call, in the given order.
 
     Returns, per query, its Answer and its new token ids (up to and including the end-of-sequence token).
     `min_new_tokens` forces answers to a fixed length (benchmarks); `cancel` stops every row at the next token.
+    With `fast` (the loaded fast decoder) a greedy batch that fits its rows decodes there (batched_fast.py).
     """
     import torch
 
@@ -146,6 +145,14 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
     rows, settings = len(queries), queries[0].settings
     prepare_s = sum(p.prepare_s for p in {id(p): p for q in queries for p in q.images}.values())
     started = time.perf_counter()
+    if fast is not None and batched_fast.fits(fast, queries):
+        label = Query(queries[0].images, f"[{rows} prompts decoded together] {queries[0].question}", settings)
+        marks = markers.QueryClock(loaded.name, label, prepare_s + time.perf_counter() - started)
+        try:
+            return batched_fast.answer_rows(loaded, fast, queries, _eos_ids(model), min_new_tokens=min_new_tokens,
+                                            cancel=cancel, marks=marks)
+        except OverflowError:  # a prompt too long for the fast path's cache: one generate() call as before
+            started = time.perf_counter()
     cpu_inputs, prompt_tokens, _image_tokens = encoding.encode_rows(processor, model, queries)
     label = Query(queries[0].images, f"[{rows} prompts in one call] {queries[0].question}", settings)
     marks = markers.QueryClock(loaded.name, label, prepare_s + time.perf_counter() - started)
@@ -155,7 +162,7 @@ def answer_batch(loaded: LoadedModel, queries: Sequence[Query], *, min_new_token
     eos_ids = _eos_ids(model)
     clock = RowClock(eos_ids, rows, marks)
     inner: Any = getattr(model, "model", None)
-    share_vision = (rows > 1 and _same_images(queries) and set(inputs.keys()) <= _PER_IMAGE_KEYS
+    share_vision = (rows > 1 and batched_fast.same_images(queries) and set(inputs.keys()) <= _PER_IMAGE_KEYS
                     and callable(getattr(inner, "get_image_features", None)))
     with loaded.lock:  # one generate() at a time on this model, single answers included
         if settings.seed is not None:

@@ -52,6 +52,7 @@ class TransformersBackend:
         max_images: int = 4,
         stream_timeout_s: float = 120.0,
         fast_decode: bool = True,
+        fast_decode_rows: int = 4,
         plan: ShardPlan | None = None,
         notes: tuple[str, ...] = (),
     ) -> None:
@@ -69,6 +70,7 @@ class TransformersBackend:
         self.processor: Any = None
         self.load_s = 0.0
         self.fast_decode = fast_decode
+        self.fast_decode_rows = fast_decode_rows
         self.fast_decoder: FastDecoder | None = None  # when the model allows it
         self.fast_status = "off"
 
@@ -115,7 +117,8 @@ class TransformersBackend:
         if not status.enabled:
             return
         positions = getattr(self.model.model.language_model.config, "max_position_embeddings", 4096)
-        self.fast_decoder = fast_decode.FastDecoder(self.model, fast_decode_support.cache_length(positions, 4096))
+        self.fast_decoder = fast_decode.FastDecoder(self.model, fast_decode_support.cache_length(positions, 4096),
+                                                    rows=self.fast_decode_rows)
         seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
         # On the CPU the step is not compiled (CUDA graphs need a GPU): the card must not claim it is.
         how = status.reason if self.fast_decoder.compiled else "static KV cache, decode step not compiled (CPU)"
@@ -181,7 +184,7 @@ class TransformersBackend:
         """Several prompts in ONE generate() call: [(Answer, new token ids)], one vision encoding (batched.py)."""
         from core.backends.batched import answer_batch
 
-        return answer_batch(self.loaded(), queries, min_new_tokens=min_new_tokens, cancel=cancel)
+        return answer_batch(self.loaded(), queries, min_new_tokens=min_new_tokens, cancel=cancel, fast=self.fast_decoder)
 
     def stream(self, encoded: EncodedQuery) -> AnswerStream:
         import torch

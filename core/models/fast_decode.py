@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import torch
 import torch.nn.functional as F
 
+from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend, default_kind
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
 
@@ -63,9 +64,10 @@ def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | 
 
 
 class FastDecoder:
-    """Greedy decoding with a static cache of `max_len` positions for one loaded VLM (batch 1)."""
+    """Greedy decoding with a static cache of `max_len` positions per row, `rows` rows (a batch of prompts)."""
 
-    def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (2048,)) -> None:
+    def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (2048,),
+                 rows: int = 1, attention: DecodeAttention | None = None) -> None:
         self.model = model
         self.lm = language_model(model)
         cfg = self.lm.config
@@ -73,8 +75,10 @@ class FastDecoder:
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.max_len = max_len
+        self.rows = rows
         self.device = model.lm_head.weight.device
         self.dtype = model.lm_head.weight.dtype
+        self.attention = attention or default_kind(self.device)
         self.layers = []
         for layer in self.lm.layers:
             attn, mlp = layer.self_attn, layer.mlp
@@ -85,27 +89,31 @@ class FastDecoder:
         # One K and one V tensor per layer, never views of one big tensor: compiled, a write into a view
         # (cache[i].index_copy_) is not done in place but as a copy of the layer's whole cache and a copy
         # back, every token (seen in the post-grad graph); a write into a whole tensor stays in place.
-        shape = (1, self.n_kv, max_len, self.head_dim)
+        shape = (rows, self.n_kv, max_len, self.head_dim)
         self.k_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
         self.v_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        positions = torch.arange(max_len, device=self.device)
+        self.shared = DecodeAttentionInputs(self.attention, max_len, self.device)
+        positions = self.shared.positions
         probe = torch.zeros(1, 1, device=self.device, dtype=self.dtype)
         cos, sin = self.lm.rotary_emb(probe, positions[None])
         self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)  # [max_len, head_dim]
         self.positions = positions
-        # The position goes in through its own small buffer, never as a view of `positions`: a view of a
+        self.row_ids = torch.arange(rows, device=self.device)
+        # Positions go in through their own small buffer, never as a view of `positions`: a view of a
         # static-address tensor with a new offset each step would make CUDA graphs re-record every token.
-        self._pos = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.seen = torch.zeros(cfg.vocab_size if hasattr(cfg, "vocab_size") else model.lm_head.weight.shape[0],
-                                device=self.device, dtype=torch.bool)
-        self.buckets = tuple(sorted({b for b in buckets if b < max_len} | {max_len}))
+        self._pos = torch.zeros(rows, dtype=torch.long, device=self.device)
+        vocab = cfg.vocab_size if hasattr(cfg, "vocab_size") else model.lm_head.weight.shape[0]
+        self.seen = torch.zeros(rows, vocab, device=self.device, dtype=torch.bool)
+        flex = self.attention is DecodeAttention.FLEX
+        self.buckets = (max_len,) if flex else tuple(sorted({b for b in buckets if b < max_len} | {max_len}))
         use_compile = self.device.type == "cuda" if compile is None else compile
         self.compiled = use_compile
         if use_compile:
             # CUDA graphs need these at fixed addresses (as HF's StaticCache does); dynamic=False gives each
-            # bucket its own static graph instead of one dynamic-shape graph.
+            # bucket (and each row count) its own static graph instead of one dynamic-shape graph.
             fused = [t for layer in self.layers for t in (layer[1], layer[2], layer[5]) if t is not None]
-            for tensor in (*self.k_cache, *self.v_cache, self.seen, self.positions, self.cos, self.sin, *fused):
+            for tensor in (*self.k_cache, *self.v_cache, self.seen, self.cos, self.sin, self.row_ids,
+                           *self.shared.static_tensors(), *fused):
                 torch._dynamo.mark_static_address(tensor)  # else CUDA graphs copy them in on every step
             self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
             prepare_for_cuda_graphs(self.device, self.dtype)  # for callers that compile on this thread (tests)
@@ -143,89 +151,100 @@ class FastDecoder:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def _layers(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None, bucket: int = 0) -> torch.Tensor:
-        """x: [1, T, hidden] at positions `pos` (T of them); writes K/V into the cache at `pos`."""
-        t = x.shape[1]
-        cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]
+    def _layers(self, x: torch.Tensor, pos: torch.Tensor, shared: object | None, bucket: int = 0,
+                row: int = 0) -> torch.Tensor:
+        """Prefill (`shared` None): x [1, T, hidden] of row `row` at positions `pos` [T]. Decode: x [rows, 1,
+        hidden], one new token per row at `pos` [rows]. Writes each token's K/V into its row's cache."""
+        rows, t = x.shape[0], x.shape[1]
+        decoding = shared is not None
+        view = (rows, 1, 1, self.head_dim) if decoding else (1, 1, t, self.head_dim)
+        cos, sin = self.cos[pos].view(view), self.sin[pos].view(view)
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
         for i, (norm1, wqkv, bqkv, o_proj, norm2, wgu, down) in enumerate(self.layers):
             h = self._norm(norm1, x)
             qkv = F.linear(h, wqkv, bqkv)
             q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
-            q = self._rope(q.view(1, t, self.n_heads, self.head_dim).transpose(1, 2), cos, sin)
-            k = self._rope(k.view(1, t, self.n_kv, self.head_dim).transpose(1, 2), cos, sin)
-            v = v.view(1, t, self.n_kv, self.head_dim).transpose(1, 2)
-            self.k_cache[i].index_copy_(2, pos, k)
-            self.v_cache[i].index_copy_(2, pos, v)
-            if mask is None:  # prefill: causal attention over the fresh positions only
+            q = self._rope(q.view(rows, t, self.n_heads, self.head_dim).transpose(1, 2), cos, sin)
+            k = self._rope(k.view(rows, t, self.n_kv, self.head_dim).transpose(1, 2), cos, sin)
+            v = v.view(rows, t, self.n_kv, self.head_dim).transpose(1, 2)
+            if decoding:
+                # One in-place index_put_ into the whole tensor per cache (see __init__ on views).
+                which = self.row_ids[:rows]
+                self.k_cache[i][which, :, pos] = k[:, :, 0]
+                self.v_cache[i][which, :, pos] = v[:, :, 0]
+                out = attend(self.attention, q, self.k_cache[i][:rows], self.v_cache[i][:rows], shared, bucket)
+            else:  # prefill: causal attention over the fresh positions only, eager, into one row
+                self.k_cache[i][row : row + 1].index_copy_(2, pos, k)
+                self.v_cache[i][row : row + 1].index_copy_(2, pos, v)
                 # K/V repeated per query head, as transformers' own sdpa path does: its causal SDPA is a fused
                 # (flash / memory-efficient) kernel, where enable_gqa may fall back to the math kernel.
                 groups = self.n_heads // self.n_kv
                 out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
                                                      v.repeat_interleave(groups, dim=1), is_causal=True)
                 out = out.transpose(1, 2).reshape(1, t, q_size)
-            else:
-                # One token: fold each KV group's query heads into the query-length axis, so a masked SDPA needs
-                # no enable_gqa (which, with a mask, falls back to the slow bf16 math kernel).
-                group = q.view(1, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
-                out = F.scaled_dot_product_attention(group, self.k_cache[i][:, :, :bucket],
-                                                     self.v_cache[i][:, :, :bucket], attn_mask=mask)
-                out = out.reshape(1, 1, q_size)
             x = x + o_proj(out)
             gate, up = F.linear(self._norm(norm2, x), wgu).chunk(2, dim=-1)
             x = x + down(F.silu(gate) * up)
         return self._norm(self.lm.norm, x)
 
-    def _next_token(self, hidden: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
-        logits = self.model.lm_head(hidden[:, -1]).float()[0]
+    def _next_tokens(self, hidden: torch.Tensor, penalty: torch.Tensor, first_row: int = 0) -> torch.Tensor:
+        """hidden [rows, T, hidden] of rows first_row.. -> their next greedy tokens [rows]; marks them seen."""
+        rows = hidden.shape[0]
+        logits = self.model.lm_head(hidden[:, -1]).float()
         # HF's repetition penalty: every token seen so far (prompt included) is made less likely.
         penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-        logits = torch.where(self.seen, penalised, logits)
-        token = logits.argmax(-1, keepdim=True)
-        self.seen.index_fill_(0, token, True)
-        return token
+        logits = torch.where(self.seen[first_row : first_row + rows], penalised, logits)
+        tokens = logits.argmax(-1)
+        self.seen.index_put_((self.row_ids[first_row : first_row + rows], tokens),
+                             torch.ones((), dtype=torch.bool, device=self.device))
+        return tokens
 
-    def _decode_step(self, token: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, bucket: int) -> torch.Tensor:
-        x = self.lm.embed_tokens(token.view(1, 1))
-        mask = (self.positions[:bucket] <= pos)[None, None, None]
-        return self._next_token(self._layers(x, pos, mask, bucket), penalty)
+    def _decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, bucket: int) -> torch.Tensor:
+        """tokens, pos: [rows] (rows 0..n-1 of the cache); penalty: [rows] or a scalar -> next tokens [rows]."""
+        x = self.lm.embed_tokens(tokens.view(-1, 1))
+        hidden = self._layers(x, pos, self.shared.for_step(pos, bucket), bucket)
+        return self._next_tokens(hidden, penalty.view(-1, 1))
 
     def bucket_for(self, filled: int) -> int:
         return next(b for b in self.buckets if b >= filled)
 
     def warm_up(self, report: Callable[[str], object] | None = None) -> float:
-        """Compile (and capture) the decode step for every bucket now, so no analyst's question pays for it.
-        `report` is called on the caller's thread (a UI's progress bar may only be drawn from there)."""
+        """Compile (and capture) the decode step for every bucket and row count now, so no analyst's question
+        pays for it. `report` is called on the caller's thread (a UI's progress bar may only be drawn there)."""
         import time
 
         started = time.perf_counter()
-        for bucket in self.buckets:
-            if report is not None:
-                report(f"Compiling the decode step for answers up to {bucket} tokens (once, while loading)")
-            self.on_own_thread(self._warm_up_bucket, bucket)
+        for rows in sorted({1, self.rows}):
+            for bucket in self.buckets:
+                if report is not None:
+                    what = "one answer" if rows == 1 else f"{rows} answers at once"
+                    report(f"Compiling the decode step for {what}, up to {bucket} tokens (once, while loading)")
+                self.on_own_thread(self._warm_up_bucket, bucket, rows)
         return time.perf_counter() - started
 
     @torch.no_grad()
-    def _warm_up_bucket(self, bucket: int) -> None:
-        token = torch.zeros(1, dtype=torch.long, device=self.device)
-        penalty = torch.tensor(1.0, device=self.device)
-        self._pos.fill_(bucket - 1)
+    def _warm_up_bucket(self, bucket: int, rows: int = 1) -> None:
+        tokens = torch.zeros(rows, dtype=torch.long, device=self.device)
+        penalty = torch.ones(rows, device=self.device)
+        pos = self._pos[:rows].clone()  # the buffer's own prefix is a view: see __init__
+        pos.fill_(bucket - 1)
         for _ in range(3):  # warm-up, record, replay
             if self.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
-            self._step(token, self._pos, penalty, bucket).clone()
+            self._step(tokens, pos, penalty, bucket).clone()
         self.seen.zero_()
 
     def logits_at(self, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced decode logits for one token at one position (for checking against the model)."""
+        """Teacher-forced decode logits for one token at one position of row 0 (for checking against the model)."""
         x = self.lm.embed_tokens(token.view(1, 1))
-        mask = (self.positions <= pos)[None, None, None]
-        return self.model.lm_head(self._layers(x, pos, mask, self.max_len)[:, -1]).float()[0]
+        hidden = self._layers(x, pos.view(1), self.shared.for_step(pos.view(1), self.max_len), self.max_len)
+        return self.model.lm_head(hidden[:, -1]).float()[0]
 
     # -- one request --------------------------------------------------------------------------------
     @torch.no_grad()
-    def prefill(self, inputs: dict[str, torch.Tensor]) -> int:
-        """Run vision + prompt through the cache; returns the prompt length. Leaves the first token pending."""
+    def prefill(self, inputs: dict[str, torch.Tensor], row: int = 0) -> int:
+        """Run vision + prompt through row `row` of the cache; returns the prompt length. The first token is
+        left pending in `_prefill_hidden`."""
         handle = self.lm.register_forward_pre_hook(self._capture, with_kwargs=True)
         try:
             self.model(**inputs)
@@ -237,10 +256,14 @@ class FastDecoder:
         length = embeds.shape[1]
         if length >= self.max_len:
             raise ValueError(f"the prompt ({length} tokens) does not fit the {self.max_len}-token cache")
-        self.seen.zero_()
-        self.seen[inputs["input_ids"][0].to(self.device)] = True
-        self._prefill_hidden = self._layers(embeds, self.positions[:length], None)
+        self._mark_prompt_seen(row, inputs["input_ids"][0])
+        self._prefill_hidden = self._layers(embeds, self.positions[:length], None, row=row)
         return length
+
+    def _mark_prompt_seen(self, row: int, prompt_ids: torch.Tensor) -> None:
+        self.seen[row].zero_()
+        if prompt_ids.numel():
+            self.seen[row, prompt_ids.to(self.device)] = True
 
     @staticmethod
     def _capture(_module: torch.nn.Module, args: tuple, kwargs: dict[str, torch.Tensor]) -> None:
@@ -273,9 +296,10 @@ class FastDecoder:
         max_new_tokens = min(max_new_tokens, self.max_len - length)
         if streamer is not None:
             streamer.put(input_ids.cpu())
-        penalty = torch.tensor(repetition_penalty, device=self.device, dtype=torch.float32)
+        penalty = torch.full((1,), repetition_penalty, device=self.device, dtype=torch.float32)
         assert self._prefill_hidden is not None
-        token = self._next_token(self._prefill_hidden, penalty)
+        token = self._next_tokens(self._prefill_hidden, penalty.view(-1, 1))
+        pos = torch.zeros(1, dtype=torch.long, device=self.device)
         produced = []
         for step in range(max_new_tokens):
             value = int(token.item())  # the sync per token is what streaming needs anyway
@@ -286,11 +310,9 @@ class FastDecoder:
                 break
             if self.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
-            pos = length + step
-            self._pos.fill_(pos)
-            token = self._step(token, self._pos, penalty, self.bucket_for(pos + 1)).clone()
+            pos.fill_(length + step)
+            token = self._step(token, pos, penalty, self.bucket_for(length + step + 1)).clone()
         if streamer is not None:
             streamer.end()
         new = torch.tensor([produced], dtype=input_ids.dtype, device=input_ids.device)
         return torch.cat([input_ids, new], dim=1)
-

@@ -30,7 +30,7 @@ class XComposerFastDecoder(FastDecoder):
         self.xcomposer = model
 
     @torch.no_grad()
-    def prefill(self, inputs: dict[str, Any]) -> int:
+    def prefill(self, inputs: dict[str, Any], row: int = 0) -> int:
         encoded: XComposerInputs = inputs["xcomposer"]
         embeds, mask = prompt_embeds(self.xcomposer, encoded)
         length = embeds.shape[1]
@@ -40,12 +40,9 @@ class XComposerFastDecoder(FastDecoder):
             out = self.xcomposer.decoder.model(inputs_embeds=embeds, use_cache=True)
         cache: Any = getattr(out, "cache", None) or out.past_key_values
         for number, layer in enumerate(cache.layers):
-            self.k_cache[number][:, :, :length].copy_(layer.keys)
-            self.v_cache[number][:, :, :length].copy_(layer.values)
-        self.seen.zero_()
-        penalised = inputs["input_ids"][0].to(self.device)
-        if penalised.numel():
-            self.seen[penalised] = True
+            self.k_cache[number][row : row + 1, :, :length].copy_(layer.keys)
+            self.v_cache[number][row : row + 1, :, :length].copy_(layer.values)
+        self._mark_prompt_seen(row, inputs["input_ids"][0])
         self._prefill_hidden = out.last_hidden_state[:, -1:].to(self.device)
         return length
 

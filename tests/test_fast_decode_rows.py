@@ -1,0 +1,61 @@
+"""The fast path's decode attentions and its rows (several prompts in one step) against plain generate() on the
+real demo model (float32, CPU: token for token identical)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from core.models.decode_attention import DecodeAttention
+from core.models.fast_decode import FastDecoder
+from core.models.fast_decode_rows import generate_rows
+
+QUESTIONS = ("图中表格的合计是多少？", "What colour is this?", "Describe the picture in one long sentence, please.")
+NEW = 48
+
+
+@pytest.fixture(scope="module")
+def loaded(demo_model_dir):
+    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir).eval()
+    processor = AutoProcessor.from_pretrained(demo_model_dir)
+    prompts, references = [], []
+    for number, question in enumerate(QUESTIONS):
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
+            add_generation_prompt=True, tokenize=False,
+        )
+        image = Image.new("RGB", (120, 90), ("orange", "navy", "white")[number])
+        inputs = dict(processor(images=[image], text=text, return_tensors="pt"))
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=NEW, do_sample=False, repetition_penalty=1.005)
+        prompts.append(inputs)
+        references.append(out[0, inputs["input_ids"].shape[1]:].tolist())
+    assert len({len(p["input_ids"][0]) for p in prompts}) == 3  # three prompt lengths: rows at their own positions
+    return model, processor, prompts, references
+
+
+@pytest.mark.parametrize("kind", list(DecodeAttention))
+def test_each_attention_gives_generates_ids(loaded, kind) -> None:
+    model, processor, prompts, references = loaded
+    fast = FastDecoder(model, 512, compile=False, attention=kind)
+    out = fast.generate(prompts[0], NEW, 1.005, {processor.tokenizer.eos_token_id})
+    assert out[0, prompts[0]["input_ids"].shape[1]:].tolist() == references[0]
+
+
+@pytest.mark.parametrize("kind", list(DecodeAttention))
+def test_rows_decoded_together_answer_as_each_prompt_alone(loaded, kind) -> None:
+    model, processor, prompts, references = loaded
+    fast = FastDecoder(model, 512, compile=False, rows=4, attention=kind)  # 3 prompts: one row carried idle
+    answers = generate_rows(fast, prompts, NEW, 1.005, {processor.tokenizer.eos_token_id})
+    assert [list(a.new_ids) for a in answers] == references
+    # and a single answer on the same decoder (row 0 alone) after the batch is still the model's own
+    out = fast.generate(prompts[1], NEW, 1.005, {processor.tokenizer.eos_token_id})
+    assert out[0, prompts[1]["input_ids"].shape[1]:].tolist() == references[1]
+
+
+def test_more_prompts_than_rows_is_refused(loaded) -> None:
+    model, processor, prompts, _ = loaded
+    fast = FastDecoder(model, 512, compile=False, rows=2)
+    with pytest.raises(ValueError, match="3 prompts for a decoder of 2 rows"):
+        generate_rows(fast, prompts, NEW, 1.005, set())
