@@ -57,6 +57,10 @@ class Settings:
     max_new_tokens: int = 1024
     stream_timeout_s: float = 120.0  # the answer stream gives up if no token comes for this long
     fast_decode: bool = True  # static-cache compiled greedy decoding where the model allows (core/models/fast_decode.py)
+    # The fast path's decode attention: "sdpa" (masked SDPA over a bucket, measured on the H200) or "flex"
+    # (FlexAttention over each row's filled blocks: faster in the shared H200 probe, not yet run on a GPU inside
+    # Loupe; it becomes the default once bench/decode_speed.py has measured it there). core/models/decode_attention.py
+    decode_attention: str = "sdpa"
     fast_decode_rows: int = 4  # prompts the fast path decodes together (Compare's 4 templates); each holds its own KV cache
     history_db: str = ""  # empty = <home>/history.sqlite3
     max_memory_gb: str = ""  # e.g. "22.2,22.2": usable GB per GPU for the shard planner

@@ -59,3 +59,45 @@ def test_more_prompts_than_rows_is_refused(loaded) -> None:
     fast = FastDecoder(model, 512, compile=False, rows=2)
     with pytest.raises(ValueError, match="3 prompts for a decoder of 2 rows"):
         generate_rows(fast, prompts, NEW, 1.005, set())
+
+
+def _engine(demo_model_dir, **overrides):
+    from core.serving.engine import load_engine
+    from core.settings import load_settings
+
+    return load_engine(load_settings(model=str(demo_model_dir), device="cpu", **overrides))
+
+
+def _answer(engine, question: str = "What colour is this?") -> str:
+    image = engine.prepare_image(_png(Image.new("RGB", (120, 90), "orange")))
+    return engine.ask([image], question, engine.default_generation(max_new_tokens=24)).collect().text
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_decode_attention_setting_reaches_the_fast_path_and_answers_the_same(demo_model_dir) -> None:
+    flex, sdpa = _engine(demo_model_dir, decode_attention="flex"), _engine(demo_model_dir)
+    assert flex.backend.fast_decoder.attention is DecodeAttention.FLEX
+    assert sdpa.backend.fast_decoder.attention is DecodeAttention.SDPA and sdpa.backend.fast_decoder.rows == 4
+    assert "flex attention, 4 rows" in " ".join(flex.backend.describe().notes)
+    assert _answer(flex) == _answer(sdpa)
+
+
+def test_a_fast_path_that_fails_to_build_leaves_the_model_answering(demo_model_dir, monkeypatch) -> None:
+    # The failure is forced (a real one needs a GPU: a compile error, or no memory for the cache); the model,
+    # its loading and its answer are real.
+    def broken(self, report=None):
+        raise RuntimeError("inductor could not compile the step")
+
+    monkeypatch.setattr(FastDecoder, "warm_up", broken)
+    engine = _engine(demo_model_dir)
+    assert engine.backend.fast_decoder is None
+    notes = " ".join(engine.backend.describe().notes)
+    assert "off: it failed to build (RuntimeError: inductor could not compile the step); generate() answers" in notes
+    assert _answer(engine)  # generate() answers

@@ -50,6 +50,7 @@ def create_backend(settings: Settings, *, replacing: Backend | None = None) -> B
             max_images=settings.max_images,
             stream_timeout_s=settings.stream_timeout_s,
             fast_decode=settings.fast_decode, fast_decode_rows=settings.fast_decode_rows,
+            decode_attention=settings.decode_attention,
         )
     if kind == "openai":  # a remote OpenAI-compatible server; `model` names the model it serves
         from core.backends.openai_remote import OpenAIRemoteBackend

@@ -53,6 +53,7 @@ class TransformersBackend:
         stream_timeout_s: float = 120.0,
         fast_decode: bool = True,
         fast_decode_rows: int = 4,
+        decode_attention: str = "sdpa",
         plan: ShardPlan | None = None,
         notes: tuple[str, ...] = (),
     ) -> None:
@@ -71,6 +72,7 @@ class TransformersBackend:
         self.load_s = 0.0
         self.fast_decode = fast_decode
         self.fast_decode_rows = fast_decode_rows
+        self.decode_attention = decode_attention
         self.fast_decoder: FastDecoder | None = None  # when the model allows it
         self.fast_status = "off"
 
@@ -111,18 +113,18 @@ class TransformersBackend:
     def _prepare_fast_decoder(self, report: ProgressCallback) -> None:
         """Build the fast decode path and compile it now, so the first question pays no compilation."""
         from core.models import fast_decode, fast_decode_support
+        from core.models.decode_attention import DecodeAttention
 
         status = fast_decode_support.check(self.model)
         self.fast_status = status.reason
         if not status.enabled:
             return
         positions = getattr(self.model.model.language_model.config, "max_position_embeddings", 4096)
-        self.fast_decoder = fast_decode.FastDecoder(self.model, fast_decode_support.cache_length(positions, 4096),
-                                                    rows=self.fast_decode_rows)
-        seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
-        # On the CPU the step is not compiled (CUDA graphs need a GPU): the card must not claim it is.
-        how = status.reason if self.fast_decoder.compiled else "static KV cache, decode step not compiled (CPU)"
-        self.fast_status = f"{how} (ready in {seconds:.1f} s)"
+        length = fast_decode_support.cache_length(positions, 4096)
+        self.fast_decoder, self.fast_status = fast_decode_support.build_and_warm(
+            lambda: fast_decode.FastDecoder(self.model, length, rows=self.fast_decode_rows,
+                                            attention=DecodeAttention(self.decode_attention)),
+            status.reason, lambda message: report(LoadProgress(0.95, message)))
 
     def _use_fast_decoder(self, query: Query, input_len: int) -> bool:
         s = query.settings

@@ -56,7 +56,8 @@ def create_xcomposer(source: ModelSource, settings: Settings, *, reclaim: dict[i
                          "use backend = 'auto' (or 'transformers').")
     clearance = preflight.check(source.path, settings, name=source.name, reclaim=reclaim)
     return XComposerBackend(source, clearance, max_images=settings.max_images,
-                            stream_timeout_s=settings.stream_timeout_s, fast_decode=settings.fast_decode)
+                            stream_timeout_s=settings.stream_timeout_s, fast_decode=settings.fast_decode,
+                            decode_attention=settings.decode_attention)
 
 
 def _turns(query: Query) -> tuple[tuple[str, str], ...]:
@@ -75,12 +76,13 @@ class XComposerBackend:
     max_images = 4
 
     def __init__(self, source: ModelSource, clearance: preflight.Clearance, *, max_images: int = 4,
-                 stream_timeout_s: float = 120.0, fast_decode: bool = True) -> None:
+                 stream_timeout_s: float = 120.0, fast_decode: bool = True, decode_attention: str = "sdpa") -> None:
         self.source = source
         self.clearance = clearance
         self.has_local_gpus = clearance.device == "cuda"
         self.max_images = max_images
         self.fast_decode = fast_decode
+        self.decode_attention = decode_attention
         self._timeout = stream_timeout_s
         self._lock = threading.Lock()
         self.model: XComposerModel | None = None
@@ -123,6 +125,7 @@ class XComposerBackend:
 
     def _prepare_fast_decoder(self, report: ProgressCallback) -> None:
         from core.models import fast_decode_support
+        from core.models.decode_attention import DecodeAttention
         from core.models.xcomposer.fast_path import XComposerFastDecoder
         from core.models.xcomposer.model import as_decoder_view
 
@@ -132,17 +135,10 @@ class XComposerBackend:
         if not status.enabled:
             return
         length = fast_decode_support.cache_length(self.model.spec.max_positions, FAST_CACHE_TOKENS)
-        try:
-            self.fast_decoder = XComposerFastDecoder(self.model, length)
-            seconds = self.fast_decoder.warm_up(lambda message: report(LoadProgress(0.95, message)))
-        except Exception as exc:  # noqa: BLE001 - the model answers through generate() then; the card says why
-            if self.fast_decoder is not None:
-                self.fast_decoder.close()
-            self.fast_decoder = None
-            self.fast_status = f"off: it failed to build ({type(exc).__name__}: {str(exc)[:200]}); generate() answers"
-            return
-        how = status.reason if self.fast_decoder.compiled else "static KV cache, decode step not compiled (CPU)"
-        self.fast_status = f"{how} (ready in {seconds:.1f} s)"
+        model = self.model
+        self.fast_decoder, self.fast_status = fast_decode_support.build_and_warm(
+            lambda: XComposerFastDecoder(model, length, attention=DecodeAttention(self.decode_attention)),
+            status.reason, lambda message: report(LoadProgress(0.95, message)))
 
     def unload(self) -> None:
         if self.fast_decoder is not None:

@@ -1,15 +1,17 @@
 """Attention for the fast path's decode step: one new query per row against that row's filled cache.
 
-Two kinds, the same arithmetic:
-- "flex" (the default on a GPU): FlexAttention's decoding kernel over a block mask that holds only the filled
+Two kinds, the same arithmetic (chosen by the `decode_attention` setting; "sdpa" by default):
+- "flex": FlexAttention's decoding kernel over a block mask that holds only the filled
   blocks of each row (`kv_idx <= pos[row]`), so a token reads what the row has written, never a fixed bucket.
   Measured on an H200 (7B-shaped, ../shared/gpu-runs/2026-12-01-h200/decode_attention_variants.json): 180.7
   tok/s against 162.2 for the masked SDPA over a 2048 bucket, whose 8 KV heads gave 132 SMs too few blocks.
   The block mask is built inside the compiled step from the positions (two tiny tensors), so one graph serves
   every length and there are no buckets to compile.
+  Not yet measured inside Loupe on a GPU (this session had no device time left), so not yet the default.
 - "sdpa": a masked scaled_dot_product_attention over a bucket of the cache, each KV group's query heads folded
-  into the query-length axis (with a mask, enable_gqa falls back to the slow bf16 math kernel). Kept for the
-  CPU, where FlexAttention runs unfused, and as the reference the flex kind is tested against.
+  into the query-length axis (with a mask, enable_gqa falls back to the slow bf16 math kernel). The path
+  measured on the H200 (155 tok/s, bench/results/decode_speed_cuda.json), and the CPU's (FlexAttention runs
+  unfused there).
 Rows are independent: each has its own position, so rows of different lengths decode in one step.
 """
 from __future__ import annotations
@@ -25,10 +27,6 @@ FLEX_BLOCK = 128  # FlexAttention's KV block; the cache length is a multiple of 
 class DecodeAttention(StrEnum):
     FLEX = "flex"
     SDPA = "sdpa"
-
-
-def default_kind(device: torch.device) -> DecodeAttention:
-    return DecodeAttention.FLEX if device.type == "cuda" else DecodeAttention.SDPA
 
 
 class DecodeAttentionInputs:

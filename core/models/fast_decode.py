@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import torch
 import torch.nn.functional as F
 
-from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend, default_kind
+from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
 
@@ -78,7 +78,7 @@ class FastDecoder:
         self.rows = rows
         self.device = model.lm_head.weight.device
         self.dtype = model.lm_head.weight.dtype
-        self.attention = attention or default_kind(self.device)
+        self.attention = attention or DecodeAttention.SDPA
         self.layers = []
         for layer in self.lm.layers:
             attn, mlp = layer.self_attn, layer.mlp

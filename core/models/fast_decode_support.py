@@ -3,14 +3,19 @@ KV cache is: decided from the model's own config and placement, before any fast-
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from transformers import GenerationMixin, PreTrainedModel
 
+    from core.models.fast_decode import FastDecoder
+
     class GenerativeModel(PreTrainedModel, GenerationMixin):
         """What AutoModelForImageTextToText loads (PreTrainedModel no longer brings generate() by itself)."""
+
+D = TypeVar("D", bound="FastDecoder")
 
 SUPPORTED_DECODERS = ("llama", "mistral", "internlm2", "qwen2")
 
@@ -44,6 +49,24 @@ def check(model: Any) -> FastPathStatus:
     if len(devices) > 1:
         return FastPathStatus(False, "the decoder is split over several devices")
     return FastPathStatus(True, "static KV cache + compiled decode step")
+
+
+def build_and_warm(make: Callable[[], D], reason: str, report: Callable[[str], object]) -> tuple[D | None, str]:
+    """Build a backend's fast decoder and compile it now (no question pays for compilation); returns it and the
+    model card's line. If building or compiling fails, the model answers through generate() and the card says
+    why: a fast path that cannot be built must never leave a model unable to answer."""
+    decoder = None
+    try:
+        decoder = make()
+        seconds = decoder.warm_up(report)
+    except Exception as exc:  # noqa: BLE001 - whatever failed, generate() still answers
+        if decoder is not None:
+            decoder.close()
+        return None, f"off: it failed to build ({type(exc).__name__}: {str(exc)[:200]}); generate() answers"
+    # On the CPU the step is not compiled (CUDA graphs need a GPU): the card must not claim it is.
+    how = reason if decoder.compiled else "static KV cache, decode step not compiled (CPU)"
+    rows = f", {decoder.rows} rows" if decoder.rows > 1 else ""
+    return decoder, f"{how}, {decoder.attention} attention{rows} (ready in {seconds:.1f} s)"
 
 
 def cache_length(max_position_embeddings: int, wanted: int) -> int:

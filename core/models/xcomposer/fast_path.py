@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from core.models.decode_attention import DecodeAttention
 from core.models.fast_decode import FastDecoder
 from core.models.xcomposer.answering import XComposerInputs, prompt_embeds
 from core.models.xcomposer.model import XComposerModel, as_decoder_view
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 class XComposerFastDecoder(FastDecoder):
     """FastDecoder whose prefill is the XComposer model's own forward (see the module docstring)."""
 
-    def __init__(self, model: XComposerModel, max_len: int, compile: bool | None = None) -> None:
-        super().__init__(as_decoder_view(model), max_len, compile=compile)
+    def __init__(self, model: XComposerModel, max_len: int, compile: bool | None = None,
+                 attention: DecodeAttention | None = None) -> None:
+        super().__init__(as_decoder_view(model), max_len, compile=compile, attention=attention)
         self.xcomposer = model
 
     @torch.no_grad()
