@@ -31,6 +31,19 @@ def _png(colour: str = "navy") -> bytes:
     return encode(Image.new("RGB", (96, 64), colour), "PNG")
 
 
+@pytest.fixture(scope="module")
+def engine(demo_model_dir):
+    """The demo model answering one question at a time (fast_decode_rows = 1): these tests are about the queue
+    in front of such a model. Questions decoding together in rows: tests/test_continuous_batching.py."""
+    from core.serving.engine import load_engine
+    from core.settings import load_settings
+
+    loaded = load_engine(load_settings(home=demo_model_dir.parent.parent, model=str(demo_model_dir),
+                                       fast_decode_rows=1))
+    assert loaded.backend.max_in_flight == 1
+    return loaded
+
+
 @pytest.fixture()
 def scheduler(engine):
     sched = Scheduler(engine.backend)

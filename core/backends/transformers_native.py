@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from core.models.fast_decode import FastDecoder
+    from core.models.fast_decode_batcher import ContinuousBatcher
 
 
 class TransformersBackend:
@@ -39,7 +40,9 @@ class TransformersBackend:
     can_batch = True
     max_images = 4
     takes_history = True  # earlier turns through the model's chat template (encoding.chat_prompt)
-    max_in_flight = 1  # one generation at a time on the local GPU(s): admission counts one request's memory
+    # One generation at a time on the local GPU(s), until a fast decoder with several rows is built: then that
+    # many greedy answers decode together (core/models/fast_decode_batcher.py).
+    max_in_flight = 1
     takes_video = False  # a tiled video image is XComposer2.5's input; native VLMs take their own video inputs
 
     def __init__(
@@ -74,6 +77,7 @@ class TransformersBackend:
         self.fast_decode_rows = fast_decode_rows
         self.decode_attention = decode_attention
         self.fast_decoder: FastDecoder | None = None  # when the model allows it
+        self.batcher: ContinuousBatcher | None = None  # when the fast decoder has several rows
         self.fast_status = "off"
 
     # -- load ------------------------------------------------------------------------------------
@@ -114,6 +118,7 @@ class TransformersBackend:
         """Build the fast decode path and compile it now, so the first question pays no compilation."""
         from core.models import fast_decode, fast_decode_support
         from core.models.decode_attention import DecodeAttention
+        from core.models.fast_decode_batcher import ContinuousBatcher
 
         status = fast_decode_support.check(self.model)
         self.fast_status = status.reason
@@ -125,6 +130,11 @@ class TransformersBackend:
             lambda: fast_decode.FastDecoder(self.model, length, rows=self.fast_decode_rows,
                                             attention=DecodeAttention(self.decode_attention)),
             status.reason, lambda message: report(LoadProgress(0.95, message)))
+        if self.fast_decoder is not None and self.fast_decoder.rows > 1:
+            # Greedy answers decode together in the fast path's rows (continuous batching): the scheduler
+            # may run as many at once. Anything else still takes the generation lock, one at a time.
+            self.batcher = ContinuousBatcher(self.fast_decoder)
+            self.max_in_flight = self.fast_decoder.rows
 
     def _use_fast_decoder(self, query: Query, input_len: int) -> bool:
         s = query.settings
@@ -135,7 +145,8 @@ class TransformersBackend:
         """Drop the model and give its GPU memory back (used when switching models)."""
         if self.fast_decoder is not None:
             self.fast_decoder.close()  # its CUDA graphs and compiled code hold the model's memory
-        self.fast_decoder = None
+        self.fast_decoder = self.batcher = None
+        self.max_in_flight = 1
         self.model = self.processor = None
         give_back_gpu_memory()
 
@@ -204,11 +215,18 @@ class TransformersBackend:
         stage_mark = FirstTokenMark(marks, cancel)
 
         def target() -> torch.Tensor:
-            with self._lock:  # one generation at a time on this model
+            fast = self._use_fast_decoder(query, input_len)
+            if fast and self.batcher is not None:  # joins the rows other answers are decoding in
+                with marks.generating(find_vision_module(self.model), lambda: stage_mark.saw_cancel,
+                                      vision_gate=lambda: self.batcher is not None and self.batcher.prefilling is inputs):
+                    return self.batcher.generate(
+                        inputs, query.settings.max_new_tokens, query.settings.repetition_penalty,
+                        self._eos_ids(), streamer=streamer, should_stop=stage_mark.after_token)
+            with self._lock:  # one generate() at a time on this model
                 if query.settings.seed is not None:
                     torch.manual_seed(query.settings.seed)
                 with marks.generating(find_vision_module(self.model), lambda: stage_mark.saw_cancel):
-                    decoder = self.fast_decoder if self._use_fast_decoder(query, input_len) else None
+                    decoder = self.fast_decoder if fast else None
                     if decoder is not None:
                         output = decoder.generate(
                             inputs, query.settings.max_new_tokens, query.settings.repetition_penalty,

@@ -1,21 +1,15 @@
-"""A fast greedy decode path for Llama-shaped decoders, on the loaded model's own weights.
-
-Why: plain `generate()` is bound by Python overhead (about 6% of the memory-bandwidth limit on a 7B model).
-This path, in the spirit of gpt-fast, runs the decoder with
-- QKV and gate/up projections fused into one matrix each, the model's own weights re-pointed as views into
-  them (no second copy of any weight), so plain `generate()` keeps working on the same tensors;
-- one static KV cache allocated once and reused by every request; decode attention reads only a bucket of
-  it (2048 or the whole cache: the smallest that holds the filled part), one compiled graph per
-  bucket, all compiled during loading, so no request ever pays for compilation;
-- the decode step compiled with CUDA graphs (`torch.compile(mode="reduce-overhead")`) and greedy argmax
-  plus the repetition penalty done on the GPU;
-- all of it run on ONE thread that the decoder owns: torch keeps CUDA graphs per thread, so graphs recorded
-  while loading would be recorded again in every request's own generation thread (a new private memory pool
-  and a warm-up + capture per request) if each request decoded on the thread that asked;
+"""A fast greedy decode path for Llama-shaped decoders, on the loaded model's own weights (in gpt-fast's spirit;
+plain `generate()` is bound by Python overhead, about 6% of the memory-bandwidth limit on a 7B model):
+- QKV and gate/up fused into one matrix each; the model's weights become views into them (no second copy);
+- one static KV cache of `rows` rows (several prompts, each at its own position: fast_decode_rows.py and the
+  continuous batcher, fast_decode_batcher.py), allocated once and reused by every request; decode attention
+  as decode_attention.py says; every step graph (per bucket and row count) compiled while loading;
+- the step compiled with CUDA graphs (`reduce-overhead`), greedy argmax and the repetition penalty on the GPU;
+- all of it on ONE thread the decoder owns: torch keeps CUDA graphs per thread, so graphs recorded while
+  loading would be recorded again (a new memory pool, a warm-up and a capture) in every request's thread;
 - the prefill (vision tower + merged embeddings) taken from the real model: a pre-hook on its language model
   captures `inputs_embeds`, so every VLM whose decoder is Llama-shaped (LLaVA, ...) gets it unchanged.
-Used for greedy, batch-1 answers on one device; sampling, beams and multi-GPU splits use `generate()`.
-Whether a loaded model can take this path, and its cache length, are decided in fast_decode_support.py.
+Greedy answers on one device; sampling, beams and split models use `generate()` (fast_decode_support.py).
 """
 from __future__ import annotations
 
@@ -125,6 +119,10 @@ class FastDecoder:
     def on_own_thread(self, fn: Callable[..., T], *args: object) -> T:
         """Run fn on the decoder's one thread (directly when already on it) and wait; its exception is raised here."""
         return self._thread.run(fn, *args)
+
+    def submit_to_own_thread(self, fn: Callable[[], object]) -> None:
+        """Queue fn on the decoder's thread and return at once (calls made with on_own_thread wait behind it)."""
+        self._thread.submit(fn)
 
     def close(self) -> None:
         """Drop what compiling made and every tensor the decoder owns, then end the thread; unusable after.

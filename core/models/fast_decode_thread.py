@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import torch
@@ -64,6 +64,10 @@ class DecoderThread:
         if threading.get_ident() == self.ident:
             return fn(*args)
         return self._pool.submit(fn, *args).result()
+
+    def submit(self, fn: Callable[[], object]) -> Future[object]:
+        """Queue fn on the thread without waiting (the continuous batcher's loop)."""
+        return self._pool.submit(fn)
 
     def close(self, compiled_on_cuda: bool) -> None:
         """Free the thread's CUDA graphs on the thread itself, then end it."""

@@ -122,11 +122,12 @@ class QueryClock:
         self._add("preprocess", self._start, self._preprocessed, _in_use_gb())
 
     @contextmanager
-    def generating(self, vision_module: torch.nn.Module | None, cancelled: Callable[[], bool]) -> Iterator[None]:
+    def generating(self, vision_module: torch.nn.Module | None, cancelled: Callable[[], bool],
+                   vision_gate: Callable[[], bool] | None = None) -> Iterator[None]:
         """One generate call on the clock, for every backend: started with the vision tower watched; any exception
         publishes the trace as failed; otherwise the GPU is synchronised (so the last stage's time is real), the
         stages close and the trace is published as answered or cancelled. Use it inside the generation lock."""
-        self.generation_started(vision_module)
+        self.generation_started(vision_module, vision_gate)
         try:
             yield
             gpu_reader.synchronize()
@@ -136,14 +137,19 @@ class QueryClock:
         self.generation_ended()
         self.finish(TraceOutcome.CANCELLED if cancelled() else TraceOutcome.ANSWERED)
 
-    def generation_started(self, vision_module: torch.nn.Module | None = None) -> None:
-        """Inside the generation lock: reset the peak counters and watch the vision tower's forwards."""
+    def generation_started(self, vision_module: torch.nn.Module | None = None,
+                           vision_gate: Callable[[], bool] | None = None) -> None:
+        """Inside the generation lock: reset the peak counters and watch the vision tower's forwards (only those
+        for which `vision_gate` says yes, where several answers share the model: the continuous batcher)."""
         gpu_reader.reset_peaks()
         self._mark = self._generation_started = time.perf_counter()
         if vision_module is not None:
+            def mine() -> bool:
+                return vision_gate is None or vision_gate()
+
             self._hooks = [
-                vision_module.register_forward_pre_hook(lambda *_: self._vision_started()),
-                vision_module.register_forward_hook(lambda *_: self._vision_ended()),
+                vision_module.register_forward_pre_hook(lambda *_: self._vision_started() if mine() else None),
+                vision_module.register_forward_hook(lambda *_: self._vision_ended() if mine() else None),
             ]
 
     def _vision_started(self) -> None:

@@ -1,0 +1,179 @@
+"""Continuous batching on the fast path: answers that arrive while others decode join the running rows at the
+next step and leave when they end.
+
+Why: a decode step is bound by reading the weights, so one step for every row costs about what one row
+costs. With one answer at a time, ten analysts share one stream; with rows, up to `fast.rows` answers
+progress together and each keeps most of its speed alone.
+How: one loop on the decoder's own thread (where its CUDA graphs live) owns the rows. Callers hand in a
+request and wait for it; between two steps the loop prefills whatever has arrived into free rows (the other
+rows wait for that prefill: there is no chunked prefill), then advances every row by one token with the
+step compiled for all rows at load time (rows not in use are carried along, their tokens ignored). A row
+leaves at its end-of-sequence token, its token budget or its cancel, and its row is free at the next step.
+Each row has its own position and repetition-penalty history, so an answer is token for token the answer
+it gets alone (tested on the demo model). Order: requests are admitted first come, first served; the
+scheduler in front (core/serving/scheduler.py) keeps its round-robin fairness across sessions.
+A failure in a prefill fails that request only; a failure in a step (out of memory) fails every request in
+the rows, as it would have failed the one request decoding alone, and the loop carries on empty.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from core.models.fast_decode import FastDecoder
+
+if TYPE_CHECKING:
+    from transformers.generation.streamers import BaseStreamer
+
+
+@dataclass(eq=False)
+class _Request:
+    inputs: dict[str, Any]
+    max_new_tokens: int
+    penalty: float
+    eos_ids: set[int]
+    streamer: BaseStreamer | None
+    should_stop: Callable[[], bool] | None
+    produced: list[int] = field(default_factory=list)
+    length: int = 0
+    budget: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class ContinuousBatcher:
+    """Runs `generate()` calls from many threads together on `fast`'s rows (see the module docstring)."""
+
+    def __init__(self, fast: FastDecoder) -> None:
+        self.fast = fast
+        self.prefilling: object | None = None  # the inputs whose prefill runs now (the stage clocks' vision gate)
+        self.most_rows_at_once = 0  # the largest number of rows one step advanced (for tests and benchmarks)
+        self.joined_running = 0  # requests admitted while others were decoding
+        self._lock = threading.Lock()
+        self._pending: deque[_Request] = deque()
+        self._running = False
+
+    def generate(self, inputs: dict[str, Any], max_new_tokens: int, repetition_penalty: float, eos_ids: set[int],
+                 streamer: BaseStreamer | None = None, should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+        """As FastDecoder.generate (prompt + new ids; streamed; greedy), sharing the rows with other callers."""
+        return self.wait(self.submit(inputs, max_new_tokens, repetition_penalty, eos_ids, streamer, should_stop))
+
+    def submit(self, inputs: dict[str, Any], max_new_tokens: int, repetition_penalty: float, eos_ids: set[int],
+               streamer: BaseStreamer | None = None, should_stop: Callable[[], bool] | None = None) -> _Request:
+        """Hand a request to the loop (started if idle) without waiting; `wait` gives its ids."""
+        request = _Request(inputs, max_new_tokens, repetition_penalty, eos_ids, streamer, should_stop)
+        with self._lock:
+            self._pending.append(request)
+            if not self._running:
+                self._running = True
+                self.fast.submit_to_own_thread(self._loop)
+        return request
+
+    @staticmethod
+    def wait(request: _Request) -> torch.Tensor:
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        input_ids = request.inputs["input_ids"]
+        new = torch.tensor([request.produced], dtype=input_ids.dtype, device=input_ids.device)
+        return torch.cat([input_ids, new], dim=1)
+
+    # -- the loop, on the decoder's thread ---------------------------------------------------------
+    @torch.no_grad()
+    def _loop(self) -> None:
+        fast = self.fast
+        rows: list[_Request | None] = [None] * fast.rows
+        tokens = torch.zeros(fast.rows, dtype=torch.long, device=fast.device)
+        penalty = torch.ones(fast.rows, 1, device=fast.device)
+        pos = torch.zeros(fast.rows, dtype=torch.long, device=fast.device)
+        steps: list[int] = [0] * fast.rows
+        while True:
+            with self._lock:
+                free = [row for row, held in enumerate(rows) if held is None]
+                arrived = [self._pending.popleft() for _ in range(min(len(free), len(self._pending)))]
+                if not arrived and all(held is None for held in rows):
+                    self._running = False
+                    return
+            decoding = any(held is not None for held in rows)
+            for row, request in zip(free, arrived):
+                self.joined_running += decoding
+                first = self._admit(row, request, penalty)
+                if first is not None:
+                    tokens[row] = first
+                    rows[row], steps[row] = request, 0
+                    self._deliver(rows, row, int(first))
+            active = [row for row, held in enumerate(rows) if held is not None]
+            if not active:
+                continue
+            self.most_rows_at_once = max(self.most_rows_at_once, len(active))
+            positions = [min(held.length + steps[row], fast.max_len - 1) if held is not None else 0
+                         for row, held in enumerate(rows)]
+            pos.copy_(torch.tensor(positions))
+            # A lone answer (always in row 0: rows are filled from the first) takes the one-row step, also
+            # compiled at load time, so one analyst alone pays nothing for the rows.
+            width = 1 if active == [0] else fast.rows
+            try:
+                if fast.device.type == "cuda":
+                    torch.compiler.cudagraph_mark_step_begin()
+                stepped = fast._step(tokens[:width], pos[:width], penalty[:width],
+                                     fast.bucket_for(max(positions) + 1)).clone()
+                tokens = stepped if width == fast.rows else torch.cat([stepped, tokens[width:]])
+                values = tokens.tolist()  # the one sync per step
+            except Exception as exc:  # noqa: BLE001 - every request in the rows fails with it; the loop goes on
+                for row in active:
+                    self._end(rows, row, exc)
+                continue
+            for row in active:
+                steps[row] += 1
+                self._deliver(rows, row, values[row])
+
+    def _admit(self, row: int, request: _Request, penalty: torch.Tensor) -> torch.Tensor | None:
+        """Prefill `request` into `row`; its first token, or None when it failed (then it has ended)."""
+        fast = self.fast
+        self.prefilling = request.inputs
+        try:
+            request.length = fast.prefill(request.inputs, row=row)
+            request.budget = min(request.max_new_tokens, fast.max_len - request.length)
+            penalty[row] = request.penalty
+            assert fast._prefill_hidden is not None
+            first = fast._next_tokens(fast._prefill_hidden, penalty[row : row + 1], first_row=row)[0]
+            if request.streamer is not None:
+                request.streamer.put(request.inputs["input_ids"].cpu())
+            return first
+        except Exception as exc:  # noqa: BLE001 - this request's own failure (its prompt, its memory)
+            request.error = exc
+            self._finish(request)
+            return None
+        finally:
+            fast._prefill_hidden = None
+            self.prefilling = None
+
+    def _deliver(self, rows: list[_Request | None], row: int, value: int) -> None:
+        """One new token for the request in `row`, in FastDecoder.generate's order: kept, streamed, then the end
+        checks (its end-of-sequence token, its budget, then its own stop callback)."""
+        request = rows[row]
+        assert request is not None
+        request.produced.append(value)
+        if request.streamer is not None:
+            request.streamer.put(torch.tensor([value]))
+        if (value in request.eos_ids or len(request.produced) >= request.budget
+                or (request.should_stop is not None and request.should_stop())):
+            self._end(rows, row, None)
+
+    def _end(self, rows: list[_Request | None], row: int, error: BaseException | None) -> None:
+        request = rows[row]
+        assert request is not None
+        rows[row] = None
+        request.error = error
+        self._finish(request)
+
+    @staticmethod
+    def _finish(request: _Request) -> None:
+        if request.streamer is not None and request.error is None:
+            request.streamer.end()
+        request.done.set()

@@ -1,0 +1,112 @@
+"""Continuous batching on the fast path (core/models/fast_decode_batcher.py) on the real demo model, float32 on
+the CPU: answers that join the running rows mid-answer are token for token the answers they get alone."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from core.models.fast_decode import FastDecoder
+from core.models.fast_decode_batcher import ContinuousBatcher
+
+QUESTIONS = ("Describe the picture in one long sentence, please.", "图中有什么？", "What colour is this?")
+NEW = 40
+
+
+@pytest.fixture(scope="module")
+def loaded(demo_model_dir):
+    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir).eval()
+    processor = AutoProcessor.from_pretrained(demo_model_dir)
+    prompts, references = [], []
+    for number, question in enumerate(QUESTIONS):
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
+            add_generation_prompt=True, tokenize=False,
+        )
+        image = Image.new("RGB", (120, 90), ("orange", "navy", "white")[number])
+        inputs = dict(processor(images=[image], text=text, return_tensors="pt"))
+        with torch.no_grad():
+            reference = model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+                                       repetition_penalty=1.005)
+        prompts.append(inputs)
+        references.append(reference)
+    return model, prompts, references
+
+
+def test_answers_that_join_mid_answer_are_their_answers_alone(loaded) -> None:
+    model, prompts, references = loaded
+    batcher = ContinuousBatcher(FastDecoder(model, 512, compile=False, rows=4))
+    joined: dict[int, object] = {}
+
+    def first_stop_rule() -> bool:  # runs on the decoder's thread after each of the first answer's tokens
+        produced = len(first.produced)
+        if produced == 5 and 1 not in joined:  # the second question arrives while the first decodes
+            joined[1] = batcher.submit(prompts[1], NEW, 1.005, set())
+        if produced == 12 and 2 not in joined:  # and a third while both decode
+            joined[2] = batcher.submit(prompts[2], NEW, 1.005, set())
+        return False
+
+    first = batcher.submit(prompts[0], NEW, 1.005, set(), should_stop=first_stop_rule)
+    assert torch.equal(batcher.wait(first), references[0])
+    assert torch.equal(batcher.wait(joined[1]), references[1])  # type: ignore[arg-type]
+    assert torch.equal(batcher.wait(joined[2]), references[2])  # type: ignore[arg-type]
+    assert batcher.joined_running == 2 and batcher.most_rows_at_once == 3
+
+
+def test_a_cancelled_answer_leaves_its_row_and_the_others_go_on(loaded) -> None:
+    model, prompts, references = loaded
+    batcher = ContinuousBatcher(FastDecoder(model, 512, compile=False, rows=2))
+    stop = threading.Event()
+    cancelled = batcher.submit(prompts[0], NEW, 1.005, set(), should_stop=stop.is_set)
+    stop.set()  # it stops after its next token, whenever the loop gets there
+    kept = batcher.submit(prompts[1], NEW, 1.005, set())
+    late = batcher.submit(prompts[2], NEW, 1.005, set())  # waits for a free row: 2 rows, 3 answers
+    short = batcher.wait(cancelled)
+    assert short.shape[1] < references[0].shape[1] and torch.equal(short, references[0][:, : short.shape[1]])
+    assert torch.equal(batcher.wait(kept), references[1]) and torch.equal(batcher.wait(late), references[2])
+
+
+def test_a_prompt_that_does_not_fit_fails_alone(loaded) -> None:
+    model, prompts, references = loaded
+    batcher = ContinuousBatcher(FastDecoder(model, 16, compile=False, rows=2))  # 16 positions: too short
+    too_long = batcher.submit(prompts[0], NEW, 1.005, set())
+    with pytest.raises(ValueError, match="does not fit the 16-token cache"):
+        batcher.wait(too_long)
+    # the loop is still alive for the next question
+    short = {"input_ids": prompts[2]["input_ids"][:, -8:]}  # text only: 8 tokens fit
+    out = batcher.generate(short, 4, 1.005, set())
+    assert out.shape[1] == 12
+
+
+def test_the_engine_answers_concurrent_questions_in_rows(demo_model_dir) -> None:
+    from core.serving.engine import load_engine
+    from core.settings import load_settings
+
+    engine = load_engine(load_settings(model=str(demo_model_dir), device="cpu"))
+    assert engine.backend.batcher is not None and engine.backend.max_in_flight == 4
+    image = engine.prepare_image(_png(Image.new("RGB", (120, 90), "orange")))
+    alone = {q: engine.ask([image], q, engine.default_generation(max_new_tokens=NEW)).collect().text for q in QUESTIONS}
+    start = threading.Barrier(len(QUESTIONS))
+    together: dict[str, str] = {}
+
+    def ask(question: str) -> None:
+        start.wait()
+        together[question] = engine.ask([image], question, engine.default_generation(max_new_tokens=NEW)).collect().text
+
+    threads = [threading.Thread(target=ask, args=(q,)) for q in QUESTIONS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert together == alone
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
