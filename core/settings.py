@@ -61,7 +61,10 @@ class Settings:
     # (FlexAttention over each row's filled blocks: faster in the shared H200 probe, not yet run on a GPU inside
     # Loupe; it becomes the default once bench/decode_speed.py has measured it there). core/models/decode_attention.py
     decode_attention: str = "sdpa"
-    fast_decode_rows: int = 4  # prompts the fast path decodes together (Compare's 4 templates); each holds its own KV cache
+    # Rows of the fast path's cache: prompts decoded together (Compare's templates, and questions from the queue
+    # by continuous batching); each row holds its own KV cache. 1 until an H200 record shows the gain (on the
+    # 2-core CPU the step's cost grows with rows); 4-8 on a GPU is the intended use.
+    fast_decode_rows: int = 1
     history_db: str = ""  # empty = <home>/history.sqlite3
     max_memory_gb: str = ""  # e.g. "22.2,22.2": usable GB per GPU for the shard planner
     split: str = ""  # pinned layer split, e.g. "0-15,16-31" (GPU0 first)

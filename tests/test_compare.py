@@ -30,21 +30,39 @@ def store(loupe_home) -> HistoryStore:
     return HistoryStore(loupe_home / "history.sqlite3")
 
 
+@pytest.fixture(scope="module")
+def rows_engine(demo_model_dir):
+    """The demo model with 4 fast-path rows: Compare's greedy batches decode in them (core/backends/batched_fast.py)."""
+    from core.serving.engine import load_engine
+    from core.settings import load_settings
+
+    loaded = load_engine(load_settings(home=demo_model_dir.parent.parent, model=str(demo_model_dir),
+                                       fast_decode_rows=4))
+    assert loaded.backend.fast_decoder.rows == 4
+    return loaded
+
+
+@pytest.fixture(params=["one generate() call", "fast path rows"])
+def batch_engine(request, engine):
+    """Both ways a batch is answered: one left-padded generate() call, and the fast path's rows."""
+    return engine if request.param == "one generate() call" else request.getfixturevalue("rows_engine")
+
+
 def _queries(engine, prompts=PROMPTS, tokens: int = 16, image: bytes | None = None):
     prepared = engine.prepare_image(image or _png())
     generation = engine.default_generation(max_new_tokens=tokens)
     return [engine.build_query([prepared], prompt, generation) for prompt in prompts]
 
 
-def test_batched_answers_are_the_single_answers_token_for_token(engine) -> None:
-    queries = _queries(engine)
-    lengths = {len(engine.backend.processor.tokenizer(q.question)["input_ids"]) for q in queries}
+def test_batched_answers_are_the_single_answers_token_for_token(batch_engine) -> None:
+    queries = _queries(batch_engine)
+    lengths = {len(batch_engine.backend.processor.tokenizer(q.question)["input_ids"]) for q in queries}
     assert len(lengths) == len(PROMPTS)  # different lengths: left padding is really exercised
-    batched = engine.backend.answer_batch(queries)
+    batched = batch_engine.backend.answer_batch(queries)
     assert len(batched) == len(queries)
     for query, (answer, ids) in zip(queries, batched, strict=True):
-        alone_answer, alone_ids = engine.backend.answer_batch([query])[0]
-        streamed = engine.ask(list(query.images), query.question, query.settings).collect()
+        alone_answer, alone_ids = batch_engine.backend.answer_batch([query])[0]
+        streamed = batch_engine.ask(list(query.images), query.question, query.settings).collect()
         assert ids == alone_ids and len(ids) == 16
         assert answer.text == alone_answer.text == streamed.text
         assert answer.input_tokens == streamed.input_tokens  # pads are not counted
@@ -55,25 +73,25 @@ def test_batched_answers_are_the_single_answers_token_for_token(engine) -> None:
         assert answer.tokens_per_s > 0
 
 
-def test_the_vision_tower_runs_once_for_all_prompts(engine) -> None:
+def test_the_vision_tower_runs_once_for_all_prompts(batch_engine) -> None:
     seen: list[int] = []
-    handle = find_vision_module(engine.backend.model).register_forward_pre_hook(
+    handle = find_vision_module(batch_engine.backend.model).register_forward_pre_hook(
         lambda _m, args: seen.append(args[0].shape[0]))
     try:
-        engine.backend.answer_batch(_queries(engine, tokens=4))
+        batch_engine.backend.answer_batch(_queries(batch_engine, tokens=4))
     finally:
         handle.remove()
     assert seen == [1]
-    assert "get_image_features" not in vars(engine.backend.model.model)  # the wrapper is gone afterwards
+    assert "get_image_features" not in vars(batch_engine.backend.model.model)  # the wrapper is gone afterwards
 
 
-def test_a_row_that_ends_early_stops_there_and_keeps_its_own_decode_time(engine, monkeypatch) -> None:
-    queries = _queries(engine, tokens=12)
-    _, alone = engine.backend.answer_batch([queries[1]])[0]
+def test_a_row_that_ends_early_stops_there_and_keeps_its_own_decode_time(batch_engine, monkeypatch) -> None:
+    queries = _queries(batch_engine, tokens=12)
+    _, alone = batch_engine.backend.answer_batch([queries[1]])[0]
     stop = alone[4]  # make a token the second prompt produces the end-of-sequence token
-    monkeypatch.setattr(engine.backend.model.generation_config, "eos_token_id", stop)
-    single_answer, single_ids = engine.backend.answer_batch([queries[1]])[0]
-    results = engine.backend.answer_batch(queries)
+    monkeypatch.setattr(batch_engine.backend.model.generation_config, "eos_token_id", stop)
+    single_answer, single_ids = batch_engine.backend.answer_batch([queries[1]])[0]
+    results = batch_engine.backend.answer_batch(queries)
     answer, ids = results[1]
     assert ids == single_ids and ids[-1] == stop and len(ids) == alone.index(stop) + 1
     assert not answer.truncated and answer.output_tokens == len(ids)
@@ -83,12 +101,12 @@ def test_a_row_that_ends_early_stops_there_and_keeps_its_own_decode_time(engine,
     assert answer.timings.decode <= longest.timings.decode
 
 
-def test_rows_with_different_images_batch_too(engine) -> None:
-    generation = engine.default_generation(max_new_tokens=8)
-    queries = [engine.build_query([engine.prepare_image(_png(c))], "What colour?", generation)
+def test_rows_with_different_images_batch_too(batch_engine) -> None:
+    generation = batch_engine.default_generation(max_new_tokens=8)
+    queries = [batch_engine.build_query([batch_engine.prepare_image(_png(c))], "What colour?", generation)
                for c in ("navy", "orange", "white")]
-    batched = [ids for _a, ids in engine.backend.answer_batch(queries)]
-    assert batched == [engine.backend.answer_batch([q])[0][1] for q in queries]
+    batched = [ids for _a, ids in batch_engine.backend.answer_batch(queries)]
+    assert batched == [batch_engine.backend.answer_batch([q])[0][1] for q in queries]
 
 
 def test_compare_records_one_group_and_reopens_it(engine, store) -> None:

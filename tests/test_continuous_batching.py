@@ -85,7 +85,7 @@ def test_the_engine_answers_concurrent_questions_in_rows(demo_model_dir) -> None
     from core.serving.engine import load_engine
     from core.settings import load_settings
 
-    engine = load_engine(load_settings(model=str(demo_model_dir), device="cpu"))
+    engine = load_engine(load_settings(model=str(demo_model_dir), device="cpu", fast_decode_rows=4))
     assert engine.backend.batcher is not None and engine.backend.max_in_flight == 4
     image = engine.prepare_image(_png(Image.new("RGB", (120, 90), "orange")))
     alone = {q: engine.ask([image], q, engine.default_generation(max_new_tokens=NEW)).collect().text for q in QUESTIONS}

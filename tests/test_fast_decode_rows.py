@@ -82,9 +82,10 @@ def _png(image: Image.Image) -> bytes:
 
 
 def test_the_decode_attention_setting_reaches_the_fast_path_and_answers_the_same(demo_model_dir) -> None:
-    flex, sdpa = _engine(demo_model_dir, decode_attention="flex"), _engine(demo_model_dir)
-    assert flex.backend.fast_decoder.attention is DecodeAttention.FLEX
-    assert sdpa.backend.fast_decoder.attention is DecodeAttention.SDPA and sdpa.backend.fast_decoder.rows == 4
+    flex, sdpa = _engine(demo_model_dir, decode_attention="flex", fast_decode_rows=4), _engine(demo_model_dir)
+    assert flex.backend.fast_decoder.attention is DecodeAttention.FLEX and flex.backend.fast_decoder.rows == 4
+    assert sdpa.backend.fast_decoder.attention is DecodeAttention.SDPA and sdpa.backend.fast_decoder.rows == 1
+    assert sdpa.backend.batcher is None and sdpa.backend.max_in_flight == 1
     assert "flex attention, 4 rows" in " ".join(flex.backend.describe().notes)
     assert _answer(flex) == _answer(sdpa)
 

@@ -55,7 +55,7 @@ class TransformersBackend:
         max_images: int = 4,
         stream_timeout_s: float = 120.0,
         fast_decode: bool = True,
-        fast_decode_rows: int = 4,
+        fast_decode_rows: int = 1,
         decode_attention: str = "sdpa",
         plan: ShardPlan | None = None,
         notes: tuple[str, ...] = (),
