@@ -154,6 +154,13 @@ def test_a_hung_server_times_out_with_a_clear_error_and_the_model_stays_usable(
     assert backend.stream(backend.encode(Query((), "ok"))).collect().text == "A cat. Yes."
 
 
+def test_a_question_cancelled_while_the_server_hangs_ends_cancelled_not_failed(backend: OpenAIRemoteBackend) -> None:
+    stream = backend.stream(backend.encode(Query((), "hang")))
+    stream.cancel()
+    answer = stream.collect()  # once the request's own timeout (and retries) ran out: never an error
+    assert answer.text == "" and answer.truncated
+
+
 def test_keep_alives_alone_end_at_the_backstop_and_the_connection_is_closed(base_url: str) -> None:
     remote = OpenAIRemoteBackend(base_url, stream_timeout_s=0.5, connect_timeout_s=2, max_retries=0)
     remote.load()

@@ -186,11 +186,15 @@ class OpenAIRemoteBackend:
             try:
                 raw = client.chat.completions.with_raw_response.create(**request.fields,
                                                                        extra_body=request.extra_body)
-            except openai.APITimeoutError:
-                raise self._stalled(retried=True) from None
             except openai.APIError as exc:
+                if cancel.is_set():
+                    return  # cancelled while waiting for the server: no error for an answer nobody awaits
+                if isinstance(exc, openai.APITimeoutError):
+                    raise self._stalled(retried=True) from None
                 raise from_openai(exc, self.base_url, 1 + self.max_retries) from None
             cancel.closes(raw.http_response)
+            if cancel.is_set():
+                return  # cancelled while the server was starting its answer: an empty, cancelled answer
             self._check_event_stream(raw.http_response)
             chunks = raw.parse()
             try:
@@ -217,6 +221,10 @@ class OpenAIRemoteBackend:
                 if cancel.is_set():
                     return
                 raise state.not_json(getattr(exc, "doc", str(exc))) from None
+            except Exception:
+                if cancel.is_set():
+                    return  # reading a response that the cancel closed, whatever the HTTP library calls that
+                raise
             finally:
                 chunks.close()
             if not cancel.is_set() and not state.complete:
