@@ -32,18 +32,23 @@ def _refuse(name: str, raw: object, origin: str, allowed: str) -> ConfigError:
     return ConfigError(f"setting '{name}' (from {origin}) is {_show(raw)}; {allowed}")
 
 
-def _whole(name: str, raw: object, origin: str) -> int:
-    allowed = "it must be a whole number of at least 1"
-    value: int | None = None
-    if isinstance(raw, int) and not isinstance(raw, bool):  # bool is an int subclass: true must not become 1
-        value = raw
-    elif isinstance(raw, float) and raw.is_integer():
-        value = int(raw)
-    elif isinstance(raw, str) and re.fullmatch(r"\s*\+?\d+\s*", raw):
-        value = int(raw)
-    if value is None or value < 1:
-        raise _refuse(name, raw, origin, allowed)
-    return value
+def _whole_at_least(minimum: int) -> Callable[[str, object, str], int]:
+    def rule(name: str, raw: object, origin: str) -> int:
+        allowed = f"it must be a whole number of at least {minimum}"
+        value: int | None = None
+        if isinstance(raw, int) and not isinstance(raw, bool):  # bool is an int subclass: true must not become 1
+            value = raw
+        elif isinstance(raw, float) and raw.is_integer():
+            value = int(raw)
+        elif isinstance(raw, str) and re.fullmatch(r"\s*\+?\d+\s*", raw):
+            value = int(raw)
+        if value is None or value < minimum:
+            raise _refuse(name, raw, origin, allowed)
+        return value
+    return rule
+
+
+_whole = _whole_at_least(1)
 
 
 def _seconds(name: str, raw: object, origin: str) -> float:
@@ -161,6 +166,7 @@ RULES: dict[str, Callable[[str, object, str], object]] = {
     "stream_timeout_s": _seconds, "fast_decode": _flag, "fast_decode_rows": _whole,
     "decode_attention": _choice("sdpa", "flex"), "history_db": _text, "max_memory_gb": _memory,
     "split": _split, "openai_base_url": _url, "openai_api_key": _text, "remote_max_in_flight": _whole,
+    "remote_model": _text, "remote_image_format": _choice("jpeg", "png"), "remote_max_retries": _whole_at_least(0),
     "api_token": _text,
     "dashboard_password": _text,
     "api_allowed_paths": _folders, "sample_interval_s": _seconds, "sample_window_s": _seconds,

@@ -10,7 +10,8 @@ naming the key, where it came from, the value and what is allowed:
 - whole numbers (max_width, max_pixels, ...) must be integers of at least 1: `true` or `12.9` are refused, not
   turned into 1 or 12; durations (stream_timeout_s, sample_*_s) are finite numbers above 0;
 - booleans are TOML booleans, or from the environment true/false/1/0 (yes/no/on/off also read);
-- backend is auto | transformers | xcomposer | openai, device is auto | cpu | cuda;
+- backend is auto | transformers | xcomposer | openai, device is auto | cpu | cuda, remote_image_format is
+  jpeg | png; remote_max_retries may be 0;
 - max_memory_gb is a TOML number or list of numbers, or a string "22.2,22.2" (GB per GPU, GPU0 first);
   it is kept as that comma-separated string;
 - api_allowed_paths is a TOML list of folders, or one string of folders separated by commas or os.pathsep
@@ -71,6 +72,9 @@ class Settings:
     openai_base_url: str = ""
     openai_api_key: str = ""
     remote_max_in_flight: int = 8  # requests sent to a remote engine at once (it batches them; a hung one blocks no one)
+    remote_model: str = ""  # the remote server's model id (from its /v1/models); empty = the only one it serves
+    remote_image_format: str = "jpeg"  # jpeg (quality 95, about a third of PNG's bytes) | png (lossless)
+    remote_max_retries: int = 2  # the openai client's retries (with backoff) of a refused connection, 408/409/429/5xx
     api_token: str = ""  # bearer token the API server requires; empty = no auth
     dashboard_password: str = ""  # the team's sign-in password for the dashboard (core/access.py); empty = none
     api_allowed_paths: str = ""  # comma-separated folders the API may read local images from

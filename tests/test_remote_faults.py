@@ -23,6 +23,7 @@ from core.settings import load_settings
 from tests.image_factory import encode
 
 RELEASE = threading.Event()  # set at teardown: handlers that "hang" wait on it, so no thread outlives the tests
+KEEPALIVE_CLOSED = threading.Event()  # the keep-alive handler saw its connection closed by the client
 
 
 def _chunk(content: str | None = None, finish: str | None = None) -> bytes:
@@ -88,6 +89,14 @@ class Handler(BaseHTTPRequestHandler):
         elif scenario == "error-string":
             self._stream_head()
             self.wfile.write(b'data: {"error": "overloaded"}\n\n')
+        elif scenario == "keepalive":  # a stream of SSE comments only, never an event, until the client leaves
+            self._stream_head()
+            try:
+                while not RELEASE.wait(0.1):
+                    self.wfile.write(b": ping\n\n")
+                    self.wfile.flush()
+            except OSError:
+                KEEPALIVE_CLOSED.set()
         elif scenario == "not-json":
             self._stream_head()
             self.wfile.write(b"data: {broken\n\n")
@@ -143,6 +152,27 @@ def test_a_hung_server_times_out_with_a_clear_error_and_the_model_stays_usable(
     assert pieces == ([] if scenario == "hang" else ["A cat"])
     assert base_url in error and "0.5 s" in error and "stream_timeout_s" in error
     assert backend.stream(backend.encode(Query((), "ok"))).collect().text == "A cat. Yes."
+
+
+def test_a_question_cancelled_while_the_server_hangs_ends_cancelled_not_failed(backend: OpenAIRemoteBackend) -> None:
+    stream = backend.stream(backend.encode(Query((), "hang")))
+    stream.cancel()
+    answer = stream.collect()  # once the request's own timeout (and retries) ran out: never an error
+    assert answer.text == "" and answer.truncated
+
+
+def test_keep_alives_alone_end_at_the_backstop_and_the_connection_is_closed(base_url: str) -> None:
+    remote = OpenAIRemoteBackend(base_url, stream_timeout_s=0.5, connect_timeout_s=2, max_retries=0)
+    remote.load()
+    try:
+        started = time.perf_counter()
+        pieces, error = ask(remote, "keepalive")
+        assert pieces == [] and "produced nothing for 4 s" in error  # every try's connect + wait, plus 1 s
+        assert time.perf_counter() - started < 8
+        assert KEEPALIVE_CLOSED.wait(5)  # the cancel closed the response: the server is not left streaming
+        assert remote.stream(remote.encode(Query((), "ok"))).collect().text == "A cat. Yes."
+    finally:
+        remote.unload()
 
 
 @pytest.mark.parametrize(("scenario", "shown"), [("json", "application/json"), ("html", "text/html")])

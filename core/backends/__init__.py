@@ -52,10 +52,12 @@ def create_backend(settings: Settings, *, replacing: Backend | None = None) -> B
             fast_decode=settings.fast_decode, fast_decode_rows=settings.fast_decode_rows,
             decode_attention=settings.decode_attention,
         )
-    if kind == "openai":  # a remote OpenAI-compatible server; `model` names the model it serves
+    if kind == "openai":  # a remote OpenAI-compatible server; remote_model (else model) names the model it serves
         from core.backends.openai_remote import OpenAIRemoteBackend
 
-        return OpenAIRemoteBackend(settings.openai_base_url, settings.openai_api_key, settings.model,
-                                   max_images=settings.max_images, stream_timeout_s=settings.stream_timeout_s,
-                                   max_in_flight=settings.remote_max_in_flight)
+        return OpenAIRemoteBackend(settings.openai_base_url, settings.openai_api_key,
+                                   settings.remote_model or settings.model, max_images=settings.max_images,
+                                   stream_timeout_s=settings.stream_timeout_s,
+                                   max_in_flight=settings.remote_max_in_flight,
+                                   max_retries=settings.remote_max_retries, image_format=settings.remote_image_format)
     raise ModelError(f"Unknown backend '{kind}' in the settings (use auto, transformers, xcomposer or openai).")

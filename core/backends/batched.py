@@ -37,7 +37,7 @@ from core.backends import batched_fast, encoding
 from core.backends.answer_builder import Generated, build_answer
 from core.backends.runtime import LoadedModel
 from core.backends.stage_clocks import find_vision_module
-from core.backends.streaming import CancelCriteria
+from core.backends.token_streaming import CancelCriteria
 from core.errors import QuestionError
 from core.records import Answer, GenerationSettings, Query
 from core.telemetry import markers

@@ -3,6 +3,10 @@
 The thread's target is wrapped so that an exception inside generate() reaches the reader as a
 GenerationError and the streamer's end marker is always pushed: the reader can never hang on it.
 The reader also gives up after `timeout_s` without a new piece, and cancels the thread then.
+
+This module imports neither torch nor transformers, so a remote-only Loupe never loads them: the token
+streamer of a local model (a transformers TextIteratorStreamer) is in core/backends/token_streaming.py, and a
+remote model's decoded text goes through TextQueue here.
 """
 from __future__ import annotations
 
@@ -10,48 +14,50 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
-
-from transformers import StoppingCriteria, TextIteratorStreamer
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.errors import GenerationError, LoupeError, OutOfMemoryError
 from core.records import Answer
 
-if TYPE_CHECKING:
-    import torch
+
+class PieceQueue(Protocol):
+    """What the reader drains: text pieces until the end marker; iteration raises queue.Empty after `timeout`
+    seconds without a piece. A transformers TimedStreamer is one; TextQueue is the torch-free one."""
+
+    timeout: float | None
+    ended: bool
+
+    def end(self) -> None: ...
+
+    def __iter__(self) -> Iterator[str]: ...
 
 
-class TimedStreamer(TextIteratorStreamer):
-    """A TextIteratorStreamer with a reader timeout that notes whether it ended (when tokens came is the stage
-    clock's business: core/telemetry/markers.py)."""
+class TextQueue:
+    """A PieceQueue for text that arrives already decoded (a remote server's stream)."""
 
-    def __init__(self, tokenizer: Any, timeout_s: float) -> None:  # None for a remote model (its text comes decoded)
-        super().__init__(tokenizer, skip_prompt=True, timeout=timeout_s, skip_special_tokens=True)
+    _END = object()
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout: float | None = timeout_s
         self.ended = False
+        self._pieces: queue.Queue[object] = queue.Queue()
+
+    def put(self, piece: str) -> None:
+        self._pieces.put(piece)
 
     def end(self) -> None:
         self.ended = True
-        super().end()
+        self._pieces.put(self._END)
 
-
-class CancelCriteria(StoppingCriteria):
-    """Stops generate() at the next token once the event is set (user cancel, reader timeout)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
-        import torch
-
-
-        stop = torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-        return cast("torch.BoolTensor", stop)  # torch's stubs type every tensor factory as plain Tensor
+    def __iter__(self) -> Iterator[str]:
+        while (piece := self._pieces.get(timeout=self.timeout)) is not self._END:
+            yield str(piece)
 
 
 class GenerationThread:
     """Runs `target` in a daemon thread; keeps its result or exception; always ends the streamer."""
 
-    def __init__(self, target: Callable[[], Any], streamer: TimedStreamer) -> None:
+    def __init__(self, target: Callable[[], Any], streamer: PieceQueue) -> None:
         self._target = target
         self.streamer = streamer
         self.result: Any = None

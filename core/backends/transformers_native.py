@@ -17,7 +17,8 @@ from core.backends.answer_builder import Generated, build_answer
 from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
 from core.backends.runtime import LoadedModel, choose_runtime, give_back_gpu_memory
 from core.backends.stage_clocks import FirstTokenMark, find_vision_module
-from core.backends.streaming import AnswerStream, CancelCriteria, GenerationThread, TimedStreamer
+from core.backends.streaming import AnswerStream, GenerationThread
+from core.backends.token_streaming import CancelCriteria, TimedStreamer
 from core.errors import ModelError
 from core.models import load_progress
 from core.models.load_progress import LoadProgress, ProgressCallback

@@ -42,9 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from core.serving.api import create_app
 
     sock = _listen(args.host, args.port)
-    quiet_libraries()
     settings = load_settings(model=args.model)
-    from core.serving.engine import load_engine  # torch + transformers: only when serving
+    if settings.backend != "openai":  # a remote model loads no transformers to quieten
+        quiet_libraries()
+    from core.serving.engine import load_engine  # torch + transformers: only when serving a local model
 
     engine = load_engine(settings)
     card = engine.describe()

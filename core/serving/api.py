@@ -11,9 +11,10 @@ How a request body becomes a question is in core/serving/chat_request.py. Decisi
   500 when generation failed (out of memory included; the model stays loaded). Nothing reaches the
   client as a stack trace.
 - Auth: when the setting `api_token` is set, /v1/* needs `Authorization: Bearer <token>`; /health stays
-  open for load-balancer probes and shows only the queue and memory. The token and the body size are checked
-  before any route, and a refused body is answered at once and then read away up to a bound, so every client
-  sees the 401/413 (core/serving/api_guards.py).
+  open for load-balancer probes and shows only the queue and memory (for a remote engine: whether it
+  answers and what it serves, 503 when it does not answer, instead of this machine's GPUs). The token and
+  the body size are checked before any route, and a refused body is answered at once and then read away
+  up to a bound, so every client sees the 401/413 (core/serving/api_guards.py).
 - Questions may be up to `api_max_question_chars` characters (200 by default, like the pages'
   `max_question_chars`, but set on its own: raising it for API clients leaves the dashboard's box as it is).
 - Fairness: each request waits in its client's lane of the shared queue, the client being the caller's
@@ -150,9 +151,19 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
     # The token and the body size are checked before any route (core/serving/api_guards.py).
     app.add_middleware(ApiGuard, token=settings.api_token, max_body_bytes=max_body_bytes)
 
+    remote_health = getattr(engine.backend, "remote_health", None)  # a remote engine: its health, not local GPUs
+
     @app.get("/health", response_model=None)
-    async def health() -> dict[str, object]:
+    async def health() -> Response | dict[str, object]:
         queue = sched.snapshot()
+        if remote_health is not None:
+            remote = (await run_in_threadpool(remote_health)).to_dict()
+            return JSONResponse({
+                "status": "ok" if remote["reachable"] else "remote unreachable", "model": card.name,
+                "backend": card.backend, "device": card.device,
+                "queue": {"waiting": queue.waiting, "running": queue.running, "sessions": queue.sessions},
+                "remote": remote, "gpus": [], "rss_gb": round(psutil.Process().memory_info().rss / 1e9, 3),
+            }, status_code=200 if remote["reachable"] else 503)
         gpus = [{"index": g.index, "name": g.name, "used_gb": round((g.used_bytes or 0) / 1e9, 3),
                  "free_gb": round((g.free_bytes or 0) / 1e9, 3), "total_gb": round((g.total_bytes or 0) / 1e9, 3)}
                 for g in await run_in_threadpool(gpu_reader.read_gpus)]
@@ -160,8 +171,12 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
                 "queue": {"waiting": queue.waiting, "running": queue.running, "sessions": queue.sessions},
                 "gpus": gpus, "nvml": nvml.state(), "rss_gb": round(psutil.Process().memory_info().rss / 1e9, 3)}
 
-    model_card = {"id": card.name, "object": "model", "created": created, "owned_by": "loupe",
-                  "loupe": {"backend": card.backend, "device": card.device, "dtype": card.dtype, "is_demo": card.is_demo}}
+    details: dict[str, object] = {"backend": card.backend, "device": card.device, "dtype": card.dtype,
+                                  "is_demo": card.is_demo}
+    if remote_health is not None:  # what the remote engine serves, as it listed it when the model was loaded
+        details["remote"] = {"base_url": getattr(engine.backend, "base_url", ""),
+                             "served": [m.id for m in getattr(engine.backend, "served", ())]}
+    model_card = {"id": card.name, "object": "model", "created": created, "owned_by": "loupe", "loupe": details}
 
     @app.get("/v1/models", response_model=None)
     async def models() -> dict[str, object]:

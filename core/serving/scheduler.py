@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -231,9 +232,8 @@ class Scheduler:
 
     def _release_memory(self, full: bool) -> None:
         gc.collect() if full else gc.collect(1)
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch = sys.modules.get("torch")  # never imported (a remote-only Loupe): there is no CUDA cache to empty
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
         if self._admission is not None:
             self._idle_free = self._admission.free()
