@@ -158,3 +158,12 @@ def test_given_figures_follow_uuids_too(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-c0ff")
     (only,) = preflight.visible_gpus(given)
     assert (only.uuid, only.index, only.free_bytes) == (C, 0, 2)
+
+
+def test_gpus_json_names_each_card_as_nvml_and_cuda_do(fake_machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.telemetry import readout
+    from core.telemetry.sampler import read_sample
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    cards = readout.gpus_json(read_sample(), "ok")["gpus"]
+    assert [(c["index"], c["uuid"], c["cuda_index"]) for c in cards] == [(0, A, 1), (1, B, 0), (2, C, None)]
