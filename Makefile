@@ -28,11 +28,18 @@ browser-deps:
 		echo "note: run 'sudo apt-get install chromium fonts-noto-cjk' for the browser test; it is skipped without chromium"; \
 	fi
 
-## Install into .venv and start the dashboard on http://127.0.0.1:8501 (the demo model unless one is set).
+## Install into .venv and start the dashboard on http://127.0.0.1:$(PORT) (the demo model unless one is set); the
+## URL is printed once the dashboard answers its health check, so it is there to open, not still starting.
 ## It listens on this machine only (.streamlit/config.toml); for a team, see core/access.py (sign-in).
+PORT ?= 8501
 run: setup
-	@echo "Loupe: http://127.0.0.1:8501 (this machine only; add --server.address 0.0.0.0 and a sign-in to share it)"
-	$(PY) -m streamlit run dashboard/app.py --server.port 8501
+	@$(PY) -m streamlit run dashboard/app.py --server.port $(PORT) & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid; exit 0' INT TERM; \
+	until $(PY) -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(PORT)/_stcore/health', timeout=2)" 2>/dev/null; do \
+		kill -0 $$pid 2>/dev/null || exit 1; sleep 1; \
+	done; \
+	echo "Loupe is up: http://127.0.0.1:$(PORT) (this machine only; add --server.address 0.0.0.0 and a sign-in to share it)"; \
+	wait $$pid
 
 ## ruff over the tree and mypy over core/ (both configured in pyproject.toml).
 lint: setup

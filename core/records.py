@@ -150,11 +150,12 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    """The scheduler's queue at one moment: how many wait, whether one runs, how many sessions wait."""
+    """The scheduler's queue at one moment: how many wait, whether one runs (and how many), how many sessions wait."""
 
     waiting: int
     running: bool
     sessions: int
+    in_flight: int = 0  # requests being answered now (up to remote_max_in_flight for a remote engine)
 
 
 @dataclass(frozen=True, eq=False)

@@ -51,6 +51,14 @@ def _whole_at_least(minimum: int) -> Callable[[str, object, str], int]:
 _whole = _whole_at_least(1)
 
 
+def _port(name: str, raw: object, origin: str) -> int:
+    """0 (off) or a TCP port."""
+    text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if not re.fullmatch(r"\+?\d+", text) or int(text) > 65535:
+        raise _refuse(name, raw, origin, "it must be 0 (off) or a port number from 1 to 65535")
+    return int(text)
+
+
 def _seconds(name: str, raw: object, origin: str) -> float:
     allowed = "it must be a number of seconds above 0"
     value: float | None = None
@@ -170,7 +178,7 @@ RULES: dict[str, Callable[[str, object, str], object]] = {
     "api_token": _text,
     "dashboard_password": _text,
     "api_allowed_paths": _folders, "sample_interval_s": _seconds, "sample_window_s": _seconds,
-    "batch_max_files": _whole, "batch_max_mb": _whole,
+    "batch_max_files": _whole, "batch_max_mb": _whole, "metrics_port": _port, "metrics_address": _text,
 }
 
 

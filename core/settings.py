@@ -19,6 +19,7 @@ naming the key, where it came from, the value and what is allowed:
   itself contain a comma;
 - split is checked for its form ("0-15,16-31", contiguous from layer 0); the layer count is checked when
   the model is known;
+- metrics_port is 0 (off) or a TCP port, 1-65535;
 - the history database (history_db, else <home>/history.sqlite3) must not be a folder, and the nearest
   folder above it that exists must be a writable folder, so the history store can create it later.
 """
@@ -80,6 +81,8 @@ class Settings:
     api_allowed_paths: str = ""  # comma-separated folders the API may read local images from
     sample_interval_s: float = 0.5
     sample_window_s: float = 900.0
+    metrics_port: int = 0  # Prometheus metrics of the dashboard process on this port (core/serving/metrics.py); 0 = off
+    metrics_address: str = "127.0.0.1"  # where that port listens ("0.0.0.0" in a container)
     batch_max_files: int = 200  # images in one batch (uploads, or inside a zip)
     batch_max_mb: int = 200  # the uploads together (a zip counted as uploaded); its unpacked images at most 5x
 

@@ -5,6 +5,7 @@
 import streamlit as st
 
 from core.errors import LoupeError
+from core.serving.metrics import export_metrics
 from core.settings import load_settings
 from dashboard.widgets.model_card import show_model_card
 from dashboard.widgets.model_resource import get_engine
@@ -16,6 +17,7 @@ st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wi
 
 try:
     settings = load_settings()
+    export_metrics(settings)  # Prometheus metrics on `metrics_port`, once per process; off by default
 except LoupeError as exc:
     st.error("Loupe's settings are wrong; correct them and reload the page.")
     st.text(str(exc))  # quotes the value as it was set: shown as text, never as Markdown

@@ -2,8 +2,8 @@
 
 - GPUs and their free memory come from NVML through the one GPU reader (core/telemetry/gpu_reader.py),
   read before torch touches CUDA.
-  CUDA_VISIBLE_DEVICES with indices is honoured (NVML numbers every card, CUDA only the visible ones);
-  with UUIDs the first cards NVML lists are taken.
+  CUDA_VISIBLE_DEVICES is read as CUDA reads it (indices, UUIDs or prefixes, a MIG device), so the GPUs
+  planned on are the ones the model will load on, numbered as CUDA numbers them.
 - `max_memory_gb` caps what each GPU may use ("22.2,22.2": GPU0, GPU1; one value caps every GPU; GPUs
   beyond the list are not used). `split` pins the layer split; the planner validates both.
 - dtype: bf16 when every GPU used has compute capability 8.0+, else fp16 with a note; fp32 on the CPU.
@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -56,20 +55,8 @@ class Clearance:
 
 
 def visible_gpus(gpus: tuple[GpuSnapshot, ...]) -> tuple[GpuSnapshot, ...]:
-    """NVML's GPUs as CUDA will number them under CUDA_VISIBLE_DEVICES."""
-    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if raw is None:
-        return gpus
-    wanted = [w.strip() for w in raw.split(",") if w.strip()]
-    if not all(w.isdigit() for w in wanted):
-        return tuple(replace(g, index=i) for i, g in enumerate(gpus[: len(wanted)]))
-    by_nvml = {g.index: g for g in gpus}
-    chosen = []
-    for w in wanted:  # CUDA stops at the first index that does not exist
-        if int(w) not in by_nvml:
-            break
-        chosen.append(by_nvml[int(w)])
-    return tuple(replace(g, index=i) for i, g in enumerate(chosen))
+    """Given figures as CUDA will number them under CUDA_VISIBLE_DEVICES (indices, UUIDs, their prefixes)."""
+    return gpu_reader.visible_to_cuda(gpus)
 
 
 def choose_dtype(gpus: tuple[GpuSnapshot, ...]) -> tuple[str, str]:
@@ -171,7 +158,7 @@ def check(
     if settings.device == "cpu":
         gpus, reason = (), "device = 'cpu'"
     elif gpus is None:
-        gpus = visible_gpus(gpu_reader.read_gpus())
+        gpus = gpu_reader.read_visible()
         reason = nvml.state() if nvml.state() != "ok" else "CUDA_VISIBLE_DEVICES hides them"
         if gpus and not _torch_has_cuda():
             gpus, reason = (), "NVML sees GPUs but this torch build has no CUDA support"

@@ -1,7 +1,7 @@
 """Loupe's OpenAI-compatible HTTP API, on the same queue as the dashboard (core/serving/scheduler.py).
 
 `POST /v1/chat/completions` (streaming as server-sent events), `GET /v1/models`, `GET /v1/models/{id}`,
-`GET /health`.
+`GET /health`, `GET /metrics` (Prometheus, core/serving/metrics.py).
 How a request body becomes a question is in core/serving/chat_request.py. Decisions here:
 - Errors always come back in OpenAI's shape {"error": {"message", "type", "param", "code"}}: 400 for a
   bad body, image or question (and for a question too big for free memory), 401 for a missing or wrong
@@ -10,8 +10,8 @@ How a request body becomes a question is in core/serving/chat_request.py. Decisi
   the client already has its share of it waiting,
   500 when generation failed (out of memory included; the model stays loaded). Nothing reaches the
   client as a stack trace.
-- Auth: when the setting `api_token` is set, /v1/* needs `Authorization: Bearer <token>`; /health stays
-  open for load-balancer probes and shows only the queue and memory (for a remote engine: whether it
+- Auth: when the setting `api_token` is set, /v1/* and /metrics need `Authorization: Bearer <token>`; /health
+  stays open for load-balancer probes and shows only the queue and memory (for a remote engine: whether it
   answers and what it serves, 503 when it does not answer, instead of this machine's GPUs). The token and
   the body size are checked before any route, and a refused body is answered at once and then read away
   up to a bound, so every client sees the 401/413 (core/serving/api_guards.py).
@@ -48,9 +48,11 @@ from core.records import Answer
 from core.serving import chat_request
 from core.serving.api_guards import ApiGuard
 from core.serving.api_server import RunningServer, start_server
+from core.serving.metrics import CONTENT_TYPE, LoupeMetrics
 from core.serving.scheduler import Scheduler, Ticket, describe_position, scheduler_for
 from core.statuses import RequestStatus
 from core.telemetry import gpu_reader, nvml
+from core.telemetry.sampler import get_sampler
 
 if TYPE_CHECKING:
     from core.serving.engine import Engine
@@ -170,6 +172,13 @@ def create_app(engine: Engine, scheduler: Scheduler | None = None, *,
         return {"status": "ok", "model": card.name, "backend": card.backend, "device": card.device,
                 "queue": {"waiting": queue.waiting, "running": queue.running, "sessions": queue.sessions},
                 "gpus": gpus, "nvml": nvml.state(), "rss_gb": round(psutil.Process().memory_info().rss / 1e9, 3)}
+
+    metrics = LoupeMetrics(schedulers=lambda: (sched,), sample=lambda: get_sampler(settings).latest())
+    metrics.watch(sched)
+
+    @app.get("/metrics", response_model=None)
+    async def prometheus_metrics() -> Response:
+        return Response(await run_in_threadpool(metrics.text), media_type=CONTENT_TYPE)
 
     details: dict[str, object] = {"backend": card.backend, "device": card.device, "dtype": card.dtype,
                                   "is_demo": card.is_demo}

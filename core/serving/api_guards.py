@@ -42,7 +42,7 @@ def too_large_message(limit: int) -> str:
 
 
 class ApiGuard:
-    """Wraps the API app: token first (for /v1/*), then the body limit, then the app."""
+    """Wraps the API app: token first (for /v1/* and /metrics), then the body limit, then the app."""
 
     def __init__(self, app: App, *, token: str, max_body_bytes: int, drain_idle_s: float = DRAIN_IDLE_S) -> None:
         self.app = app
@@ -55,7 +55,8 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
-        if self.token and scope["path"].startswith("/v1/") and not self._authorized(headers.get(b"authorization", b"")):
+        guarded = scope["path"].startswith("/v1/") or scope["path"] == "/metrics"
+        if self.token and guarded and not self._authorized(headers.get(b"authorization", b"")):
             await self._refuse(receive, send, 401, error_json(
                 "Missing or wrong API token: send 'Authorization: Bearer <token>'.", "invalid_request_error",
                 "invalid_api_key"), extra=[(b"www-authenticate", b"Bearer")], already=0)

@@ -138,8 +138,8 @@ class Scheduler:
 
     def snapshot(self) -> QueueSnapshot:
         with self._cond:
-            return QueueSnapshot(waiting=self._waiting(), running=bool(self._running),
-                                 sessions=len(self._queues))
+            return QueueSnapshot(waiting=self._waiting(), running=bool(self._running), sessions=len(self._queues),
+                                 in_flight=len(self._running))
 
     def add_listener(self, listener: Listener) -> None:
         """`listener(FinishedRequest)` is called after every request, before its caller sees the end (on the
@@ -269,6 +269,15 @@ def _detached(error: LoupeError) -> LoupeError:
 
 _schedulers: dict[int, tuple[weakref.ref[Engine], Scheduler]] = {}
 _schedulers_lock = threading.Lock()
+_on_new: list[Callable[[Scheduler], None]] = []  # told of every scheduler scheduler_for makes (metrics' counters)
+
+
+def live_schedulers(on_new: Callable[[Scheduler], None] | None = None) -> list[Scheduler]:
+    """The schedulers of this process's loaded engines; `on_new` is also told of every one made later."""
+    with _schedulers_lock:
+        if on_new is not None and on_new not in _on_new:
+            _on_new.append(on_new)
+        return [found for _ref, found in _schedulers.values()]
 
 
 def scheduler_for(engine: Engine) -> Scheduler:
@@ -283,6 +292,8 @@ def scheduler_for(engine: Engine) -> Scheduler:
             found = Scheduler(engine.backend, max_memory_gb=engine.settings.max_memory_gb)
             _schedulers[id(engine)] = (weakref.ref(engine), found)
             weakref.finalize(engine, _forget, id(engine), found)
+            for hook in _on_new:
+                hook(found)
         return found
 
 

@@ -2,8 +2,11 @@
 
 - NVML, through core.telemetry.nvml.query (a field a card cannot report is None, never an exception): every
   card as nvidia-smi numbers it — memory used/free/total, this process's share, utilisation, temperature,
-  power, compute capability. Once this process has initialised CUDA, torch's allocator figures for the same
-  card join it, matched by UUID so CUDA_VISIBLE_DEVICES renumbering does not mislabel them (`cuda_index`).
+  power, compute capability, UUID. Once this process has initialised CUDA, torch's allocator figures for the
+  same card join it, matched by UUID so CUDA_VISIBLE_DEVICES renumbering does not mislabel them.
+- Which devices CUDA shows this process, in CUDA's order (`cuda_index`, read_visible): CUDA_VISIBLE_DEVICES
+  read as CUDA reads it (indices, UUIDs or their prefixes, MIG devices; core/telemetry/cuda_visible.py), so
+  the pre-flight check plans on the cards the model will really load on, before CUDA starts.
 - torch's allocator alone (read_cuda), numbered as CUDA numbers devices: what admission and load progress
   need, with the driver's free memory as CUDA reports it. Nothing is read before this process has
   initialised CUDA, and torch is never imported just to look: the CLI must stay quick.
@@ -13,54 +16,71 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 import psutil
 
 from core.telemetry import nvml
+from core.telemetry.cuda_visible import NvmlDevice, cuda_order
 from core.telemetry.snapshots import GpuSnapshot
 
-_Card = tuple[int, object, str, str, "tuple[int, int] | None"]  # NVML index, handle, name, UUID, compute capability
+
+@dataclass(frozen=True)
+class _Known:
+    """What never changes about one NVML device: its handle, name, compute capability and identity."""
+
+    device: NvmlDevice
+    handle: object
+    name: str
+    capability: tuple[int, int] | None
 
 
 class GpuReader:
-    """Reads every NVML card now; keeps what never changes (handles, names, UUIDs, the torch device map)."""
+    """Reads every NVML card now; keeps what never changes (handles, names, UUIDs, MIG devices, the torch map)."""
 
     def __init__(self) -> None:
-        self._cards: list[_Card] | None = None
+        self._known: list[_Known] | None = None
         self._torch_devices: dict[str, int] | None = None  # NVML UUID → torch device index
 
     def read(self) -> tuple[GpuSnapshot, ...]:
-        """Every GPU NVML sees, now (empty when nvml.state() is not 'ok')."""
-        return tuple(self._read_card(*card) for card in self._known_cards())
+        """Every whole card NVML sees, now, numbered as nvidia-smi numbers them (empty when nvml.state() is
+        not 'ok'); `cuda_index` says how CUDA numbers each in this process."""
+        known = self._known_devices()
+        visible = {d.uuid: n for n, d in enumerate(cuda_order(os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                                               [k.device for k in known]))}
+        return tuple(self._read(k, visible.get(k.device.uuid)) for k in known if not k.device.is_mig)
 
-    def _known_cards(self) -> list[_Card]:
-        if self._cards is None:
-            self._cards = []
+    def read_visible(self) -> tuple[GpuSnapshot, ...]:
+        """The devices CUDA will show this process (CUDA_VISIBLE_DEVICES applied: indices, UUIDs, MIG), in
+        CUDA's order, `index` being CUDA's number: what the pre-flight check plans on, before CUDA starts."""
+        known = {k.device: k for k in self._known_devices()}
+        order = cuda_order(os.environ.get("CUDA_VISIBLE_DEVICES"), list(known))
+        return tuple(replace(self._read(known[device], cuda), index=cuda) for cuda, device in enumerate(order))
+
+    def _known_devices(self) -> list[_Known]:
+        if self._known is None:
+            self._known = []
             if nvml.state() == "ok":
                 import pynvml
 
                 for index in range(nvml.query(pynvml.nvmlDeviceGetCount) or 0):
                     handle = nvml.query(pynvml.nvmlDeviceGetHandleByIndex, index)
-                    if handle is None:
-                        continue
-                    name = nvml.query(pynvml.nvmlDeviceGetName, handle) or f"GPU{index}"
-                    card_uuid = nvml.query(pynvml.nvmlDeviceGetUUID, handle)
-                    self._cards.append((index, handle, _text(name), _text(card_uuid or ""),
-                                        nvml.query(pynvml.nvmlDeviceGetCudaComputeCapability, handle)))
-        return self._cards
+                    if handle is not None:
+                        self._known.extend(_describe(index, handle))
+        return self._known
 
-    def _read_card(self, index: int, handle: object, name: str, card_uuid: str,
-                   capability: tuple[int, int] | None) -> GpuSnapshot:
+    def _read(self, known: _Known, cuda_index: int | None) -> GpuSnapshot:
         import pynvml
 
+        handle = known.handle
         mem = nvml.query(pynvml.nvmlDeviceGetMemoryInfo, handle)
         util = nvml.query(pynvml.nvmlDeviceGetUtilizationRates, handle)
         power_mw = nvml.query(pynvml.nvmlDeviceGetPowerUsage, handle)
-        device = self._torch_device(card_uuid)
+        device = self._torch_device(known.device.uuid)
         allocated, reserved, peak = _allocator(device) if device is not None else (None, None, None)
         return GpuSnapshot(
-            index=index, name=name,
+            index=known.device.index, name=known.name,
             used_bytes=int(mem.used) if mem is not None else None,
             total_bytes=int(mem.total) if mem is not None else None,
             process_bytes=_process_bytes(handle, reserved),
@@ -69,10 +89,12 @@ class GpuReader:
             power_w=power_mw / 1000 if power_mw is not None else None,
             allocated_bytes=allocated, reserved_bytes=reserved, peak_bytes=peak,
             free_bytes=int(mem.free) if mem is not None else None,
-            compute_capability=capability, cuda_index=device,
+            compute_capability=known.capability, cuda_index=device if device is not None else cuda_index,
+            uuid=known.device.uuid,
         )
 
     def _torch_device(self, card_uuid: str) -> int | None:
+        """torch's number for this device once CUDA is initialised: what CUDA itself decided, by UUID."""
         torch = _torch_with_cuda()
         if torch is None:
             return None
@@ -80,14 +102,49 @@ class GpuReader:
             self._torch_devices = {}
             for device in range(torch.cuda.device_count()):
                 found = getattr(torch.cuda.get_device_properties(device), "uuid", None)
-                if found is not None:
-                    self._torch_devices[f"GPU-{found}"] = device
+                if found is not None:  # torch gives the bare UUID; NVML prefixes GPU- or MIG-
+                    self._torch_devices[f"GPU-{found}"] = self._torch_devices[f"MIG-{found}"] = device
         return self._torch_devices.get(card_uuid)
+
+
+def _describe(index: int, handle: object) -> list[_Known]:
+    """One card, and its MIG devices when it is in MIG mode (each a device CUDA_VISIBLE_DEVICES can name)."""
+    import pynvml
+
+    card_uuid = _text(nvml.query(pynvml.nvmlDeviceGetUUID, handle) or "")
+    capability = nvml.query(pynvml.nvmlDeviceGetCudaComputeCapability, handle)
+    mode = nvml.query(pynvml.nvmlDeviceGetMigMode, handle)  # (current, pending); None: no MIG on this card
+    mig_enabled = bool(mode and mode[0])
+    found = [_Known(NvmlDevice(index, card_uuid, mig_enabled=mig_enabled), handle,
+                    _text(nvml.query(pynvml.nvmlDeviceGetName, handle) or f"GPU{index}"), capability)]
+    slots = (nvml.query(pynvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0) if mig_enabled else 0
+    for mig_index in range(slots):
+        mig = nvml.query(pynvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, mig_index)
+        if mig is None:  # MIG device numbers need not be contiguous
+            continue
+        gi, ci = (nvml.query(pynvml.nvmlDeviceGetGpuInstanceId, mig), nvml.query(pynvml.nvmlDeviceGetComputeInstanceId, mig))
+        device = NvmlDevice(index, _text(nvml.query(pynvml.nvmlDeviceGetUUID, mig) or ""), mig_index=mig_index,
+                            parent_uuid=card_uuid, instance_ids=(gi, ci) if gi is not None and ci is not None else None)
+        found.append(_Known(device, mig, _text(nvml.query(pynvml.nvmlDeviceGetName, mig) or f"GPU{index} MIG"), capability))
+    return found
 
 
 def read_gpus() -> tuple[GpuSnapshot, ...]:
     """One reading of every GPU NVML sees (empty without a GPU reading; nvml.state() says why)."""
     return GpuReader().read()
+
+
+def read_visible() -> tuple[GpuSnapshot, ...]:
+    """One reading of the devices CUDA will show this process, numbered as CUDA numbers them."""
+    return GpuReader().read_visible()
+
+
+def visible_to_cuda(gpus: tuple[GpuSnapshot, ...]) -> tuple[GpuSnapshot, ...]:
+    """Figures given for whole cards (NVML numbering, UUIDs where known) as CUDA will number them under
+    CUDA_VISIBLE_DEVICES: what-if plans and tests, where no MIG device is described."""
+    by_device = {NvmlDevice(g.index, g.uuid or f"GPU-unknown-{g.index}"): g for g in gpus}
+    order = cuda_order(os.environ.get("CUDA_VISIBLE_DEVICES"), list(by_device))
+    return tuple(replace(by_device[device], index=cuda, cuda_index=cuda) for cuda, device in enumerate(order))
 
 
 def _text(value: object) -> str:

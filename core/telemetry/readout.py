@@ -53,6 +53,8 @@ def gpus_json(sample: TelemetrySample, state: str) -> dict[str, Any]:
             {
                 "index": g.index,
                 "name": g.name,
+                "uuid": g.uuid,
+                "cuda_index": g.cuda_index,  # how CUDA numbers it here (CUDA_VISIBLE_DEVICES applied); null: hidden
                 "used_gb": _gb(g.used_bytes),
                 "total_gb": _gb(g.total_bytes),
                 "state": gpu_state(g),

@@ -25,7 +25,8 @@ class GpuSnapshot:
     peak_bytes: int | None = None  # allocator peak since the backend last reset it (each query stage)
     free_bytes: int | None = None  # what the driver reports free on the whole card
     compute_capability: tuple[int, int] | None = None
-    cuda_index: int | None = None  # how torch numbers this card, once this process has initialised CUDA
+    cuda_index: int | None = None  # how CUDA numbers this card in this process (CUDA_VISIBLE_DEVICES applied); None: hidden
+    uuid: str = ""  # NVML's "GPU-…" (a whole card) or "MIG-…" (a MIG device); "" when it could not be read
 
 
 @dataclass(frozen=True)
