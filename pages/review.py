@@ -120,7 +120,7 @@ else:
             note = st.text_input("Note", key="review-note")
             if st.button("Save review", type="primary", icon=":material/done:", key="review-save"):
                 _save(item, decision, reason, note)
-            quick = st.columns(len(DECISION_KEYS))
+            quick = st.columns([1, 1, 1.5, 1])  # "Needs review (2)" is the longest label
             for column, (choice, key) in zip(quick, DECISION_KEYS.items(), strict=True):
                 title = "Agree" if choice == AGREE else LABELS[choice].capitalize()
                 if column.button(f"{title} ({key})", key=f"review-key-{choice}", width="stretch",
