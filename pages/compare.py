@@ -5,7 +5,7 @@ its id and re-read from history, so it is still there after the analyst visits a
 import streamlit as st
 
 from core.analysis import compare
-from core.errors import LoupeError
+from core.errors import LoupeError, QuestionError
 from core.inputs import samples
 from core.inputs.images import ACCEPTED_FORMATS
 from core.inputs.templates import load_templates
@@ -61,6 +61,8 @@ try:
                for i in chosen_templates]
     prompts += [compare.CompareColumn(f"Prompt {n}", line.strip())
                 for n, line in enumerate((x for x in free.splitlines() if x.strip()), 1)]
+    if not chosen_models:
+        raise QuestionError("Choose a model: the one loaded here, the remote one, or both.")
     columns = [compare.CompareColumn(p.label, p.question, p.template, model) for p in prompts for model in chosen_models]
     generation = engine.default_generation(max_new_tokens=int(max_new))
     compare.check_shape(len(images), len(columns))

@@ -77,6 +77,8 @@ def test_the_remote_model_option_says_how_to_configure_it(loupe_home: Path) -> N
     models.set_value(["local", "remote"]).run()
     assert any("openai_base_url" in i.value.replace("\\", "") for i in at.info)
     assert at.button(key="compare-run").disabled
+    at.multiselect(key="compare-models").set_value([]).run()
+    assert any("Choose a model" in i.value for i in at.info) and at.button(key="compare-run").disabled
 
 
 @pytest.fixture(scope="module")

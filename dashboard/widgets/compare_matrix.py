@@ -56,7 +56,7 @@ def show_matrix(store: HistoryStore, run: CompareRun) -> None:
             thumb = _thumbnail(store, run, i)
             if thumb is not None:
                 st.image(thumb, width="stretch")
-            st.caption(f"{i + 1}. {markdown_text(name)}")  # an uploaded file's name is the uploader's
+            st.markdown(f"**Image {i + 1}:** {markdown_text(name)}")  # an uploaded file's name is the uploader's
         for j in range(len(run.columns)):
             cell = run.cell(i, j)
             with row[j + 1]:
