@@ -1,27 +1,36 @@
-"""Compare: images × templates or free prompts, answered side by side (one batched call per image), a word diff
-between any two answers, and saved comparisons re-opened or re-run."""
+"""Compare: images × columns, a column being (model, prompt): templates or free prompts on the local model, and on a
+remote OpenAI-compatible one beside it. Drawn as a matrix (dashboard/widgets/compare_matrix.py) with a word diff
+between any two cells; saved comparisons re-opened or re-run. The comparison shown is kept in session_state by
+its id and re-read from history, so it is still there after the analyst visits another page."""
 import streamlit as st
 
-from core.analysis import compare, word_diff
-from core.errors import LoupeError
+from core.analysis import compare
+from core.errors import LoupeError, QuestionError
 from core.inputs import samples
 from core.inputs.images import ACCEPTED_FORMATS
 from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
-from dashboard.widgets.answer_panel import show_entry
+from dashboard.widgets.compare_matrix import show_diff, show_matrix
 from dashboard.widgets.model_resource import get_history, require_engine
-from dashboard.widgets.outside_text import markdown_text, one_html_block
+from dashboard.widgets.outside_text import markdown_text
+from dashboard.widgets.remote_model import remote_choice, remote_engine
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
 
 UPLOAD_TYPES = sorted({"jpg", "jpeg", "tif", *(f.lower() for f in ACCEPTED_FORMATS)})
-GROUP_KEY = "compare-group"
+GROUP_KEY = "compare-group"  # not a widget's key: Streamlit keeps it across pages for the whole session
+LINK_PARAM = "comparison"  # ?comparison=<group id> in the address
 
 engine = require_engine()
 store = get_history()
 st.title("Compare")
-st.caption("Put 2 to 6 templates or prompts side by side on one image, or one template across several images. "
-           "On models that can, each image's prompts run as one batched call with one vision encoding.")
+st.caption("Put 2 to 6 templates or prompts side by side on one image, or one template across several images, "
+           "on the model loaded here and a remote one. On models that can, each image's prompts run as one batched "
+           "call with one vision encoding.")
+remote = remote_choice(engine.settings)
+model_labels = {compare.LOCAL: f"{engine.describe().name} (loaded here)"}
+if remote is not None:
+    model_labels[compare.REMOTE] = remote.label
 
 templates = {t.id: t for t in load_templates()}
 left, right = st.columns(2, gap="large")
@@ -32,6 +41,8 @@ with left:
     uploads = st.file_uploader("…or upload images", type=UPLOAD_TYPES, accept_multiple_files=True,
                                key="compare-uploads")
 with right:
+    chosen_models = st.multiselect("Models (each prompt is asked of each)", list(model_labels), default=[compare.LOCAL],
+                                   format_func=model_labels.__getitem__, key="compare-models")
     chosen_templates = st.multiselect(
         "Templates (their fields take their defaults)", list(templates), key="compare-templates",
         default=["mod-checklist-en", "mod-claims-en"],
@@ -44,14 +55,22 @@ with right:
 
 images = [ImageUpload(samples.by_id(i).read(), i) for i in chosen_samples]
 images += [ImageUpload(u.getvalue(), u.name) for u in uploads or []]
+remote_model = None
 try:
-    columns = [compare.template_column(templates[i], max_chars=engine.settings.max_question_chars)
+    prompts = [compare.template_column(templates[i], max_chars=engine.settings.max_question_chars)
                for i in chosen_templates]
-    columns += [compare.CompareColumn(f"Prompt {n}", line.strip())
+    prompts += [compare.CompareColumn(f"Prompt {n}", line.strip())
                 for n, line in enumerate((x for x in free.splitlines() if x.strip()), 1)]
+    if not chosen_models:
+        raise QuestionError("Choose a model: the one loaded here, the remote one, or both.")
+    columns = [compare.CompareColumn(p.label, p.question, p.template, model) for p in prompts for model in chosen_models]
     generation = engine.default_generation(max_new_tokens=int(max_new))
     compare.check_shape(len(images), len(columns))
     problem = ""
+    if compare.REMOTE in chosen_models and remote is not None:
+        problem = remote.problem
+        if not problem:
+            remote_model, problem = remote_engine(engine.settings)
 except LoupeError as exc:
     problem = str(exc)
 if problem:
@@ -59,7 +78,7 @@ if problem:
 if st.button("Compare", type="primary", icon=":material/compare:", key="compare-run", disabled=bool(problem)):
     with st.spinner(f"Answering {len(images) * len(columns)} prompts…"):
         run = compare.compare(engine, store, images, columns, generation=generation, session_id=session_id(),
-                              batched=batched)
+                              batched=batched, remote=remote_model)
     st.session_state[GROUP_KEY] = run.group_id
 
 with st.expander("Saved comparisons"):
@@ -71,44 +90,38 @@ with st.expander("Saved comparisons"):
         x, y, z = st.columns(3)
         if x.button("Open", key="compare-open", icon=":material/folder_open:"):
             st.session_state[GROUP_KEY] = picked
-        if y.button("Re-run on this model", key="compare-rerun", icon=":material/replay:"):
-            with st.spinner("Re-running…"):
-                st.session_state[GROUP_KEY] = compare.rerun_group(engine, store, picked, session_id=session_id()).group_id
-        if z.button("Re-run on the images above", key="compare-rerun-images", disabled=not images,
-                    icon=":material/image:"):
-            with st.spinner("Re-running…"):
-                st.session_state[GROUP_KEY] = compare.rerun_group(engine, store, picked, images=images,
-                                                                  session_id=session_id()).group_id
+        again = y.button("Re-run on this model", key="compare-rerun", icon=":material/replay:")
+        on_images = z.button("Re-run on the images above", key="compare-rerun-images", disabled=not images,
+                             icon=":material/image:")
+        if again or on_images:
+            # Its remote columns (if any) are asked of the remote server configured now.
+            rerun_remote = remote_model or (remote_engine(engine.settings)[0] if remote and not remote.problem else None)
+            try:
+                with st.spinner("Re-running…"):
+                    st.session_state[GROUP_KEY] = compare.rerun_group(
+                        engine, store, picked, images=images if on_images else None, session_id=session_id(),
+                        remote=rerun_remote).group_id
+            except LoupeError as exc:
+                st.error(markdown_text(exc))
     else:
         st.caption("No comparison yet.")
 
+# A reload starts a new session: the comparison's id in the address brings it back from history.
+if GROUP_KEY not in st.session_state and (linked := st.query_params.get(LINK_PARAM, "")).isdigit():
+    st.session_state[GROUP_KEY] = int(linked)
+run = None
 if (group_id := st.session_state.get(GROUP_KEY)) is not None:
-    run = compare.load_group(store, group_id)
+    try:
+        run = compare.load_group(store, group_id)
+        st.query_params[LINK_PARAM] = str(group_id)
+    except LoupeError as exc:  # a link to a comparison this history does not have
+        del st.session_state[GROUP_KEY]
+        st.query_params.pop(LINK_PARAM, None)
+        st.warning(markdown_text(exc))
+if run is not None:
     st.subheader(f"Comparison #{run.group_id}" + (f" (re-run of #{run.rerun_of})" if run.rerun_of else ""))
     for note in run.notes:
         st.caption(markdown_text(note))
-    for i, name in enumerate(run.image_names):
-        # An uploaded file's name is the uploader's: escaped (a backtick in it closed the code span it was in).
-        st.markdown(f"**Image {i + 1}:** {markdown_text(name)}")
-        for j, col in enumerate(st.columns(len(run.columns))):
-            cell = run.cell(i, j)
-            with col:
-                st.markdown(f"**{markdown_text(run.columns[j].label)}**")
-                show_entry(cell.entry, compact=True)
-                st.caption(f"{cell.entry.output_tokens} tokens · {cell.entry.timings.get('total', 0.0):.2f} s"
-                           + (" · truncated" if cell.entry.truncated else "")
-                           + (" · batched" if cell.batched else " · one at a time"))
-    names = {(c.image_index, c.column_index): f"{run.image_names[c.image_index]} × {run.columns[c.column_index].label}"
-             for c in run.cells}
-    if len(names) >= 2:
-        st.subheader("Word diff")
-        keys = list(names)
-        d1, d2 = st.columns(2)
-        first = d1.selectbox("From", keys, format_func=names.__getitem__, key="compare-diff-a")
-        second = d2.selectbox("To", keys, index=1, format_func=names.__getitem__, key="compare-diff-b")
-        a_text, b_text = run.cell(*first).entry.answer, run.cell(*second).entry.answer
-        st.caption(f"{word_diff.similarity(a_text, b_text):.0%} of words in common · "
-                   "removed from the first in red, added in the second in green")
-        st.markdown(one_html_block(word_diff.diff_html(word_diff.word_diff(a_text, b_text))),  # escaped in core
-                    unsafe_allow_html=True)
+    show_matrix(store, run)
+    show_diff(run)
 show_status_line()

@@ -17,6 +17,17 @@ ALL, THIS = "", "this"
 OUTCOMES = {"": "Any outcome", EntryStatus.ANSWERED: "Answered", EntryStatus.FAILED: "Failed",
             EntryStatus.STOPPED: "Stopped"}
 
+
+
+def _open_clicked_row(rows: list[int], ids: list[int]) -> None:
+    """A row clicked in the table opens below it: its id becomes the list's choice, once per click, so the list
+    can still pick another entry while the row stays selected."""
+    clicked = ids[rows[0]] if rows and rows[0] < len(ids) else None
+    if clicked is not None and st.session_state.get("history-clicked") != clicked:
+        st.session_state["history-entry"] = clicked
+    st.session_state["history-clicked"] = clicked
+
+
 st.title("History")
 store = get_history()
 session = session_id()
@@ -55,12 +66,13 @@ if page_no > pages_total:  # fewer matches than when that page was chosen
 
 more = "+" if listing.total_is_capped else ""
 st.caption(f"{listing.total:,}{more} {'query matches' if listing.total == 1 else 'queries match'} · "
-           f"page {page_no} of {pages_total:,}{more} · newest first · times in UTC")
+           f"page {page_no} of {pages_total:,}{more} · newest first · times in UTC · click a row to open it")
 if listing.rows:
     frame = pd.DataFrame([asdict(row) for row in listing.rows])
     frame["created_at"] = frame["created_at"].str.slice(0, 19).str.replace("T", " ")
-    st.dataframe(
-        frame, hide_index=True, width="stretch",
+    table = st.dataframe(
+        frame, hide_index=True, width="stretch", key="history-table", on_select="rerun",
+        selection_mode="single-row",
         column_order=["id", "created_at", "page", "template_id", "status", "verdict", "question", "answer",
                       "output_tokens", "tokens_per_s", "total_s", "error", "session_id"],
         column_config={
@@ -81,6 +93,7 @@ if listing.rows:
                           mime="application/json", icon=":material/download:", key="history-json",
                           help=f"Every matching row (the newest {queries.EXPORT_LIMIT:,} at most), all columns.")
     ids = [row.id for row in listing.rows]
+    _open_clicked_row(table.selection.rows, ids)
     labels = {row.id: f"#{row.id} · {row.created_at[:19].replace('T', ' ')} · {row.question[:60]}"
               for row in listing.rows}
     chosen = st.selectbox("Open an entry", ids, format_func=labels.__getitem__, key="history-entry")

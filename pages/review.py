@@ -1,5 +1,6 @@
-"""Review: moderation verdicts one at a time (agree, or override with a label, reason and note), agreement and
-Cohen's kappa per template, override reasons, exports. Reviews are in the history database."""
+"""Review: moderation verdicts one at a time at Label Studio's pace (keys a = agree, 1/2/3 = pass / needs review /
+reject, n/p = next/previous, z = zoom), with an override's reason and note; agreement and Cohen's kappa per
+template (with its sample size), override reasons, exports. Reviews are in the history database."""
 import hashlib
 
 import pandas as pd
@@ -7,8 +8,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.analysis import review
+from core.analysis.review import ReviewItem
 from core.errors import LoupeError
+from core.history import HistoryStore
 from core.inputs.moderation import LABELS, UNPARSED
+from dashboard.widgets.key_shortcuts import bind_keys
 from dashboard.widgets.model_resource import get_history
 from dashboard.widgets.outside_text import markdown_text, plotly_text
 from dashboard.widgets.sign_in import reviewer_identity
@@ -16,11 +20,16 @@ from dashboard.widgets.verdict_panel import show_verdict
 
 AGREE = "agree"
 SHOWN = {"": "All", False: "Unreviewed", True: "Reviewed"}
+# One button per decision; each key clicks its button (dashboard/widgets/key_shortcuts.py).
+DECISION_KEYS = {AGREE: "a", "pass": "1", "needs_review": "2", "reject": "3"}
+KAPPA_MIN_REVIEWS = 20  # under this many reviews a template's kappa swings with each one: a warning says so
+ITEM_KEY = "review-item"  # which item the decision widgets were last reset for
 
 store = get_history()
 st.title("Review")
 st.caption("Every moderation result (moderation page, compare runs, batches) with its image, verdict, reasons and "
-           "the model's raw output. Keyboard: Tab to the decision, arrow keys to choose, Enter in the note saves.")
+           "the model's raw output. Keys: a agree · 1 pass · 2 needs review · 3 reject (each saves with the reason "
+           "and note below and moves on) · n next · p previous · z zoom. Keys do nothing while you type in a field.")
 
 with st.container(border=True):
     a, b, c, d = st.columns([3, 4, 3, 3])  # "Show" needs room for its three choices
@@ -40,18 +49,52 @@ if not items and position:
     position = st.session_state[position_key] = max(total - 1, 0)
     items, total = review.queue(store, flt, page=position + 1, page_size=1)
 
+
+@st.dialog("Image at full size", width="large")
+def _zoom(store: HistoryStore, sha256: str) -> None:
+    stored = store.image(sha256)
+    if stored is not None:
+        st.image(stored.data, caption=f"{stored.width}×{stored.height}, as the model saw it")
+
+
+def _reset_decision(item: ReviewItem) -> None:
+    """A new item starts with "Agree" chosen (none on an unreadable answer: it has nothing to agree with), and
+    with no reason or note: set before the widgets are drawn, whatever the last item was."""
+    if st.session_state.get(ITEM_KEY) != item.query_id or "review-decision" not in st.session_state:
+        st.session_state[ITEM_KEY] = item.query_id
+        st.session_state["review-decision"] = None if item.verdict.status == UNPARSED else AGREE
+        st.session_state["review-reason"] = ""
+        st.session_state["review-note"] = ""
+
+
+def _save(item: ReviewItem, decision: str | None, reason: str, note: str) -> None:
+    try:  # no label chosen: core's ReviewError says to choose one
+        review.record(store, item.query_id, agree=decision == AGREE, label="" if decision == AGREE else decision or "",
+                      reason=reason, note=note, reviewer=reviewer_identity())
+    except LoupeError as exc:
+        st.error(markdown_text(exc))
+        return
+    if flt.reviewed is not False:  # an unreviewed queue moves on by itself: this item has left it
+        st.session_state[position_key] = position + 1
+    st.rerun()
+
+
 if not items:
     st.info("Nothing to review with these filters.", icon=":material/task_alt:")
 else:
     item = items[0]
+    _reset_decision(item)
     st.caption(f"Result {position + 1} of {total} · #{item.query_id} · {markdown_text(item.page)} · "
                f"{markdown_text(item.template_id)} · "
                f"{item.created_at[:19].replace('T', ' ')} UTC")
+    st.caption(f"Reviewing as {markdown_text(reviewer_identity())}")  # a signed-in name, or this session's id
     left, right = st.columns([2, 3], gap="large")
     with left:
         stored = store.image(item.image_sha256) if item.image_sha256 else None
         if stored is not None:
             st.image(stored.thumbnail, caption=f"{stored.width}×{stored.height} as the model saw it")
+            if st.button("Zoom (z)", key="review-zoom", icon=":material/zoom_in:"):
+                _zoom(store, item.image_sha256)
         st.text(item.question)
     with right:
         show_verdict(item.verdict)
@@ -65,36 +108,33 @@ else:
                        + (f" · {markdown_text(r.note)}" if r.note else ""))  # the reviewer's own words
             if r.reviewer:
                 st.text(f"Reviewer: {r.reviewer}")  # the signed-in name (else a session id), shown as text
-        with st.form("review-form", clear_on_submit=True, border=True):
+        with st.container(border=True):
             choices = ([] if item.verdict.status == UNPARSED else [AGREE]) + list(review.LABELS)
             # An unreadable answer has no verdict to agree with, and no label is chosen for the analyst:
-            # Enter in the note must never save "pass" for something nobody looked at.
+            # a save must never record "pass" for something nobody looked at.
             decision = st.radio("Decision", choices, horizontal=True, key="review-decision",
-                                index=None if item.verdict.status == UNPARSED else 0,
                                 format_func=lambda x: f"Agree ({item.verdict.label})" if x == AGREE
                                 else f"Override: {LABELS[x]}")
             reason = st.selectbox("Reason for an override", ["", *review.REASONS], key="review-reason",
                                   format_func=lambda x: x or "—")
             note = st.text_input("Note", key="review-note")
-            saved = st.form_submit_button("Save review", type="primary", icon=":material/done:")
-        if saved:
-            try:  # no label chosen: core's ReviewError says to choose one
-                review.record(store, item.query_id, agree=decision == AGREE,
-                              label="" if decision == AGREE else decision or "",
-                              reason=reason, note=note, reviewer=reviewer_identity())
-            except LoupeError as exc:
-                st.error(markdown_text(exc))
-            else:
-                if flt.reviewed is not False:  # an unreviewed queue moves on by itself: this item has left it
-                    st.session_state[position_key] = position + 1
-                st.rerun()
+            if st.button("Save review", type="primary", icon=":material/done:", key="review-save"):
+                _save(item, decision, reason, note)
+            quick = st.columns([1, 1, 1.5, 1])  # "Needs review (2)" is the longest label
+            for column, (choice, key) in zip(quick, DECISION_KEYS.items(), strict=True):
+                title = "Agree" if choice == AGREE else LABELS[choice].capitalize()
+                if column.button(f"{title} ({key})", key=f"review-key-{choice}", width="stretch",
+                                 disabled=choice == AGREE and item.verdict.status == UNPARSED):
+                    _save(item, choice, reason, note)
     p, n, _ = st.columns([1, 1, 4])
-    if p.button("Previous", key="review-previous", disabled=position == 0, icon=":material/arrow_back:"):
+    if p.button("Previous (p)", key="review-previous", disabled=position == 0, icon=":material/arrow_back:"):
         st.session_state[position_key] = position - 1
         st.rerun()
-    if n.button("Skip", key="review-skip", disabled=position + 1 >= total, icon=":material/arrow_forward:"):
+    if n.button("Next (n)", key="review-next", disabled=position + 1 >= total, icon=":material/arrow_forward:"):
         st.session_state[position_key] = position + 1
         st.rerun()
+    bind_keys({**{key: f"review-key-{choice}" for choice, key in DECISION_KEYS.items()},
+               "n": "review-next", "p": "review-previous", "z": "review-zoom"})
 
 st.subheader("Agreement")
 stats = review.stats(store, flt)
@@ -104,14 +144,26 @@ else:
     frame = pd.DataFrame([{"template": a.template_id, "reviewed": a.reviewed, "agreed": a.agreed,
                            "agreement": a.rate, "kappa": a.kappa} for a in stats.templates])
     st.dataframe(frame, hide_index=True, width="stretch", column_config={
+        "reviewed": st.column_config.NumberColumn("reviewed (n)", help="The sample size of the agreement and κ."),
         "agreement": st.column_config.NumberColumn(format="percent"),
         "kappa": st.column_config.NumberColumn("Cohen's κ", format="%.2f", help="Model vs reviewers; empty when "
                                                "undefined (both always gave the same label).")})
-    ticks = [plotly_text(t) for t in frame["template"]]  # Plotly reads tick text as HTML
-    chart = go.Figure([go.Bar(name="agreement", x=ticks, y=frame["agreement"]),
-                       go.Bar(name="Cohen's κ", x=ticks, y=frame["kappa"])])
-    chart.update_layout(barmode="group", height=260, margin={"t": 10, "b": 10}, yaxis_range=[-1, 1])
-    st.plotly_chart(chart, key="review-chart")
+    few = [a for a in stats.templates if a.reviewed < KAPPA_MIN_REVIEWS]
+    if few:
+        st.warning("Cohen's κ on fewer than 20 reviews moves a lot with each new one; read it as a first sign: "
+                   + "; ".join(f"{markdown_text(a.template_id)} rests on {a.reviewed} "
+                               f"review{'s' if a.reviewed != 1 else ''}" for a in few) + ".",
+                   icon=":material/warning:")
+    if all(a.agreed == 0 and not a.kappa for a in stats.templates):
+        reviewed = sum(a.reviewed for a in stats.templates)
+        st.caption(f"Nothing to chart: the reviewers agreed on none of the {reviewed} reviewed results "
+                   "(agreement 0%, κ 0 or undefined).")
+    else:
+        ticks = [plotly_text(t) for t in frame["template"]]  # Plotly reads tick text as HTML
+        chart = go.Figure([go.Bar(name="agreement", x=ticks, y=frame["agreement"]),
+                           go.Bar(name="Cohen's κ", x=ticks, y=frame["kappa"])])
+        chart.update_layout(barmode="group", height=260, margin={"t": 10, "b": 10}, yaxis_range=[-1, 1])
+        st.plotly_chart(chart, key="review-chart")
     by_verdict, reasons = st.columns(2)
     by_verdict.dataframe(pd.DataFrame([{"template": a.template_id, "model verdict": LABELS[a.verdict],
                                         "reviewed": a.reviewed, "agreement": a.rate} for a in stats.verdicts]),

@@ -13,20 +13,22 @@ Decisions:
   `compare_cells`. The group keeps each column's exact question text, so a re-run (another model, other
   images) asks the same thing even if a template was edited since; the run notes that it was.
 - A bad image or a bad question fails its own cells only; the others are still answered.
+- A column is (model, question): the model loaded here (LOCAL) or a remote OpenAI-compatible server (REMOTE,
+  the `openai_base_url` setting), so one comparison can put the local model beside a remote one. The local
+  columns keep the batched fast path; the remote ones go one at a time through the remote engine's own
+  queue (the server batches what it receives). Each cell's stamp names the model that answered it.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.backends.streaming import describe_failure
-from core.errors import HistoryError, LoupeError, OutOfMemoryError, QuestionError
+from core.analysis.compare_calls import PAGE, Outcome, answer_call, cell_entry, sha256
+from core.errors import HistoryError, LoupeError, QuestionError
 from core.history import HistoryEntry, HistoryStore, compare_groups, make_stamp
 from core.history.compare_groups import CompareGroupSummary
-from core.inputs.moderation import parse_verdict
 from core.inputs.templates import Template, by_id
 from core.records import Answer, GenerationSettings, PreparedImage, Query
 from core.serving.engine import Engine
@@ -34,16 +36,22 @@ from core.serving.recorded_ask import ImageUpload
 
 MAX_COLUMNS = 6
 MAX_IMAGES = 6
-PAGE = "compare"
+LOCAL, REMOTE = "local", "remote"  # which model a column asks: the one loaded here, or the remote server's
+NO_REMOTE = ("No remote model is configured: set openai_base_url (in loupe.toml, or LOUPE_OPENAI_BASE_URL) to an "
+             "OpenAI-compatible server, e.g. http://127.0.0.1:23333/v1, and reload the page.")
+__all__ = ["LOCAL", "MAX_COLUMNS", "MAX_IMAGES", "NO_REMOTE", "PAGE", "REMOTE", "CompareCell", "CompareColumn",
+           "CompareRun", "check_shape", "compare", "list_groups", "load_group", "rerun_group", "template_column"]
 
 
 @dataclass(frozen=True)
 class CompareColumn:
-    """One column: its label, the exact question it asks, and the template it came from (None: free prompt)."""
+    """One column: its label, the exact question it asks, the template it came from (None: free prompt), and
+    the model that answers it (LOCAL or REMOTE)."""
 
     label: str
     question: str
     template: Template | None = None
+    model: str = LOCAL
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,8 @@ class CompareRun:
     notes: tuple[str, ...] = ()
     wall_s: float = 0.0
     rerun_of: int | None = None
+    model_names: tuple[str, ...] = ()  # per column: the model that answered it (its card's name)
+    column_backends: tuple[str, ...] = ()  # per column: that model's backend (transformers, xcomposer, openai)
 
     def cell(self, image_index: int, column_index: int) -> CompareCell:
         return next(c for c in self.cells if (c.image_index, c.column_index) == (image_index, column_index))
@@ -89,64 +99,49 @@ def check_shape(images: int, columns: int) -> None:
         raise QuestionError("A comparison needs at least two answers: 2 or more prompts, or 2 or more images.")
 
 
-# -- answering -------------------------------------------------------------------------------------
-Outcome = tuple[Answer | None, tuple[int, ...], LoupeError | None, bool]  # answer, token ids, error, batched
+def _engines(engine: Engine, remote: Engine | None, columns: Sequence[CompareColumn]) -> dict[str, Engine]:
+    if any(c.model == REMOTE for c in columns) and remote is None:
+        raise QuestionError(NO_REMOTE)
+    unknown = sorted({c.model for c in columns} - {LOCAL, REMOTE})
+    if unknown:
+        raise QuestionError(f"Unknown model for a column: {', '.join(unknown)} (use {LOCAL} or {REMOTE}).")
+    return {LOCAL: engine, **({REMOTE: remote} if remote is not None else {})}
 
 
-def _answer_call(engine: Engine, queries: list[Query], session_id: str, batched: bool,
-                 notes: list[str]) -> list[Outcome]:
-    backend = engine.backend
-    if batched and len(queries) > 1 and backend.can_batch and hasattr(backend, "answer_batch"):
-        try:
-            return [(a, ids, None, True) for a, ids in backend.answer_batch(queries)]
-        except Exception as exc:  # noqa: BLE001 - the analyst gets a typed message, never a stack trace
-            error = describe_failure(exc)
-            if not isinstance(error, OutOfMemoryError):
-                return [(None, (), error, True) for _ in queries]
-            notes.append(f"The batched call ran out of memory; {len(queries)} prompts were answered one at a time.")
-    results: list[Outcome] = []
-    for query in queries:
-        try:
-            answer = engine.submit(list(query.images), query.question, query.settings, session=session_id).collect()
-            results.append((answer, (), None, False))
-        except LoupeError as exc:
-            results.append((None, (), exc, False))
-    return results
-
-
-def _entry(session_id: str, column: CompareColumn, upload: ImageUpload, prepared: PreparedImage | None,
-           answer: Answer | None, error: LoupeError | None, stamp: dict[str, Any]) -> HistoryEntry:
-    template = column.template
-    verdict = parse_verdict(answer.text, template.output.checklist) if (
-        answer is not None and template is not None and template.output is not None) else None
-    return HistoryEntry.from_answer(
-        answer, session_id=session_id, page=PAGE, question=column.question, error=error or "",
-        template_id=template.id if template else "", template_hash=template.text_hash if template else "",
-        image_hashes=(prepared.sha256 if prepared else _sha256(upload.data),),
-        image_notes=prepared.notes if prepared else (), verdict=verdict, stamp=stamp,
-    )
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _calls(images: int, columns: Sequence[CompareColumn]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """(model, cells) per call: a model's columns for one image together, or a model's only column across all
+    images together (one template across several images)."""
+    calls = []
+    for model in (LOCAL, REMOTE):
+        mine = [j for j, c in enumerate(columns) if c.model == model]
+        if len(mine) == 1:
+            calls.append((model, [(i, mine[0]) for i in range(images)]))
+        elif mine:
+            calls += [(model, [(i, j) for j in mine]) for i in range(images)]
+    return calls
 
 
 def compare(engine: Engine, store: HistoryStore, images: Sequence[ImageUpload], columns: Sequence[CompareColumn], *,
             generation: GenerationSettings | None = None, session_id: str = "default", batched: bool = True,
-            rerun_of: int | None = None, notes: Sequence[str] = (),
+            rerun_of: int | None = None, notes: Sequence[str] = (), remote: Engine | None = None,
             on_cell: Callable[[CompareCell], None] | None = None) -> CompareRun:
     """Answer every image × column, record each cell and the group, and return the grid.
 
-    Calls: one per image (its columns together, one vision encoding) or, with a single column, one for all
-    images. `batched=False` forces one-at-a-time answers (to compare against); `on_cell` hears of each cell.
+    Calls: per model, one per image (its columns together, one vision encoding) or, with a single column, one
+    for all images. `batched=False` forces one-at-a-time answers (to compare against); `remote` answers the
+    REMOTE columns; `on_cell` hears of each cell.
     """
     check_shape(len(images), len(columns))
+    engines = _engines(engine, remote, columns)
     started = time.perf_counter()
     generation = generation or engine.default_generation()
-    card = engine.describe()
-    stamp = make_stamp(card, generation, max_width=engine.settings.max_width).to_json()
+    cards = {model: e.describe() for model, e in engines.items()}
+    stamps = {model: make_stamp(card, generation, max_width=engine.settings.max_width).to_json()
+              for model, card in cards.items()}
     run_notes = list(notes)
-    group_id = _create_group(store, session_id, images, columns, generation, card.name, rerun_of)
+    model_names = tuple(cards[c.model].name for c in columns)
+    group_id = _create_group(store, session_id, images, columns, generation, cards[LOCAL].name, model_names,
+                             rerun_of)
     prepared: list[PreparedImage | None] = []
     outcomes: dict[tuple[int, int], Outcome] = {}
     queries: dict[tuple[int, int], Query] = {}
@@ -160,39 +155,40 @@ def compare(engine: Engine, store: HistoryStore, images: Sequence[ImageUpload], 
         prepared.append(image)
         for j, column in enumerate(columns):
             try:
-                queries[(i, j)] = engine.build_query([image], column.question, generation)
+                queries[(i, j)] = engines[column.model].build_query([image], column.question, generation)
             except LoupeError as exc:
                 outcomes[(i, j)] = (None, (), exc, False)
-    calls = [[(i, j) for i in range(len(images))] for j in range(len(columns))] if len(columns) == 1 else [
-        [(i, j) for j in range(len(columns))] for i in range(len(images))]
     cells: list[CompareCell] = []
-    for keys in calls:
+    for model, keys in _calls(len(images), columns):
         asked = [key for key in keys if key in queries]
-        outcomes.update(zip(asked, _answer_call(engine, [queries[k] for k in asked], session_id, batched, run_notes),
-                            strict=True))
+        outcomes.update(zip(asked, answer_call(engines[model], [queries[k] for k in asked], session_id, batched,
+                                               run_notes), strict=True))
         for i, j in keys:
             answer, ids, error, in_batch = outcomes[(i, j)]
             kept = prepared[i]
-            entry = compare_groups.record_cell(
-                store, group_id, i, j, _entry(session_id, columns[j], images[i], kept, answer, error, stamp),
-                ((images[i].data, kept),) if kept else (), batched=in_batch)
+            entry = cell_entry(session_id, columns[j].question, columns[j].template, images[i], kept, answer, error,
+                               stamps[model])
+            entry = compare_groups.record_cell(store, group_id, i, j, entry, ((images[i].data, kept),) if kept else (),
+                                               batched=in_batch)
             cells.append(CompareCell(i, j, entry, in_batch, answer, ids))
             if on_cell is not None:
                 on_cell(cells[-1])
-    hashes = tuple(p.sha256 if p else _sha256(u.data) for p, u in zip(prepared, images, strict=True))
+    hashes = tuple(p.sha256 if p else sha256(u.data) for p, u in zip(prepared, images, strict=True))
     cells.sort(key=lambda c: (c.image_index, c.column_index))
     return CompareRun(group_id, tuple(u.name for u in images), hashes, tuple(columns), tuple(cells),
-                      tuple(dict.fromkeys(run_notes)), time.perf_counter() - started, rerun_of)
+                      tuple(dict.fromkeys(run_notes)), time.perf_counter() - started, rerun_of, model_names,
+                      tuple(cards[c.model].backend for c in columns))
 
 
 # -- the group in history --------------------------------------------------------------------------
 def _create_group(store: HistoryStore, session_id: str, images: Sequence[ImageUpload],
                   columns: Sequence[CompareColumn], generation: GenerationSettings, model: str,
-                  rerun_of: int | None) -> int:
+                  model_names: Sequence[str], rerun_of: int | None) -> int:
     spec = {
         "columns": [{"label": c.label, "question": c.question, "template_id": c.template.id if c.template else "",
-                     "template_hash": c.template.text_hash if c.template else ""} for c in columns],
-        "images": [{"name": u.name, "sha256": _sha256(u.data)} for u in images],
+                     "template_hash": c.template.text_hash if c.template else "", "model": c.model,
+                     "model_name": name} for c, name in zip(columns, model_names, strict=True)],
+        "images": [{"name": u.name, "sha256": sha256(u.data)} for u in images],
         "generation": generation.to_dict(), "model": model,
     }
     return compare_groups.create_group(store, session_id, spec, rerun_of)
@@ -204,7 +200,7 @@ def _columns(spec: dict[str, Any]) -> tuple[tuple[CompareColumn, ...], list[str]
         template = by_id(raw["template_id"]) if raw["template_id"] else None
         if raw["template_id"] and (template is None or template.text_hash != raw["template_hash"]):
             notes.append(f"Template “{raw['label']}” changed or was removed since; its original question is asked.")
-        columns.append(CompareColumn(raw["label"], raw["question"], template))
+        columns.append(CompareColumn(raw["label"], raw["question"], template, raw.get("model", LOCAL)))
     return tuple(columns), notes
 
 
@@ -215,8 +211,11 @@ def load_group(store: HistoryStore, group_id: int) -> CompareRun:
     cells = tuple(CompareCell(c.image_index, c.column_index, c.entry, c.batched)
                   for c in compare_groups.cells(store, group_id))
     columns, notes = _columns(spec)
+    names = tuple(raw.get("model_name", spec.get("model", "")) for raw in spec["columns"])
+    backends = tuple(c.entry.stamp.get("backend", "") if c.entry.stamp else "" for c in
+                     sorted(cells, key=lambda c: c.column_index) if c.image_index == 0)
     return CompareRun(group_id, tuple(i["name"] for i in spec["images"]), tuple(i["sha256"] for i in spec["images"]),
-                      columns, cells, tuple(notes), 0.0, rerun_of)
+                      columns, cells, tuple(notes), 0.0, rerun_of, names, backends)
 
 
 def list_groups(store: HistoryStore, *, limit: int = 50) -> tuple[CompareGroupSummary, ...]:
@@ -225,8 +224,9 @@ def list_groups(store: HistoryStore, *, limit: int = 50) -> tuple[CompareGroupSu
 
 
 def rerun_group(engine: Engine, store: HistoryStore, group_id: int, *, images: Sequence[ImageUpload] | None = None,
-                session_id: str = "default", batched: bool = True) -> CompareRun:
-    """Ask a saved comparison again, on this engine's model, with its own images or `images` instead."""
+                session_id: str = "default", batched: bool = True, remote: Engine | None = None) -> CompareRun:
+    """Ask a saved comparison again, on this engine's model (and `remote` for its remote columns), with its own
+    images or `images` instead."""
     spec = compare_groups.group(store, group_id).spec
     columns, notes = _columns(spec)
     if images is None:
@@ -240,4 +240,4 @@ def rerun_group(engine: Engine, store: HistoryStore, group_id: int, *, images: S
         images = found
     generation = GenerationSettings(**spec["generation"])
     return compare(engine, store, images, columns, generation=generation, session_id=session_id, batched=batched,
-                   rerun_of=group_id, notes=notes)
+                   rerun_of=group_id, notes=notes, remote=remote)

@@ -9,6 +9,8 @@ from core.statuses import VerdictStatus
 from dashboard.widgets.outside_text import markdown_text
 
 _BOXES = {VerdictStatus.PASS: st.success, VerdictStatus.NEEDS_REVIEW: st.warning, VerdictStatus.REJECT: st.error}
+# Each checklist item's result in its colour (Streamlit's Markdown directive), as the verdict boxes are coloured.
+_RESULT_COLOURS: dict[str, str] = {VerdictStatus.PASS: "green", VerdictStatus.NEEDS_REVIEW: "orange", VerdictStatus.REJECT: "red"}
 _ICONS = {VerdictStatus.PASS: ":material/check_circle:", VerdictStatus.NEEDS_REVIEW: ":material/help:",
           VerdictStatus.REJECT: ":material/block:", VerdictStatus.UNPARSED: ":material/help:"}
 
@@ -21,5 +23,12 @@ def show_verdict(verdict: Verdict) -> None:
     if verdict.items:  # a static table: four rows, reasons wrap instead of being cut
         # st.table renders its cells as Markdown, and the reasons are the model's words: escaped, every cell.
         st.table(pd.DataFrame([{"item": markdown_text(i.label or i.item),
-                                "result": markdown_text(LABELS.get(i.result, i.result)),
+                                "result": _coloured(i.result),
                                 "reason": markdown_text(i.reason)} for i in verdict.items]).set_index("item"))
+
+
+def _coloured(result: str) -> str:
+    """The item's result word, on its colour; a word Loupe does not know stays plain (and escaped)."""
+    label = markdown_text(LABELS.get(result, result))
+    colour = _RESULT_COLOURS.get(result)
+    return f":{colour}-background[{label}]" if colour else label
