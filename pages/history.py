@@ -62,13 +62,15 @@ if listing.rows:
     st.dataframe(
         frame, hide_index=True, width="stretch",
         column_order=["id", "created_at", "page", "template_id", "status", "verdict", "question", "answer",
-                      "output_tokens", "tokens_per_s", "total_s", "error", "session_id"],
+                      "output_tokens", "tokens_per_s", "queue_s", "total_s", "error", "session_id"],
         column_config={
             "id": st.column_config.NumberColumn("#", format="%d", width="small"),
             "created_at": "time (UTC)", "template_id": "template", "status": "outcome",
             "output_tokens": st.column_config.NumberColumn("tokens", format="%d"),
             "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.1f"),
-            "total_s": st.column_config.NumberColumn("total s", format="%.2f"),
+            "queue_s": st.column_config.NumberColumn("queue s", format="%.2f",
+                                                     help="Waiting in the model's queue; empty: not measured then"),
+            "total_s": st.column_config.NumberColumn("total s", format="%.2f", help="From submit to the last token"),
             "session_id": "session",
         },
     )

@@ -69,7 +69,7 @@ def test_documents_template_fill_submit_answer_and_history_row(loupe_home: Path)
     _submit(at, "documents")
     answer = at.text[0].value
     assert answer and not at.error
-    assert {m.label for m in at.metric} >= {"preprocess", "vision", "prefill", "decode", "total", "tokens/s",
+    assert {m.label for m in at.metric} >= {"queue", "preprocess", "vision", "prefill", "decode", "total", "tokens/s",
                                              "process RSS", "tokens in / out"}
     assert "Recorded in history as #1." in _captions(at)
     (row,) = queries.listing(_history(loupe_home), HistoryFilter()).rows

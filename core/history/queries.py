@@ -24,12 +24,12 @@ EXPORT_LIMIT = 100_000  # newest matching rows an export holds
 LIST_COLUMNS = (
     "id, created_at, session_id, page, template_id, status, verdict, substr(question, 1, 120) AS question, "
     "substr(answer, 1, 160) AS answer, truncated, output_tokens, tokens_per_s, total_s, "
-    "substr(error, 1, 160) AS error, rerun_of"
+    "substr(error, 1, 160) AS error, rerun_of, queue_s"
 )
 EXPORT_COLUMNS = (
     "id", "created_at", "session_id", "page", "template_id", "template_hash", "question", "image_sha256",
     "image_hashes", "image_notes", "status", "answer", "truncated", "input_tokens", "output_tokens",
-    "tokens_per_s", "total_s", "timings", "peak_memory_gb", "error", "error_type", "verdict", "verdict_detail",
+    "tokens_per_s", "total_s", "queue_s", "timings", "peak_memory_gb", "error", "error_type", "verdict", "verdict_detail",
     "stamp", "rerun_of",
 )
 
