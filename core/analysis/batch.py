@@ -18,8 +18,6 @@ Decisions:
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import threading
 import time
@@ -38,6 +36,7 @@ from core.records import GenerationSettings, PreparedImage
 from core.serving.engine import Engine
 from core.serving.recorded_ask import AskRequest, EntryWriter, ImageUpload, ask_and_record
 from core.statuses import BatchItemStatus, BatchStatus
+from core.table_export import ExportTable, csv_text
 
 PAGE = "batch"
 MAX_COLUMNS = 6
@@ -160,12 +159,14 @@ def skipped(store: HistoryStore, batch_id: int) -> tuple[SkippedFile, ...]:
     return tuple(SkippedFile(name, why) for name, why in batches.batch(store, batch_id).skipped)
 
 
+def export_table(store: HistoryStore, batch_id: int) -> ExportTable:
+    """The results as the table both downloads are made from (core/table_export.py)."""
+    return ExportTable.from_dicts(f"loupe-batch-{batch_id}", RESULT_COLUMNS,
+                                  (asdict(r) for r in results(store, batch_id)))
+
+
 def export_csv(store: HistoryStore, batch_id: int) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS)
-    writer.writeheader()
-    writer.writerows(asdict(r) for r in results(store, batch_id))
-    return buffer.getvalue()
+    return csv_text(export_table(store, batch_id))
 
 
 def export_json(store: HistoryStore, batch_id: int) -> str:
