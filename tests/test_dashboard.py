@@ -62,7 +62,7 @@ def test_documents_template_fill_submit_answer_and_history_row(loupe_home: Path)
     at = _app("documents")
     assert at.selectbox(key="documents-template").value == "doc-cell-zh"
     assert at.text_area(key="documents-question").value == "图中表格第三列第一行的数值是多少？"
-    assert "Uploaded: PNG 1240×860 · Prepared: used as uploaded, nothing changed" in _captions(at)
+    assert "Sample: PNG 1240×860 · Prepared: used as uploaded, nothing changed" in _captions(at)
     at.text_input(key="documents-doc-cell-zh-column").set_value("二").run()
     assert at.text_area(key="documents-question").value == "图中表格第二列第一行的数值是多少？"
     assert "17 / 200 characters" in _captions(at)
