@@ -203,7 +203,7 @@ def test_history_filters_pages_opens_an_entry_and_reruns_it(loupe_home: Path) ->
     rerun = _history(loupe_home).get(3)
     assert rerun.rerun_of == 1 and rerun.page == "documents"
     labels = [d.label for d in at.download_button]
-    assert labels == ["Export CSV", "Export JSON"]
+    assert labels == ["Export CSV", "Export XLSX", "Export JSON"]
 
 
 def test_history_session_filter(loupe_home: Path) -> None:
