@@ -3,7 +3,7 @@
 GPU readings and stage timelines are telemetry's own records: core/telemetry/snapshots.py."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from PIL import Image
@@ -87,13 +87,22 @@ class Query:
 
 @dataclass(frozen=True)
 class StageTimings:
-    """Seconds spent in each stage of one answer; `total` is wall time from preparation to last token."""
+    """Seconds spent in each stage of one answer. `queue`: waiting in the model's queue (the scheduler's clock;
+    0 for a call that bypassed it: the CLI, Compare's batched call). `total` is wall time from the image's
+    preparation to the last token: preparation and encoding, the queue, then the model's stages."""
 
     preprocess: float = 0.0
     vision: float = 0.0
     prefill: float = 0.0
     decode: float = 0.0
     total: float = 0.0
+    queue: float = 0.0
+
+    def after_queue(self, queue_s: float, until_served_s: float) -> StageTimings:
+        """These timings with the time spent in the scheduler before the backend took the request: `queue_s`
+        waiting for a worker, `until_served_s` (≥ queue_s, it includes the worker's admission check) from
+        entering the queue to the backend's start, which `total` gains."""
+        return replace(self, queue=queue_s, total=self.total + until_served_s)
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,7 @@ class Answer:
             "output_tokens": self.output_tokens,
             "tokens_per_s": round(self.tokens_per_s, 3),
             "timings_s": {
+                "queue": round(t.queue, 4),
                 "preprocess": round(t.preprocess, 4),
                 "vision": round(t.vision, 4),
                 "prefill": round(t.prefill, 4),

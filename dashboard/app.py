@@ -25,9 +25,19 @@ except LoupeError as exc:
 require_sign_in(settings)  # draws the sign-in (or the refusal) and stops here until the analyst may come in
 session_id()
 
+# The Playground has its own address, /playground (a default page is served only at `/`, so a link or bookmark
+# to /playground said "Page not found"); `/` is a hidden page that switches to it.
+playground = st.Page("../pages/playground.py", title="Playground", icon=":material/chat:", url_path="playground")
+
+
+def open_playground() -> None:
+    st.switch_page(playground)
+
+
 pages = {
     "Ask": [
-        st.Page("../pages/playground.py", title="Playground", icon=":material/chat:", default=True),
+        st.Page(open_playground, title="Playground", default=True, visibility="hidden"),
+        playground,
         st.Page("../pages/documents.py", title="Documents", icon=":material/description:"),
         st.Page("../pages/education.py", title="Education", icon=":material/school:"),
         st.Page("../pages/moderation.py", title="E-commerce moderation", icon=":material/shopping_cart:", url_path="moderation"),

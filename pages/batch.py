@@ -16,6 +16,7 @@ from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
+from dashboard.widgets.table_downloads import table_downloads
 
 CURRENT = "batch-current"
 REFRESH_S = 1.0
@@ -69,24 +70,24 @@ batch_id = st.selectbox("Batch", list(labels), format_func=labels.__getitem__, k
 @st.fragment(run_every=REFRESH_S)
 def show_batch() -> None:
     """Redrawn every second on its own while the page is open: progress, ETA, the results so far."""
-    now = batch.progress(store, batch_id)
     job = batch_runner.runner(store, batch_id)
+    now = batch.progress(store, batch_id, run_started=job.started_at if job is not None else "")
+    offer = batch.controls(now, running_here=job is not None)
     eta = "" if now.eta_s is None or now.status == BatchStatus.DONE else f" · about {now.eta_s:.0f} s left"
     st.progress(now.fraction, text=f"{now.finished}/{now.total} items · {now.done} done · {now.failed} failed · "
                                    f"{now.status}{eta}")
     if job is not None and job.error:
         st.error(markdown_text(job.error))
-    a, b, c, d = st.columns([1, 1, 1, 3])
-    if job is not None and a.button("Pause", key="batch-pause", icon=":material/pause:"):
+    a, b, c, xlsx, d = st.columns([1, 1, 1, 1, 2])
+    if offer.pause and a.button("Pause", key="batch-pause", icon=":material/pause:"):
         batch_runner.pause(store, batch_id)
-    if job is None and now.status != BatchStatus.DONE and a.button("Resume", key="batch-resume",
-                                                                   icon=":material/play_arrow:"):
+    if offer.resume and a.button("Resume", key="batch-resume", icon=":material/play_arrow:"):
         batch_runner.start(engine, store, batch_id)
-    if job is None and now.failed and b.button("Retry failed", key="batch-retry", icon=":material/replay:"):
+    if offer.retry_failed and b.button("Retry failed", key="batch-retry", icon=":material/replay:"):
         batch.retry_failed(store, batch_id)
         batch_runner.start(engine, store, batch_id)
-    c.download_button("CSV", data=lambda: batch.export_csv(store, batch_id), file_name=f"loupe-batch-{batch_id}.csv",
-                      mime="text/csv", key="batch-csv", icon=":material/download:")
+    table_downloads(c, xlsx, lambda: batch.export_table(store, batch_id), file_stem=f"loupe-batch-{batch_id}",
+                    key="batch", label="")
     d.download_button("JSON", data=lambda: batch.export_json(store, batch_id), mime="application/json",
                       file_name=f"loupe-batch-{batch_id}.json", key="batch-json", icon=":material/download:")
     rows = [asdict(r) for r in batch.results(store, batch_id)]

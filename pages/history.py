@@ -12,6 +12,7 @@ from dashboard.widgets.history_entry import show_history_entry
 from dashboard.widgets.model_resource import get_history
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
+from dashboard.widgets.table_downloads import table_downloads
 
 ALL, THIS = "", "this"
 OUTCOMES = {"": "Any outcome", EntryStatus.ANSWERED: "Answered", EntryStatus.FAILED: "Failed",
@@ -74,21 +75,22 @@ if listing.rows:
         frame, hide_index=True, width="stretch", key="history-table", on_select="rerun",
         selection_mode="single-row",
         column_order=["id", "created_at", "page", "template_id", "status", "verdict", "question", "answer",
-                      "output_tokens", "tokens_per_s", "total_s", "error", "session_id"],
+                      "output_tokens", "tokens_per_s", "queue_s", "total_s", "error", "session_id"],
         column_config={
             "id": st.column_config.NumberColumn("#", format="%d", width="small"),
             "created_at": "time (UTC)", "template_id": "template", "status": "outcome",
             "output_tokens": st.column_config.NumberColumn("tokens", format="%d"),
             "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.1f"),
-            "total_s": st.column_config.NumberColumn("total s", format="%.2f"),
+            "queue_s": st.column_config.NumberColumn("queue s", format="%.2f",
+                                                     help="Waiting in the model's queue; empty: not measured then"),
+            "total_s": st.column_config.NumberColumn("total s", format="%.2f", help="From submit to the last token"),
             "session_id": "session",
         },
     )
     st.pagination(pages_total, key=page_key, max_visible_pages=7)
-    left, right, _ = st.columns([1, 1, 4])
-    left.download_button("Export CSV", data=lambda: queries.export_csv(store, flt), file_name="loupe-history.csv",
-                         mime="text/csv", icon=":material/download:", key="history-csv",
-                         help=f"Every matching row (the newest {queries.EXPORT_LIMIT:,} at most), all columns.")
+    left, middle, right, _ = st.columns([1, 1, 1, 3])
+    table_downloads(left, middle, lambda: queries.export_table(store, flt), file_stem="loupe-history", key="history",
+                    help=f"Every matching row (the newest {queries.EXPORT_LIMIT:,} at most), all columns.")
     right.download_button("Export JSON", data=lambda: queries.export_json(store, flt), file_name="loupe-history.json",
                           mime="application/json", icon=":material/download:", key="history-json",
                           help=f"Every matching row (the newest {queries.EXPORT_LIMIT:,} at most), all columns.")

@@ -12,10 +12,12 @@ from core.analysis.review import ReviewItem
 from core.errors import LoupeError
 from core.history import HistoryStore
 from core.inputs.moderation import LABELS, UNPARSED
+from core.table_export import ExportTable
 from dashboard.widgets.key_shortcuts import bind_keys
 from dashboard.widgets.model_resource import get_history
 from dashboard.widgets.outside_text import markdown_text, plotly_text
 from dashboard.widgets.sign_in import reviewer_identity
+from dashboard.widgets.table_downloads import table_downloads
 from dashboard.widgets.verdict_panel import show_verdict
 
 AGREE = "agree"
@@ -169,8 +171,9 @@ else:
                                         "reviewed": a.reviewed, "agreement": a.rate} for a in stats.verdicts]),
                          hide_index=True, column_config={"agreement": st.column_config.NumberColumn(format="percent")})
     reasons.dataframe(pd.DataFrame(stats.reasons, columns=["override reason", "count"]), hide_index=True)
-    x, y, _ = st.columns([1, 1, 4])
-    x.download_button("Export CSV", data=lambda: review.export_csv(store, flt), file_name="loupe-reviews.csv",
-                      mime="text/csv", key="review-csv", icon=":material/download:")
+    x, xlsx, y, _ = st.columns([1, 1, 1, 3])
+    table_downloads(x, xlsx, lambda: ExportTable.from_dicts("loupe-reviews", review.EXPORT_COLUMNS,
+                                                             review.export_rows(store, flt)),
+                    file_stem="loupe-reviews", key="review")
     y.download_button("Export JSON", data=lambda: review.export_json(store, flt), file_name="loupe-reviews.json",
                       mime="application/json", key="review-json", icon=":material/download:")

@@ -52,7 +52,7 @@ def test_chat_completion_matches_the_local_answer(engine, serving) -> None:
     assert choice["finish_reason"] == "length"  # the demo never stops by itself within 8 tokens
     assert data["usage"] == {"prompt_tokens": local.input_tokens, "completion_tokens": 8,
                              "total_tokens": local.input_tokens + 8}
-    assert set(data["loupe"]["timings_s"]) == {"preprocess", "vision", "prefill", "decode", "total"}
+    assert set(data["loupe"]["timings_s"]) == {"queue", "preprocess", "vision", "prefill", "decode", "total"}
 
 
 def test_streaming_sends_chunks_then_done(serving) -> None:

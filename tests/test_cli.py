@@ -29,7 +29,7 @@ def test_ask_json_is_exactly_the_answer_record(tmp_path: Path) -> None:
     record = json.loads(result.stdout)  # exactly one JSON object, nothing else on stdout
     assert {"text", "truncated", "input_tokens", "output_tokens", "tokens_per_s", "timings_s",
             "peak_memory_gb", "image_notes", "model"} <= set(record)
-    assert set(record["timings_s"]) == {"preprocess", "vision", "prefill", "decode", "total"}
+    assert set(record["timings_s"]) == {"queue", "preprocess", "vision", "prefill", "decode", "total"}
     assert record["output_tokens"] == 16 and record["truncated"] is True
     assert record["image_notes"] == ["rotated 90° from EXIF (orientation 6)"]
     assert record["peak_memory_gb"]["cpu"] > 0 and record["model"] == "demo-llava-v2"

@@ -62,14 +62,14 @@ def test_documents_template_fill_submit_answer_and_history_row(loupe_home: Path)
     at = _app("documents")
     assert at.selectbox(key="documents-template").value == "doc-cell-zh"
     assert at.text_area(key="documents-question").value == "图中表格第三列第一行的数值是多少？"
-    assert "Uploaded: PNG 1240×860 · Prepared: used as uploaded, nothing changed" in _captions(at)
+    assert "Sample: PNG 1240×860 · Prepared: used as uploaded, nothing changed" in _captions(at)
     at.text_input(key="documents-doc-cell-zh-column").set_value("二").run()
     assert at.text_area(key="documents-question").value == "图中表格第二列第一行的数值是多少？"
     assert "17 / 200 characters" in _captions(at)
     _submit(at, "documents")
     answer = at.text[0].value
     assert answer and not at.error
-    assert {m.label for m in at.metric} >= {"preprocess", "vision", "prefill", "decode", "total", "tokens/s",
+    assert {m.label for m in at.metric} >= {"queue", "preprocess", "vision", "prefill", "decode", "total", "tokens/s",
                                              "process RSS", "tokens in / out"}
     assert "Recorded in history as #1." in _captions(at)
     (row,) = queries.listing(_history(loupe_home), HistoryFilter()).rows
@@ -203,7 +203,7 @@ def test_history_filters_pages_opens_an_entry_and_reruns_it(loupe_home: Path) ->
     rerun = _history(loupe_home).get(3)
     assert rerun.rerun_of == 1 and rerun.page == "documents"
     labels = [d.label for d in at.download_button]
-    assert labels == ["Export CSV", "Export JSON"]
+    assert labels == ["Export CSV", "Export XLSX", "Export JSON"]
 
 
 def test_history_session_filter(loupe_home: Path) -> None:

@@ -76,6 +76,7 @@ def test_a_failing_migration_leaves_nothing_half_done(store: HistoryStore, monke
 # `sqlite3 .dump` of a database the code before issue 13 made (entries, then the analysis tables that
 # history_tables.ready() added), with one answered query; gzipped: it is the past, never edited.
 OLD_DATABASE = ROOT / "tests" / "fixtures" / "history_before_13.sql.gz"
+ADDED_AFTER_13 = ["m003_queue_time"]  # migrations that database has not seen
 
 
 def _schema(path: Path) -> dict[str, str]:
@@ -99,9 +100,13 @@ def test_a_database_made_by_the_old_code_opens_without_migrating_again(tmp_path:
         before = db.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall()
     store = HistoryStore(old)
     with store.connect() as db:
-        assert db.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall() == before
+        after = db.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall()
         assert migrations.apply(db) == []
-    assert [name for name, _ in before] == [fn.__name__ for fn in migrations.MIGRATIONS]
+    # the old code's migrations are not run again (their records kept as they were); only those added since run
+    assert [row for row in after if row in before] == before
+    assert [row[0] for row in after if row not in before] == ADDED_AFTER_13
+    assert [name for name, _ in before] == [fn.__name__ for fn in migrations.MIGRATIONS
+                                           if fn.__name__ not in ADDED_AFTER_13]
     assert store.get(1).question == "q?" and store.count() == 1
     # a new database gets exactly the schema the old code built, tables and indexes alike
     assert _schema(HistoryStore(tmp_path / "new.sqlite3").path) == _schema(old)
@@ -113,7 +118,7 @@ def test_an_old_database_without_the_analysis_tables_gets_only_those(tmp_path: P
         "reviews", "batch_items", "batch_images", "batches", "compare_cells", "compare_groups"))
     with closing(sqlite3.connect(old, isolation_level=None)) as db:
         db.execute("DELETE FROM _migrations WHERE name > 'm100'")
-        assert migrations.apply(db) == ["m101_compare_groups", "m102_batches", "m103_reviews"]
+        assert migrations.apply(db) == [*ADDED_AFTER_13, "m101_compare_groups", "m102_batches", "m103_reviews"]
     assert _schema(old) == _schema(HistoryStore(tmp_path / "new.sqlite3").path)
 
 
@@ -271,8 +276,8 @@ def test_one_builder_turns_an_answer_or_a_failure_into_an_entry(engine) -> None:
                                      image_hashes=(prepared.sha256,), elapsed_s=99.0)
     assert entry.status is EntryStatus.ANSWERED and entry.answer == answer.text
     assert (entry.input_tokens, entry.output_tokens, entry.truncated) == (answer.input_tokens, 4, answer.truncated)
-    assert entry.timings == {"preprocess": answer.timings.preprocess, "vision": answer.timings.vision,
-                             "prefill": answer.timings.prefill, "decode": answer.timings.decode,
+    assert entry.timings == {"queue": answer.timings.queue, "preprocess": answer.timings.preprocess,
+                             "vision": answer.timings.vision, "prefill": answer.timings.prefill, "decode": answer.timings.decode,
                              "total": answer.timings.total}  # the answer's clock wins over elapsed_s
     failed = HistoryEntry.from_answer(None, session_id="s", page="api", question="?", error=QuestionError("too long"),
                                       elapsed_s=0.5)

@@ -40,7 +40,7 @@ def test_an_answer_is_streamed_then_recorded_with_everything(engine, store: Hist
     assert entry.session_id == "0123456789ab" and entry.page == "documents"
     assert entry.template_id == "doc-cell-zh" and entry.template_hash == template("doc-cell-zh").text_hash
     assert entry.image_notes == ("rotated 90° from EXIF (orientation 6)",)
-    assert set(entry.timings) == {"preprocess", "vision", "prefill", "decode", "total"}
+    assert set(entry.timings) == {"queue", "preprocess", "vision", "prefill", "decode", "total"}
     assert entry.output_tokens == run.answer.output_tokens > 0 and "cpu" in entry.peak_memory_gb
     stamp = entry.stamp
     assert stamp["model"] == "demo-llava-v2" and stamp["dtype"] == "float32" and stamp["attn_implementation"]

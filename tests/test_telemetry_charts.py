@@ -91,7 +91,8 @@ def test_gpu_monitor_page_renders_its_charts() -> None:
     names = {trace.get("name") for trace in figure["data"]}
     assert "RSS" in names or "GPU0 used (all processes)" in names
     assert any(c.value.endswith(("GB", "CPU")) and (":material/memory:" in c.value) for c in at.caption)
-    assert at.get("download_button")
+    at.button(key="gpu-monitor-snapshot").click().run()  # the samples download as a snapshot, CSV and XLSX
+    assert [d.label for d in at.download_button] == ["CSV", "XLSX"]
     at.segmented_control(key="gpu-monitor-window").set_value("1 min").run()
     assert not at.exception
 

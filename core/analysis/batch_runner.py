@@ -11,7 +11,7 @@ import threading
 
 from core.analysis import batch
 from core.analysis.batch import BatchProgress
-from core.history import HistoryStore, batches
+from core.history import HistoryStore, batches, now_utc
 from core.serving.engine import Engine
 from core.statuses import BatchStatus
 
@@ -23,6 +23,7 @@ class BatchRunner:
         self.batch_id = batch_id
         self.latest: BatchProgress | None = None
         self.error: str = ""
+        self.started_at = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(engine, store), name=f"loupe-batch-{batch_id}",
                                         daemon=True)
@@ -37,6 +38,7 @@ class BatchRunner:
         self.latest = update
 
     def begin(self) -> BatchRunner:
+        self.started_at = now_utc()  # this run's start: its ETA counts only the items it finished
         self._thread.start()
         return self
 

@@ -8,7 +8,8 @@ and only here:
 - vision = the vision tower's forwards (hooks, CUDA-synchronised);
 - prefill = start of generation to the first token, minus vision (to the end when no token came);
 - decode = first token to last; tokens/s = (output tokens − 1) / decode seconds;
-- total = wall time from image preparation to the last token, waiting behind another question included;
+- total = wall time from image preparation to the last token (the scheduler then adds the time the request
+  waited in its queue, as its own stage `queue`, to total: core/serving/ticket.py);
 - an answer cut at max_new_tokens is trimmed back to its last sentence end.
 """
 from __future__ import annotations

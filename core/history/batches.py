@@ -127,6 +127,14 @@ def counts(store: HistoryStore, batch_id: int) -> ItemCounts:
                       found.get(BatchItemStatus.FAILED, 0), mean)
 
 
+def finish_times(store: HistoryStore, batch_id: int, since: str) -> tuple[str, ...]:
+    """When each item finished at or after `since` (ISO UTC, as history stamps), in order: one run's pace."""
+    with store.connect() as db:
+        rows = db.execute("SELECT finished_at FROM batch_items WHERE batch_id = ? AND status != ? AND finished_at >= ? "
+                          "ORDER BY finished_at", (batch_id, BatchItemStatus.PENDING, since)).fetchall()
+    return tuple(r[0] for r in rows)
+
+
 def pending_items(store: HistoryStore, batch_id: int) -> list[tuple[int, int]]:
     """(image position, column index) of every pending item, in run order: image by image."""
     with store.connect() as db:

@@ -37,7 +37,7 @@ class HistoryEntry:
     input_tokens: int = 0
     output_tokens: int = 0
     tokens_per_s: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)  # preprocess, vision, prefill, decode, total (s)
+    timings: dict[str, float] = field(default_factory=dict)  # queue, preprocess, vision, prefill, decode, total (s)
     peak_memory_gb: dict[str, float] = field(default_factory=dict)  # "cuda:0" → GB, "cpu" → RSS GB
     error: str = ""
     error_type: str = ""  # the LoupeError subclass, e.g. "QuestionError"
@@ -71,8 +71,8 @@ class HistoryEntry:
         timings: dict[str, float] = {} if elapsed_s is None else {"total": elapsed_s}
         if answer is not None:
             t = answer.timings
-            timings = {"preprocess": t.preprocess, "vision": t.vision, "prefill": t.prefill, "decode": t.decode,
-                       "total": t.total}
+            timings = {"queue": t.queue, "preprocess": t.preprocess, "vision": t.vision, "prefill": t.prefill,
+                       "decode": t.decode, "total": t.total}
         return cls(
             session_id=session_id, page=page, question=question, status=status, created_at=created_at,
             template_id=template_id, template_hash=template_hash, image_hashes=image_hashes,
@@ -119,6 +119,7 @@ class HistoryRow:
     total_s: float
     error: str  # the first 160
     rerun_of: int | None
+    queue_s: float | None = None  # None: recorded before queue time was measured
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 As in simonw/llm: each migration is a function `mNNN_what(db)`, registered in MIGRATIONS in order; the
 names of those already applied live in the `_migrations` table, so opening a database (HistoryStore)
-runs only the new ones, each in its own transaction. This is the one list: entries (m001, m002) and the
+runs only the new ones, each in its own transaction. This is the one list: entries (m001-m003) and the
 analysis tables (m101-m103). Never edit or rename a released migration: add the next number.
 """
 from __future__ import annotations
@@ -71,6 +71,13 @@ def m002_indexes(db: sqlite3.Connection) -> None:
         ("created", "created_at"), ("status", "status, id"), ("verdict", "verdict, id"), ("image", "image_sha256"),
     ):
         db.execute(f"CREATE INDEX idx_queries_{name} ON queries ({columns})")
+
+
+@migration
+def m003_queue_time(db: sqlite3.Connection) -> None:
+    """Seconds the question waited in the model's queue (issue 17). NULL on rows recorded before it was
+    measured (their `total_s` left the wait out), so old rows read as "not measured", not as "no wait"."""
+    db.execute("ALTER TABLE queries ADD COLUMN queue_s REAL")
 
 
 # Compare, Batch and Review's tables. Numbered from 101 because they were first registered by a

@@ -6,9 +6,7 @@ word boundaries for a tokenizer to use); its count stops at `count_cap` matches.
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -18,18 +16,19 @@ from typing import Any
 from core.history.entry import HistoryListing, HistoryRow
 from core.history.store import JSON_COLUMNS, HistoryStore
 from core.statuses import EntryStatus
+from core.table_export import ExportTable, csv_text
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000  # newest matching rows an export holds
 LIST_COLUMNS = (
     "id, created_at, session_id, page, template_id, status, verdict, substr(question, 1, 120) AS question, "
     "substr(answer, 1, 160) AS answer, truncated, output_tokens, tokens_per_s, total_s, "
-    "substr(error, 1, 160) AS error, rerun_of"
+    "substr(error, 1, 160) AS error, rerun_of, queue_s"
 )
 EXPORT_COLUMNS = (
     "id", "created_at", "session_id", "page", "template_id", "template_hash", "question", "image_sha256",
     "image_hashes", "image_notes", "status", "answer", "truncated", "input_tokens", "output_tokens",
-    "tokens_per_s", "total_s", "timings", "peak_memory_gb", "error", "error_type", "verdict", "verdict_detail",
+    "tokens_per_s", "total_s", "queue_s", "timings", "peak_memory_gb", "error", "error_type", "verdict", "verdict_detail",
     "stamp", "rerun_of",
 )
 
@@ -137,14 +136,14 @@ def export_rows(store: HistoryStore, f: HistoryFilter, *, limit: int = EXPORT_LI
             yield data
 
 
+def export_table(store: HistoryStore, f: HistoryFilter) -> ExportTable:
+    """The History export (CSV and XLSX: core/table_export.py): one row per query, nested values as JSON text."""
+    return ExportTable.from_dicts("loupe-history", EXPORT_COLUMNS, export_rows(store, f))
+
+
 def export_csv(store: HistoryStore, f: HistoryFilter) -> str:
-    """CSV with one row per query; nested values (timings, stamp, ...) as JSON text in their cell."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS)
-    writer.writeheader()
-    for row in export_rows(store, f):
-        writer.writerow({k: json.dumps(v, ensure_ascii=False) if k in JSON_COLUMNS else v for k, v in row.items()})
-    return buffer.getvalue()
+    """The export as CSV text (no BOM: for code that reads it back; the page's download is csv_bytes)."""
+    return csv_text(export_table(store, f))
 
 
 def export_json(store: HistoryStore, f: HistoryFilter) -> str:

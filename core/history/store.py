@@ -125,7 +125,8 @@ def _columns(entry: HistoryEntry) -> dict[str, Any]:
         "image_sha256": entry.image_hashes[0] if entry.image_hashes else "", "status": entry.status,
         "answer": entry.answer, "truncated": int(entry.truncated), "input_tokens": entry.input_tokens,
         "output_tokens": entry.output_tokens, "tokens_per_s": entry.tokens_per_s,
-        "total_s": float(entry.timings.get("total", 0.0)), "error": entry.error, "error_type": entry.error_type,
+        "total_s": float(entry.timings.get("total", 0.0)), "queue_s": entry.timings.get("queue"),  # None: unmeasured
+        "error": entry.error, "error_type": entry.error_type,
         "verdict": entry.verdict, "rerun_of": entry.rerun_of,
     }
     for column in JSON_COLUMNS:

@@ -209,6 +209,7 @@ class Scheduler:
             assert request.encoded is not None
             if self._admission is not None:
                 self._admission.check(request.encoded)
+            served = time.perf_counter()  # the backend's own clock opens now: what came before is the queue's
             stream = self.backend.stream(request.encoded)
             with self._cond:
                 request.stream = stream
@@ -217,7 +218,7 @@ class Scheduler:
             for piece in stream:
                 request.pieces.put(piece)
                 notify(request)
-            request.answer = stream.answer
+            request.answer = request.with_queue_time(stream.answer, served)
             request.status = RequestStatus.DONE
             return False
         except AdmissionError as exc:

@@ -8,6 +8,7 @@ garbage-collected, and its `__del__` cancels the question (the caller went away)
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -47,9 +48,18 @@ class QueuedRequest:
         self.answer: Answer | None = None
         self.error: LoupeError | None = None
         self.submitted_at = time.time()
-        self.submitted = time.perf_counter()
-        self.started: float | None = None
+        self.submitted = time.perf_counter()  # entered the queue: the scheduler's clock starts here
+        self.started: float | None = None  # a worker took it
         self.finished: float | None = None
+
+    def with_queue_time(self, answer: Answer | None, served: float) -> Answer | None:
+        """The backend's Answer with the scheduler's clock added: the time in the queue (entering it to a worker
+        taking it) as `queue`, and `total` counted from entering the queue (`served`: when the backend started,
+        after the worker's admission check), so it is the wall time the analyst waited for the last token."""
+        if answer is None or self.started is None:
+            return answer
+        timings = answer.timings.after_queue(self.started - self.submitted, served - self.submitted)
+        return dataclasses.replace(answer, timings=timings)
 
 
 class Ticket(Drainable):

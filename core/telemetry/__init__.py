@@ -1,5 +1,5 @@
 """GPU telemetry: the one GPU reader (gpu_reader.py: NVML through nvml.py, torch's allocator beside it, all as
 GpuSnapshot records), the sampler thread and its ring buffer, and stage markers for the memory chart.
 
-May import core.records, core.errors and core.settings only.
+May import core.records, core.errors, core.settings and core.table_export only.
 """

@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
+from core.table_export import ExportTable
 from core.telemetry.snapshots import GpuSnapshot, QueryTrace, TelemetrySample
 
 GB = 1e9
@@ -96,6 +97,11 @@ def rows(samples: Iterable[TelemetrySample]) -> list[dict[str, Any]]:
         } for g in sample.gpus] or [{}]
         table.extend({c: {**common, **gpu}.get(c) for c in CSV_COLUMNS} for gpu in per_gpu)
     return table
+
+
+def export_table(samples: Iterable[TelemetrySample]) -> ExportTable:
+    """The samples as the GPU monitor's downloads (CSV and XLSX: core/table_export.py)."""
+    return ExportTable.from_dicts("loupe-telemetry", CSV_COLUMNS, rows(samples))
 
 
 def trace_rows(traces: Iterable[QueryTrace]) -> list[dict[str, Any]]:

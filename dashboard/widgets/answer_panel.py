@@ -16,7 +16,7 @@ from core.serving.ticket import describe_position
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.verdict_panel import show_verdict
 
-STAGES = ("preprocess", "vision", "prefill", "decode", "total")
+STAGES = ("queue", "preprocess", "vision", "prefill", "decode", "total")  # queue: rows before issue 17 show 0
 POSITION_REFRESH_S = 0.25  # how often "2 requests ahead" is redrawn while a question waits
 
 

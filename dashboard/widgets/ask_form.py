@@ -130,7 +130,8 @@ def _preview(engine: Engine, image: ImageUpload) -> ImageUpload:
     st.image(prepared.image, caption=f"As the model sees it: {prepared.width}×{prepared.height}")
     original = "×".join(map(str, prepared.original_size))
     notes = "; ".join(prepared.notes) if prepared.notes else "used as uploaded, nothing changed"
-    st.caption(f"Uploaded: {prepared.source_format} {original} · Prepared: {notes}")
+    st.caption(f"{'Sample' if samples.by_id(image.name) else 'Uploaded'}: {prepared.source_format} {original} · "
+               f"Prepared: {notes}")
     return replace(image, prepared=prepared)
 
 
