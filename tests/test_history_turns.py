@@ -86,14 +86,14 @@ def test_a_backend_that_cannot_take_history_refuses_it_in_one_line(engine, monke
 def test_the_remote_backend_sends_earlier_turns_as_earlier_messages(engine) -> None:
     remote = OpenAIRemoteBackend("http://127.0.0.1:9/v1", model="m")
     assert remote.takes_history and not remote.takes_video
-    body = remote.encode(_query(engine, history=tuple(Turn(q, a) for q, a in TURNS))).inputs
+    body = remote.encode(_query(engine, history=tuple(Turn(q, a) for q, a in TURNS))).inputs.fields  # OpenAI's fields
     roles = [m["role"] for m in body["messages"]]
     assert roles == ["user", "assistant", "user", "assistant", "user"]
     assert body["messages"][0]["content"] == "What colour is the square?"
     assert body["messages"][3]["content"] == "两个人。"
     last = body["messages"][-1]["content"]
     assert [part["type"] for part in last] == ["image_url", "text"] and last[-1]["text"] == "And the background?"
-    plain = remote.encode(_query(engine)).inputs
+    plain = remote.encode(_query(engine)).inputs.fields
     assert [m["role"] for m in plain["messages"]] == ["user"]
 
 
