@@ -13,6 +13,8 @@ naming the key, where it came from, the value and what is allowed:
 - backend is auto | transformers | xcomposer | openai, device is auto | cpu | cuda;
 - max_memory_gb is a TOML number or list of numbers, or a string "22.2,22.2" (GB per GPU, GPU0 first);
   it is kept as that comma-separated string;
+- interface_language is auto | zh | en (auto: the browser's language, English unless it is Chinese);
+- time_zone is auto (the browser's time zone) or an IANA name such as Asia/Shanghai or UTC;
 - api_allowed_paths is a TOML list of folders, or one string of folders separated by commas or os.pathsep
   (":" on Linux/macOS, ";" on Windows); it is kept as a comma-separated string, so a folder name may not
   itself contain a comma;
@@ -70,6 +72,8 @@ class Settings:
     sample_window_s: float = 900.0
     batch_max_files: int = 200  # images in one batch (uploads, or inside a zip)
     batch_max_mb: int = 200  # the uploads together (a zip counted as uploaded); its unpacked images at most 5x
+    interface_language: str = "auto"  # auto | zh | en: the dashboard's language (auto: the browser's)
+    time_zone: str = "auto"  # auto (the browser's) or an IANA name: how the dashboard shows times
 
     @property
     def history_path(self) -> Path:
