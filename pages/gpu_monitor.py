@@ -6,40 +6,47 @@ import streamlit as st
 
 from core.telemetry import markers, readout
 from core.telemetry.sampler import get_sampler
+from dashboard.widgets.display_time import analyst_zone
+from dashboard.widgets.interface_language import outcome_word, t
 from dashboard.widgets.memory_chart import live_load_chart, live_memory_chart
-from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.status_line import show_status_line
 
 WINDOWS = {"1 min": 60.0, "5 min": 300.0, "15 min": 900.0}
+WINDOW_WORDS = {"1 min": "gpu_monitor.window_1", "5 min": "gpu_monitor.window_5", "15 min": "gpu_monitor.window_15"}
+WORDS = {"started": "gpu_monitor.column_started", "outcome": "gpu_monitor.column_outcome",
+         "question": "gpu_monitor.column_question", "total_s": "gpu_monitor.column_total_s",
+         "model": "gpu_monitor.column_model"}
 
-st.title("GPU monitor")
+st.title(t("gpu_monitor.title"))
 sampler = get_sampler()
 if sampler.state != "ok":
-    st.info(f"No GPU reading: {markdown_text(sampler.state)}. The charts show this process's memory (RSS) and CPU use instead.",
-            icon=":material/info:")
+    st.info(t("gpu_monitor.no_gpu", state=sampler.state), icon=":material/info:")
 
-window = st.segmented_control("Window", list(WINDOWS), default="5 min", key="gpu-monitor-window") or "5 min"
+window = st.segmented_control(t("gpu_monitor.window"), list(WINDOWS), default="5 min",
+                              format_func=lambda w: t(WINDOW_WORDS[w]), key="gpu-monitor-window") or "5 min"
 live_memory_chart(WINDOWS[window], key="gpu-monitor-memory")
 live_load_chart(WINDOWS[window], key="gpu-monitor-load")
 
 
 @st.fragment(run_every=2.0)
 def recent_queries() -> None:
-    rows = readout.trace_rows(markers.traces(since=dt.datetime.now().timestamp() - WINDOWS[window]))
-    st.subheader("Recent queries")
+    rows = readout.trace_rows(markers.traces(since=dt.datetime.now().timestamp() - WINDOWS[window]), zone=analyst_zone())
+    st.subheader(t("gpu_monitor.recent_queries"))
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        frame = pd.DataFrame(rows)
+        frame["outcome"] = frame["outcome"].map(outcome_word)
+        st.dataframe(frame.rename(columns={c: t(k) for c, k in WORDS.items()}), hide_index=True)
     else:
-        st.caption("No query in this window yet: ask one and its stages appear here and as bands on the chart.")
+        st.caption(t("gpu_monitor.no_recent_query"))
 
 
 recent_queries()
 st.download_button(
-    "Download samples (CSV)",
+    t("gpu_monitor.download"),
     data=lambda: pd.DataFrame(readout.rows(sampler.samples()), columns=readout.CSV_COLUMNS).to_csv(index=False),
     file_name="loupe-telemetry.csv",
     mime="text/csv",
     icon=":material/download:",
-    help=f"Every sample in the buffer (the last {sampler.window_s / 60:.0f} minutes, one row per GPU per sample).",
+    help=t("gpu_monitor.download_help", minutes=sampler.window_s / 60),
 )
 show_status_line()

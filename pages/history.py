@@ -8,16 +8,17 @@ import streamlit as st
 
 from core.history import HistoryFilter, queries
 from core.statuses import EntryStatus
+from dashboard.widgets.display_time import analyst_zone_name, display_time
 from dashboard.widgets.history_entry import show_history_entry
+from dashboard.widgets.interface_language import outcome_word, t, verdict_word
 from dashboard.widgets.model_resource import get_history
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
 
 ALL, THIS = "", "this"
-OUTCOMES = {"": "Any outcome", EntryStatus.ANSWERED: "Answered", EntryStatus.FAILED: "Failed",
-            EntryStatus.STOPPED: "Stopped"}
+OUTCOMES = ("", EntryStatus.ANSWERED, EntryStatus.FAILED, EntryStatus.STOPPED)
 
-st.title("History")
+st.title(t("history.title"))
 store = get_history()
 session = session_id()
 options = queries.options(store)
@@ -26,16 +27,18 @@ with st.container(border=True):
     a, b, c, d = st.columns(4)
     others = [s for s in options.sessions if s != session]
     chosen_session = a.selectbox(
-        "Session", [ALL, THIS, *others], key="history-session",
-        format_func=lambda s: "All sessions" if s == ALL else f"This session ({session})" if s == THIS else s,
+        t("history.session"), [ALL, THIS, *others], key="history-session",
+        format_func=lambda s: t("history.all_sessions") if s == ALL else
+        t("history.this_session", escape=str, session=session) if s == THIS else s,
     )
-    pages = b.multiselect("Pages", options.pages, key="history-pages", placeholder="All pages")
-    template_id = c.selectbox("Template", [ALL, *options.template_ids], key="history-template",
-                              format_func=lambda t: t or "All templates")
-    outcome = d.selectbox("Outcome", list(OUTCOMES), format_func=OUTCOMES.__getitem__, key="history-outcome")
+    pages = b.multiselect(t("history.pages"), options.pages, key="history-pages", placeholder=t("history.all_pages"))
+    template_id = c.selectbox(t("history.template"), [ALL, *options.template_ids], key="history-template",
+                              format_func=lambda i: i or t("history.all_templates"))
+    outcome = d.selectbox(t("history.outcome"), OUTCOMES, key="history-outcome",
+                          format_func=lambda o: outcome_word(o).capitalize() if o else t("history.any_outcome"))
     e, f = st.columns([1, 3])
-    dates = e.date_input("Dates (UTC)", value=[], key="history-dates", format="YYYY-MM-DD")
-    text = f.text_input("Text in the question or the answer", key="history-text")
+    dates = e.date_input(t("history.dates"), value=[], key="history-dates", format="YYYY-MM-DD")
+    text = f.text_input(t("history.text"), key="history-text")
 
 date_from = dates[0] if len(dates) > 0 else None
 date_to = dates[1] if len(dates) > 1 else date_from
@@ -54,38 +57,43 @@ if page_no > pages_total:  # fewer matches than when that page was chosen
     listing = queries.listing(store, flt, page=page_no)
 
 more = "+" if listing.total_is_capped else ""
-st.caption(f"{listing.total:,}{more} {'query matches' if listing.total == 1 else 'queries match'} · "
-           f"page {page_no} of {pages_total:,}{more} · newest first · times in UTC")
+zone = analyst_zone_name()
+st.caption(t("history.summary_one" if listing.total == 1 else "history.summary_many", total=listing.total, more=more,
+             page=page_no, pages=pages_total, zone=zone))
 if listing.rows:
     frame = pd.DataFrame([asdict(row) for row in listing.rows])
-    frame["created_at"] = frame["created_at"].str.slice(0, 19).str.replace("T", " ")
+    frame["created_at"] = frame["created_at"].map(display_time)
+    frame["status"] = frame["status"].map(outcome_word)
+    frame["verdict"] = frame["verdict"].map(lambda v: verdict_word(v) if v else v)
     st.dataframe(
         frame, hide_index=True, width="stretch",
         column_order=["id", "created_at", "page", "template_id", "status", "verdict", "question", "answer",
                       "output_tokens", "tokens_per_s", "total_s", "error", "session_id"],
         column_config={
             "id": st.column_config.NumberColumn("#", format="%d", width="small"),
-            "created_at": "time (UTC)", "template_id": "template", "status": "outcome",
-            "output_tokens": st.column_config.NumberColumn("tokens", format="%d"),
-            "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.1f"),
-            "total_s": st.column_config.NumberColumn("total s", format="%.2f"),
-            "session_id": "session",
+            "created_at": t("history.column_time", escape=str, zone=zone),  # a header is plain text
+            "page": t("history.column_page"),
+            "template_id": t("history.column_template"), "status": t("history.column_outcome"),
+            "verdict": t("history.column_verdict"), "question": t("history.column_question"),
+            "answer": t("history.column_answer"), "error": t("history.column_error"),
+            "output_tokens": st.column_config.NumberColumn(t("history.column_tokens"), format="%d"),
+            "tokens_per_s": st.column_config.NumberColumn(t("history.column_tokens_per_s"), format="%.1f"),
+            "total_s": st.column_config.NumberColumn(t("history.column_total_s"), format="%.2f"),
+            "session_id": t("history.column_session"),
         },
     )
     st.pagination(pages_total, key=page_key, max_visible_pages=7)
     left, right, _ = st.columns([1, 1, 4])
-    left.download_button("Export CSV", data=lambda: queries.export_csv(store, flt), file_name="loupe-history.csv",
+    left.download_button(t("history.export_csv"), data=lambda: queries.export_csv(store, flt), file_name="loupe-history.csv",
                          mime="text/csv", icon=":material/download:", key="history-csv",
-                         help=f"Every matching row (the newest {queries.EXPORT_LIMIT:,} at most), all columns.")
-    right.download_button("Export JSON", data=lambda: queries.export_json(store, flt), file_name="loupe-history.json",
+                         help=t("history.export_help", limit=queries.EXPORT_LIMIT))
+    right.download_button(t("history.export_json"), data=lambda: queries.export_json(store, flt), file_name="loupe-history.json",
                           mime="application/json", icon=":material/download:", key="history-json",
-                          help=f"Every matching row (the newest {queries.EXPORT_LIMIT:,} at most), all columns.")
+                          help=t("history.export_help", limit=queries.EXPORT_LIMIT))
     ids = [row.id for row in listing.rows]
-    labels = {row.id: f"#{row.id} · {row.created_at[:19].replace('T', ' ')} · {row.question[:60]}"
-              for row in listing.rows}
-    chosen = st.selectbox("Open an entry", ids, format_func=labels.__getitem__, key="history-entry")
+    labels = {row.id: f"#{row.id} · {display_time(row.created_at)} · {row.question[:60]}" for row in listing.rows}
+    chosen = st.selectbox(t("history.open_entry"), ids, format_func=labels.__getitem__, key="history-entry")
     show_history_entry(store, chosen, session)
 else:
-    st.info("No query matches these filters yet. Ask one on a scenario page and it appears here.",
-            icon=":material/history:")
+    st.info(t("history.nothing_matches"), icon=":material/history:")
 show_status_line()
