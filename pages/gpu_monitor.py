@@ -22,8 +22,9 @@ sampler = get_sampler()
 if sampler.state != "ok":
     st.info(t("gpu_monitor.no_gpu", state=sampler.state), icon=":material/info:")
 
+window_words = {w: t(key) for w, key in WINDOW_WORDS.items()}  # this run's language
 window = st.segmented_control(t("gpu_monitor.window"), list(WINDOWS), default="5 min",
-                              format_func=lambda w: t(WINDOW_WORDS[w]), key="gpu-monitor-window") or "5 min"
+                              format_func=window_words.__getitem__, key="gpu-monitor-window") or "5 min"
 live_memory_chart(WINDOWS[window], key="gpu-monitor-memory")
 live_load_chart(WINDOWS[window], key="gpu-monitor-load")
 

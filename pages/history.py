@@ -10,7 +10,7 @@ from core.history import HistoryFilter, queries
 from core.statuses import EntryStatus
 from dashboard.widgets.display_time import analyst_zone_name, display_time
 from dashboard.widgets.history_entry import show_history_entry
-from dashboard.widgets.interface_language import outcome_word, t, verdict_word
+from dashboard.widgets.interface_language import outcome_word, page_word, t, verdict_word
 from dashboard.widgets.model_resource import get_history
 from dashboard.widgets.session import session_id
 from dashboard.widgets.status_line import show_status_line
@@ -26,16 +26,18 @@ options = queries.options(store)
 with st.container(border=True):
     a, b, c, d = st.columns(4)
     others = [s for s in options.sessions if s != session]
-    chosen_session = a.selectbox(
-        t("history.session"), [ALL, THIS, *others], key="history-session",
-        format_func=lambda s: t("history.all_sessions") if s == ALL else
-        t("history.this_session", escape=str, session=session) if s == THIS else s,
-    )
-    pages = b.multiselect(t("history.pages"), options.pages, key="history-pages", placeholder=t("history.all_pages"))
+    # The options' words are looked up now, in this run's language: a choice's labels belong to one run.
+    session_words = {ALL: t("history.all_sessions"), THIS: t("history.this_session", escape=str, session=session)}
+    chosen_session = a.selectbox(t("history.session"), [ALL, THIS, *others], key="history-session",
+                                 format_func=lambda s: session_words.get(s, s))
+    page_words = {p: page_word(p) for p in options.pages}
+    pages = b.multiselect(t("history.pages"), options.pages, key="history-pages", placeholder=t("history.all_pages"),
+                          format_func=lambda p: page_words.get(p, p))
+    all_templates = t("history.all_templates")
     template_id = c.selectbox(t("history.template"), [ALL, *options.template_ids], key="history-template",
-                              format_func=lambda i: i or t("history.all_templates"))
-    outcome = d.selectbox(t("history.outcome"), OUTCOMES, key="history-outcome",
-                          format_func=lambda o: outcome_word(o).capitalize() if o else t("history.any_outcome"))
+                              format_func=lambda i: i or all_templates)
+    outcome_words = {o: outcome_word(o).capitalize() if o else t("history.any_outcome") for o in OUTCOMES}
+    outcome = d.selectbox(t("history.outcome"), OUTCOMES, key="history-outcome", format_func=outcome_words.__getitem__)
     e, f = st.columns([1, 3])
     dates = e.date_input(t("history.dates"), value=[], key="history-dates", format="YYYY-MM-DD")
     text = f.text_input(t("history.text"), key="history-text")
@@ -64,6 +66,7 @@ if listing.rows:
     frame = pd.DataFrame([asdict(row) for row in listing.rows])
     frame["created_at"] = frame["created_at"].map(display_time)
     frame["status"] = frame["status"].map(outcome_word)
+    frame["page"] = frame["page"].map(page_word)
     frame["verdict"] = frame["verdict"].map(lambda v: verdict_word(v) if v else v)
     st.dataframe(
         frame, hide_index=True, width="stretch",

@@ -155,7 +155,7 @@ def test_history_shows_times_and_words_in_the_analysts_zone_and_language(loupe_h
     assert "时间为 Asia/Shanghai" in " ".join(c.value for c in at.caption)
     frame = at.dataframe[0].value
     assert list(frame["created_at"]) == ["2026-12-02 07:59:05"]
-    assert list(frame["status"]) == ["失败"]
+    assert list(frame["status"]) == ["失败"] and list(frame["page"]) == ["电商审核"]
     heading = next(c.value for c in at.caption if c.value.startswith("#1 ·"))
     assert "2026-12-02 07:59:05" in heading and "会话 s" in heading
 

@@ -8,7 +8,7 @@ from core.history import HistoryStore
 from core.serving.recorded_ask import ask_and_record, rerun_differences, rerun_request
 from dashboard.widgets.answer_panel import show_entry, stream_answer
 from dashboard.widgets.display_time import analyst_zone_name, display_time
-from dashboard.widgets.interface_language import Markup, t
+from dashboard.widgets.interface_language import Markup, page_word, t
 from dashboard.widgets.model_resource import require_engine
 from dashboard.widgets.outside_text import markdown_text
 
@@ -37,7 +37,7 @@ def show_history_entry(store: HistoryStore, entry_id: int, session: str) -> None
             rerun = t("history_entry.rerun_of", id=entry.rerun_of) if entry.rerun_of else ""
             # An API request's session is "api:" + its `user` field, which the caller chose: t escapes it.
             st.caption(t("history_entry.heading", id=entry.id, time=f"{display_time(entry.created_at)} ({analyst_zone_name()})",
-                         session=entry.session_id, page=entry.page, template=Markup(template), rerun=Markup(rerun)))
+                         session=entry.session_id, page=page_word(entry.page), template=Markup(template), rerun=Markup(rerun)))
             st.text(entry.question)
             show_entry(entry, with_reference=False, compact=True)
             with st.expander(t("history_entry.stamp")):

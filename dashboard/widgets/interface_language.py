@@ -36,6 +36,11 @@ LANGUAGES = {"zh": "中文", "en": "English"}  # each named in its own language 
 ENGLISH = "en"
 SWITCH_KEY = "interface-language"
 _CHOSEN_KEY = "loupe-interface-language"  # survives pages whose script does not draw the switch
+# Choices whose options are shown through translated words. A select box keeps showing the label it was
+# given when the analyst picked it (the browser holds that text) until its value is set again: without this
+# "全部会话" stayed in the History filter after switching to English. A page that adds such a choice adds its key.
+TRANSLATED_CHOICES = ("history-session", "history-pages", "history-template", "history-outcome", "history-entry",
+                      "gpu-monitor-window", "batch-templates", "batch-current")
 
 
 class MissingInterfaceText(LookupError):
@@ -111,10 +116,13 @@ def t(key: str, escape: Callable[[object], str] = markdown_text, **fields: objec
 
 def _keep_choice() -> None:
     picked = st.session_state.get(SWITCH_KEY)
-    if picked in LANGUAGES:
-        st.session_state[_CHOSEN_KEY] = picked
-    else:  # a segmented control can be clicked off: keep the language that was on
+    if picked not in LANGUAGES:  # a segmented control can be clicked off: keep the language that was on
         st.session_state[SWITCH_KEY] = st.session_state.get(_CHOSEN_KEY, ENGLISH)
+        return
+    st.session_state[_CHOSEN_KEY] = picked
+    for key in TRANSLATED_CHOICES:
+        if key in st.session_state:  # set to itself: sent again, with its label in the new language
+            st.session_state[key] = st.session_state[key]
 
 
 def show_language_switch() -> None:
@@ -141,6 +149,11 @@ def verdict_word(status: object) -> str:
 def outcome_word(status: object) -> str:
     """An entry's, batch's or item's status (answered, failed, running, done, …) as the analyst reads it."""
     return _word("outcome", status)
+
+
+def page_word(page: str) -> str:
+    """A stored page id (moderation, batch, …) as the navigation names the page; another id (api) as it is."""
+    return _word("nav", page)
 
 
 def override_reason_word(reason: str) -> str:
