@@ -22,7 +22,7 @@ from dashboard.widgets.interface_language import (
     interface_text,
     table,
 )
-from dashboard.widgets.memory_chart import STAGE_COLOURS
+from dashboard.widgets.memory_chart import STAGE_COLOURS, load_figure, memory_figure
 from tests.app_pages import APP, assert_no_exception
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,3 +163,22 @@ def test_history_shows_times_and_words_in_the_analysts_zone_and_language(loupe_h
 def test_batch_in_english_by_default() -> None:
     at = _open(_app(locale="en-US"), "batch")
     assert at.title[0].value == "Batch" and at.button(key="batch-start").label == "Start batch"
+
+
+def test_charts_speak_the_analysts_language_and_read_their_clock() -> None:
+    from tests.test_telemetry_charts import T0, _samples, _trace
+
+    shanghai = zoneinfo.ZoneInfo("Asia/Shanghai")
+    fig = memory_figure(_samples(2), [_trace(T0 + 2)], language="zh", zone=shanghai)
+    names = {trace.name for trace in fig.data}
+    assert {"GPU0 已用（所有进程）", "GPU1 本进程", "GPU0 总量 22.2 GB", "解码", "预填充"} <= names
+    assert fig.layout.yaxis.title.text == "显存 GB" and fig.layout.xaxis2.title.text == "时间（Asia/Shanghai）"
+    used = next(trace for trace in fig.data if trace.name == "GPU0 已用（所有进程）")
+    # T0 is 2026-09-21 14:13:20 UTC: the axis shows Shanghai's wall clock, eight hours on
+    assert used.x[0] == dt.datetime(2026, 9, 21, 22, 13, 20)
+    hover = next(trace for trace in fig.data if trace.name == "stages").hovertext
+    assert any("解码 · 2.00 s" in h and "已回答" in h for h in hover)
+    load = load_figure(_samples(1), language="zh", zone=shanghai)
+    assert [a.text for a in load.layout.annotations] == ["利用率 %", "温度 °C", "功耗 W"]
+    process = memory_figure(_samples(0), state="no <b>driver</b>", language="zh", zone=shanghai)
+    assert process.layout.title.text == "本进程 · 未读到 GPU：no &lt;b&gt;driver&lt;/b&gt;"  # Plotly's HTML escaped
