@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,6 +167,19 @@ def _folders(name: str, raw: object, origin: str) -> str:
     return ",".join(v for v in items if v)
 
 
+def _time_zone(name: str, raw: object, origin: str) -> str:
+    """'auto' or an IANA time zone name this machine knows (Asia/Shanghai, Europe/Berlin, UTC)."""
+    text = _text(name, raw, origin).strip()
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _refuse(name, raw, origin, "it must be auto (the browser's time zone) or a time zone name "
+                                         "such as Asia/Shanghai or UTC") from None
+    return text
+
+
 RULES: dict[str, Callable[[str, object, str], object]] = {
     "home": _home, "model": _text, "backend": _choice("auto", "transformers", "xcomposer", "openai"),
     "trust_remote_code": _flag, "device": _choice("auto", "cpu", "cuda"), "max_width": _whole,
@@ -179,6 +193,7 @@ RULES: dict[str, Callable[[str, object, str], object]] = {
     "dashboard_password": _text,
     "api_allowed_paths": _folders, "sample_interval_s": _seconds, "sample_window_s": _seconds,
     "batch_max_files": _whole, "batch_max_mb": _whole, "metrics_port": _port, "metrics_address": _text,
+    "interface_language": _choice("auto", "zh", "en"), "time_zone": _time_zone,
 }
 
 

@@ -14,6 +14,8 @@ naming the key, where it came from, the value and what is allowed:
   jpeg | png; remote_max_retries may be 0;
 - max_memory_gb is a TOML number or list of numbers, or a string "22.2,22.2" (GB per GPU, GPU0 first);
   it is kept as that comma-separated string;
+- interface_language is auto | zh | en (auto: the browser's language, English unless it is Chinese);
+- time_zone is auto (the browser's time zone) or an IANA name such as Asia/Shanghai or UTC;
 - api_allowed_paths is a TOML list of folders, or one string of folders separated by commas or os.pathsep
   (":" on Linux/macOS, ";" on Windows); it is kept as a comma-separated string, so a folder name may not
   itself contain a comma;
@@ -85,6 +87,8 @@ class Settings:
     metrics_address: str = "127.0.0.1"  # where that port listens ("0.0.0.0" in a container)
     batch_max_files: int = 200  # images in one batch (uploads, or inside a zip)
     batch_max_mb: int = 200  # the uploads together (a zip counted as uploaded); its unpacked images at most 5x
+    interface_language: str = "auto"  # auto | zh | en: the dashboard's language (auto: the browser's)
+    time_zone: str = "auto"  # auto (the browser's) or an IANA name: how the dashboard shows times
 
     @property
     def history_path(self) -> Path:

@@ -12,6 +12,8 @@ from core.errors import LoupeError
 from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
 from core.statuses import BatchStatus
+from dashboard.widgets.display_time import display_time
+from dashboard.widgets.interface_language import Markup, outcome_word, t, verdict_word
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
@@ -20,28 +22,28 @@ from dashboard.widgets.table_downloads import table_downloads
 
 CURRENT = "batch-current"
 REFRESH_S = 1.0
+COLUMN_WORDS = {"image": "batch.column_image", "template": "batch.column_template", "status": "batch.column_status",
+                "verdict": "batch.column_verdict", "answer": "batch.column_answer", "output_tokens": "batch.column_tokens",
+                "seconds": "batch.column_seconds", "error": "batch.column_error"}
 
 engine = require_engine()
 store = get_history()
 settings = engine.settings
-st.title("Batch")
-st.caption(f"Upload images or one zip (folders are walked; up to {settings.batch_max_files} images, "
-           f"{settings.batch_max_mb} MB) and choose templates; every image × template is answered and recorded in "
-           "history, and moderation results go to the review queue.")
+st.title(t("batch.title"))
+st.caption(t("batch.intro", files=settings.batch_max_files, mb=settings.batch_max_mb))
 for resumed in batch_runner.resume_interrupted(engine, store):
-    st.toast(f"Batch #{resumed} was interrupted; it resumes where it stopped.", icon=":material/play_arrow:")
+    st.toast(t("batch.resumed", id=resumed), icon=":material/play_arrow:")
 
 templates = {t.id: t for t in load_templates()}
 with st.container(border=True):
-    uploads = st.file_uploader(f"Images or a zip (at most {settings.batch_max_mb} MB in all)",
+    uploads = st.file_uploader(t("batch.uploads", mb=settings.batch_max_mb),
                                type=[s.lstrip(".") for s in IMAGE_SUFFIXES] + ["zip"],
                                accept_multiple_files=True, key="batch-uploads", max_upload_size=settings.batch_max_mb,
-                               help=f"At most {settings.batch_max_mb} MB of uploads and {settings.batch_max_files} "
-                                    "images in one batch (settings batch_max_mb, batch_max_files).")
-    chosen = st.multiselect("Templates (their fields take their defaults)", list(templates), key="batch-templates",
+                               help=t("batch.uploads_help", mb=settings.batch_max_mb, files=settings.batch_max_files))
+    chosen = st.multiselect(t("batch.templates"), list(templates), key="batch-templates",
                             default=["mod-checklist-zh"], format_func=lambda i: f"{templates[i].title} · {i}")
-    max_new = st.number_input("Max new tokens", 1, 8192, min(settings.max_new_tokens, 512), key="batch-max-new")
-    if st.button("Start batch", type="primary", icon=":material/play_arrow:", key="batch-start",
+    max_new = st.number_input(t("batch.max_new_tokens"), 1, 8192, min(settings.max_new_tokens, 512), key="batch-max-new")
+    if st.button(t("batch.start"), type="primary", icon=":material/play_arrow:", key="batch-start",
                  disabled=not uploads or not chosen):
         try:
             found = collect([ImageUpload(u.getvalue(), u.name) for u in uploads], BatchLimits.from_settings(settings))
@@ -57,14 +59,14 @@ with st.container(border=True):
 
 batches = batch.list_batches(store)
 if not batches:
-    st.caption("No batch yet.")
+    st.caption(t("batch.no_batch"))
     st.stop()
 # Only what never changes goes in the choice's label: it is drawn once per page run, while the progress below
 # is redrawn every second (a status here read "running · 0/2" next to a finished batch).
-labels = {b.id: f"#{b.id} · {b.created_at[:19].replace('T', ' ')} · {b.items} items" for b in batches}
+labels = {b.id: t("batch.choice", escape=str, id=b.id, time=display_time(b.created_at), items=b.items) for b in batches}
 if st.session_state.get(CURRENT) not in labels:
     st.session_state[CURRENT] = batches[0].id
-batch_id = st.selectbox("Batch", list(labels), format_func=labels.__getitem__, key=CURRENT)
+batch_id = st.selectbox(t("batch.batch"), list(labels), format_func=labels.__getitem__, key=CURRENT)
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -73,31 +75,33 @@ def show_batch() -> None:
     job = batch_runner.runner(store, batch_id)
     now = batch.progress(store, batch_id, run_started=job.started_at if job is not None else "")
     offer = batch.controls(now, running_here=job is not None)
-    eta = "" if now.eta_s is None or now.status == BatchStatus.DONE else f" · about {now.eta_s:.0f} s left"
-    st.progress(now.fraction, text=f"{now.finished}/{now.total} items · {now.done} done · {now.failed} failed · "
-                                   f"{now.status}{eta}")
+    eta = "" if now.eta_s is None or now.status == BatchStatus.DONE else t("batch.eta", seconds=now.eta_s)
+    st.progress(now.fraction, text=t("batch.progress", finished=now.finished, total=now.total, done=now.done,
+                                     failed=now.failed, status=outcome_word(now.status), eta=Markup(eta)))
     if job is not None and job.error:
         st.error(markdown_text(job.error))
     a, b, c, xlsx, d = st.columns([1, 1, 1, 1, 2])
-    if offer.pause and a.button("Pause", key="batch-pause", icon=":material/pause:"):
+    if offer.pause and a.button(t("batch.pause"), key="batch-pause", icon=":material/pause:"):
         batch_runner.pause(store, batch_id)
-    if offer.resume and a.button("Resume", key="batch-resume", icon=":material/play_arrow:"):
+    if offer.resume and a.button(t("batch.resume"), key="batch-resume", icon=":material/play_arrow:"):
         batch_runner.start(engine, store, batch_id)
-    if offer.retry_failed and b.button("Retry failed", key="batch-retry", icon=":material/replay:"):
+    if offer.retry_failed and b.button(t("batch.retry_failed"), key="batch-retry", icon=":material/replay:"):
         batch.retry_failed(store, batch_id)
         batch_runner.start(engine, store, batch_id)
     table_downloads(c, xlsx, lambda: batch.export_table(store, batch_id), file_stem=f"loupe-batch-{batch_id}",
                     key="batch", label="")
-    d.download_button("JSON", data=lambda: batch.export_json(store, batch_id), mime="application/json",
+    d.download_button(t("batch.json"), data=lambda: batch.export_json(store, batch_id), mime="application/json",
                       file_name=f"loupe-batch-{batch_id}.json", key="batch-json", icon=":material/download:")
-    rows = [asdict(r) for r in batch.results(store, batch_id)]
+    rows = [{**asdict(r), "status": outcome_word(r.status), "verdict": verdict_word(r.verdict) if r.verdict else r.verdict}
+            for r in batch.results(store, batch_id)]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_order=["image", "template", "status", "verdict", "answer", "output_tokens", "seconds", "error",
                                "query_id"],
-                 column_config={"query_id": st.column_config.NumberColumn("history #", format="%d")})
+                 column_config={"query_id": st.column_config.NumberColumn(t("batch.column_history"), format="%d"),
+                                **{c: t(k) for c, k in COLUMN_WORDS.items()}})
     skipped = batch.skipped(store, batch_id)
     if skipped:
-        with st.expander(f"{len(skipped)} file(s) skipped"):
+        with st.expander(t("batch.skipped", count=len(skipped))):
             st.dataframe(pd.DataFrame([asdict(s) for s in skipped]), hide_index=True, width="stretch")
 
 

@@ -7,32 +7,40 @@ import streamlit as st
 from core.table_export import CSV_MIME, XLSX_MIME, export_files
 from core.telemetry import markers, readout
 from core.telemetry.sampler import get_sampler
+from dashboard.widgets.display_time import analyst_zone, display_time
+from dashboard.widgets.interface_language import outcome_word, t
 from dashboard.widgets.memory_chart import live_load_chart, live_memory_chart
-from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.status_line import show_status_line
 
 WINDOWS = {"1 min": 60.0, "5 min": 300.0, "15 min": 900.0}
 SNAPSHOT = "gpu-monitor-samples"  # (time taken, ExportFiles) in the session
+WINDOW_WORDS = {"1 min": "gpu_monitor.window_1", "5 min": "gpu_monitor.window_5", "15 min": "gpu_monitor.window_15"}
+WORDS = {"started": "gpu_monitor.column_started", "outcome": "gpu_monitor.column_outcome",
+         "question": "gpu_monitor.column_question", "total_s": "gpu_monitor.column_total_s",
+         "model": "gpu_monitor.column_model"}
 
-st.title("GPU monitor")
+st.title(t("gpu_monitor.title"))
 sampler = get_sampler()
 if sampler.state != "ok":
-    st.info(f"No GPU reading: {markdown_text(sampler.state)}. The charts show this process's memory (RSS) and CPU use instead.",
-            icon=":material/info:")
+    st.info(t("gpu_monitor.no_gpu", state=sampler.state), icon=":material/info:")
 
-window = st.segmented_control("Window", list(WINDOWS), default="5 min", key="gpu-monitor-window") or "5 min"
+window_words = {w: t(key) for w, key in WINDOW_WORDS.items()}  # this run's language
+window = st.segmented_control(t("gpu_monitor.window"), list(WINDOWS), default="5 min",
+                              format_func=window_words.__getitem__, key="gpu-monitor-window") or "5 min"
 live_memory_chart(WINDOWS[window], key="gpu-monitor-memory")
 live_load_chart(WINDOWS[window], key="gpu-monitor-load")
 
 
 @st.fragment(run_every=2.0)
 def recent_queries() -> None:
-    rows = readout.trace_rows(markers.traces(since=dt.datetime.now().timestamp() - WINDOWS[window]))
-    st.subheader("Recent queries")
+    rows = readout.trace_rows(markers.traces(since=dt.datetime.now().timestamp() - WINDOWS[window]), zone=analyst_zone())
+    st.subheader(t("gpu_monitor.recent_queries"))
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        frame = pd.DataFrame(rows)
+        frame["outcome"] = frame["outcome"].map(outcome_word)
+        st.dataframe(frame.rename(columns={c: t(k) for c, k in WORDS.items()}), hide_index=True)
     else:
-        st.caption("No query in this window yet: ask one and its stages appear here and as bands on the chart.")
+        st.caption(t("gpu_monitor.no_recent_query"))
 
 
 recent_queries()
@@ -41,14 +49,13 @@ recent_queries()
 # media, and this page's four timed fragments sweep several times a second, so under load the file was often
 # gone before the browser fetched it. Bytes drawn by the page stay registered until the page's next full run.
 snapshot_col, csv_col, xlsx_col = st.columns([2, 1, 1])
-if snapshot_col.button("Snapshot the samples", key="gpu-monitor-snapshot", icon=":material/photo_camera:",
-                       help=f"Every sample in the buffer now (the last {sampler.window_s / 60:.0f} minutes, one row "
-                            "per GPU per sample), for download as CSV or XLSX."):
-    st.session_state[SNAPSHOT] = (dt.datetime.now().strftime("%H:%M:%S"),
+if snapshot_col.button(t("gpu_monitor.snapshot"), key="gpu-monitor-snapshot", icon=":material/photo_camera:",
+                       help=t("gpu_monitor.download_help", minutes=sampler.window_s / 60)):
+    st.session_state[SNAPSHOT] = (display_time(dt.datetime.now(dt.UTC)),
                                   export_files(readout.export_table(sampler.samples())))
 if SNAPSHOT in st.session_state:
     taken_at, files = st.session_state[SNAPSHOT]
-    snapshot_col.caption(f"{len(files.table.rows):,} rows, taken at {taken_at}.")
+    snapshot_col.caption(t("gpu_monitor.snapshot_taken", rows=len(files.table.rows), time=taken_at))
     csv_col.download_button("CSV", data=files.csv, file_name=files.table.csv_name, mime=CSV_MIME,
                             icon=":material/download:", key="gpu-monitor-csv")
     xlsx_col.download_button("XLSX", data=files.xlsx, file_name=files.table.xlsx_name, mime=XLSX_MIME,

@@ -19,6 +19,15 @@ def test_defaults(loupe_home: Path) -> None:
     assert s.history_path == loupe_home.resolve() / "history.sqlite3"
 
 
+def test_interface_language_and_time_zone_default_to_the_browser_and_take_a_choice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (load_settings().interface_language, load_settings().time_zone) == ("auto", "auto")
+    _file(tmp_path, monkeypatch, 'interface_language = "ZH"\ntime_zone = "Asia/Shanghai"')
+    assert (load_settings().interface_language, load_settings().time_zone) == ("zh", "Asia/Shanghai")
+    monkeypatch.setenv("LOUPE_TIME_ZONE", "Auto")
+    assert load_settings().time_zone == "auto"
+
+
 def test_file_then_env_then_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "loupe.toml"
     config.write_text('model = "/models/a"\nmax_width = 1024\ntrust_remote_code = true\n', encoding="utf-8")
@@ -79,6 +88,9 @@ def _file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
      ("api_allowed_paths = [1, 2]", ("'api_allowed_paths'", "list of folders")),
      ('api_allowed_paths = ["/a,b"]', ("'api_allowed_paths'", "may not contain ','")),
      ("sample_interval_s = 5.0\nsample_window_s = 1.0", ("'sample_window_s'", "sample_interval_s")),
+     ('interface_language = "fr"', ("'interface_language'", "'fr'", "auto, zh, en")),
+     ('time_zone = "Mars/Olympus"', ("'time_zone'", "'Mars/Olympus'", "Asia/Shanghai")),
+     ("time_zone = 8", ("'time_zone'", "8", "string")),
      ])
 def test_wrong_values_are_refused_with_key_value_and_what_is_allowed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, phrases: tuple[str, ...]) -> None:

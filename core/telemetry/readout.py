@@ -104,12 +104,13 @@ def export_table(samples: Iterable[TelemetrySample]) -> ExportTable:
     return ExportTable.from_dicts("loupe-telemetry", CSV_COLUMNS, rows(samples))
 
 
-def trace_rows(traces: Iterable[QueryTrace]) -> list[dict[str, Any]]:
-    """One row per query, newest first: when, outcome, seconds per stage, and peak GB per device per stage."""
+def trace_rows(traces: Iterable[QueryTrace], zone: dt.tzinfo | None = None) -> list[dict[str, Any]]:
+    """One row per query, newest first: when (in `zone`; the server's local time without one), outcome,
+    seconds per stage, and peak GB per device per stage."""
     table = []
     for trace in sorted(traces, key=lambda t: t.start, reverse=True):
         row: dict[str, Any] = {
-            "started": dt.datetime.fromtimestamp(trace.start).strftime("%H:%M:%S"),
+            "started": dt.datetime.fromtimestamp(trace.start, zone).strftime("%H:%M:%S"),
             "outcome": trace.outcome,
             "question": trace.question,
             "total_s": round(trace.end - trace.start, 3) if trace.end is not None else None,

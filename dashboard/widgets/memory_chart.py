@@ -6,11 +6,15 @@ process's share (NVML's per-process figure; torch's reserved bytes where NVML ca
 e.g. inside a container), the card's total as a dashed ceiling, and shaded bands for the stages of
 recent queries (hover the small marks at the top for each stage's duration and peak memory).
 Without a GPU: this process's RSS and CPU use, so the chart still moves on a laptop.
+
+The builders take the analyst's language (names, axis titles, hover words; assets/i18n) and time zone (the
+time axis shows that zone's wall clock); the live fragments pass the session's.
 """
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -20,6 +24,8 @@ from core.telemetry import markers
 from core.telemetry.readout import GB
 from core.telemetry.sampler import get_sampler
 from core.telemetry.snapshots import GpuSnapshot, QueryTrace, TelemetrySample
+from dashboard.widgets.display_time import analyst_zone
+from dashboard.widgets.interface_language import ENGLISH, current_language, interface_text, table
 from dashboard.widgets.outside_text import plotly_text
 
 STAGE_COLOURS = {"preprocess": "#9e9e9e", "vision": "#f59e0b", "prefill": "#3b82f6", "decode": "#22c55e"}
@@ -31,72 +37,93 @@ REFRESH_S = 1.0
 CPU_SMOOTHING = 4  # how often the live charts redraw (the sampler itself ticks every sample_interval_s)
 
 
-def _time(epoch_s: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch_s)
+def _time(epoch_s: float, zone: dt.tzinfo | None = None) -> dt.datetime:
+    # Plotly draws a datetime's wall clock and ignores its offset: converted to the zone, the axis reads it.
+    return dt.datetime.fromtimestamp(epoch_s, zone).replace(tzinfo=None)
+
+
+def _words(language: str) -> Callable[..., str]:  # the chart's text in `language`, escaped for Plotly's HTML
+    return functools.partial(interface_text, language, escape=plotly_text)
 
 
 def _share(gpu: GpuSnapshot) -> int | None:
     return gpu.process_bytes if gpu.process_bytes is not None else gpu.reserved_bytes
 
 
-def _series(samples: Sequence[TelemetrySample], index: int) -> tuple[list[dt.datetime], list[GpuSnapshot | None]]:
+def _series(samples: Sequence[TelemetrySample], index: int,
+            zone: dt.tzinfo | None = None) -> tuple[list[dt.datetime], list[GpuSnapshot | None]]:
     by_index = [{g.index: g for g in s.gpus}.get(index) for s in samples]
-    return [_time(s.time) for s in samples], by_index
+    return [_time(s.time, zone) for s in samples], by_index
 
 
-def memory_figure(samples: Sequence[TelemetrySample], traces: Sequence[QueryTrace] = (), state: str = "ok") -> go.Figure:
+def memory_figure(samples: Sequence[TelemetrySample], traces: Sequence[QueryTrace] = (), state: str = "ok",
+                  language: str = ENGLISH, zone: dt.tzinfo | None = None) -> go.Figure:
     """Per-GPU memory over time with ceilings and stage bands; this process's RSS/CPU when no GPU was read."""
     cards = sorted({(g.index, g.name) for s in samples for g in s.gpus})
     if not cards:
-        return process_figure(samples, traces, state)
+        return process_figure(samples, traces, state, language, zone)
+    words = _words(language)
     fig = make_subplots(
         rows=len(cards), cols=1, shared_xaxes=True, vertical_spacing=0.08 if len(cards) > 1 else 0.0,
         subplot_titles=[f"GPU{index} · {name}" for index, name in cards],
     )
     for row, (index, _name) in enumerate(cards, start=1):
-        x, gpus = _series(samples, index)
+        x, gpus = _series(samples, index, zone)
         used = [g.used_bytes / GB if g and g.used_bytes is not None else None for g in gpus]
         share = [_share(g) / GB if g and _share(g) is not None else None for g in gpus]
         totals = [g.total_bytes / GB for g in gpus if g and g.total_bytes]
         fig.add_trace(go.Scatter(
-            x=x, y=used, name=f"GPU{index} used (all processes)", mode="lines", fill="tozeroy",
+            x=x, y=used, name=words("chart.gpu_used", index=index), mode="lines", fill="tozeroy",
             line={"color": "#6366f1", "width": 2}, fillcolor=AREA,
-            hovertemplate="%{y:.2f} GB<extra>GPU%{meta} used</extra>", meta=index,
+            hovertemplate=f"%{{y:.2f}} GB<extra>GPU{index} {words('chart.gpu_used_hover')}</extra>",
         ), row=row, col=1)
         fig.add_trace(go.Scatter(
-            x=x, y=share, name=f"GPU{index} this process", mode="lines",
+            x=x, y=share, name=words("chart.gpu_this_process", index=index), mode="lines",
             line={"color": "#ec4899", "width": 2, "dash": "dot"},
-            hovertemplate="%{y:.2f} GB<extra>this process</extra>",
+            hovertemplate=f"%{{y:.2f}} GB<extra>{words('chart.this_process')}</extra>",
         ), row=row, col=1)
         if totals:
             total = max(totals)
             fig.add_trace(go.Scatter(
-                x=[x[0], x[-1]], y=[total, total], name=f"GPU{index} total {total:.1f} GB", mode="lines",
-                line={"color": "#dc2626", "width": 1.5, "dash": "dash"}, hovertemplate=f"total {total:.1f} GB<extra></extra>",
+                x=[x[0], x[-1]], y=[total, total], name=words("chart.gpu_total", index=index, total=total), mode="lines",
+                line={"color": "#dc2626", "width": 1.5, "dash": "dash"},
+                hovertemplate=words("chart.total_hover", total=total) + "<extra></extra>",
             ), row=row, col=1)
             fig.update_yaxes(range=[0, total * 1.08], row=row, col=1)
-        fig.update_yaxes(title_text="GB", row=row, col=1)
-    _add_stage_bands(fig, samples, traces, rows=len(cards))
+        fig.update_yaxes(title_text=words("chart.memory_axis"), row=row, col=1)
+    fig.update_xaxes(title_text=words("chart.time_axis", zone=_zone_name(zone)), row=len(cards), col=1)
+    _add_stage_bands(fig, samples, traces, rows=len(cards), language=language, zone=zone)
     return _finish(fig, height=120 + 240 * len(cards))
 
 
-def process_figure(samples: Sequence[TelemetrySample], traces: Sequence[QueryTrace] = (), state: str = "") -> go.Figure:
+def _zone_name(zone: dt.tzinfo | None) -> str:
+    return str(zone) if zone is not None else "server"  # a ZoneInfo's str() is its IANA name
+
+
+def process_figure(samples: Sequence[TelemetrySample], traces: Sequence[QueryTrace] = (), state: str = "",
+                   language: str = ENGLISH, zone: dt.tzinfo | None = None) -> go.Figure:
     """No GPU reading: this process's RSS (GB) and CPU use (%, right axis) over time, with stage bands."""
+    words = _words(language)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.update_layout(title={"text": f"This process · no GPU reading: {state}" if state else "This process",
+    title = words("chart.process_title_no_gpu", state=state) if state else words("chart.process_title")
+    fig.update_layout(title={"text": title,
                              "x": 0.5, "xanchor": "center", "y": 0.97, "yanchor": "top", "font": {"size": 14}})
-    x = [_time(s.time) for s in samples]
+    x = [_time(s.time, zone) for s in samples]
     fig.add_trace(go.Scatter(
-        x=x, y=[s.process_rss_bytes / GB for s in samples], name="RSS", mode="lines", fill="tozeroy",
-        line={"color": "#6366f1", "width": 2}, fillcolor=AREA, hovertemplate="%{y:.3f} GB<extra>RSS</extra>",
+        x=x, y=[s.process_rss_bytes / GB for s in samples], name=words("chart.rss"), mode="lines", fill="tozeroy",
+        line={"color": "#6366f1", "width": 2}, fillcolor=AREA,
+        hovertemplate=f"%{{y:.3f}} GB<extra>{words('chart.rss')}</extra>",
     ), secondary_y=False)
     fig.add_trace(go.Scatter(
-        x=x, y=_rolling_mean([s.process_cpu_pct for s in samples], CPU_SMOOTHING), name="CPU %", mode="lines",
-        line={"color": "#f97316", "width": 1.5}, hovertemplate="%{y:.0f}%<extra>CPU (mean of 4 samples)</extra>",
+        x=x, y=_rolling_mean([s.process_cpu_pct for s in samples], CPU_SMOOTHING), name=words("chart.cpu"),
+        mode="lines", line={"color": "#f97316", "width": 1.5},
+        hovertemplate=f"%{{y:.0f}}%<extra>{words('chart.cpu_hover')}</extra>",
     ), secondary_y=True)
-    fig.update_yaxes(title_text="RSS GB", rangemode="tozero", secondary_y=False)
-    fig.update_yaxes(title_text="CPU %", rangemode="tozero", showgrid=False, tickformat=".0f", secondary_y=True)
-    _add_stage_bands(fig, samples, traces, rows=1)
+    fig.update_yaxes(title_text=words("chart.rss_axis"), rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title_text=words("chart.cpu_axis"), rangemode="tozero", showgrid=False, tickformat=".0f",
+                     secondary_y=True)
+    fig.update_xaxes(title_text=words("chart.time_axis", zone=_zone_name(zone)))
+    _add_stage_bands(fig, samples, traces, rows=1, language=language, zone=zone)
     return _finish(fig, height=380)
 
 
@@ -109,15 +136,17 @@ def _rolling_mean(values: Sequence[float | None], width: int) -> list[float | No
     return means
 
 
-def load_figure(samples: Sequence[TelemetrySample]) -> go.Figure | None:
+def load_figure(samples: Sequence[TelemetrySample], language: str = ENGLISH,
+                zone: dt.tzinfo | None = None) -> go.Figure | None:
     """Utilisation (%), temperature (°C) and power (W) per GPU over time; None without a GPU."""
     cards = sorted({g.index for s in samples for g in s.gpus})
     if not cards:
         return None
+    words = _words(language)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=["Utilisation %", "Temperature °C", "Power W"])
+                        subplot_titles=[words("chart.utilisation"), words("chart.temperature"), words("chart.power")])
     for n, index in enumerate(cards):
-        x, gpus = _series(samples, index)
+        x, gpus = _series(samples, index, zone)
         colour = GPU_COLOURS[n % len(GPU_COLOURS)]
         for row, field in enumerate(("utilization_pct", "temperature_c", "power_w"), start=1):
             fig.add_trace(go.Scatter(
@@ -127,6 +156,7 @@ def load_figure(samples: Sequence[TelemetrySample]) -> go.Figure | None:
     fig.update_yaxes(range=[0, 100], row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=2, col=1)
     fig.update_yaxes(rangemode="tozero", row=3, col=1)
+    fig.update_xaxes(title_text=words("chart.time_axis", zone=_zone_name(zone)), row=3, col=1)
     return _finish(fig, height=580)
 
 
@@ -134,12 +164,20 @@ MAX_BANDED_QUERIES = 40  # the most recent queries in the window get stage bands
 
 
 def _add_stage_bands(fig: go.Figure, samples: Sequence[TelemetrySample], traces: Sequence[QueryTrace],
-                     rows: int) -> None:
+                     rows: int, language: str = ENGLISH, zone: dt.tzinfo | None = None) -> None:
     """A shaded band per stage of each query inside the sampled window, and a hover mark on top of each."""
     if not samples:
         return
     first, last = samples[0].time, samples[-1].time
     seen: set[str] = set()
+    words = _words(language)
+
+    def stage_name(stage: str) -> str:
+        return words(f"stage.{stage}") if stage in STAGE_COLOURS else stage
+
+    def outcome(word: str) -> str:
+        return words(f"outcome.{word}") if f"outcome.{word}" in table(language) else word
+
     marks_x, marks_text, marks_colour = [], [], []
     shapes: list[dict] = []
     recent = sorted((t for t in traces if t.start <= last), key=lambda t: t.start)[-MAX_BANDED_QUERIES:]
@@ -151,13 +189,13 @@ def _add_stage_bands(fig: go.Figure, samples: Sequence[TelemetrySample], traces:
             for row in range(1, rows + 1):
                 axis = "" if row == 1 else str(row)
                 shapes.append({"type": "rect", "xref": f"x{axis}", "yref": f"y{axis} domain", "y0": 0, "y1": 1,
-                               "x0": _time(max(stage.start, first)), "x1": _time(min(stage.end, last)),
+                               "x0": _time(max(stage.start, first), zone), "x1": _time(min(stage.end, last), zone),
                                "fillcolor": colour, "opacity": 0.3, "line": {"width": 0}, "layer": "below"})
             seen.add(stage.stage)
             peaks = ", ".join(f"{device} {gb:.2f} GB" for device, gb in stage.peak_memory_gb.items())
-            marks_x.append(_time((max(stage.start, first) + min(stage.end, last)) / 2))
-            marks_text.append(f"{stage.stage} · {stage.end - stage.start:.2f} s<br>{peaks}<br>"
-                              f"{plotly_text(trace.question[:40])} ({plotly_text(trace.outcome)})")  # hover is HTML
+            marks_x.append(_time((max(stage.start, first) + min(stage.end, last)) / 2, zone))
+            marks_text.append(f"{stage_name(stage.stage)} · {stage.end - stage.start:.2f} s<br>{peaks}<br>"
+                              f"{plotly_text(trace.question[:40])} ({plotly_text(outcome(trace.outcome))})")  # hover is HTML
             marks_colour.append(colour)
     # All bands in one layout update: plotly's add_vrect re-checks every existing shape on each call, which
     # is quadratic and took minutes once a long-running dashboard had hundreds of queries in the window.
@@ -170,7 +208,7 @@ def _add_stage_bands(fig: go.Figure, samples: Sequence[TelemetrySample], traces:
         ))
         fig.update_layout(yaxis99={"overlaying": "y", "range": [0, 1.02], "visible": False, "fixedrange": True})
     for stage in (s for s in STAGE_COLOURS if s in seen):  # legend entries for the band colours
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=stage,
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=stage_name(stage),
                                  marker={"symbol": "square", "size": 12, "color": STAGE_COLOURS[stage], "opacity": 0.5}))
 
 
@@ -192,12 +230,12 @@ def live_memory_chart(window_s: float = 300.0, key: str = "memory-chart") -> Non
     sampler = get_sampler()
     samples = sampler.samples(window_s)
     traces = markers.traces(since=samples[0].time) if samples else ()
-    st.plotly_chart(memory_figure(samples, traces, sampler.state), key=key)
+    st.plotly_chart(memory_figure(samples, traces, sampler.state, current_language(), analyst_zone()), key=key)
 
 
 @st.fragment(run_every=REFRESH_S)
 def live_load_chart(window_s: float = 300.0, key: str = "load-chart") -> None:
     """Utilisation, temperature and power of every GPU; nothing without a GPU."""
-    figure = load_figure(get_sampler().samples(window_s))
+    figure = load_figure(get_sampler().samples(window_s), current_language(), analyst_zone())
     if figure is not None:
         st.plotly_chart(figure, key=key)

@@ -3,26 +3,24 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.models.demo_model import DEMO_LABEL
 from core.records import ModelCard
+from dashboard.widgets.interface_language import Markup, t
 from dashboard.widgets.outside_text import markdown_text
 
 
-def _code(value: str) -> str:
+def _code(value: str) -> Markup:
     # A model's name may come from a remote server: no backtick to close the code span, and no line break to
     # end the paragraph (the code span would be left unclosed and what follows rendered as Markdown).
-    return f"`{' '.join(value.replace('`', '').split())}`" if value.strip() else "—"
+    return Markup(f"`{' '.join(value.replace('`', '').split())}`" if value.strip() else "—")
 
 
 def show_model_card(card: ModelCard) -> None:
     with st.sidebar.container(border=True):
-        st.markdown(f"**Model** {_code(card.name)}")
-        st.caption(
-            f"Backend {_code(card.backend)} · dtype {_code(card.dtype)}  \n"
-            f"Attention {_code(card.attn_implementation)} · device {_code(card.device)}"
-        )
-        st.caption(f"Shard plan: {_code(card.device_map_summary or card.device)}")
+        st.markdown(t("model_card.model", name=_code(card.name)))
+        st.caption(t("model_card.backend_line", backend=_code(card.backend), dtype=_code(card.dtype),
+                     attention=_code(card.attn_implementation), device=_code(card.device)))
+        st.caption(t("model_card.shard_plan", plan=_code(card.device_map_summary or card.device)))
         for note in card.notes:
             st.caption(markdown_text(note))
         if card.is_demo:
-            st.warning(DEMO_LABEL, icon=":material/warning:")
+            st.warning(t("model_card.demo_warning"), icon=":material/warning:")

@@ -14,7 +14,7 @@ from core.history import HistoryStore
 from core.serving.engine import Engine
 from core.serving.lifecycle import ModelSlot
 from core.settings import load_settings
-from dashboard.widgets.outside_text import markdown_text
+from dashboard.widgets.interface_language import t
 
 
 @st.cache_resource(show_spinner=False)
@@ -29,9 +29,9 @@ def get_engine() -> Engine:
     if (engine := slot.loaded(settings)) is not None:
         return engine
     if slot.is_loading(settings):
-        with st.spinner("Another session is loading the model; this page attaches to it when it is ready…"):
+        with st.spinner(t("model_resource.attaching")):
             return slot.get(settings)
-    bar = st.progress(0.0, text="Loading the model…")
+    bar = st.progress(0.0, text=t("model_resource.loading"))
     log = st.empty()
     lines: list[str] = []
 
@@ -52,7 +52,7 @@ def require_engine() -> Engine:
     try:
         return get_engine()
     except LoupeError as exc:
-        st.error(f"The model could not be loaded: {markdown_text(exc)}")  # may quote a path or a server's reply
+        st.error(t("model_resource.load_failed", reason=exc))  # escaped by t: it may quote a path or a server's reply
         st.stop()
         raise  # unreachable: st.stop() ends the run
 

@@ -7,6 +7,7 @@ import streamlit as st
 from core import access
 from core.errors import AccessError
 from core.settings import Settings
+from dashboard.widgets.interface_language import t
 from dashboard.widgets.session import session_id
 
 _SIGNED_IN = "loupe-signed-in"
@@ -17,7 +18,7 @@ def _oidc_configured() -> bool:
     try:
         return bool(st.secrets.load_if_toml_exists()) and "auth" in st.secrets
     except Exception:  # a secrets file Streamlit cannot parse: refuse to guess that sign-on was meant
-        st.error("The .streamlit/secrets.toml file cannot be read; correct it and restart Loupe.")
+        st.error(t("sign_in.secrets_unreadable"))
         st.stop()
         raise  # unreachable: st.stop() ends the script run
 
@@ -30,7 +31,7 @@ def require_sign_in(settings: Settings) -> access.SignedIn | None:
         return None
     if rule.mode == access.REFUSED:
         st.title("Loupe")
-        st.error("Loupe is not serving pages: it needs a sign-in here.", icon=":material/lock:")
+        st.error(t("sign_in.not_serving"), icon=":material/lock:")
         st.text(rule.refusal)  # shown as text: it quotes the configured address
         st.stop()
     if rule.mode == access.OIDC:
@@ -47,26 +48,26 @@ def require_sign_in(settings: Settings) -> access.SignedIn | None:
 def _oidc() -> access.SignedIn:
     if not st.user.is_logged_in:
         st.title("Loupe")
-        st.info("Sign in to use Loupe.", icon=":material/lock:")
-        st.button("Sign in", type="primary", on_click=st.login, key="sign-in-oidc")
+        st.info(t("sign_in.sign_in_prompt"), icon=":material/lock:")
+        st.button(t("sign_in.sign_in"), type="primary", on_click=st.login, key="sign-in-oidc")
         st.stop()
     try:
         signed = access.oidc_identity(dict(st.user.to_dict()))
     except AccessError as exc:
         st.error(str(exc))
         st.stop()
-    if st.sidebar.button("Sign out", key="sign-out", icon=":material/logout:"):
+    if st.sidebar.button(t("sign_in.sign_out"), key="sign-out", icon=":material/logout:"):
         st.logout()
     return signed
 
 
 def _password_form(expected: str) -> None:
     st.title("Loupe")
-    st.caption("Sign in with your name (Review records it as the reviewer) and the team's password.")
+    st.caption(t("sign_in.password_intro"))
     with st.form("sign-in", border=True):
-        name = st.text_input("Your name", key="sign-in-name", max_chars=access.MAX_NAME_CHARS)
-        given = st.text_input("Password", type="password", key="sign-in-password")
-        submitted = st.form_submit_button("Sign in", type="primary", icon=":material/login:")
+        name = st.text_input(t("sign_in.your_name"), key="sign-in-name", max_chars=access.MAX_NAME_CHARS)
+        given = st.text_input(t("sign_in.password"), type="password", key="sign-in-password")
+        submitted = st.form_submit_button(t("sign_in.sign_in"), type="primary", icon=":material/login:")
     if submitted:
         try:
             st.session_state[_SIGNED_IN] = access.sign_in_with_password(name, given, expected)
@@ -77,7 +78,7 @@ def _password_form(expected: str) -> None:
 
 
 def _sign_out_button() -> None:
-    if st.sidebar.button("Sign out", key="sign-out", icon=":material/logout:"):
+    if st.sidebar.button(t("sign_in.sign_out"), key="sign-out", icon=":material/logout:"):
         del st.session_state[_SIGNED_IN]
         st.rerun()
 

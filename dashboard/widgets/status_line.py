@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.telemetry.readout import status_line
 from core.telemetry.sampler import get_sampler
+from dashboard.widgets.interface_language import t
 
 REFRESH_S = 1.0
 
@@ -13,4 +14,5 @@ REFRESH_S = 1.0
 @st.fragment(run_every=REFRESH_S)
 def show_status_line() -> None:
     """Place at the bottom of a page; reads the shared sampler's newest sample."""
-    st.caption(f":material/memory: {status_line(get_sampler().latest())}")
+    latest = get_sampler().latest()
+    st.caption(f":material/memory: {status_line(latest) if latest is not None else t('status_line.no_sample')}")

@@ -45,7 +45,10 @@ def serve_streamlit(script: str | Path = "dashboard/app.py", *, address: str = "
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
          "--server.address", address, "--server.headless", "true", *args],
-        cwd=ROOT, env={**os.environ, "LOUPE_MAX_NEW_TOKENS": "48", "PYTHONUNBUFFERED": "1", **(env or {})},
+        # English unless a test says otherwise: the pages' contexts are zh-CN browsers, which would otherwise get
+        # the Chinese interface, and the tests read English labels (test_interface_language.py sets auto).
+        cwd=ROOT, env={**os.environ, "LOUPE_MAX_NEW_TOKENS": "48", "PYTHONUNBUFFERED": "1",
+                       "LOUPE_INTERFACE_LANGUAGE": "en", **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
