@@ -125,15 +125,14 @@ class RecordedAsk:
 
     def _record_stop(self, arrived: str) -> None:
         """Cancel generation, which ends at its next token, and wait that long for the Answer it then builds:
-        the stopped row keeps the tokens generated, their timings and the text (what arrived, plus at most
-        the pieces in flight). A question still queued, or a model that does not end in time, has no Answer:
-        its row keeps the text that arrived."""
+        the stopped row keeps the tokens generated (the token or two in flight when Stop came included) and
+        their timings, with the text that arrived, as the analyst saw it. A question still queued, or a model
+        that does not end in time, has no Answer: its row has the text alone."""
         assert self.ticket is not None
         self.ticket.cancel()
         self.ticket.wait(STOP_WAIT_S)
         self.answer = self.ticket.answer
-        text = self.answer.text if self.answer is not None and self.answer.text.startswith(arrived.strip()) else arrived
-        self._record(EntryStatus.STOPPED, text,
+        self._record(EntryStatus.STOPPED, arrived,
                      error="Stopped before the answer was complete (the page was left or rerun).")
 
     def _fail(self, exc: Exception, partial: str) -> None:
