@@ -2,6 +2,7 @@
 together in history (and read back after a refresh), a regenerate replacing its turn, Stop counting tokens."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,23 @@ def test_stop_keeps_what_arrived_and_counts_its_tokens(engine, store: HistorySto
     assert entry.status == "stopped" and entry.truncated and entry.answer.startswith(arrived.strip())
     assert 2 <= entry.output_tokens < 400  # the tokens generated before the stop, not 0
     assert entry.timings["decode"] > 0 and entry.input_tokens > 0
+
+
+def test_growing_text_comes_a_few_times_a_second_and_ends_with_the_whole_answer(engine, store: HistoryStore) -> None:
+    run = ask_and_record(engine, store, _request(engine, "Describe every cell.", max_new_tokens=160))
+    started = time.perf_counter()
+    texts = list(run.growing_text(0.25))
+    elapsed = time.perf_counter() - started
+    assert 1 <= len(texts) <= elapsed / 0.25 + 2  # at most once per interval, plus the end
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:], strict=False))
+    entry = run.entry
+    assert entry.status == "answered" and texts[-1].strip().startswith(entry.answer)  # trimmed at a sentence end
+
+
+def test_stopping_growing_text_records_a_stopped_row_with_its_tokens(engine, store: HistoryStore) -> None:
+    run = ask_and_record(engine, store, _request(engine, "Describe every cell.", max_new_tokens=2000))
+    growing = run.growing_text(0.05)
+    arrived = next(growing)
+    growing.close()
+    entry = store.get(run.entry.id)
+    assert entry.status == "stopped" and entry.answer.startswith(arrived) and 1 <= entry.output_tokens < 2000

@@ -1,6 +1,6 @@
 """The conversation on the scenario pages, driven with AppTest on the real demo model: follow-ups sent with the
 earlier turns, the conversation reopened from the URL after a refresh, New conversation, Regenerate, refusals
-before the model that are no history rows, and the redraw throttle of a streaming answer."""
+before the model that are no history rows."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,6 @@ from core.backends.transformers_native import TransformersBackend
 from core.history import HistoryStore, conversations
 from core.inputs.samples import by_id as sample
 from core.serving.recorded_ask import ImageUpload
-from dashboard.widgets.answer_panel import RedrawThrottle
 from dashboard.widgets.chat_input import NO_IMAGE, TOO_MANY, Submitted, refusal
 from dashboard.widgets.conversation import NO_HISTORY
 from tests.app_pages import APP, assert_no_exception, open_page
@@ -106,13 +105,3 @@ def test_too_many_attachments_are_refused_before_the_model() -> None:
     assert refusal(Submitted("Compare them", (photo,) * 5), limit=200, max_images=4, has_image=True) == \
         TOO_MANY.format(count=5, limit=4)
     assert refusal(Submitted("Compare them", (photo,) * 4), limit=200, max_images=4, has_image=True) is None
-
-
-def test_a_fast_stream_is_redrawn_at_most_15_times_a_second_and_its_end_always() -> None:
-    throttle = RedrawThrottle(per_s=15)
-    arrivals = [i * 0.001 for i in range(1000)]  # 1000 tokens/s for one second
-    drawn = [t for t in arrivals if throttle.due(t)]
-    assert drawn[0] == 0.0 and len(drawn) == 15
-    assert throttle.pending  # the last pieces wait for the final draw, which stream_answer always makes
-    slow = RedrawThrottle(per_s=15)
-    assert all(slow.due(i * 0.1) for i in range(20))  # a model slower than the eye: every piece drawn

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import HistoryError, LoupeError
+from core.errors import GenerationError, HistoryError, LoupeError
 from core.history import HistoryEntry, HistoryStore, differences, make_stamp, now_utc
 from core.inputs.moderation import Verdict, parse_verdict
 from core.inputs.templates import Template, by_id
@@ -117,6 +117,38 @@ class RecordedAsk:
         except Exception as exc:
             self._fail(exc, "".join(pieces))
             raise
+        self._record_answer()
+
+    def growing_text(self, every_s: float) -> Iterator[str]:
+        """The answer's text so far, at most once every `every_s` seconds and once more at the end, recorded
+        as iteration is: for a page, whose reader then wakes a few times a second instead of once per token
+        (each wake-up takes the GIL from generation, and on a busy CPU its time slice)."""
+        self.start()
+        ticket = self.ticket
+        assert ticket is not None
+        arrived: list[str] = []
+        try:
+            ended = False
+            while not ended:
+                ended = ticket.wait(every_s)
+                pieces, _ = ticket.drain()
+                if pieces:
+                    arrived.extend(pieces)
+                    yield "".join(arrived)
+            if ticket.error is not None:
+                raise ticket.error
+            if ticket.answer is None:
+                raise GenerationError("The question was cancelled before it started.")
+            self.answer = ticket.answer
+        except GeneratorExit:
+            self._record_stop("".join(arrived))
+            raise
+        except Exception as exc:
+            self._fail(exc, "".join(arrived))
+            raise
+        self._record_answer()
+
+    def _record_answer(self) -> None:
         assert self.answer is not None
         template = self.request.template
         if template is not None and template.output is not None:

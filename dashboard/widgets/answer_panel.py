@@ -5,12 +5,10 @@ st.write_stream would render Markdown, turning a model's `![x](http://…)` into
 analyst's browser and its `#` lines into headings. Plain text shows exactly what the model wrote.
 
 The growing answer is redrawn at most REDRAWS_PER_S times a second, the last text always: an eye reads no
-faster, and redrawing the whole text per token (a message to the browser each, under the GIL the generation
-thread needs) slowed generation itself (issue #17 item 1).
+faster, and reading and redrawing it per token (a wake-up and a message to the browser each, under the GIL the
+generation thread needs) slowed generation itself (issue #17 item 1).
 """
 from __future__ import annotations
-
-import time
 
 import streamlit as st
 
@@ -31,30 +29,12 @@ WAITING = "Waiting for the model: {position}"
 ANSWERING = "Answering…"
 
 
-class RedrawThrottle:
-    """Says when the growing text is due for a redraw: at most `per_s` times a second, the first piece at once."""
-
-    def __init__(self, per_s: float = REDRAWS_PER_S) -> None:
-        self.interval = 1.0 / per_s
-        self._next = 0.0
-        self.pending = False  # text arrived since the last redraw
-
-    def due(self, now: float) -> bool:
-        """Note that text arrived at `now`; True when it should be drawn now (then it counts as drawn)."""
-        if now >= self._next:
-            self._next, self.pending = now + self.interval, False
-            return True
-        self.pending = True
-        return False
-
-
 def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator, *, copyable: bool = False,
                   compact: bool = False) -> HistoryEntry | None:
     """Show the question's place in the model's queue while it waits, stream the answer's text into `area`
     (an st.empty) as it comes, then replace it with the recorded result. Errors are not raised: history
     has them and show_entry draws them with st.error."""
-    pieces = iter(run)
-    shown = ""
+    growing = run.growing_text(1.0 / REDRAWS_PER_S)
     try:
         with area.container():
             status = st.empty()
@@ -67,17 +47,12 @@ def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator, *, 
             while not run.ticket.wait_started(timeout=POSITION_REFRESH_S):
                 status.caption(WAITING.format(position=describe_position(run.ticket)))
             status.caption(ANSWERING)
-            throttle = RedrawThrottle()
-            for piece in pieces:
-                shown += piece
-                if throttle.due(time.monotonic()):
-                    text.text(shown)
-            if throttle.pending:
+            for shown in growing:
                 text.text(shown)
     except Exception:  # noqa: BLE001 - recorded in history by RecordedAsk; show_entry shows it
         pass
     finally:
-        pieces.close()  # a rerun mid-stream lands here: the row is written as "stopped"
+        growing.close()  # a rerun mid-stream lands here: the row is written as "stopped"
     area.empty()
     if run.entry is not None:
         with area.container():
