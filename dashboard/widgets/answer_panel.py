@@ -27,6 +27,7 @@ REDRAWS_PER_S = 15.0
 STOP = "Stop"
 WAITING = "Waiting for the model: {position}"
 ANSWERING = "Answering…"
+HIDE_STATUS_STOP = '<style>[data-testid="stStatusWidget"] button { display: none; }</style>'
 
 
 def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator, *, copyable: bool = False,
@@ -40,6 +41,9 @@ def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator, *, 
             status = st.empty()
             # Any click reruns the script, which interrupts this loop at its next draw; the `finally` below
             # then cancels the ticket (queued or running) and history keeps the question as "stopped".
+            # Streamlit's own running indicator has a Stop too, which ends the script without drawing the stopped
+            # turn: hidden while this one shows, so there is one Stop and it keeps what arrived (issue #17 item 5).
+            st.html(HIDE_STATUS_STOP)
             st.button(STOP, key=f"loupe-stop-{id(run)}", icon=":material/stop_circle:")
             text = st.empty()
             run.start()

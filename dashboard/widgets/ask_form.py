@@ -195,7 +195,7 @@ def _next_request(engine: Engine, store: HistoryStore, page: str, entries: tuple
     if reason is not None:
         st.error(markdown_text(reason), icon=":material/block:")
         return None, []
-    conversation = entries[0].conversation_id if entries else conversation_id(page) or start(page)
+    conversation = entries[0].conversation_id if entries else start(page)
     # The template (and so a moderation verdict) goes with the question it filled, not with a follow-up.
     used = template if template is not None and submitted.question.strip() == filled else None
     shown = [] if entries and not attached else [image.prepared.image for image in images if image.prepared is not None]
@@ -217,7 +217,7 @@ def render_ask_page(*, page: str, scenario: str, title: str, intro: str, allow_f
         st.error(f"The templates could not be loaded: {markdown_text(exc)}")
         templates = ()
     limit = engine.settings.max_question_chars
-    entries = turns(store, page, conversation_id(page))
+    entries = turns(store, page, conversation_id(page, store))
     left, right = st.columns([5, 6], gap="large")
     with left:
         picked = _image_picker(page, scenario, engine.backend.takes_video)

@@ -39,12 +39,13 @@ def _state_key(page: str) -> str:
     return f"{page}-conversation"
 
 
-def conversation_id(page: str) -> str:
-    """This page's open conversation ('' before its first question): from session state, else from the URL."""
+def conversation_id(page: str, store: HistoryStore) -> str:
+    """This page's open conversation ('' before its first question): from session state, else from the URL
+    when that names a conversation of this page (a page switch may carry another page's ?c= along)."""
     key = _state_key(page)
     if key not in st.session_state:
         from_url = st.query_params.get(PARAM, "")
-        st.session_state[key] = from_url if _VALID.match(from_url) else ""
+        st.session_state[key] = from_url if _VALID.match(from_url) and turns(store, page, from_url) else ""
     current: str = st.session_state[key]
     if current and st.query_params.get(PARAM) != current:
         st.query_params[PARAM] = current
