@@ -49,8 +49,7 @@ def conversation_id(page: str, store: HistoryStore) -> str:
     current: str = st.session_state[key]
     if current and st.query_params.get(PARAM) != current:
         st.query_params[PARAM] = current
-    elif not current and PARAM in st.query_params:
-        del st.query_params[PARAM]
+    # An id of another page's conversation stays in the URL (this page ignores it): going back there keeps it.
     return current
 
 
