@@ -45,6 +45,7 @@ class HistoryEntry:
     verdict_detail: dict[str, Any] = field(default_factory=dict)  # Verdict.to_json()
     stamp: dict[str, Any] = field(default_factory=dict)  # ReproStamp.to_json()
     rerun_of: int | None = None
+    conversation_id: str = ""  # the page conversation this turn belongs to ('' = a question on its own)
 
     @property
     def created(self) -> dt.datetime:
@@ -56,7 +57,8 @@ class HistoryEntry:
                     error_type: str = "", elapsed_s: float | None = None, created_at: str = "",
                     template_id: str = "", template_hash: str = "", image_hashes: tuple[str, ...] = (),
                     image_notes: tuple[str, ...] = (), verdict: ParsedVerdict | None = None,
-                    stamp: dict[str, Any] | None = None, rerun_of: int | None = None) -> HistoryEntry:
+                    stamp: dict[str, Any] | None = None, rerun_of: int | None = None,
+                    conversation_id: str = "") -> HistoryEntry:
         """The entry for one asked question: its Answer, or (answer None) what failed or was cut short.
 
         `status` defaults to answered with an answer, failed without; `text` (the partial text of a failure
@@ -85,7 +87,7 @@ class HistoryEntry:
             tokens_per_s=answer.tokens_per_s if answer else 0.0, timings=timings,
             peak_memory_gb=dict(answer.peak_memory_gb) if answer else {}, error=error, error_type=error_type,
             verdict=verdict.status if verdict else "", verdict_detail=verdict.to_json() if verdict else {},
-            stamp=stamp or {}, rerun_of=rerun_of,
+            stamp=stamp or {}, rerun_of=rerun_of, conversation_id=conversation_id,
         )
 
 

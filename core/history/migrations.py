@@ -3,7 +3,7 @@
 As in simonw/llm: each migration is a function `mNNN_what(db)`, registered in MIGRATIONS in order; the
 names of those already applied live in the `_migrations` table, so opening a database (HistoryStore)
 runs only the new ones, each in its own transaction. This is the one list: entries (m001-m003) and the
-analysis tables (m101-m103). Never edit or rename a released migration: add the next number.
+analysis tables (m101-m103), conversations (m104). Never edit or rename a released migration: add the next number.
 """
 from __future__ import annotations
 
@@ -164,6 +164,13 @@ def m103_reviews(db: sqlite3.Connection) -> None:
         )
     """)
     db.execute("CREATE INDEX idx_reviews_reviewed_at ON reviews (reviewed_at)")
+
+
+@migration
+def m104_conversation_turns(db: sqlite3.Connection) -> None:
+    """A page's conversation: its turns are the rows with the same conversation_id ('' = a single question)."""
+    db.execute("ALTER TABLE queries ADD COLUMN conversation_id TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE INDEX idx_queries_conversation ON queries (conversation_id, id)")
 
 
 def apply(db: sqlite3.Connection) -> list[str]:

@@ -115,6 +115,7 @@ def entry_from_row(row: sqlite3.Row) -> HistoryEntry:
         timings=data["timings"],
         peak_memory_gb=data["peak_memory_gb"], error=data["error"], error_type=data["error_type"],
         verdict=data["verdict"], verdict_detail=data["verdict_detail"], stamp=data["stamp"], rerun_of=data["rerun_of"],
+        conversation_id=data["conversation_id"],
     )
 
 
@@ -127,7 +128,7 @@ def _columns(entry: HistoryEntry) -> dict[str, Any]:
         "output_tokens": entry.output_tokens, "tokens_per_s": entry.tokens_per_s,
         "total_s": float(entry.timings.get("total", 0.0)), "queue_s": entry.timings.get("queue"),  # None: unmeasured
         "error": entry.error, "error_type": entry.error_type,
-        "verdict": entry.verdict, "rerun_of": entry.rerun_of,
+        "verdict": entry.verdict, "rerun_of": entry.rerun_of, "conversation_id": entry.conversation_id,
     }
     for column in JSON_COLUMNS:
         value = getattr(entry, column)

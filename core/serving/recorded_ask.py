@@ -16,14 +16,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import HistoryError, LoupeError
+from core.errors import GenerationError, HistoryError, LoupeError
 from core.history import HistoryEntry, HistoryStore, differences, make_stamp, now_utc
 from core.inputs.moderation import Verdict, parse_verdict
 from core.inputs.templates import Template, by_id
-from core.records import Answer, GenerationSettings, PreparedImage
+from core.records import Answer, GenerationSettings, PreparedImage, Turn
 from core.serving.engine import Engine
 from core.serving.ticket import Ticket
 from core.statuses import EntryStatus
+
+STOP_WAIT_S = 10.0  # how long a stop waits for generation to end at its next token (one token, even on a CPU)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class AskRequest:
     template: Template | None = None
     generation: GenerationSettings | None = None  # None: the engine's defaults (settings.max_new_tokens, greedy)
     rerun_of: int | None = None
+    history: tuple[Turn, ...] = ()  # the conversation's earlier turns, oldest first, sent with the question
+    conversation_id: str = ""  # the page conversation the row belongs to ('' = a question on its own)
 
 
 # Writes one entry with its images (given the exception when it failed); returns it as recorded.
@@ -92,7 +96,8 @@ class RecordedAsk:
             generation = request.generation or engine.default_generation()
             self._stamp = make_stamp(engine.describe(), generation, max_width=engine.settings.max_width).to_json()
             self._prepared = [image.prepared or engine.prepare_image(image.data) for image in request.images]
-            self.ticket = engine.submit(self._prepared, request.question, generation, session=request.session_id)
+            self.ticket = engine.submit(self._prepared, request.question, generation, session=request.session_id,
+                                        history=request.history)
         except Exception as exc:
             self._fail(exc, "")
             raise
@@ -107,18 +112,60 @@ class RecordedAsk:
                 yield piece
             self.answer = self.ticket.answer
         except GeneratorExit:
-            self.ticket.cancel()
-            self._record(EntryStatus.STOPPED, "".join(pieces),
-                         error="Stopped before the answer was complete (the page was left or rerun).")
+            self._record_stop("".join(pieces))
             raise
         except Exception as exc:
             self._fail(exc, "".join(pieces))
             raise
+        self._record_answer()
+
+    def growing_text(self, every_s: float) -> Iterator[str]:
+        """The answer's text so far, at most once every `every_s` seconds and once more at the end, recorded
+        as iteration is: for a page, whose reader then wakes a few times a second instead of once per token
+        (each wake-up takes the GIL from generation, and on a busy CPU its time slice)."""
+        self.start()
+        ticket = self.ticket
+        assert ticket is not None
+        arrived: list[str] = []
+        try:
+            ended = False
+            while not ended:
+                ended = ticket.wait(every_s)
+                pieces, _ = ticket.drain()
+                if pieces:
+                    arrived.extend(pieces)
+                    yield "".join(arrived)
+            if ticket.error is not None:
+                raise ticket.error
+            if ticket.answer is None:
+                raise GenerationError("The question was cancelled before it started.")
+            self.answer = ticket.answer
+        except GeneratorExit:
+            self._record_stop("".join(arrived))
+            raise
+        except Exception as exc:
+            self._fail(exc, "".join(arrived))
+            raise
+        self._record_answer()
+
+    def _record_answer(self) -> None:
         assert self.answer is not None
         template = self.request.template
         if template is not None and template.output is not None:
             self.verdict = parse_verdict(self.answer.text, template.output.checklist)
         self._record(EntryStatus.ANSWERED, self.answer.text)
+
+    def _record_stop(self, arrived: str) -> None:
+        """Cancel generation, which ends at its next token, and wait that long for the Answer it then builds:
+        the stopped row keeps the tokens generated (the token or two in flight when Stop came included) and
+        their timings, with the text that arrived, as the analyst saw it. A question still queued, or a model
+        that does not end in time, has no Answer: its row has the text alone."""
+        assert self.ticket is not None
+        self.ticket.cancel()
+        self.ticket.wait(STOP_WAIT_S)
+        self.answer = self.ticket.answer
+        self._record(EntryStatus.STOPPED, arrived,
+                     error="Stopped before the answer was complete (the page was left or rerun).")
 
     def _fail(self, exc: Exception, partial: str) -> None:
         self.error = exc if isinstance(exc, LoupeError) else None
@@ -143,7 +190,7 @@ class RecordedAsk:
             created_at=self._created_at, template_id=template.id if template else "",
             template_hash=template.text_hash if template else "", image_hashes=hashes,
             image_notes=tuple(note for p in prepared for note in p.notes), verdict=self.verdict, stamp=self._stamp,
-            rerun_of=request.rerun_of,
+            rerun_of=request.rerun_of, conversation_id=request.conversation_id,
         )
         images = tuple(zip(uploads, prepared, strict=False))  # only the images that were prepared are kept
         if self.writer is None:

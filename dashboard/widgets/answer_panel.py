@@ -1,8 +1,12 @@
 """Streams an answer into the page, then shows what history recorded: text, timings, tokens, memory, errors.
 
-Model output is always drawn with st.text, never as Markdown or HTML: st.write_stream would render
-Markdown, turning a model's `![x](http://…)` into an image fetched by the analyst's browser and its
-`#` lines into headings. Plain text shows exactly what the model wrote.
+Model output is always drawn with st.text (or st.code, which adds a copy button), never as Markdown or HTML:
+st.write_stream would render Markdown, turning a model's `![x](http://…)` into an image fetched by the
+analyst's browser and its `#` lines into headings. Plain text shows exactly what the model wrote.
+
+The growing answer is redrawn at most REDRAWS_PER_S times a second, the last text always: an eye reads no
+faster, and reading and redrawing it per token (a wake-up and a message to the browser each, under the GIL the
+generation thread needs) slowed generation itself (issue #17 item 1).
 """
 from __future__ import annotations
 
@@ -13,47 +17,57 @@ from core.history import HistoryEntry
 from core.inputs.moderation import Verdict
 from core.serving.recorded_ask import RecordedAsk
 from core.serving.ticket import describe_position
+from core.statuses import EntryStatus
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.verdict_panel import show_verdict
 
 STAGES = ("queue", "preprocess", "vision", "prefill", "decode", "total")  # queue: rows before issue 17 show 0
 POSITION_REFRESH_S = 0.25  # how often "2 requests ahead" is redrawn while a question waits
+REDRAWS_PER_S = 15.0
+STOP = "Stop"
+WAITING = "Waiting for the model: {position}"
+ANSWERING = "Answering…"
+HIDE_STATUS_STOP = '<style>[data-testid="stStatusWidget"] button { display: none; }</style>'
 
 
-def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator) -> HistoryEntry | None:
+def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator, *, copyable: bool = False,
+                  compact: bool = False) -> HistoryEntry | None:
     """Show the question's place in the model's queue while it waits, stream the answer's text into `area`
     (an st.empty) as it comes, then replace it with the recorded result. Errors are not raised: history
     has them and show_entry draws them with st.error."""
-    pieces = iter(run)
-    shown = ""
+    growing = run.growing_text(1.0 / REDRAWS_PER_S)
     try:
         with area.container():
             status = st.empty()
             # Any click reruns the script, which interrupts this loop at its next draw; the `finally` below
             # then cancels the ticket (queued or running) and history keeps the question as "stopped".
-            st.button("Stop", key=f"loupe-stop-{id(run)}", icon=":material/stop_circle:")
+            # Streamlit's own running indicator has a Stop too, which ends the script without drawing the stopped
+            # turn: hidden while this one shows, so there is one Stop and it keeps what arrived (issue #17 item 5).
+            st.html(HIDE_STATUS_STOP)
+            st.button(STOP, key=f"loupe-stop-{id(run)}", icon=":material/stop_circle:")
             text = st.empty()
             run.start()
             assert run.ticket is not None
             while not run.ticket.wait_started(timeout=POSITION_REFRESH_S):
-                status.caption(f"Waiting for the model: {describe_position(run.ticket)}")
-            status.caption("Answering…")
-            for piece in pieces:
-                shown += piece
+                status.caption(WAITING.format(position=describe_position(run.ticket)))
+            status.caption(ANSWERING)
+            for shown in growing:
                 text.text(shown)
     except Exception:  # noqa: BLE001 - recorded in history by RecordedAsk; show_entry shows it
         pass
     finally:
-        pieces.close()  # a rerun mid-stream lands here: the row is written as "stopped"
+        growing.close()  # a rerun mid-stream lands here: the row is written as "stopped"
     area.empty()
     if run.entry is not None:
         with area.container():
-            show_entry(run.entry)
+            show_entry(run.entry, copyable=copyable, compact=compact)
     return run.entry
 
 
-def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: bool = False) -> None:
-    """One recorded query's outcome: the error if it failed, the answer as text, metrics, verdict."""
+def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: bool = False,
+               copyable: bool = False) -> None:
+    """One recorded query's outcome: the error if it failed, the answer as text (`copyable`: in a code block
+    with its copy button), metrics, verdict. A stopped answer shows what arrived and its metrics."""
     if entry.status == "failed":
         # Loupe's own refusals are written for the analyst; anything else is a bug: say so, name it. Either
         # may quote a remote server's reply, a file name or the question: the message is shown as text.
@@ -63,15 +77,17 @@ def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: boo
         st.error(message, icon=":material/error:")
     elif entry.status == "stopped":
         st.info(markdown_text(entry.error), icon=":material/stop_circle:")
-    if entry.answer:
+    if entry.answer and copyable:
+        st.code(entry.answer, language=None, wrap_lines=True)
+    elif entry.answer:
         with st.container(border=True):
             st.text(entry.answer)
     elif entry.status == "answered":
         st.caption("The model answered with no text.")
-    if entry.status == "answered":
-        if entry.truncated:
-            limit = entry.stamp.get("generation", {}).get("max_new_tokens", "the")
-            st.caption(f"Cut at {limit} new tokens (trimmed back to the last sentence end, if it had one).")
+    if entry.status == "answered" and entry.truncated:
+        limit = entry.stamp.get("generation", {}).get("max_new_tokens", "the")
+        st.caption(f"Cut at {limit} new tokens (trimmed back to the last sentence end, if it had one).")
+    if entry.status == EntryStatus.ANSWERED or (entry.status == EntryStatus.STOPPED and entry.output_tokens):
         show_metrics(entry, compact=compact)
     if entry.verdict and entry.verdict_detail:
         show_verdict(Verdict.from_json(entry.verdict_detail, entry.answer))

@@ -1,25 +1,42 @@
-"""The page every scenario shares: template and fields, image (sample or upload) with the model's-eye
-preview, question box with a live character count, generation settings, Submit, and the answer.
+"""The page every scenario shares: image (sample or upload) with the model's-eye preview, template and fields,
+generation settings, then the conversation (dashboard/widgets/conversation.py) and its question box pinned at
+the bottom (dashboard/widgets/chat_input.py).
 
-Decisions: changing a template or a field refills the question box, but the analyst's own edits stay
-until then; the box's limit is the settings' max_question_chars, counted live in the browser (the filled
-template is checked against it first, so a template never arrives silently cut). The last answer stays
-on the page (read back from history) until the next Submit.
+Decisions: changing a template or a field refills the question box, but the analyst's own edits stay until
+then (the filled template is checked against max_question_chars first, so a template never arrives silently
+cut). The template, and so a moderation verdict, goes with the question it filled, not with a follow-up. The
+conversation is read back from history on every run, so a refresh shows it as it was recorded.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
 import streamlit as st
+from PIL import Image
 
 from core.errors import LoupeError, TemplateError
-from core.inputs import questions, samples
+from core.history import HistoryEntry, HistoryStore
+from core.inputs import samples
 from core.inputs.images import ACCEPTED_FORMATS
 from core.inputs.templates import Template, for_scenario
+from core.inputs.templates import by_id as template_by_id
 from core.records import GenerationSettings, PreparedImage
 from core.serving.engine import Engine
 from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
-from dashboard.widgets.answer_panel import show_entry, stream_answer
+from dashboard.widgets import chat_input
+from dashboard.widgets.answer_panel import stream_answer
+from dashboard.widgets.conversation import (
+    FOLLOW_UPS,
+    NO_HISTORY,
+    conversation_id,
+    earlier_turns,
+    images_of,
+    new_button,
+    show_question,
+    start,
+    turns,
+)
+from dashboard.widgets.conversation import show as show_conversation
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
@@ -72,31 +89,18 @@ def _fields(page: str, template: Template) -> dict[str, str]:
     return values
 
 
-def _question_box(page: str, template: Template | None, values: dict[str, str], limit: int) -> str:
-    key, filled_key = f"{page}-question", f"{page}-last-filled"
-    if template is not None:
-        try:
-            filled = template.fill(values, max_chars=limit)
-        except TemplateError as exc:
-            st.error(markdown_text(exc), icon=":material/edit_note:")  # may quote the analyst's field values
-        else:
-            if st.session_state.get(filled_key) != (template.id, filled):
-                st.session_state[key] = filled
-                st.session_state[filled_key] = (template.id, filled)
-    # No max_chars: with it the browser silently drops or cuts a pasted longer question. The analyst sees
-    # all of it, the count turns red, and Submit gets core's QuestionError (kept in history) as any refusal.
-    question = st.text_area(
-        "Question", key=key, height=120,
-        placeholder="图中表格第三列第一行的数值是多少？ / What is the title of the document?",
-        help="Counted in characters: a Chinese character or “，” counts 1. Ask one specific thing; "
-             "direct questions work better than “describe this image”.",
-    )
-    length = questions.char_count(question)
-    if length > limit:
-        st.caption(f":red[{length} / {limit} characters: {length - limit} too many, shorten it before submitting]")
-    else:
-        st.caption(f"{length} / {limit} characters")
-    return question
+def _fill_box(page: str, template: Template | None, values: dict[str, str], limit: int) -> str:
+    """Put the template's question in the chat box when it changes; returns it ('' with no template or when it
+    cannot be filled, which is shown)."""
+    if template is None:
+        return ""
+    try:
+        filled = template.fill(values, max_chars=limit)
+    except TemplateError as exc:
+        st.error(markdown_text(exc), icon=":material/edit_note:")  # may quote the analyst's field values
+        return ""
+    chat_input.prefill(page, template.id, filled)
+    return filled
 
 
 def _image_picker(page: str, scenario: str, takes_video: bool) -> ImageUpload | None:
@@ -135,6 +139,16 @@ def _preview(engine: Engine, image: ImageUpload) -> ImageUpload:
     return replace(image, prepared=prepared)
 
 
+def _prepared_if_readable(engine: Engine, upload: ImageUpload) -> ImageUpload:
+    """An attachment prepared as the model will get it (and shown so); one that cannot be read goes to core as
+    it is, which refuses it in the turn's answer and records the refusal."""
+    settings = engine.settings
+    try:
+        return replace(upload, prepared=_prepare(upload.data, upload.name, settings.max_width, settings.max_pixels))
+    except LoupeError:
+        return upload
+
+
 def _generation(page: str, engine: Engine) -> GenerationSettings | None:
     with st.expander("Generation settings"):
         left, right = st.columns(2)
@@ -157,11 +171,45 @@ def _generation(page: str, engine: Engine) -> GenerationSettings | None:
         return None
 
 
+def _next_request(engine: Engine, store: HistoryStore, page: str, entries: tuple[HistoryEntry, ...],
+                  picked: ImageUpload | None, template: Template | None, filled: str,
+                  generation: GenerationSettings | None, regenerate: bool,
+                  submitted: chat_input.Submitted | None) -> tuple[AskRequest | None, list[Image.Image]]:
+    """What to ask now, with the images to show beside the question (those of a first question or attached to
+    this one; not those carried over from the turn before). None: nothing, or a refusal shown under the
+    conversation, which is no history row."""
+    takes_history = engine.backend.takes_history
+    if generation is None:  # its error is shown beside the settings
+        return None, []
+    if regenerate and entries:
+        last = entries[-1]
+        return AskRequest(session_id=session_id(), page=page, question=last.question, images=images_of(store, last),
+                          template=template_by_id(last.template_id) if last.template_id else None,
+                          generation=generation, rerun_of=last.id, conversation_id=last.conversation_id,
+                          history=earlier_turns(entries[:-1]) if takes_history else ()), []
+    if submitted is None:
+        return None, []
+    attached = tuple(_prepared_if_readable(engine, upload) for upload in submitted.attachments)
+    images = attached or (images_of(store, entries[-1]) if entries else (picked,) if picked else ())
+    limit = engine.settings.max_question_chars
+    reason = chat_input.refusal(submitted, limit=limit, max_images=engine.max_images, has_image=bool(images))
+    if reason is not None:
+        st.error(markdown_text(reason), icon=":material/block:")
+        return None, []
+    conversation = entries[0].conversation_id if entries else start(page)
+    # The template (and so a moderation verdict) goes with the question it filled, not with a follow-up.
+    used = template if template is not None and submitted.question.strip() == filled else None
+    shown = [] if entries and not attached else [image.prepared.image for image in images if image.prepared is not None]
+    return AskRequest(session_id=session_id(), page=page, question=submitted.question, images=images, template=used,
+                      generation=generation, conversation_id=conversation,
+                      history=earlier_turns(entries) if takes_history else ()), shown
+
+
 def render_ask_page(*, page: str, scenario: str, title: str, intro: str, allow_free: bool = False) -> None:
     """The whole scenario page; `page` names it in history, `scenario` picks its templates and samples."""
     engine = require_engine()
     store = get_history()
-    session = session_id()
+    session_id()
     st.title(title)
     st.caption(intro)
     try:
@@ -170,30 +218,30 @@ def render_ask_page(*, page: str, scenario: str, title: str, intro: str, allow_f
         st.error(f"The templates could not be loaded: {markdown_text(exc)}")
         templates = ()
     limit = engine.settings.max_question_chars
+    entries = turns(store, page, conversation_id(page, store))
     left, right = st.columns([5, 6], gap="large")
     with left:
-        image = _image_picker(page, scenario, engine.backend.takes_video)
-        if image is not None:
-            image = _preview(engine, image)
+        picked = _image_picker(page, scenario, engine.backend.takes_video)
+        if picked is not None:
+            picked = _preview(engine, picked)
+        if entries:
+            st.caption(FOLLOW_UPS)
     with right:
         template = _template_picker(page, templates, allow_free or not templates)
         values = _fields(page, template) if template is not None else {}
-        question = _question_box(page, template, values, limit)
+        filled = _fill_box(page, template, values, limit)
         generation = _generation(page, engine)
-        submit = st.button("Submit", type="primary", key=f"{page}-submit", icon=":material/send:",
-                           disabled=image is None or generation is None)
-        if image is None:
-            st.caption("Pick a sample or upload an image first.")
+        new_button(page, disabled=not entries)
+        if not engine.backend.takes_history:
+            st.caption(NO_HISTORY)
     st.divider()
-    area = st.empty()
-    last_key = f"{page}-last-entry"
-    if submit and image is not None:
-        request = AskRequest(session_id=session, page=page, question=question, images=(image,),
-                             template=template, generation=generation)
-        entry = stream_answer(ask_and_record(engine, store, request), area)
-        if entry is not None:
-            st.session_state[last_key] = entry.id
-    elif (last := st.session_state.get(last_key)) is not None and (entry := store.get(last)) is not None:
-        with area.container():
-            show_entry(entry)
+    regenerate = show_conversation(store, page, entries, can_regenerate=generation is not None)
+    submitted = chat_input.question_box(page, limit=limit, max_images=engine.max_images, file_types=UPLOAD_TYPES)
+    request, thumbnails = _next_request(engine, store, page, entries, picked, template, filled, generation,
+                                        regenerate, submitted)
+    if request is not None:
+        show_question(request.question, thumbnails)
+        with st.chat_message("assistant"):
+            stream_answer(ask_and_record(engine, store, request), st.empty(), copyable=True, compact=True)
+        st.rerun()  # the page is drawn again from history: the new turn with its Regenerate button
     show_status_line()

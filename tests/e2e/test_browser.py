@@ -1,4 +1,4 @@
-"""The README's run command, driven in a real headless Chromium: pick a sample, submit, see the streamed
+"""The README's run command, driven in a real headless Chromium: pick a sample, send the template's question, see the streamed
 answer and its history row. Screenshots land in test-output/ (look at them: Chinese must not be boxes)."""
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ def test_documents_sample_to_history_in_chromium(app_url: str, loupe_home: Path,
     expect(page.get_by_role("heading", name="Documents")).to_be_visible()
     expect(page.get_by_text("demo weights — answers are noise")).to_be_visible()
     expect(page.get_by_text("As the model sees it: 1240×860")).to_be_visible()
-    question = page.get_by_role("textbox", name="Question")
+    question = page.get_by_test_id("stChatInputTextArea")
     expect(question).to_have_value("图中表格第三列第一行的数值是多少？")
     assert "session=" in page.url
     session = page.url.split("session=")[1][:12]
 
-    page.get_by_role("button", name="Submit").click()
+    page.get_by_test_id("stChatInputSubmitButton").click()
     expect(page.get_by_text("Recorded in history as #1.")).to_be_visible()
     expect(page.get_by_text("tokens/s")).to_be_visible()
     settle(page)
@@ -36,7 +36,7 @@ def test_documents_sample_to_history_in_chromium(app_url: str, loupe_home: Path,
     page.get_by_role("link", name="E-commerce moderation").click()
     expect(page.get_by_role("heading", name="E-commerce moderation")).to_be_visible()
     expect(page.get_by_text("As the model sees it: 1280×720")).to_be_visible()
-    page.get_by_role("button", name="Submit").click()
+    page.get_by_test_id("stChatInputSubmitButton").click()
     expect(page.get_by_text("Recorded in history as #2.")).to_be_visible()
     expect(page.get_by_text("Verdict: unparsed — needs review")).to_be_visible()
     settle(page)

@@ -1,0 +1,127 @@
+"""Decode speed of an answer asked in the dashboard against the same question from the CLI (issue #17 item 1).
+
+    python bench/dashboard_speed.py [--answers 5] [--max-new-tokens 96] [--out bench/results/dashboard_speed_cpu.json]
+
+One run, one LOUPE_HOME, the demo model on the CPU: the dashboard is started as the README starts it
+(tests/e2e/conftest.py serve_streamlit) and driven in headless Chromium (the Playground page, its default
+sample, the question typed into the chat box and sent, then "New conversation" so every answer is asked
+alone); `python -m core ask --json` asks the same question about the same image with the same
+max_new_tokens. Page and CLI answers alternate, so both see the same machine load. Decode tokens/s are read
+where each side records them: history rows (the page) and the answer record (the CLI), both
+(output tokens − 1) / decode seconds. Writes the medians, their ratio and every answer's figures as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.history import HistoryStore  # noqa: E402
+from core.inputs import samples  # noqa: E402
+from tests.e2e.conftest import CHROMIUM, new_page, serve_streamlit, settle  # noqa: E402
+
+QUESTION = "What is the title of the document?"
+PAGE = "playground"
+
+
+def cli_answer(home: Path, image: Path, max_new_tokens: int) -> dict[str, float]:
+    env = {**os.environ, "LOUPE_HOME": str(home), "LOUPE_CONFIG": "", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "ask", "--json", "--max-new-tokens", str(max_new_tokens), str(image), QUESTION],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    record = json.loads(done.stdout)
+    return {"decode_tok_s": record["tokens_per_s"], "output_tokens": record["output_tokens"],
+            "decode_s": record["timings_s"]["decode"]}
+
+
+def page_answer(page, store: HistoryStore, number: int) -> dict[str, float]:
+    from playwright.sync_api import expect
+
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill(QUESTION)
+    box.press("Enter")
+    expect(page.get_by_text(f"Recorded in history as #{number}.")).to_be_visible()
+    settle(page)
+    entry = store.get(number)
+    assert entry is not None and entry.status == "answered" and entry.page == PAGE, entry
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.get_by_text(f"Recorded in history as #{number}.")).to_have_count(0)
+    settle(page)
+    return {"decode_tok_s": entry.tokens_per_s, "output_tokens": entry.output_tokens,
+            "decode_s": entry.timings["decode"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--answers", type=int, default=5, help="answers on each side (the medians are compared)")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dashboard_speed_cpu.json")
+    args = parser.parse_args()
+    from playwright.sync_api import expect, sync_playwright
+
+    home = Path(tempfile.mkdtemp(prefix="loupe-dashboard-speed-"))
+    sample = samples.for_scenario("general")[0]  # the Playground's default sample
+    image = samples.SAMPLES_DIR / sample.file
+    cli_answer(home, image, args.max_new_tokens)  # builds the demo model into the home once; not counted
+    env = {"LOUPE_HOME": str(home), "LOUPE_CONFIG": "", "LOUPE_MAX_NEW_TOKENS": str(args.max_new_tokens)}
+    page_runs: list[dict[str, float]] = []
+    cli_runs: list[dict[str, float]] = []
+    server = serve_streamlit(env=env)
+    url = next(server)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            expect.set_options(timeout=180_000)
+            page = new_page(browser)
+            page.goto(url)  # the Playground is the default page
+            expect(page.get_by_role("heading", name="Playground")).to_be_visible()
+            expect(page.get_by_text("As the model sees it")).to_be_visible()
+            settle(page)
+            store = HistoryStore(home / "history.sqlite3")
+            for number in range(1, args.answers + 1):
+                cli_runs.append(cli_answer(home, image, args.max_new_tokens))
+                page_runs.append(page_answer(page, store, number))
+                print(f"answer {number}: page {page_runs[-1]['decode_tok_s']:.1f} tok/s, "
+                      f"CLI {cli_runs[-1]['decode_tok_s']:.1f} tok/s", file=sys.stderr)
+            browser.close()
+    finally:
+        server.close()
+    page_median = statistics.median(r["decode_tok_s"] for r in page_runs)
+    cli_median = statistics.median(r["decode_tok_s"] for r in cli_runs)
+    report = {
+        "page_decode_tok_s": round(page_median, 1),
+        "cli_decode_tok_s": round(cli_median, 1),
+        "ratio": round(page_median / cli_median, 3),
+        "device": "cpu",
+        "model": "demo-llava-v2",
+        "question": QUESTION,
+        "image": sample.file,
+        "max_new_tokens": args.max_new_tokens,
+        "answers_each": args.answers,
+        "page_runs": page_runs,
+        "cli_runs": cli_runs,
+        "cpus": os.cpu_count(),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: report[k] for k in ("page_decode_tok_s", "cli_decode_tok_s", "ratio")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
