@@ -7,10 +7,11 @@ import threading
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from core.models.fast_decode import FastDecoder
 from core.models.fast_decode_batcher import ContinuousBatcher
+from tests.demo_prompts import demo_prompts
+from tests.image_factory import encode
 
 QUESTIONS = ("Describe the picture in one long sentence, please.", "图中有什么？", "What colour is this?")
 NEW = 40
@@ -18,23 +19,8 @@ NEW = 40
 
 @pytest.fixture(scope="module")
 def loaded(demo_model_dir):
-    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir).eval()
-    processor = AutoProcessor.from_pretrained(demo_model_dir)
-    prompts, references = [], []
-    for number, question in enumerate(QUESTIONS):
-        text = processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
-            add_generation_prompt=True, tokenize=False,
-        )
-        image = Image.new("RGB", (120, 90), ("orange", "navy", "white")[number])
-        inputs = dict(processor(images=[image], text=text, return_tensors="pt"))
-        with torch.no_grad():
-            reference = model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
-                                       repetition_penalty=1.005)
-        prompts.append(inputs)
-        references.append(reference)
-    return model, prompts, references
-
+    demo = demo_prompts(demo_model_dir, QUESTIONS, NEW, fixed_length=True)
+    return demo.model, demo.prompts, demo.references
 
 def test_answers_that_join_mid_answer_are_their_answers_alone(loaded) -> None:
     model, prompts, references = loaded
@@ -87,7 +73,7 @@ def test_the_engine_answers_concurrent_questions_in_rows(demo_model_dir) -> None
 
     engine = load_engine(load_settings(model=str(demo_model_dir), device="cpu", fast_decode_rows=4))
     assert engine.backend.batcher is not None and engine.backend.max_in_flight == 4
-    image = engine.prepare_image(_png(Image.new("RGB", (120, 90), "orange")))
+    image = engine.prepare_image(encode(Image.new("RGB", (120, 90), "orange"), "PNG"))
     alone = {q: engine.ask([image], q, engine.default_generation(max_new_tokens=NEW)).collect().text for q in QUESTIONS}
     start = threading.Barrier(len(QUESTIONS))
     together: dict[str, str] = {}
@@ -103,10 +89,3 @@ def test_the_engine_answers_concurrent_questions_in_rows(demo_model_dir) -> None
         thread.join(timeout=300)
     assert together == alone
 
-
-def _png(image: Image.Image) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()

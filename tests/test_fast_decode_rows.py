@@ -3,13 +3,13 @@ real demo model (float32, CPU: token for token identical)."""
 from __future__ import annotations
 
 import pytest
-import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from core.models.decode_attention import DecodeAttention
 from core.models.fast_decode import FastDecoder
 from core.models.fast_decode_rows import generate_rows
+from tests.demo_prompts import demo_prompts
+from tests.image_factory import encode
 
 QUESTIONS = ("图中表格的合计是多少？", "What colour is this?", "Describe the picture in one long sentence, please.")
 NEW = 48
@@ -17,23 +17,11 @@ NEW = 48
 
 @pytest.fixture(scope="module")
 def loaded(demo_model_dir):
-    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir).eval()
-    processor = AutoProcessor.from_pretrained(demo_model_dir)
-    prompts, references = [], []
-    for number, question in enumerate(QUESTIONS):
-        text = processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
-            add_generation_prompt=True, tokenize=False,
-        )
-        image = Image.new("RGB", (120, 90), ("orange", "navy", "white")[number])
-        inputs = dict(processor(images=[image], text=text, return_tensors="pt"))
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=NEW, do_sample=False, repetition_penalty=1.005)
-        prompts.append(inputs)
-        references.append(out[0, inputs["input_ids"].shape[1]:].tolist())
-    assert len({len(p["input_ids"][0]) for p in prompts}) == 3  # three prompt lengths: rows at their own positions
-    return model, processor, prompts, references
-
+    demo = demo_prompts(demo_model_dir, QUESTIONS, NEW, fixed_length=False)
+    lengths = [p["input_ids"].shape[1] for p in demo.prompts]
+    assert len(set(lengths)) == 3  # three prompt lengths: rows at their own positions
+    references = [ref[0, length:].tolist() for ref, length in zip(demo.references, lengths)]
+    return demo.model, demo.processor, demo.prompts, references
 
 @pytest.mark.parametrize("kind", list(DecodeAttention))
 def test_each_attention_gives_generates_ids(loaded, kind) -> None:
@@ -69,16 +57,8 @@ def _engine(demo_model_dir, **overrides):
 
 
 def _answer(engine, question: str = "What colour is this?") -> str:
-    image = engine.prepare_image(_png(Image.new("RGB", (120, 90), "orange")))
+    image = engine.prepare_image(encode(Image.new("RGB", (120, 90), "orange"), "PNG"))
     return engine.ask([image], question, engine.default_generation(max_new_tokens=24)).collect().text
-
-
-def _png(image: Image.Image) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_the_decode_attention_setting_reaches_the_fast_path_and_answers_the_same(demo_model_dir) -> None:
