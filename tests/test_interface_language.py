@@ -251,3 +251,20 @@ def test_review_speaks_chinese(loupe_home: Path, chinese: None) -> None:
     assert_no_exception(at)
     assert at.subheader[0].value == "一致性" and "还没有复核。" not in [c.value for c in at.caption]
     assert any("仅基于 1 条复核" in w.value for w in at.warning)
+
+
+@pytest.mark.parametrize(("page", "chinese_title", "english_title"),
+                         [("playground", "自由提问", "Playground"), ("compare", "对比", "Compare"),
+                          ("review", "复核", "Review")])
+def test_switching_language_redraws_the_page_with_its_choices(loupe_home: Path, page: str, chinese_title: str,
+                                                              english_title: str) -> None:
+    from tests.test_review_queue_page import _results
+
+    _results(loupe_home, ["reject"])  # Review with an item: its decision and reason choices are redrawn too
+    at = _open(_app(locale="zh-CN"), page)
+    assert at.title[0].value == chinese_title
+    at.sidebar.button_group(key="interface-language").set_value("en").run()
+    assert_no_exception(at)
+    assert at.title[0].value == english_title
+    if page == "review":
+        assert at.radio(key="review-decision").options[0] == "Agree (reject)"
