@@ -155,9 +155,11 @@ if not stats.templates:
 else:
     frame = pd.DataFrame([{"template": a.template_id, "reviewed": a.reviewed, "agreed": a.agreed,
                            "agreement": a.rate, "kappa": a.kappa} for a in stats.templates])
+    # The frames keep English column names (their data); the headers shown are in the analyst's language.
     st.dataframe(frame, hide_index=True, width="stretch", column_config={
+        "template": t("review.column_template", escape=str), "agreed": t("review.column_agreed", escape=str),
         "reviewed": st.column_config.NumberColumn(t("review.reviewed_n", escape=str), help=t("review.reviewed_n_help")),
-        "agreement": st.column_config.NumberColumn(format="percent"),
+        "agreement": st.column_config.NumberColumn(t("review.column_agreement", escape=str), format="percent"),
         "kappa": st.column_config.NumberColumn(t("review.kappa", escape=str), format="%.2f",
                                                help=t("review.kappa_help"))})
     few = [a for a in stats.templates if a.reviewed < KAPPA_MIN_REVIEWS]
@@ -179,8 +181,15 @@ else:
     by_verdict, reasons = st.columns(2)
     by_verdict.dataframe(pd.DataFrame([{"template": a.template_id, "model verdict": verdict_word(a.verdict),
                                         "reviewed": a.reviewed, "agreement": a.rate} for a in stats.verdicts]),
-                         hide_index=True, column_config={"agreement": st.column_config.NumberColumn(format="percent")})
-    reasons.dataframe(pd.DataFrame(stats.reasons, columns=["override reason", "count"]), hide_index=True)
+                         hide_index=True, column_config={
+                             "template": t("review.column_template", escape=str),
+                             "model verdict": t("review.column_model_verdict", escape=str),
+                             "reviewed": t("review.column_reviewed", escape=str),
+                             "agreement": st.column_config.NumberColumn(t("review.column_agreement", escape=str),
+                                                                        format="percent")})
+    reasons.dataframe(pd.DataFrame(stats.reasons, columns=["override reason", "count"]), hide_index=True,
+                      column_config={"override reason": t("review.column_override_reason", escape=str),
+                                     "count": t("review.column_count", escape=str)})
     x, xlsx, y, _ = st.columns([1, 1, 1, 3])
     table_downloads(x, xlsx, lambda: ExportTable.from_dicts("loupe-reviews", review.EXPORT_COLUMNS,
                                                              review.export_rows(store, flt)),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import zoneinfo
 from pathlib import Path
@@ -251,6 +252,8 @@ def test_review_speaks_chinese(loupe_home: Path, chinese: None) -> None:
     assert_no_exception(at)
     assert at.subheader[0].value == "一致性" and "还没有复核。" not in [c.value for c in at.caption]
     assert any("仅基于 1 条复核" in w.value for w in at.warning)
+    headers = json.loads(at.dataframe[0].proto.columns)  # the column config: English columns, Chinese headers
+    assert headers["template"]["label"] == "模板" and headers["reviewed"]["label"] == "已复核（n）"
 
 
 @pytest.mark.parametrize(("page", "chinese_title", "english_title"),
