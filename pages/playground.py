@@ -1,8 +1,8 @@
 """Playground: any image, any question (free, or from the general question patterns)."""
 from dashboard.widgets.ask_form import render_ask_page
+from dashboard.widgets.interface_language import t
 
 render_ask_page(
-    page="playground", scenario="general", title="Playground", allow_free=True,
-    intro="Any image, any question. The templates are the question patterns that work best: ask for one "
-          "attribute of one object, whether something is at a place, or a list in a given order.",
+    page="playground", scenario="general", title=t("ask.playground_title"), allow_free=True,
+    intro=t("ask.playground_intro"),
 )

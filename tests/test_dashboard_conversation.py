@@ -12,8 +12,8 @@ from core.backends.transformers_native import TransformersBackend
 from core.history import HistoryStore, conversations
 from core.inputs.samples import by_id as sample
 from core.serving.recorded_ask import ImageUpload
-from dashboard.widgets.chat_input import NO_IMAGE, TOO_MANY, Submitted, refusal
-from dashboard.widgets.conversation import NO_HISTORY
+from dashboard.widgets.chat_input import Submitted, refusal
+from dashboard.widgets.interface_language import ENGLISH, interface_text
 from tests.app_pages import APP, assert_no_exception, open_page
 
 
@@ -85,7 +85,7 @@ def test_no_image_is_refused_on_the_page_and_is_no_history_row(loupe_home: Path)
     at = open_page("playground")
     at.segmented_control(key="playground-source").set_value("Upload").run()
     _send(at, "playground", "What is this?")
-    assert [e.value for e in at.error] == [NO_IMAGE]
+    assert [e.value for e in at.error] == [interface_text(ENGLISH, "chat.no_image")]
     assert _store(loupe_home).count() == 0 and not at.chat_message
 
 
@@ -93,7 +93,7 @@ def test_a_model_without_history_is_named_and_gets_each_question_alone(loupe_hom
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TransformersBackend, "takes_history", False)
     at = open_page("playground")
-    assert NO_HISTORY in [c.value for c in at.caption]
+    assert interface_text(ENGLISH, "conversation.no_history") in [c.value for c in at.caption]
     _send(at, "playground", "What is this?")
     _send(at, "playground", "What is this?")
     first, second = _store(loupe_home).get(1), _store(loupe_home).get(2)
@@ -103,5 +103,5 @@ def test_a_model_without_history_is_named_and_gets_each_question_alone(loupe_hom
 def test_too_many_attachments_are_refused_before_the_model() -> None:
     photo = ImageUpload(sample("document-table").read(), "a.png")
     assert refusal(Submitted("Compare them", (photo,) * 5), limit=200, max_images=4, has_image=True) == \
-        TOO_MANY.format(count=5, limit=4)
+        interface_text(ENGLISH, "chat.too_many", count=5, limit=4)
     assert refusal(Submitted("Compare them", (photo,) * 4), limit=200, max_images=4, has_image=True) is None

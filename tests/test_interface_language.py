@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import zoneinfo
 from pathlib import Path
@@ -182,3 +183,91 @@ def test_charts_speak_the_analysts_language_and_read_their_clock() -> None:
     assert [a.text for a in load.layout.annotations] == ["利用率 %", "温度 °C", "功耗 W"]
     process = memory_figure(_samples(0), state="no <b>driver</b>", language="zh", zone=shanghai)
     assert process.layout.title.text == "本进程 · 未读到 GPU：no &lt;b&gt;driver&lt;/b&gt;"  # Plotly's HTML escaped
+
+
+@pytest.fixture
+def chinese(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOUPE_INTERFACE_LANGUAGE", "zh")
+    monkeypatch.setenv("LOUPE_MAX_NEW_TOKENS", "8")
+
+
+def test_the_playground_speaks_chinese(loupe_home: Path, chinese: None) -> None:
+    at = _open(_app(locale="en-US"), "playground")
+    assert at.title[0].value == "自由提问"
+    assert at.chat_input(key="playground-chat").placeholder == "就图片提问；可用回形针附加最多 4 张图片"
+    assert at.button(key="playground-new-conversation").label == "新对话"
+    assert at.selectbox(key="playground-template").label == "模板"
+    assert at.selectbox(key="playground-template").options[0] == "自由提问（不用模板）"
+    assert at.segmented_control(key="playground-source").options == ["示例", "上传"]
+    assert at.expander[0].label == "生成设置" and at.number_input(key="playground-max-new").label == "最大新 token 数"
+    at.chat_input(key="playground-chat").set_value("What is this?").run()
+    assert_no_exception(at)
+    regenerate = next(b for b in at.button if b.key.startswith("playground-regenerate-"))
+    assert regenerate.label == "重新生成"
+    assert "已记录在历史中，编号 #1。" in [c.value for c in at.caption]
+    at.segmented_control(key="playground-source").set_value("Upload").run()  # the values stay English
+    assert at.segmented_control(key="playground-source").value == "Upload"
+
+
+def test_a_refusal_before_the_model_is_in_chinese(loupe_home: Path, chinese: None) -> None:
+    at = _open(_app(locale="en-US"), "playground")
+    at.segmented_control(key="playground-source").set_value("Upload").run()
+    at.chat_input(key="playground-chat").set_value("What is this?").run()
+    assert [e.value for e in at.error] == [interface_text("zh", "chat.no_image")]
+    assert "没有可提问的图片" in at.error[0].value
+
+
+def test_compare_speaks_chinese(loupe_home: Path, chinese: None) -> None:
+    at = _open(_app(locale="en-US"), "compare")
+    assert at.title[0].value == "对比"
+    assert at.button(key="compare-run").label == "对比"
+    assert at.multiselect(key="compare-models").label == "模型（每个提示都会问每个模型）"
+    assert at.multiselect(key="compare-models").options[0].endswith("（本地加载）")
+    assert at.toggle(key="compare-batched").label == "每张图片一次批量调用"
+    assert "还没有对比。" in [c.value for c in at.caption]
+    at.button(key="compare-run").click().run()
+    assert_no_exception(at)
+    assert at.subheader[0].value == "对比 #1" and at.subheader[1].value == "逐词差异"
+    assert sum("个 token ·" in c.value and "批量" in c.value for c in at.caption) == 2
+    assert at.selectbox(key="compare-diff-a").label == "从" and at.selectbox(key="compare-diff-a").options[0].startswith("图片 1")
+
+
+def test_review_speaks_chinese(loupe_home: Path, chinese: None) -> None:
+    from tests.test_review_queue_page import _results
+
+    _results(loupe_home, ["reject"])
+    at = _open(_app(locale="en-US"), "review")
+    assert at.title[0].value == "复核"
+    assert at.radio(key="review-decision").options == ["同意（拒绝）", "改判：通过", "改判：待复核", "改判：拒绝"]
+    assert at.radio(key="review-decision").value == "agree"  # the stored choices stay English
+    assert [at.button(key=f"review-key-{c}").label for c in ("agree", "pass", "needs_review", "reject")] == \
+        ["同意 (a)", "通过 (1)", "待复核 (2)", "拒绝 (3)"]
+    assert at.button(key="review-save").label == "保存复核"
+    assert at.segmented_control(key="review-shown").options == ["全部", "未复核", "已复核"]
+    assert at.selectbox(key="review-reason").label == "改判理由"
+    assert at.selectbox(key="review-reason").options[1] == interface_text("zh", "override_reason.missed_a_violation")
+    at.selectbox(key="review-reason").set_value("missed a violation")
+    at.radio(key="review-decision").set_value("pass")
+    at.button(key="review-save").click().run()
+    assert_no_exception(at)
+    assert at.subheader[0].value == "一致性" and "还没有复核。" not in [c.value for c in at.caption]
+    assert any("仅基于 1 条复核" in w.value for w in at.warning)
+    headers = json.loads(at.dataframe[0].proto.columns)  # the column config: English columns, Chinese headers
+    assert headers["template"]["label"] == "模板" and headers["reviewed"]["label"] == "已复核（n）"
+
+
+@pytest.mark.parametrize(("page", "chinese_title", "english_title"),
+                         [("playground", "自由提问", "Playground"), ("compare", "对比", "Compare"),
+                          ("review", "复核", "Review")])
+def test_switching_language_redraws_the_page_with_its_choices(loupe_home: Path, page: str, chinese_title: str,
+                                                              english_title: str) -> None:
+    from tests.test_review_queue_page import _results
+
+    _results(loupe_home, ["reject"])  # Review with an item: its decision and reason choices are redrawn too
+    at = _open(_app(locale="zh-CN"), page)
+    assert at.title[0].value == chinese_title
+    at.sidebar.button_group(key="interface-language").set_value("en").run()
+    assert_no_exception(at)
+    assert at.title[0].value == english_title
+    if page == "review":
+        assert at.radio(key="review-decision").options[0] == "Agree (reject)"

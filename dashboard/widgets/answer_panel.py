@@ -18,15 +18,13 @@ from core.inputs.moderation import Verdict
 from core.serving.recorded_ask import RecordedAsk
 from core.serving.ticket import describe_position
 from core.statuses import EntryStatus
+from dashboard.widgets.interface_language import t
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.verdict_panel import show_verdict
 
 STAGES = ("queue", "preprocess", "vision", "prefill", "decode", "total")  # queue: rows before issue 17 show 0
 POSITION_REFRESH_S = 0.25  # how often "2 requests ahead" is redrawn while a question waits
 REDRAWS_PER_S = 15.0
-STOP = "Stop"
-WAITING = "Waiting for the model: {position}"
-ANSWERING = "Answering…"
 HIDE_STATUS_STOP = '<style>[data-testid="stStatusWidget"] button { display: none; }</style>'
 
 
@@ -44,13 +42,13 @@ def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator, *, 
             # Streamlit's own running indicator has a Stop too, which ends the script without drawing the stopped
             # turn: hidden while this one shows, so there is one Stop and it keeps what arrived (issue #17 item 5).
             st.html(HIDE_STATUS_STOP)
-            st.button(STOP, key=f"loupe-stop-{id(run)}", icon=":material/stop_circle:")
+            st.button(t("answer.stop"), key=f"loupe-stop-{id(run)}", icon=":material/stop_circle:")
             text = st.empty()
             run.start()
             assert run.ticket is not None
             while not run.ticket.wait_started(timeout=POSITION_REFRESH_S):
-                status.caption(WAITING.format(position=describe_position(run.ticket)))
-            status.caption(ANSWERING)
+                status.caption(t("answer.waiting", position=describe_position(run.ticket)))
+            status.caption(t("answer.answering"))
             for shown in growing:
                 text.text(shown)
     except Exception:  # noqa: BLE001 - recorded in history by RecordedAsk; show_entry shows it
@@ -72,8 +70,7 @@ def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: boo
         # Loupe's own refusals are written for the analyst; anything else is a bug: say so, name it. Either
         # may quote a remote server's reply, a file name or the question: the message is shown as text.
         message = markdown_text(entry.error) if is_refusal(entry.error_type) else (
-            f"Unexpected error ({markdown_text(entry.error_type)}): {markdown_text(entry.error)}. "
-            "It is recorded in history.")
+            t("answer.unexpected_error", kind=entry.error_type, message=entry.error))
         st.error(message, icon=":material/error:")
     elif entry.status == "stopped":
         st.info(markdown_text(entry.error), icon=":material/stop_circle:")
@@ -83,28 +80,29 @@ def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: boo
         with st.container(border=True):
             st.text(entry.answer)
     elif entry.status == "answered":
-        st.caption("The model answered with no text.")
+        st.caption(t("answer.no_text"))
     if entry.status == "answered" and entry.truncated:
-        limit = entry.stamp.get("generation", {}).get("max_new_tokens", "the")
-        st.caption(f"Cut at {limit} new tokens (trimmed back to the last sentence end, if it had one).")
+        limit = entry.stamp.get("generation", {}).get("max_new_tokens")
+        st.caption(t("answer.cut_at", limit=limit) if isinstance(limit, int) else t("answer.cut_at_limit"))
     if entry.status == EntryStatus.ANSWERED or (entry.status == EntryStatus.STOPPED and entry.output_tokens):
         show_metrics(entry, compact=compact)
     if entry.verdict and entry.verdict_detail:
         show_verdict(Verdict.from_json(entry.verdict_detail, entry.answer))
     if with_reference and entry.id is not None:
-        st.caption(f"Recorded in history as #{entry.id}.")
+        st.caption(t("answer.recorded_as", id=entry.id))
 
 
 def show_metrics(entry: HistoryEntry, *, compact: bool = False) -> None:
     """Stage timings, tokens and tokens/s, then peak memory per GPU (or the process RSS on CPU).
     `compact` writes them as two lines of text, for narrow columns."""
-    timings = [(stage, f"{entry.timings.get(stage, 0.0):.3f} s") for stage in STAGES]
+    timings = [(t(f"stage.{stage}"), f"{entry.timings.get(stage, 0.0):.3f} s") for stage in STAGES]
     memory = entry.peak_memory_gb
-    cells = [(f"peak {k.replace('cuda:', 'GPU')}", f"{v:.2f} GB") for k, v in memory.items() if k.startswith("cuda")]
+    cells = [(t("answer.peak_gpu", index=k.removeprefix("cuda:")), f"{v:.2f} GB")
+             for k, v in memory.items() if k.startswith("cuda")]
     if "cpu" in memory:
-        cells.append(("process RSS", f"{memory['cpu']:.2f} GB"))
-    cells += [("tokens in / out", f"{entry.input_tokens} / {entry.output_tokens}"),
-              ("tokens/s", f"{entry.tokens_per_s:.1f}")]
+        cells.append((t("answer.process_rss"), f"{memory['cpu']:.2f} GB"))
+    cells += [(t("answer.tokens_in_out"), f"{entry.input_tokens} / {entry.output_tokens}"),
+              (t("answer.tokens_per_s"), f"{entry.tokens_per_s:.1f}")]
     if compact:
         for row in (timings, cells):
             st.markdown(" · ".join(f"{label} **{value}**" for label, value in row))

@@ -26,8 +26,6 @@ from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
 from dashboard.widgets import chat_input
 from dashboard.widgets.answer_panel import stream_answer
 from dashboard.widgets.conversation import (
-    FOLLOW_UPS,
-    NO_HISTORY,
     conversation_id,
     earlier_turns,
     images_of,
@@ -37,6 +35,7 @@ from dashboard.widgets.conversation import (
     turns,
 )
 from dashboard.widgets.conversation import show as show_conversation
+from dashboard.widgets.interface_language import Markup, t
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
@@ -59,12 +58,11 @@ def _prepare(data: bytes, name: str, max_width: int, max_pixels: int) -> Prepare
 
 def _template_picker(page: str, templates: tuple[Template, ...], allow_free: bool) -> Template | None:
     options = ([FREE] if allow_free else []) + [t.id for t in templates]
-    by_id = {t.id: t for t in templates}
-    chosen = st.selectbox(
-        "Template", options, key=f"{page}-template",
-        format_func=lambda i: "Free question (no template)" if i == FREE
-        else f"{by_id[i].title} · {LANGUAGE_NAMES[by_id[i].language]}",
-    )
+    by_id = {template.id: template for template in templates}
+    # Labels looked up now, in this run's language: a format_func may also be called between runs.
+    labels = {FREE: t("ask.free_question", escape=str)} | {
+        i: f"{template.title} · {LANGUAGE_NAMES[template.language]}" for i, template in by_id.items()}
+    chosen = st.selectbox(t("ask.template"), options, key=f"{page}-template", format_func=labels.__getitem__)
     return by_id.get(chosen)
 
 
@@ -85,7 +83,7 @@ def _fields(page: str, template: Template) -> dict[str, str]:
                 values[field.name] = st.text_input(markdown_text(field.label), value=field.default, key=key,
                                                    help=markdown_text(field.help) if field.help else None)
     if template.output is not None:
-        st.caption("Checklist: " + " · ".join(markdown_text(label) for _item, label in template.output.checklist))
+        st.caption(t("ask.checklist", items=" · ".join(label for _item, label in template.output.checklist)))
     return values
 
 
@@ -104,18 +102,19 @@ def _fill_box(page: str, template: Template | None, values: dict[str, str], limi
 
 
 def _image_picker(page: str, scenario: str, takes_video: bool) -> ImageUpload | None:
-    source = st.segmented_control("Image", ["Sample", "Upload"], default="Sample", key=f"{page}-source")
+    # The options stay English values (scripts and tests set them); only their labels are translated.
+    sources = {"Sample": t("ask.source_sample", escape=str), "Upload": t("ask.source_upload", escape=str)}
+    source = st.segmented_control(t("ask.image"), list(sources), default="Sample", key=f"{page}-source",
+                                  format_func=sources.__getitem__)
     if source == "Upload":
-        label, kinds = ("Upload an image or a video", UPLOAD_TYPES + VIDEO_TYPES) if takes_video else (
-            "Upload an image", UPLOAD_TYPES)
-        video_help = " A video (MP4, WebM, MOV) becomes its sampled frames tiled into one image." if takes_video else ""
-        upload = st.file_uploader(label, type=kinds, key=f"{page}-upload",
-                                  help="JPEG, PNG, WebP, BMP, GIF or TIFF; it is prepared exactly as the model sees it."
-                                  + video_help)
+        label, kinds = (t("ask.upload_image_or_video"), UPLOAD_TYPES + VIDEO_TYPES) if takes_video else (
+            t("ask.upload_image"), UPLOAD_TYPES)
+        video_help = t("ask.upload_video_help") if takes_video else ""
+        upload = st.file_uploader(label, type=kinds, key=f"{page}-upload", help=t("ask.upload_help") + video_help)
         return ImageUpload(upload.getvalue(), upload.name) if upload is not None else None
     choices = samples.for_scenario(scenario)
     titles = {s.id: s.title for s in choices}
-    sample_id = st.selectbox("Sample image", list(titles), format_func=titles.__getitem__, key=f"{page}-sample")
+    sample_id = st.selectbox(t("ask.sample_image"), list(titles), format_func=titles.__getitem__, key=f"{page}-sample")
     sample = samples.by_id(sample_id)
     assert sample is not None
     st.caption(sample.description)
@@ -131,11 +130,12 @@ def _preview(engine: Engine, image: ImageUpload) -> ImageUpload:
     except LoupeError as exc:
         st.error(markdown_text(exc), icon=":material/broken_image:")
         return image
-    st.image(prepared.image, caption=f"As the model sees it: {prepared.width}×{prepared.height}")
+    st.image(prepared.image, caption=t("ask.as_model_sees", width=prepared.width, height=prepared.height))
     original = "×".join(map(str, prepared.original_size))
-    notes = "; ".join(prepared.notes) if prepared.notes else "used as uploaded, nothing changed"
-    st.caption(f"{'Sample' if samples.by_id(image.name) else 'Uploaded'}: {prepared.source_format} {original} · "
-               f"Prepared: {notes}")
+    notes = "; ".join(prepared.notes) if prepared.notes else t("ask.nothing_changed", escape=str)
+    # The preparation notes are core's own sentences, drawn as they were before the interface was translated.
+    st.caption(t("ask.sample_prepared" if samples.by_id(image.name) else "ask.upload_prepared",
+                 format=prepared.source_format, size=original, notes=Markup(notes)))
     return replace(image, prepared=prepared)
 
 
@@ -150,17 +150,17 @@ def _prepared_if_readable(engine: Engine, upload: ImageUpload) -> ImageUpload:
 
 
 def _generation(page: str, engine: Engine) -> GenerationSettings | None:
-    with st.expander("Generation settings"):
+    with st.expander(t("ask.generation_settings")):
         left, right = st.columns(2)
-        max_new = left.number_input("Max new tokens", 1, 8192, engine.settings.max_new_tokens, key=f"{page}-max-new")
-        beams = right.number_input("Beams (2–3 arrive in one piece)", 1, 3, 1, key=f"{page}-beams")
-        sample = st.toggle("Sample instead of greedy decoding", key=f"{page}-sample-decoding")
+        max_new = left.number_input(t("ask.max_new_tokens"), 1, 8192, engine.settings.max_new_tokens, key=f"{page}-max-new")
+        beams = right.number_input(t("ask.beams"), 1, 3, 1, key=f"{page}-beams")
+        sample = st.toggle(t("ask.sample_decoding"), key=f"{page}-sample-decoding")
         temperature = top_p = seed = None
         if sample:
             a, b, c = st.columns(3)
-            temperature = a.number_input("Temperature", 0.05, 2.0, 1.0, 0.05, key=f"{page}-temperature")
-            top_p = b.number_input("Top-p", 0.05, 1.0, 0.8, 0.05, key=f"{page}-top-p")
-            seed = c.number_input("Seed", 0, 2**31 - 1, 0, key=f"{page}-seed")
+            temperature = a.number_input(t("ask.temperature"), 0.05, 2.0, 1.0, 0.05, key=f"{page}-temperature")
+            top_p = b.number_input(t("ask.top_p"), 0.05, 1.0, 0.8, 0.05, key=f"{page}-top-p")
+            seed = c.number_input(t("ask.seed"), 0, 2**31 - 1, 0, key=f"{page}-seed")
     try:
         return engine.default_generation(
             max_new_tokens=int(max_new), num_beams=int(beams), do_sample=sample,
@@ -194,7 +194,7 @@ def _next_request(engine: Engine, store: HistoryStore, page: str, entries: tuple
     limit = engine.settings.max_question_chars
     reason = chat_input.refusal(submitted, limit=limit, max_images=engine.max_images, has_image=bool(images))
     if reason is not None:
-        st.error(markdown_text(reason), icon=":material/block:")
+        st.error(reason, icon=":material/block:")
         return None, []
     conversation = entries[0].conversation_id if entries else start(page)
     # The template (and so a moderation verdict) goes with the question it filled, not with a follow-up.
@@ -215,7 +215,7 @@ def render_ask_page(*, page: str, scenario: str, title: str, intro: str, allow_f
     try:
         templates = for_scenario(scenario)
     except TemplateError as exc:
-        st.error(f"The templates could not be loaded: {markdown_text(exc)}")
+        st.error(t("ask.templates_unloadable", reason=str(exc)))
         templates = ()
     limit = engine.settings.max_question_chars
     entries = turns(store, page, conversation_id(page, store))
@@ -225,7 +225,7 @@ def render_ask_page(*, page: str, scenario: str, title: str, intro: str, allow_f
         if picked is not None:
             picked = _preview(engine, picked)
         if entries:
-            st.caption(FOLLOW_UPS)
+            st.caption(t("conversation.follow_ups"))
     with right:
         template = _template_picker(page, templates, allow_free or not templates)
         values = _fields(page, template) if template is not None else {}
@@ -233,7 +233,7 @@ def render_ask_page(*, page: str, scenario: str, title: str, intro: str, allow_f
         generation = _generation(page, engine)
         new_button(page, disabled=not entries)
         if not engine.backend.takes_history:
-            st.caption(NO_HISTORY)
+            st.caption(t("conversation.no_history"))
     st.divider()
     regenerate = show_conversation(store, page, entries, can_regenerate=generation is not None)
     submitted = chat_input.question_box(page, limit=limit, max_images=engine.max_images, file_types=UPLOAD_TYPES)

@@ -19,12 +19,7 @@ import streamlit as st
 
 from core.inputs import questions
 from core.serving.recorded_ask import ImageUpload
-
-PLACEHOLDER = "Ask about the image; attach up to {limit} images with the clip"
-EMPTY = "The question is empty. Type what you want to know about the image."
-TOO_LONG = "The question is {length} characters long; the limit is {limit}. Shorten it or split it into several questions."
-TOO_MANY = "{count} images are attached; this model takes at most {limit} per question. Send fewer."
-NO_IMAGE = "There is no image to ask about: pick a sample or upload one on the left, or attach one to the question."
+from dashboard.widgets.interface_language import t
 
 
 @dataclass(frozen=True)
@@ -50,7 +45,7 @@ def prefill(page: str, template_id: str, filled: str) -> None:
 def question_box(page: str, *, limit: int, max_images: int, file_types: list[str]) -> Submitted | None:
     """The box, pinned at the bottom of the page; what was sent this run, if anything."""
     sent = st.chat_input(
-        PLACEHOLDER.format(limit=max_images), key=box_key(page), max_chars=limit, accept_file="multiple",
+        t("chat.placeholder", escape=str, limit=max_images), key=box_key(page), max_chars=limit, accept_file="multiple",
         file_type=file_types, submit_mode="disable",
     )
     if sent is None:
@@ -61,14 +56,15 @@ def question_box(page: str, *, limit: int, max_images: int, file_types: list[str
 
 
 def refusal(submitted: Submitted, *, limit: int, max_images: int, has_image: bool) -> str | None:
-    """Why the question cannot be asked as it is (None: it can); these never reach the model or history."""
+    """Why the question cannot be asked as it is, as Markdown in the analyst's language (None: it can); these
+    never reach the model or history."""
     length = questions.char_count(submitted.question)
     if length == 0:
-        return EMPTY
+        return t("chat.empty")
     if length > limit:
-        return TOO_LONG.format(length=length, limit=limit)
+        return t("chat.too_long", length=length, limit=limit)
     if len(submitted.attachments) > max_images:
-        return TOO_MANY.format(count=len(submitted.attachments), limit=max_images)
+        return t("chat.too_many", count=len(submitted.attachments), limit=max_images)
     if not submitted.attachments and not has_image:
-        return NO_IMAGE
+        return t("chat.no_image")
     return None

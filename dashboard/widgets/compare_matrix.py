@@ -8,6 +8,7 @@ import streamlit as st
 from core.analysis import word_diff
 from core.analysis.compare import CompareCell, CompareRun
 from core.history import HistoryStore
+from dashboard.widgets.interface_language import t, verdict_word
 from dashboard.widgets.outside_text import markdown_text, one_html_block
 
 CELL_PX = 240  # every cell this tall; a longer answer scrolls inside it
@@ -22,14 +23,16 @@ def column_title(run: CompareRun, j: int) -> str:
 
 
 def _figures(cell: CompareCell) -> str:
+    """The cell's tokens, time and how it was asked, as Markdown (a caption)."""
     entry = cell.entry
+    seconds = entry.timings.get("total", 0.0)
     if entry.error:
-        return f"failed · {entry.timings.get('total', 0.0):.2f} s"
-    return (f"{entry.output_tokens} tokens · {entry.timings.get('total', 0.0):.2f} s"
-            + (f" · {entry.tokens_per_s:.0f} tok/s" if entry.tokens_per_s else "")
-            + (" · truncated" if entry.truncated else "")
-            + (" · batched" if cell.batched else " · one at a time")
-            + (f" · verdict {entry.verdict}" if entry.verdict else ""))
+        return t("compare.failed_figures", seconds=seconds)
+    return (t("compare.token_figures", tokens=entry.output_tokens, seconds=seconds)
+            + (t("compare.tok_per_s", rate=entry.tokens_per_s) if entry.tokens_per_s else "")
+            + (t("compare.truncated") if entry.truncated else "")
+            + t("compare.batched_cell" if cell.batched else "compare.one_at_a_time")
+            + (t("compare.verdict", verdict=verdict_word(entry.verdict)) if entry.verdict else ""))
 
 
 def _thumbnail(store: HistoryStore, run: CompareRun, image_index: int) -> bytes | None:
@@ -44,7 +47,7 @@ def _thumbnail(store: HistoryStore, run: CompareRun, image_index: int) -> bytes 
 def show_matrix(store: HistoryStore, run: CompareRun) -> None:
     widths = [THUMB_SHARE] + [3] * len(run.columns)
     head = st.columns(widths, vertical_alignment="bottom")
-    head[0].caption("Image")
+    head[0].caption(t("compare.image"))
     for j, column in enumerate(run.columns):
         with head[j + 1]:
             st.markdown(f"**{markdown_text(column_title(run, j))}**")  # a model's and a template's names
@@ -56,7 +59,7 @@ def show_matrix(store: HistoryStore, run: CompareRun) -> None:
             thumb = _thumbnail(store, run, i)
             if thumb is not None:
                 st.image(thumb, width="stretch")
-            st.markdown(f"**Image {i + 1}:** {markdown_text(name)}")  # an uploaded file's name is the uploader's
+            st.markdown(t("compare.image_n", number=i + 1, name=name))  # an uploaded file's name is the uploader's
         for j in range(len(run.columns)):
             cell = run.cell(i, j)
             with row[j + 1]:
@@ -69,17 +72,17 @@ def show_matrix(store: HistoryStore, run: CompareRun) -> None:
 
 def show_diff(run: CompareRun) -> None:
     """Two selectboxes over every "image × column" cell, and the word diff between the two chosen."""
-    names = {(c.image_index, c.column_index): f"Image {c.image_index + 1} ({run.image_names[c.image_index]}) × "
-                                              f"{column_title(run, c.column_index)}" for c in run.cells}
+    names = {(c.image_index, c.column_index): t("compare.image_cell", escape=str, number=c.image_index + 1,
+                                                name=run.image_names[c.image_index],
+                                                column=column_title(run, c.column_index)) for c in run.cells}
     if len(names) < 2:
         return
-    st.subheader("Word diff")
+    st.subheader(t("compare.word_diff"))
     keys = list(names)
     d1, d2 = st.columns(2)
-    first = d1.selectbox("From", keys, format_func=names.__getitem__, key="compare-diff-a")
-    second = d2.selectbox("To", keys, index=1, format_func=names.__getitem__, key="compare-diff-b")
+    first = d1.selectbox(t("compare.diff_from"), keys, format_func=names.__getitem__, key="compare-diff-a")
+    second = d2.selectbox(t("compare.diff_to"), keys, index=1, format_func=names.__getitem__, key="compare-diff-b")
     a_text, b_text = run.cell(*first).entry.answer, run.cell(*second).entry.answer
-    st.caption(f"{word_diff.similarity(a_text, b_text):.0%} of words in common · "
-               "removed from the first in red, added in the second in green")
+    st.caption(t("compare.diff_caption", share=word_diff.similarity(a_text, b_text)))
     st.markdown(one_html_block(word_diff.diff_html(word_diff.word_diff(a_text, b_text))),  # escaped in core
                 unsafe_allow_html=True)

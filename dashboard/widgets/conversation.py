@@ -26,13 +26,10 @@ from core.records import Turn
 from core.serving.recorded_ask import ImageUpload
 from core.statuses import EntryStatus
 from dashboard.widgets.answer_panel import show_entry
+from dashboard.widgets.interface_language import t
 
 PARAM = "c"
 _VALID = re.compile(r"^[0-9a-f]{12}$")
-NEW = "New conversation"
-REGENERATE = "Regenerate"
-NO_HISTORY = "This model answers each question on its own: earlier turns are shown here but not sent to it."
-FOLLOW_UPS = "Follow-up questions ask about the images of the turn before unless you attach others."
 
 
 def _state_key(page: str) -> str:
@@ -69,8 +66,8 @@ def _forget(page: str) -> None:
 
 
 def new_button(page: str, *, disabled: bool) -> None:
-    st.button(NEW, key=f"{page}-new-conversation", icon=":material/add_comment:", on_click=_forget, args=(page,),
-              disabled=disabled)
+    st.button(t("conversation.new"), key=f"{page}-new-conversation", icon=":material/add_comment:", on_click=_forget,
+              args=(page,), disabled=disabled)
 
 
 def turns(store: HistoryStore, page: str, conversation: str) -> tuple[HistoryEntry, ...]:
@@ -110,5 +107,6 @@ def show(store: HistoryStore, page: str, entries: tuple[HistoryEntry, ...], *, c
         with st.chat_message("assistant"):
             show_entry(entry, copyable=True, compact=True)
             if number == len(entries) and can_regenerate:
-                regenerate = st.button(REGENERATE, key=f"{page}-regenerate-{entry.id}", icon=":material/refresh:")
+                regenerate = st.button(t("conversation.regenerate"), key=f"{page}-regenerate-{entry.id}",
+                                       icon=":material/refresh:")
     return regenerate

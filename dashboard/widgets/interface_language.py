@@ -40,7 +40,11 @@ _CHOSEN_KEY = "loupe-interface-language"  # survives pages whose script does not
 # given when the analyst picked it (the browser holds that text) until its value is set again: without this
 # "全部会话" stayed in the History filter after switching to English. A page that adds such a choice adds its key.
 TRANSLATED_CHOICES = ("history-session", "history-pages", "history-template", "history-outcome", "history-entry",
-                      "gpu-monitor-window", "batch-templates", "batch-current")
+                      "gpu-monitor-window", "batch-templates", "batch-current",
+                      *(f"{page}-{choice}" for page in ("playground", "documents", "education", "moderation")
+                        for choice in ("source", "template")),
+                      "compare-models", "compare-saved", "compare-diff-a", "compare-diff-b",
+                      "review-verdicts", "review-shown", "review-template", "review-decision", "review-reason")
 
 
 class MissingInterfaceText(LookupError):

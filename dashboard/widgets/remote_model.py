@@ -15,11 +15,13 @@ from core.analysis.compare import NO_REMOTE
 from core.errors import LoupeError
 from core.serving.engine import Engine, load_engine
 from core.settings import Settings
+from dashboard.widgets.interface_language import t
 
 
 @dataclass(frozen=True)
 class RemoteChoice:
-    """What the model list offers for the remote server: its label, and why it cannot be used ("" if it can)."""
+    """What the model list offers for the remote server: its label (plain text, in the analyst's language), and why
+    it cannot be used ("" if it can)."""
 
     label: str
     problem: str
@@ -30,9 +32,9 @@ def remote_choice(settings: Settings) -> RemoteChoice | None:
     if settings.backend == "openai":
         return None
     if not settings.openai_base_url:
-        return RemoteChoice("Remote model: not configured (set openai_base_url to add one)", NO_REMOTE)
+        return RemoteChoice(t("compare.remote_not_configured", escape=str), NO_REMOTE)
     host = urlparse(settings.openai_base_url).netloc or settings.openai_base_url
-    return RemoteChoice(f"Remote model at {host}", "")
+    return RemoteChoice(t("compare.remote_at", escape=str, host=host), "")
 
 
 @st.cache_resource(show_spinner=False)
@@ -46,4 +48,4 @@ def remote_engine(settings: Settings) -> tuple[Engine | None, str]:
     try:
         return _remote_engine(settings), ""
     except LoupeError as exc:
-        return None, f"The remote model at {settings.openai_base_url} cannot be used: {exc}"
+        return None, t("compare.remote_unusable", escape=str, url=settings.openai_base_url, reason=str(exc))
