@@ -33,7 +33,9 @@ playground = st.Page("../pages/playground.py", title=t("nav.playground"), icon="
 
 
 def open_playground() -> None:
-    st.switch_page(playground)
+    # The address's parameters go along (st.switch_page drops them otherwise): a bookmark or refresh of
+    # /?session=...&c=... must keep its session and conversation.
+    st.switch_page(playground, query_params=st.query_params.to_dict())
 
 
 pages = {

@@ -38,8 +38,13 @@ def test_compare_matrix_in_chromium(app_url: str, loupe_home: Path, browser_page
     assert len(rows) == 2  # two rows of two: a matrix, not a column of cells
     expect(page.locator(".st-key-compare-header-0")).to_contain_text("Check this electronics product photo")  # the prompt text
     expect(page.get_by_role("img").first).to_be_visible()  # the thumbnails
-    page.get_by_role("combobox", name="From").click()
-    page.get_by_role("option", name="Image 2", exact=False).last.click()
+    # Typed, as an analyst narrows a long list: a click alone can land while the page's one-second status
+    # fragment redraws, and the list then closes before an option is picked.
+    box = page.get_by_role("combobox", name="From")
+    box.click()
+    box.press_sequentially("Image 2")
+    expect(page.get_by_role("option", name="Image 2", exact=False).last).to_be_visible()
+    page.keyboard.press("Enter")
     settle(page)
     expect(page.locator(".loupe-diff")).to_be_visible()
     expect(page.get_by_text("of words in common", exact=False)).to_be_visible()
