@@ -52,9 +52,11 @@ def _event(payload: object) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"  # a stream ends when the connection closes, as the engines' do after [DONE]
-    server: ReplayServer
+class QuietHandler(BaseHTTPRequestHandler):
+    """A stand-in server's handler: HTTP/1.0 (a body or stream ends when the connection closes, as the engines'
+    streams do after [DONE] and as a cut stream does), no request log, `_send` for a whole body."""
+
+    protocol_version = "HTTP/1.0"
 
     def log_message(self, *args: object) -> None:
         pass
@@ -65,6 +67,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+class _Handler(QuietHandler):
+    server: ReplayServer
 
     def _stream(self, events: list[object], raw_tail: str = "") -> None:
         self.send_response(200)

@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from core.serving.engine import load_engine
 from core.serving.recorded_ask import AskRequest, ImageUpload, ask_and_record
 from core.settings import load_settings
 from tests.image_factory import encode
+from tests.remote_replay import QuietHandler
 
 RELEASE = threading.Event()  # set at teardown: handlers that "hang" wait on it, so no thread outlives the tests
 KEEPALIVE_CLOSED = threading.Event()  # the keep-alive handler saw its connection closed by the client
@@ -32,20 +33,8 @@ def _chunk(content: str | None = None, finish: str | None = None) -> bytes:
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     """Behaves as the question's text asks: `ok`, `hang`, `stall`, `json`, `html`, `cut`, `vllm-400`..."""
-
-    protocol_version = "HTTP/1.0"  # the body ends when the connection closes, as a cut stream does
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, status: int, kind: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def _stream_head(self) -> None:
         self.send_response(200)
