@@ -22,9 +22,19 @@ def loaded(demo_model_dir):
     demo = demo_prompts(demo_model_dir, QUESTIONS, NEW, fixed_length=True)
     return demo.model, demo.prompts, demo.references
 
-def test_answers_that_join_mid_answer_are_their_answers_alone(loaded) -> None:
+def _decoder(model, length: int, rows: int, ahead: bool) -> FastDecoder:
+    fast = FastDecoder(model, length, compile=False, rows=rows)
+    fast.read_ahead = ahead  # the GPU's order (a step launched before the last is read), run on the CPU
+    return fast
+
+
+AHEAD = pytest.mark.parametrize("ahead", [False, True], ids=["read-then-launch", "launch-ahead"])
+
+
+@AHEAD
+def test_answers_that_join_mid_answer_are_their_answers_alone(loaded, ahead) -> None:
     model, prompts, references = loaded
-    batcher = ContinuousBatcher(FastDecoder(model, 512, compile=False, rows=4))
+    batcher = ContinuousBatcher(_decoder(model, 512, 4, ahead))
     joined: dict[int, object] = {}
 
     def first_stop_rule() -> bool:  # runs on the decoder's thread after each of the first answer's tokens
@@ -42,9 +52,10 @@ def test_answers_that_join_mid_answer_are_their_answers_alone(loaded) -> None:
     assert batcher.joined_running == 2 and batcher.most_rows_at_once == 3
 
 
-def test_a_cancelled_answer_leaves_its_row_and_the_others_go_on(loaded) -> None:
+@AHEAD
+def test_a_cancelled_answer_leaves_its_row_and_the_others_go_on(loaded, ahead) -> None:
     model, prompts, references = loaded
-    batcher = ContinuousBatcher(FastDecoder(model, 512, compile=False, rows=2))
+    batcher = ContinuousBatcher(_decoder(model, 512, 2, ahead))
     stop = threading.Event()
     cancelled = batcher.submit(prompts[0], NEW, 1.005, set(), should_stop=stop.is_set)
     stop.set()  # it stops after its next token, whenever the loop gets there

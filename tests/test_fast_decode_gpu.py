@@ -55,14 +55,55 @@ def test_compiled_bf16_fast_path_is_as_close_to_fp32_as_generate() -> None:
     assert result["fast_vs_fp32_mean_rel_diff"] <= 1.1 * result["generate_vs_fp32_mean_rel_diff"], result
 
 
-def test_float32_greedy_ids_identical_to_generate() -> None:
+def _reference(model, inputs: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+                              repetition_penalty=1.005)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+def test_float32_greedy_ids_identical_to_generate(attention: str) -> None:
+    from core.models.decode_attention import DecodeAttention
     from core.models.fast_decode import FastDecoder
 
     model, inputs = _model(torch.float32), _inputs(torch.float32)
-    with torch.no_grad():
-        reference = model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
-                                   repetition_penalty=1.005)
-    fast = FastDecoder(model, 1024)  # compiled with CUDA graphs, as in the dashboard
+    reference = _reference(model, inputs)
+    # compiled with CUDA graphs, as in the dashboard; each step launched before the last token is read
+    fast = FastDecoder(model, 1024, attention=DecodeAttention(attention))
+    assert fast.read_ahead
     fast.warm_up()
     out = fast.generate(dict(inputs), NEW, 1.005, set())
     assert torch.equal(out, reference)
+    fast.close()
+
+
+def test_continuous_batching_on_the_gpu_answers_as_each_alone() -> None:
+    """Three float32 answers at once through the compiled 4-row step (FlexAttention), one joining mid-answer:
+    each token for token generate()'s."""
+    from core.models.decode_attention import DecodeAttention
+    from core.models.fast_decode import FastDecoder
+    from core.models.fast_decode_batcher import ContinuousBatcher
+
+    model = _model(torch.float32)
+    prompts = [_inputs(torch.float32) for _ in range(3)]
+    prompts[1]["input_ids"] = prompts[1]["input_ids"][:, :72].clone()  # another length
+    prompts[1]["attention_mask"] = prompts[1]["attention_mask"][:, :72].clone()
+    prompts[2]["pixel_values"] = prompts[2]["pixel_values"].flip(-1).contiguous()  # another image
+    references = [_reference(model, p) for p in prompts]
+    fast = FastDecoder(model, 1024, rows=4, attention=DecodeAttention.FLEX)
+    fast.warm_up()
+    batcher = ContinuousBatcher(fast)
+    late: list = []
+
+    def join_later() -> bool:
+        if len(first.produced) == 20 and not late:
+            late.append(batcher.submit(prompts[2], NEW, 1.005, set()))
+        return False
+
+    first = batcher.submit(prompts[0], NEW, 1.005, set(), should_stop=join_later)
+    second = batcher.submit(prompts[1], NEW, 1.005, set())
+    assert torch.equal(batcher.wait(first), references[0])
+    assert torch.equal(batcher.wait(second), references[1])
+    assert torch.equal(batcher.wait(late[0]), references[2])
+    assert batcher.joined_running >= 1 and batcher.most_rows_at_once == 3
+    fast.close()

@@ -23,18 +23,22 @@ def loaded(demo_model_dir):
     references = [ref[0, length:].tolist() for ref, length in zip(demo.references, lengths)]
     return demo.model, demo.processor, demo.prompts, references
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["read-then-launch", "launch-ahead"])
 @pytest.mark.parametrize("kind", list(DecodeAttention))
-def test_each_attention_gives_generates_ids(loaded, kind) -> None:
+def test_each_attention_gives_generates_ids(loaded, kind, ahead) -> None:
     model, processor, prompts, references = loaded
     fast = FastDecoder(model, 512, compile=False, attention=kind)
+    fast.read_ahead = ahead  # the GPU's order (a step launched before the last is read), run on the CPU
     out = fast.generate(prompts[0], NEW, 1.005, {processor.tokenizer.eos_token_id})
     assert out[0, prompts[0]["input_ids"].shape[1]:].tolist() == references[0]
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["read-then-launch", "launch-ahead"])
 @pytest.mark.parametrize("kind", list(DecodeAttention))
-def test_rows_decoded_together_answer_as_each_prompt_alone(loaded, kind) -> None:
+def test_rows_decoded_together_answer_as_each_prompt_alone(loaded, kind, ahead) -> None:
     model, processor, prompts, references = loaded
     fast = FastDecoder(model, 512, compile=False, rows=4, attention=kind)  # 3 prompts: one row carried idle
+    fast.read_ahead = ahead
     answers = generate_rows(fast, prompts, NEW, 1.005, {processor.tokenizer.eos_token_id})
     assert [list(a.new_ids) for a in answers] == references
     # and a single answer on the same decoder (row 0 alone) after the batch is still the model's own

@@ -13,7 +13,7 @@ Greedy answers on one device; sampling, beams and split models use `generate()` 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
@@ -22,11 +22,16 @@ import torch.nn.functional as F
 from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
+from core.models.token_readback import TokenReadback
 
 if TYPE_CHECKING:
     from transformers.generation.streamers import BaseStreamer
 
 T = TypeVar("T")
+
+# Inductor's options for the decode step, CUDA graphs always on ("reduce-overhead"); measured against the
+# alternatives on an H200 by bench/decode_compile_variants.py (bench/results/decode_compile_variants_cuda.json).
+STEP_COMPILE_OPTIONS: dict[str, object] = {}
 
 
 class _Norm(Protocol):
@@ -61,7 +66,8 @@ class FastDecoder:
     """Greedy decoding with a static cache of `max_len` positions per row, `rows` rows (a batch of prompts)."""
 
     def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (2048,),
-                 rows: int = 1, attention: DecodeAttention | None = None) -> None:
+                 rows: int = 1, attention: DecodeAttention | None = None,
+                 compile_options: Mapping[str, object] | None = None) -> None:
         self.model = model
         self.lm = language_model(model)
         cfg = self.lm.config
@@ -109,11 +115,13 @@ class FastDecoder:
             for tensor in (*self.k_cache, *self.v_cache, self.seen, self.cos, self.sin, self.row_ids,
                            *self.shared.static_tensors(), *fused):
                 torch._dynamo.mark_static_address(tensor)  # else CUDA graphs copy them in on every step
-            self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
+            options = {"triton.cudagraphs": True, **(STEP_COMPILE_OPTIONS if compile_options is None else compile_options)}
+            self._step = torch.compile(self._decode_step, options=options, fullgraph=True, dynamic=False)
             prepare_for_cuda_graphs(self.device, self.dtype)  # for callers that compile on this thread (tests)
         else:
             self._step = self._decode_step
         self._prefill_hidden: torch.Tensor | None = None
+        self.read_ahead = self.device.type == "cuda"  # launch a step before reading the last (token_readback.py)
         self._thread = DecoderThread(self.device, self.dtype)
 
     def on_own_thread(self, fn: Callable[..., T], *args: object) -> T:
@@ -202,6 +210,13 @@ class FastDecoder:
         x = self.lm.embed_tokens(tokens.view(-1, 1))
         hidden = self._layers(x, pos, self.shared.for_step(pos, bucket), bucket)
         return self._next_tokens(hidden, penalty.view(-1, 1))
+
+    def _launch(self, token: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, at: int) -> torch.Tensor:
+        """Queue one decode step of row 0 for the token at position `at`; its output, copied out of the graph."""
+        if self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        pos.fill_(at)
+        return self._step(token, pos, penalty, self.bucket_for(at + 1)).clone()
 
     def bucket_for(self, filled: int) -> int:
         return next(b for b in self.buckets if b >= filled)
@@ -298,18 +313,21 @@ class FastDecoder:
         assert self._prefill_hidden is not None
         token = self._next_tokens(self._prefill_hidden, penalty.view(-1, 1))
         pos = torch.zeros(1, dtype=torch.long, device=self.device)
+        readback = TokenReadback(self.device, 1, self.read_ahead)
         produced = []
         for step in range(max_new_tokens):
-            value = int(token.item())  # the sync per token is what streaming needs anyway
+            pending = readback.start(token)
+            more = step < max_new_tokens - 1
+            if more and readback.ahead:  # the next step runs while this token is read (token_readback.py)
+                token = self._launch(token, pos, penalty, length + step)
+            value = readback.read(pending)[0]
             produced.append(value)
             if streamer is not None:
                 streamer.put(torch.tensor([value]))
-            if value in eos_ids or step == max_new_tokens - 1 or (should_stop is not None and should_stop()):
+            if value in eos_ids or not more or (should_stop is not None and should_stop()):
                 break
-            if self.device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()
-            pos.fill_(length + step)
-            token = self._step(token, pos, penalty, self.bucket_for(length + step + 1)).clone()
+            if not readback.ahead:
+                token = self._launch(token, pos, penalty, length + step)
         if streamer is not None:
             streamer.end()
         new = torch.tensor([produced], dtype=input_ids.dtype, device=input_ids.device)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from core.models.fast_decode import FastDecoder
+from core.models.token_readback import TokenReadback
 
 if TYPE_CHECKING:
     from transformers.generation.streamers import BaseStreamer
@@ -91,12 +92,14 @@ class ContinuousBatcher:
         tokens = torch.zeros(fast.rows, dtype=torch.long, device=fast.device)
         penalty = torch.ones(fast.rows, 1, device=fast.device)
         pos = torch.zeros(fast.rows, dtype=torch.long, device=fast.device)
-        steps: list[int] = [0] * fast.rows
+        launched: list[int] = [0] * fast.rows  # steps launched for each row's request
+        readback = TokenReadback(fast.device, fast.rows, fast.read_ahead)
+        in_flight: tuple[object, list[_Request | None]] | None = None  # a launched step, not yet read
         while True:
             with self._lock:
                 free = [row for row, held in enumerate(rows) if held is None]
                 arrived = [self._pending.popleft() for _ in range(min(len(free), len(self._pending)))]
-                if not arrived and all(held is None for held in rows):
+                if not arrived and in_flight is None and all(held is None for held in rows):
                     self._running = False
                     return
             decoding = any(held is not None for held in rows)
@@ -105,32 +108,58 @@ class ContinuousBatcher:
                 first = self._admit(row, request, penalty)
                 if first is not None:
                     tokens[row] = first
-                    rows[row], steps[row] = request, 0
+                    rows[row], launched[row] = request, 0
                     self._deliver(rows, row, int(first))
-            active = [row for row, held in enumerate(rows) if held is not None]
-            if not active:
-                continue
-            self.most_rows_at_once = max(self.most_rows_at_once, len(active))
-            positions = [min(held.length + steps[row], fast.max_len - 1) if held is not None else 0
-                         for row, held in enumerate(rows)]
-            pos.copy_(torch.tensor(positions))
-            # A lone answer (always in row 0: rows are filled from the first) takes the one-row step, also
-            # compiled at load time, so one analyst alone pays nothing for the rows.
-            width = 1 if active == [0] else fast.rows
-            try:
-                if fast.device.type == "cuda":
-                    torch.compiler.cudagraph_mark_step_begin()
-                stepped = fast._step(tokens[:width], pos[:width], penalty[:width],
-                                     fast.bucket_for(max(positions) + 1)).clone()
-                tokens = stepped if width == fast.rows else torch.cat([stepped, tokens[width:]])
-                values = tokens.tolist()  # the one sync per step
-            except Exception as exc:  # noqa: BLE001 - every request in the rows fails with it; the loop goes on
-                for row in active:
-                    self._end(rows, row, exc)
-                continue
+            # One step ahead (token_readback.py): launch the next step, then read the one before it.
+            launch = self._launch(rows, tokens, pos, penalty, launched, readback)
+            if launch is not None:
+                tokens = launch[0]
+            if in_flight is not None:
+                self._read(rows, *in_flight)
+                in_flight = None
+            if launch is not None:
+                in_flight = launch[1:]
+                if not readback.ahead:
+                    self._read(rows, *in_flight)
+                    in_flight = None
+
+    def _launch(self, rows: list[_Request | None], tokens: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor,
+                launched: list[int], readback: TokenReadback
+                ) -> tuple[torch.Tensor, object, list[_Request | None]] | None:
+        """Queue one step for every running row: the new tokens (on the device), their read handle and which
+        request each row held at launch; None when no row runs or the step failed (its requests then ended)."""
+        fast = self.fast
+        active = [row for row, held in enumerate(rows) if held is not None]
+        if not active:
+            return None
+        self.most_rows_at_once = max(self.most_rows_at_once, len(active))
+        positions = [min(held.length + launched[row], fast.max_len - 1) if held is not None else 0
+                     for row, held in enumerate(rows)]
+        pos.copy_(torch.tensor(positions))
+        # A lone answer (always in row 0: rows are filled from the first) takes the one-row step, also
+        # compiled at load time, so one analyst alone pays nothing for the rows.
+        width = 1 if active == [0] else fast.rows
+        try:
+            if fast.device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            stepped = fast._step(tokens[:width], pos[:width], penalty[:width],
+                                 fast.bucket_for(max(positions) + 1)).clone()
+        except Exception as exc:  # noqa: BLE001 - every request in the rows fails with it; the loop goes on
             for row in active:
-                steps[row] += 1
-                self._deliver(rows, row, values[row])
+                self._end(rows, row, exc)
+            return None
+        for row in active:
+            launched[row] += 1
+        new_tokens = stepped if width == fast.rows else torch.cat([stepped, tokens[width:]])
+        return new_tokens, readback.start(stepped), list(rows)
+
+    def _read(self, rows: list[_Request | None], handle: object, held_at_launch: list[_Request | None]) -> None:
+        """Deliver a launched step's tokens to the requests that still hold their rows (a row that ended or
+        changed hands since the launch ignores its token)."""
+        values = TokenReadback.read(handle)  # the one wait per step, for that step only
+        for row, value in enumerate(values):
+            if rows[row] is not None and rows[row] is held_at_launch[row]:
+                self._deliver(rows, row, value)
 
     def _admit(self, row: int, request: _Request, penalty: torch.Tensor) -> torch.Tensor | None:
         """Prefill `request` into `row`; its first token, or None when it failed (then it has ended)."""

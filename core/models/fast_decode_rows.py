@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from core.models.fast_decode import FastDecoder
+from core.models.token_readback import TokenReadback
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,22 @@ def _generate_rows(fast: FastDecoder, prompts: list[dict[str, Any]], max_new_tok
     ended: list[float | None] = [None] * count
     start = torch.tensor(lengths + [0] * (stepped - count), dtype=torch.long)
     pos = torch.zeros(stepped, dtype=torch.long, device=fast.device)
+    readback = TokenReadback(fast.device, stepped, fast.read_ahead)
+
+    def launch(tokens: torch.Tensor, step: int) -> torch.Tensor:
+        if fast.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        # A row that ended keeps stepping (its tokens ignored) but never past its cache's last position.
+        positions = torch.clamp(start + step, max=fast.max_len - 1)
+        pos.copy_(positions)
+        return fast._step(tokens, pos, penalty, fast.bucket_for(int(positions.max()) + 1)).clone()
+
     step = 0
     while True:
-        now_values = tokens[:count].tolist()  # the one sync per step, as for a single answer
+        pending = readback.start(tokens[:count])
+        if readback.ahead:  # the next step runs while these tokens are read (token_readback.py)
+            tokens = launch(tokens, step)
+        now_values = TokenReadback.read(pending)  # the one wait per step, as for a single answer
         now = time.perf_counter()
         for row, value in enumerate(now_values):
             if ended[row] is None:
@@ -79,12 +93,8 @@ def _generate_rows(fast: FastDecoder, prompts: list[dict[str, Any]], max_new_tok
                     ended[row] = now
         if all(e is not None for e in ended) or (should_stop is not None and should_stop()):
             break
-        if fast.device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
-        # A row that ended keeps stepping (its tokens ignored) but never past its cache's last position.
-        positions = torch.clamp(start + step, max=fast.max_len - 1)
-        pos.copy_(positions)
-        tokens = fast._step(tokens, pos, penalty, fast.bucket_for(int(positions.max()) + 1)).clone()
+        if not readback.ahead:
+            tokens = launch(tokens, step)
         step += 1
     stopped_at = time.perf_counter()
     return [RowAnswer(tuple(ids), end if end is not None else stopped_at) for ids, end in zip(produced, ended)]

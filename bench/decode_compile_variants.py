@@ -1,0 +1,110 @@
+"""Which inductor options and which loop order make Loupe's compiled decode step fastest (issue: decode speed).
+
+    python3 bench/decode_compile_variants.py [--budget-s 300]      # on the GPU machine (an H200)
+
+Builds the 7B-class model of bench/llava_7b.py in GPU memory (random bf16 weights, nothing saved), then for
+each variant builds Loupe's own FastDecoder (FlexAttention decode, one row) with other inductor options,
+compiles it (timed), and decodes 256 greedy tokens after a 659-token text prompt twice (the best kept), next
+to the bandwidth limit measured in the same run. Variants:
+  base        the product's STEP_COMPILE_OPTIONS, the next step launched before a token is read (token_readback.py)
+  no_ahead    the same compiled step, each token read before the next step is launched (the loop before)
+  pdl_cdt     + programmatic dependent launch for Triton kernels + coordinate-descent tuning (gpt-fast's)
+  autotune    + max_autotune (GEMMs from cuBLAS or Triton templates, whichever is faster; epilogues fused)
+Each variant says whether its 256 tokens equal the base's. A variant that would not finish inside the
+budget is skipped and says so. Writes bench/results/decode_compile_variants_cuda.json after every variant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import llava_7b  # noqa: E402  (bench/, beside this script)
+import torch  # noqa: E402
+from decode_speed import copy_bandwidth_gbps, decoder_bytes  # noqa: E402
+from llava_7b import timed  # noqa: E402
+
+NEW_TOKENS = 256
+PROMPT = 659
+VARIANTS = {  # name: (inductor options beyond the product's, launch ahead, expected compile seconds)
+    "base": (None, True, 60),
+    "no_ahead": ("base", False, 0),
+    "pdl_cdt": ({"triton.enable_pdl": True, "coordinate_descent_tuning": True}, True, 90),
+    "autotune": ({"triton.enable_pdl": True, "coordinate_descent_tuning": True, "max_autotune": True}, True, 200),
+}
+
+
+def known(options: dict) -> dict:
+    """The options this torch's inductor has (an unknown key would fail the compile)."""
+    names = set(torch._inductor.config.get_config_copy())
+    return {key: value for key, value in options.items() if key in names}
+
+
+def decode_rate(fast, inputs: dict) -> tuple[float, torch.Tensor]:
+    """Tokens/s after the first token (best of two 256-token answers), and the tokens themselves."""
+    fast.generate(dict(inputs), 8, 1.005, set())
+    t1 = min(timed(lambda: fast.generate(dict(inputs), 1, 1.005, set())) for _ in range(2))
+    runs = [timed(lambda: fast.generate(dict(inputs), NEW_TOKENS, 1.005, set())) for _ in range(2)]
+    return (NEW_TOKENS - 1) / (min(runs) - t1), fast.generate(dict(inputs), NEW_TOKENS, 1.005, set())
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget-s", type=float, default=300)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    from core.models import demo_model
+    from core.models.decode_attention import DecodeAttention
+    from core.models.fast_decode import STEP_COMPILE_OPTIONS, FastDecoder
+
+    out = ROOT / "bench" / "results" / "decode_compile_variants_cuda.json"
+    result: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                    "hbm_GBps": round(copy_bandwidth_gbps(), 1), "product_options": STEP_COMPILE_OPTIONS,
+                    "new_tokens": NEW_TOKENS, "prompt_tokens": PROMPT, "variants": {}}
+    model = llava_7b.build_on_gpu(demo_model._build_tokenizer())
+    result["bytes_per_token_GB"] = round(decoder_bytes(model) / 1e9, 3)
+    limit = result["hbm_GBps"] / result["bytes_per_token_GB"]
+    result["bandwidth_limit_tok_s"] = round(limit, 1)
+    ids = torch.randint(10, 90000, (1, PROMPT), generator=torch.Generator().manual_seed(0)).cuda()
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    base_tokens = None
+    fast = None
+    for name, (extra, ahead, expected_s) in VARIANTS.items():
+        left = args.budget_s - (time.perf_counter() - started)
+        if left < expected_s + 20:
+            result["variants"][name] = {"skipped": f"time budget: {left:.0f} s left, needs about {expected_s + 20} s"}
+            continue
+        entry: dict = {"read_ahead": ahead}
+        try:
+            if extra != "base":
+                if fast is not None:
+                    fast.close()
+                options = known({**STEP_COMPILE_OPTIONS, **(extra or {})})
+                entry["options"] = options
+                fast = FastDecoder(model, 4096, attention=DecodeAttention.FLEX, compile_options=options)
+                entry["compile_s"] = round(fast.warm_up(), 1)
+            assert fast is not None
+            fast.read_ahead = ahead
+            rate, tokens = decode_rate(fast, inputs)
+            base_tokens = tokens if base_tokens is None else base_tokens
+            entry.update(decode_tok_s=round(rate, 2), pct_of_limit=round(100 * rate / limit, 1),
+                         ms_per_token=round(1e3 / rate, 3), same_tokens_as_base=bool(torch.equal(tokens, base_tokens)))
+        except Exception as exc:  # noqa: BLE001 - one variant failing keeps the others' figures
+            entry["error"] = f"{type(exc).__name__}: {exc}"[:600]
+        entry["done_at_s"] = round(time.perf_counter() - started, 1)
+        result["variants"][name] = entry
+        out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        print(json.dumps({name: entry}), flush=True)
+    rated = {k: v["decode_tok_s"] for k, v in result["variants"].items() if "decode_tok_s" in v}
+    result["best"] = max(rated, key=rated.__getitem__) if rated else None
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()
