@@ -71,6 +71,8 @@ def main() -> dict:
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--model-dir", default="/tmp/loupe-7b")
     parser.add_argument("--skip-hf-compile", action="store_true")
+    parser.add_argument("--rows", type=int, default=8, help="fast_decode_rows on the GPU (8 answers at once)")
+    parser.add_argument("--other-attention", action="store_true", help="also time the other decode attention")
     parser.add_argument("--out", default=None, help="JSON file (default bench/results/decode_speed_<cuda|cpu>.json)")
     args = parser.parse_args()
 
@@ -94,7 +96,7 @@ def main() -> dict:
         target = Path(args.model_dir)
         if not (target / "config.json").is_file():
             result["build_and_save_s"] = round(timed(lambda: build_7b(target)), 1)
-        settings = load_settings(model=str(target), device="cuda")
+        settings = load_settings(model=str(target), device="cuda", fast_decode_rows=args.rows)
     else:
         settings = load_settings(device="cpu")
     started = time.perf_counter()
@@ -146,7 +148,7 @@ def main() -> dict:
     result["gpu_busy_pct"] = result["decode_profile"]["device_busy_pct"]
     result["decode_attention"] = str(fast.attention)
     save()
-    if on_gpu:  # the other decode attention in the same run (core/models/decode_attention.py)
+    if on_gpu and args.other_attention:  # the other decode attention in the same run (decode_attention.py)
         result["other_attention"] = other_attention(model, inputs, fast, result["bandwidth_limit_tok_s"])
         save()
 
@@ -176,9 +178,14 @@ def main() -> dict:
     result["batch4_over_single"] = round(batched_s / single_s, 3)
     result["batch4_s"], result["batch1_s"] = round(batched_s, 3), round(single_s, 3)
     result["batch_rows"] = getattr(fast, "rows", 1)
-    result["concurrent8_throughput_over_single"] = None  # continuous batching in the scheduler: not built yet
-    result["concurrent8_min_stream_over_alone"] = None
     save()
+    if getattr(fast, "rows", 1) >= 8:  # continuous batching through the scheduler (bench/concurrent_decode.py)
+        from concurrent_decode import measure
+
+        result["concurrent"] = measure(engine, prepared, 8, NEW_TOKENS)
+        for key in ("concurrent8_throughput_over_single", "concurrent8_min_stream_over_alone"):
+            result[key] = result["concurrent"][key]
+        save()
 
     result.update(correctness(model, fast, inputs, on_gpu))
     save()

@@ -61,10 +61,9 @@ class Settings:
     max_new_tokens: int = 1024
     stream_timeout_s: float = 120.0  # the answer stream gives up if no token comes for this long
     fast_decode: bool = True  # static-cache compiled greedy decoding where the model allows (core/models/fast_decode.py)
-    # The fast path's decode attention: "sdpa" (masked SDPA over a bucket, measured on the H200) or "flex"
-    # (FlexAttention over each row's filled blocks: faster in the shared H200 probe, not yet run on a GPU inside
-    # Loupe; it becomes the default once bench/decode_speed.py has measured it there). core/models/decode_attention.py
-    decode_attention: str = "sdpa"
+    # The fast path's decode attention: "auto" (FlexAttention where the step is compiled on a GPU, masked SDPA on
+    # the CPU), "flex" or "sdpa". core/models/decode_attention.py says what each is and what was measured.
+    decode_attention: str = "auto"
     # Rows of the fast path's cache: prompts decoded together (Compare's templates, and questions from the queue
     # by continuous batching); each row holds its own KV cache. 1 until an H200 record shows the gain (on the
     # 2-core CPU the step's cost grows with rows); 4-8 on a GPU is the intended use.

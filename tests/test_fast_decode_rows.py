@@ -86,3 +86,10 @@ def test_a_fast_path_that_fails_to_build_leaves_the_model_answering(demo_model_d
     notes = " ".join(engine.backend.describe().notes)
     assert "off: it failed to build (RuntimeError: inductor could not compile the step); generate() answers" in notes
     assert _answer(engine)  # generate() answers
+
+
+def test_auto_attention_is_flex_only_where_the_step_is_compiled_on_a_gpu() -> None:
+    assert DecodeAttention.AUTO.resolved(compiled_on_cuda=True) is DecodeAttention.FLEX
+    assert DecodeAttention.AUTO.resolved(compiled_on_cuda=False) is DecodeAttention.SDPA
+    assert DecodeAttention.SDPA.resolved(compiled_on_cuda=True) is DecodeAttention.SDPA  # a choice is kept
+    assert DecodeAttention.FLEX.resolved(compiled_on_cuda=False) is DecodeAttention.FLEX

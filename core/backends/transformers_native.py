@@ -57,7 +57,7 @@ class TransformersBackend:
         stream_timeout_s: float = 120.0,
         fast_decode: bool = True,
         fast_decode_rows: int = 1,
-        decode_attention: str = "sdpa",
+        decode_attention: str = "auto",
         plan: ShardPlan | None = None,
         notes: tuple[str, ...] = (),
     ) -> None:

@@ -77,7 +77,7 @@ class XComposerBackend:
     max_images = 4
 
     def __init__(self, source: ModelSource, clearance: preflight.Clearance, *, max_images: int = 4,
-                 stream_timeout_s: float = 120.0, fast_decode: bool = True, decode_attention: str = "sdpa") -> None:
+                 stream_timeout_s: float = 120.0, fast_decode: bool = True, decode_attention: str = "auto") -> None:
         self.source = source
         self.clearance = clearance
         self.has_local_gpus = clearance.device == "cuda"

@@ -1,13 +1,15 @@
 """Attention for the fast path's decode step: one new query per row against that row's filled cache.
 
-Two kinds, the same arithmetic (chosen by the `decode_attention` setting; "sdpa" by default):
+Two kinds, the same arithmetic (chosen by the `decode_attention` setting; "auto" by default: flex where the
+step is compiled on a GPU, sdpa on the CPU):
 - "flex": FlexAttention's decoding kernel over a block mask that holds only the filled
   blocks of each row (`kv_idx <= pos[row]`), so a token reads what the row has written, never a fixed bucket.
   Measured on an H200 (7B-shaped, ../shared/gpu-runs/2026-12-01-h200/decode_attention_variants.json): 180.7
   tok/s against 162.2 for the masked SDPA over a 2048 bucket, whose 8 KV heads gave 132 SMs too few blocks.
   The block mask is built inside the compiled step from the positions (two tiny tensors), so one graph serves
   every length and there are no buckets to compile.
-  Not yet measured inside Loupe on a GPU (this session had no device time left), so not yet the default.
+  Inside Loupe on the H200 (bench/results/decode_compile_variants_cuda.json): 208.7 tok/s with the next step
+  launched before a token is read, 176.9 without; bench/results/decode_speed_cuda.json has the engine's run.
 - "sdpa": a masked scaled_dot_product_attention over a bucket of the cache, each KV group's query heads folded
   into the query-length axis (with a mask, enable_gqa falls back to the slow bf16 math kernel). The path
   measured on the H200 (155 tok/s, bench/results/decode_speed_cuda.json), and the CPU's (FlexAttention runs
@@ -25,21 +27,33 @@ FLEX_BLOCK = 128  # FlexAttention's KV block; the cache length is a multiple of 
 
 
 class DecodeAttention(StrEnum):
+    AUTO = "auto"
     FLEX = "flex"
     SDPA = "sdpa"
+
+    def resolved(self, compiled_on_cuda: bool) -> DecodeAttention:
+        """AUTO as the decoder runs it: flex where its step is compiled on a GPU, sdpa elsewhere (flex runs
+        unfused, op by op, when not compiled)."""
+        if self is not DecodeAttention.AUTO:
+            return self
+        return DecodeAttention.FLEX if compiled_on_cuda else DecodeAttention.SDPA
 
 
 class DecodeAttentionInputs:
     """What every layer's attention shares in one step: the mask (sdpa) or the block mask (flex)."""
 
-    def __init__(self, kind: DecodeAttention, max_len: int, device: torch.device) -> None:
+    def __init__(self, kind: DecodeAttention, max_len: int, device: torch.device, rows: int = 1) -> None:
         self.kind = kind
         self.max_len = max_len
         self.positions = torch.arange(max_len, device=device)
         self.block_ids = torch.arange(max_len // FLEX_BLOCK, device=device, dtype=torch.int32)
+        # Every row's list of blocks, written out: an expand() of block_ids (stride 0 across rows) reached the
+        # compiled FlexAttention kernel as is, and with more than one row it read out of bounds on an H200
+        # (an illegal memory access in the warm-up of the 4-row step, bench/results/gpu_tests_cuda.log).
+        self.row_blocks = self.block_ids.repeat(rows, 1).view(rows, 1, 1, -1).contiguous()
 
     def static_tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.positions, self.block_ids
+        return self.positions, self.block_ids, self.row_blocks
 
     def for_step(self, pos: torch.Tensor, bucket: int) -> object:
         """pos: [rows] positions of the new tokens (their K/V already written)."""
@@ -54,7 +68,7 @@ class DecodeAttentionInputs:
         def filled(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
             return kv_idx <= pos[b]
 
-        every = self.block_ids.view(1, 1, 1, blocks).expand(rows, 1, 1, blocks)
+        every = self.row_blocks[:rows]
         return BlockMask.from_kv_blocks(
             torch.ones(rows, 1, 1, dtype=torch.int32, device=pos.device),
             ((self.block_ids[None, :] + current[:, None]) % blocks).view(rows, 1, 1, blocks),  # `current` first

@@ -77,8 +77,9 @@ class FastDecoder:
         self.max_len = max_len
         self.rows = rows
         self.device = model.lm_head.weight.device
+        compiled_on_cuda = self.device.type == "cuda" and compile is not False
+        self.attention = (attention or DecodeAttention.AUTO).resolved(compiled_on_cuda)
         self.dtype = model.lm_head.weight.dtype
-        self.attention = attention or DecodeAttention.SDPA
         self.layers = []
         for layer in self.lm.layers:
             attn, mlp = layer.self_attn, layer.mlp
@@ -92,7 +93,7 @@ class FastDecoder:
         shape = (rows, self.n_kv, max_len, self.head_dim)
         self.k_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
         self.v_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.shared = DecodeAttentionInputs(self.attention, max_len, self.device)
+        self.shared = DecodeAttentionInputs(self.attention, max_len, self.device, rows)
         positions = self.shared.positions
         probe = torch.zeros(1, 1, device=self.device, dtype=self.dtype)
         cos, sin = self.lm.rotary_emb(probe, positions[None])
