@@ -290,8 +290,9 @@ def _gpu_oom(engine: Any, images: tuple[bytes, ...], generation: Any, history_di
     admit_all = Scheduler(backend, admission=False)
 
     class AdmitAllEngine(Engine):  # the same engine; its questions skip admission (see the module's docstring)
-        def submit(self, images: Any, question: str, generation: Any = None, *, session: str = "default") -> Any:
-            return admit_all.submit(self.build_query(images, question, generation), session=session)
+        def submit(self, images: Any, question: str, generation: Any = None, *, session: str = "default",
+                   history: Any = ()) -> Any:  # Engine.submit's signature, history included (what ask_and_record passes)
+            return admit_all.submit(self.build_query(images, question, generation, history), session=session)
 
     served = AdmitAllEngine(backend=backend, settings=engine.settings)
     store = HistoryStore(history_dir / "history.sqlite3")

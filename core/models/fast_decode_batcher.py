@@ -47,6 +47,28 @@ class _Request:
     error: BaseException | None = None
 
 
+class _Positions:
+    """Each row's next position, kept on the device: copying a host list into the step's input would make the
+    host wait for the GPU at every step (a blocking host-to-device copy), undoing the launch ahead. Rows that
+    hold no request advance too (clamped to the cache's end); their tokens are ignored and an admission resets
+    the row."""
+
+    def __init__(self, fast: FastDecoder) -> None:
+        self.start = torch.zeros(fast.rows, dtype=torch.long, device=fast.device)  # each row's prompt length
+        self.count = torch.zeros(fast.rows, dtype=torch.long, device=fast.device)  # steps launched for the row
+        self.last = fast.max_len - 1
+
+    def admit(self, row: int, length: int) -> None:
+        self.start[row] = length
+        self.count[row] = 0
+
+    def write_into(self, pos: torch.Tensor) -> None:
+        torch.clamp(self.start + self.count, max=self.last, out=pos)
+
+    def advance(self) -> None:
+        self.count += 1
+
+
 class ContinuousBatcher:
     """Runs `generate()` calls from many threads together on `fast`'s rows (see the module docstring)."""
 
@@ -92,7 +114,8 @@ class ContinuousBatcher:
         tokens = torch.zeros(fast.rows, dtype=torch.long, device=fast.device)
         penalty = torch.ones(fast.rows, 1, device=fast.device)
         pos = torch.zeros(fast.rows, dtype=torch.long, device=fast.device)
-        launched: list[int] = [0] * fast.rows  # steps launched for each row's request
+        launched: list[int] = [0] * fast.rows  # steps launched for each row's request (the host's count)
+        places = _Positions(fast)
         readback = TokenReadback(fast.device, fast.rows, fast.read_ahead)
         in_flight: tuple[object, list[_Request | None]] | None = None  # a launched step, not yet read
         while True:
@@ -109,9 +132,10 @@ class ContinuousBatcher:
                 if first is not None:
                     tokens[row] = first
                     rows[row], launched[row] = request, 0
+                    places.admit(row, request.length)
                     self._deliver(rows, row, int(first))
             # One step ahead (token_readback.py): launch the next step, then read the one before it.
-            launch = self._launch(rows, tokens, pos, penalty, launched, readback)
+            launch = self._launch(rows, tokens, pos, penalty, launched, readback, places)
             if launch is not None:
                 tokens = launch[0]
             if in_flight is not None:
@@ -124,7 +148,7 @@ class ContinuousBatcher:
                     in_flight = None
 
     def _launch(self, rows: list[_Request | None], tokens: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor,
-                launched: list[int], readback: TokenReadback
+                launched: list[int], readback: TokenReadback, places: _Positions
                 ) -> tuple[torch.Tensor, object, list[_Request | None]] | None:
         """Queue one step for every running row: the new tokens (on the device), their read handle and which
         request each row held at launch; None when no row runs or the step failed (its requests then ended)."""
@@ -133,9 +157,9 @@ class ContinuousBatcher:
         if not active:
             return None
         self.most_rows_at_once = max(self.most_rows_at_once, len(active))
-        positions = [min(held.length + launched[row], fast.max_len - 1) if held is not None else 0
-                     for row, held in enumerate(rows)]
-        pos.copy_(torch.tensor(positions))
+        furthest = max(min(held.length + launched[row], fast.max_len - 1) for row, held in enumerate(rows)
+                       if held is not None)
+        places.write_into(pos)
         # A lone answer (always in row 0: rows are filled from the first) takes the one-row step, also
         # compiled at load time, so one analyst alone pays nothing for the rows.
         width = 1 if active == [0] else fast.rows
@@ -143,13 +167,14 @@ class ContinuousBatcher:
             if fast.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
             stepped = fast._step(tokens[:width], pos[:width], penalty[:width],
-                                 fast.bucket_for(max(positions) + 1)).clone()
+                                 fast.bucket_for(furthest + 1)).clone()
         except Exception as exc:  # noqa: BLE001 - every request in the rows fails with it; the loop goes on
             for row in active:
                 self._end(rows, row, exc)
             return None
         for row in active:
             launched[row] += 1
+        places.advance()
         new_tokens = stepped if width == fast.rows else torch.cat([stepped, tokens[width:]])
         return new_tokens, readback.start(stepped), list(rows)
 

@@ -67,7 +67,8 @@ def _generate_rows(fast: FastDecoder, prompts: list[dict[str, Any]], max_new_tok
     budgets = [min(max_new_tokens, fast.max_len - length) for length in lengths]
     produced: list[list[int]] = [[] for _ in prompts]
     ended: list[float | None] = [None] * count
-    start = torch.tensor(lengths + [0] * (stepped - count), dtype=torch.long)
+    # On the device: a host tensor copied into the step's input would make the host wait for the GPU every step.
+    start = torch.tensor(lengths + [0] * (stepped - count), dtype=torch.long, device=fast.device)
     pos = torch.zeros(stepped, dtype=torch.long, device=fast.device)
     readback = TokenReadback(fast.device, stepped, fast.read_ahead)
 
@@ -75,9 +76,9 @@ def _generate_rows(fast: FastDecoder, prompts: list[dict[str, Any]], max_new_tok
         if fast.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
         # A row that ended keeps stepping (its tokens ignored) but never past its cache's last position.
-        positions = torch.clamp(start + step, max=fast.max_len - 1)
-        pos.copy_(positions)
-        return fast._step(tokens, pos, penalty, fast.bucket_for(int(positions.max()) + 1)).clone()
+        torch.clamp(start + step, max=fast.max_len - 1, out=pos)
+        furthest = min(max(lengths) + step, fast.max_len - 1)
+        return fast._step(tokens, pos, penalty, fast.bucket_for(furthest + 1)).clone()
 
     step = 0
     while True:
