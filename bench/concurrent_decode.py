@@ -86,6 +86,7 @@ def main() -> dict:
     parser.add_argument("--model", default="")
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
     quiet_libraries()
     on_gpu = torch.cuda.is_available()
@@ -96,7 +97,7 @@ def main() -> dict:
     image = engine.prepare_image(buffer.getvalue())
     result = {"device": torch.cuda.get_device_name(0) if on_gpu else "cpu", "model": engine.describe().name,
               "fast_status": engine.backend.fast_status, **measure(engine, image, args.rows, args.tokens)}
-    out = ROOT / "bench" / "results" / f"concurrent_decode_{'cuda' if on_gpu else 'cpu'}.json"
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"concurrent_decode_{'cuda' if on_gpu else 'cpu'}.json"
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(result))
     return result

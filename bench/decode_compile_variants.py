@@ -1,6 +1,7 @@
 """Which inductor options and which loop order make Loupe's compiled decode step fastest (issue: decode speed).
 
     python3 bench/decode_compile_variants.py [--budget-s 300]      # on the GPU machine (an H200)
+    python bench/decode_compile_variants.py --cpu                   # CI: the demo model, 16 tokens, not compiled
 
 Builds the 7B-class model of bench/llava_7b.py in GPU memory (random bf16 weights, nothing saved), then for
 each variant builds Loupe's own FastDecoder (FlexAttention decode, one row) with other inductor options,
@@ -45,37 +46,50 @@ def known(options: dict) -> dict:
     return {key: value for key, value in options.items() if key in names}
 
 
-def decode_rate(fast, inputs: dict) -> tuple[float, torch.Tensor]:
-    """Tokens/s after the first token (best of two 256-token answers), and the tokens themselves."""
+def decode_rate(fast, inputs: dict, new: int) -> tuple[float, torch.Tensor]:
+    """Tokens/s after the first token (best of two answers of `new` tokens), and the tokens themselves."""
     fast.generate(dict(inputs), 8, 1.005, set())
     t1 = min(timed(lambda: fast.generate(dict(inputs), 1, 1.005, set())) for _ in range(2))
-    runs = [timed(lambda: fast.generate(dict(inputs), NEW_TOKENS, 1.005, set())) for _ in range(2)]
-    return (NEW_TOKENS - 1) / (min(runs) - t1), fast.generate(dict(inputs), NEW_TOKENS, 1.005, set())
+    runs = [timed(lambda: fast.generate(dict(inputs), new, 1.005, set())) for _ in range(2)]
+    return (new - 1) / (min(runs) - t1), fast.generate(dict(inputs), new, 1.005, set())
 
 
 def main() -> dict:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--budget-s", type=float, default=300)
+    parser.add_argument("--budget-s", type=float, default=300)  # on the CPU, 300 s leaves room for a busy machine
+    parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    on_gpu = torch.cuda.is_available() and not args.cpu
+    new = NEW_TOKENS if on_gpu else 16
     started = time.perf_counter()
     from core.models import demo_model
     from core.models.decode_attention import DecodeAttention
     from core.models.fast_decode import STEP_COMPILE_OPTIONS, FastDecoder
 
-    out = ROOT / "bench" / "results" / "decode_compile_variants_cuda.json"
-    result: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                    "hbm_GBps": round(copy_bandwidth_gbps(), 1), "product_options": STEP_COMPILE_OPTIONS,
-                    "new_tokens": NEW_TOKENS, "prompt_tokens": PROMPT, "variants": {}}
-    model = llava_7b.build_on_gpu(demo_model._build_tokenizer())
-    result["bytes_per_token_GB"] = round(decoder_bytes(model) / 1e9, 3)
-    limit = result["hbm_GBps"] / result["bytes_per_token_GB"]
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / "decode_compile_variants_cuda.json"
+    result: dict = {"device": torch.cuda.get_device_name(0) if on_gpu else "cpu", "torch": torch.__version__,
+                    "product_options": STEP_COMPILE_OPTIONS, "new_tokens": new, "prompt_tokens": PROMPT,
+                    "variants": {}}
+    if on_gpu:
+        result["hbm_GBps"] = round(copy_bandwidth_gbps(), 1)
+        model = llava_7b.build_on_gpu(demo_model._build_tokenizer())
+    else:  # the plumbing only: the demo model, its step not compiled (the options are recorded, not applied)
+        from core.serving.engine import load_engine
+        from core.settings import load_settings
+
+        model = load_engine(load_settings(device="cpu")).backend.model
+    result["bytes_per_token_GB"] = round(decoder_bytes(model) / 1e9, 4)
+    limit = result.get("hbm_GBps", 0.0) / result["bytes_per_token_GB"]
     result["bandwidth_limit_tok_s"] = round(limit, 1)
-    ids = torch.randint(10, 90000, (1, PROMPT), generator=torch.Generator().manual_seed(0)).cuda()
+    vocab = model.lm_head.weight.shape[0]
+    ids = torch.randint(10, vocab, (1, PROMPT), generator=torch.Generator().manual_seed(0)).to(model.device)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     base_tokens = None
     fast = None
     for name, (extra, ahead, expected_s) in VARIANTS.items():
         left = args.budget_s - (time.perf_counter() - started)
+        expected_s = expected_s if on_gpu else 0  # nothing is compiled on the CPU
         if left < expected_s + 20:
             result["variants"][name] = {"skipped": f"time budget: {left:.0f} s left, needs about {expected_s + 20} s"}
             continue
@@ -86,13 +100,15 @@ def main() -> dict:
                     fast.close()
                 options = known({**STEP_COMPILE_OPTIONS, **(extra or {})})
                 entry["options"] = options
-                fast = FastDecoder(model, 4096, attention=DecodeAttention.FLEX, compile_options=options)
+                attention = DecodeAttention.FLEX if on_gpu else DecodeAttention.SDPA  # flex runs unfused on a CPU
+                fast = FastDecoder(model, 4096 if on_gpu else 1024, attention=attention,
+                                   compile=on_gpu, compile_options=options)
                 entry["compile_s"] = round(fast.warm_up(), 1)
             assert fast is not None
             fast.read_ahead = ahead
-            rate, tokens = decode_rate(fast, inputs)
+            rate, tokens = decode_rate(fast, inputs, new)
             base_tokens = tokens if base_tokens is None else base_tokens
-            entry.update(decode_tok_s=round(rate, 2), pct_of_limit=round(100 * rate / limit, 1),
+            entry.update(decode_tok_s=round(rate, 2), pct_of_limit=round(100 * rate / limit, 1) if limit else None,
                          ms_per_token=round(1e3 / rate, 3), same_tokens_as_base=bool(torch.equal(tokens, base_tokens)))
         except Exception as exc:  # noqa: BLE001 - one variant failing keeps the others' figures
             entry["error"] = f"{type(exc).__name__}: {exc}"[:600]
