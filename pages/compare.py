@@ -11,6 +11,7 @@ from core.inputs.images import ACCEPTED_FORMATS
 from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
 from dashboard.widgets.compare_matrix import show_diff, show_matrix
+from dashboard.widgets.core_text import core_text
 from dashboard.widgets.interface_language import t
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
@@ -101,7 +102,7 @@ with st.expander(t("compare.saved")):
                         engine, store, picked, images=images if on_images else None, session_id=session_id(),
                         remote=rerun_remote).group_id
             except LoupeError as exc:
-                st.error(markdown_text(exc))
+                st.error(core_text(exc))
     else:
         st.caption(t("compare.none_yet"))
 
@@ -116,7 +117,7 @@ if (group_id := st.session_state.get(GROUP_KEY)) is not None:
     except LoupeError as exc:  # a link to a comparison this history does not have
         del st.session_state[GROUP_KEY]
         st.query_params.pop(LINK_PARAM, None)
-        st.warning(markdown_text(exc))
+        st.warning(core_text(exc))
 if run is not None:
     st.subheader(t("compare.heading_rerun", id=run.group_id, rerun_of=run.rerun_of) if run.rerun_of
                  else t("compare.heading", id=run.group_id))

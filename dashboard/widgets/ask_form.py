@@ -35,6 +35,7 @@ from dashboard.widgets.conversation import (
     turns,
 )
 from dashboard.widgets.conversation import show as show_conversation
+from dashboard.widgets.core_text import core_text, notes_text
 from dashboard.widgets.interface_language import Markup, t
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
@@ -95,7 +96,7 @@ def _fill_box(page: str, template: Template | None, values: dict[str, str], limi
     try:
         filled = template.fill(values, max_chars=limit)
     except TemplateError as exc:
-        st.error(markdown_text(exc), icon=":material/edit_note:")  # may quote the analyst's field values
+        st.error(core_text(exc), icon=":material/edit_note:")  # may quote the analyst's field values
         return ""
     chat_input.prefill(page, template.id, filled)
     return filled
@@ -128,12 +129,12 @@ def _preview(engine: Engine, image: ImageUpload) -> ImageUpload:
     try:
         prepared = _prepare(image.data, image.name, settings.max_width, settings.max_pixels)
     except LoupeError as exc:
-        st.error(markdown_text(exc), icon=":material/broken_image:")
+        st.error(core_text(exc), icon=":material/broken_image:")
         return image
     st.image(prepared.image, caption=t("ask.as_model_sees", width=prepared.width, height=prepared.height))
     original = "×".join(map(str, prepared.original_size))
-    notes = "; ".join(prepared.notes) if prepared.notes else t("ask.nothing_changed", escape=str)
-    # The preparation notes are core's own sentences, drawn as they were before the interface was translated.
+    notes = notes_text(prepared.notes, prepared.note_messages) if prepared.notes else t("ask.nothing_changed")
+    # The preparation notes are core's own sentences in the analyst's language, their parameters escaped.
     st.caption(t("ask.sample_prepared" if samples.by_id(image.name) else "ask.upload_prepared",
                  format=prepared.source_format, size=original, notes=Markup(notes)))
     return replace(image, prepared=prepared)
@@ -167,7 +168,7 @@ def _generation(page: str, engine: Engine) -> GenerationSettings | None:
             **({"temperature": temperature, "top_p": top_p, "seed": int(seed)} if sample else {}),
         )
     except LoupeError as exc:
-        st.error(markdown_text(exc))
+        st.error(core_text(exc))
         return None
 
 
