@@ -78,9 +78,10 @@ class HistoryEntry:
         """
         if status is None:
             status = EntryStatus.ANSWERED if answer is not None else EntryStatus.FAILED
-        error_message = error.message if isinstance(error, LoupeError) else None
-        if isinstance(error, Message):  # a sentence core says without raising (a stop)
-            error, error_message = error.text, error
+        # a Message: a sentence core says without raising (a stop)
+        error_message = error.message if isinstance(error, LoupeError) else error if isinstance(error, Message) else None
+        if isinstance(error, Message):
+            error = error.text
         if isinstance(error, BaseException):
             error, error_type = str(error) or type(error).__name__, type(error).__name__
         timings: dict[str, float] = {} if elapsed_s is None else {"total": elapsed_s}
