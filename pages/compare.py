@@ -12,7 +12,7 @@ from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
 from dashboard.widgets.compare_matrix import show_diff, show_matrix
 from dashboard.widgets.core_text import core_text
-from dashboard.widgets.interface_language import t
+from dashboard.widgets.interface_language import current_language, t
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.remote_model import remote_choice, remote_engine
@@ -35,7 +35,7 @@ if remote is not None:
 templates = {t.id: t for t in load_templates()}
 left, right = st.columns(2, gap="large")
 with left:
-    titles = {s.id: s.title for s in samples.SAMPLES}
+    titles = {s.id: s.title_in(current_language()) for s in samples.SAMPLES}
     chosen_samples = st.multiselect(t("compare.sample_images"), list(titles), default=[samples.SAMPLES[2].id],
                                     format_func=titles.__getitem__, key="compare-samples")
     uploads = st.file_uploader(t("compare.or_upload"), type=UPLOAD_TYPES, accept_multiple_files=True,

@@ -36,7 +36,7 @@ from dashboard.widgets.conversation import (
 )
 from dashboard.widgets.conversation import show as show_conversation
 from dashboard.widgets.core_text import core_text, notes_text
-from dashboard.widgets.interface_language import Markup, t
+from dashboard.widgets.interface_language import Markup, current_language, t
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
@@ -114,11 +114,12 @@ def _image_picker(page: str, scenario: str, takes_video: bool) -> ImageUpload | 
         upload = st.file_uploader(label, type=kinds, key=f"{page}-upload", help=t("ask.upload_help") + video_help)
         return ImageUpload(upload.getvalue(), upload.name) if upload is not None else None
     choices = samples.for_scenario(scenario)
-    titles = {s.id: s.title for s in choices}
+    language = current_language()  # the titles looked up now: a format_func may also be called between runs
+    titles = {s.id: s.title_in(language) for s in choices}
     sample_id = st.selectbox(t("ask.sample_image"), list(titles), format_func=titles.__getitem__, key=f"{page}-sample")
     sample = samples.by_id(sample_id)
     assert sample is not None
-    st.caption(sample.description)
+    st.caption(sample.description_in(language))  # Loupe's own words (core/inputs/samples.py)
     return ImageUpload(sample.read(), sample.id)
 
 

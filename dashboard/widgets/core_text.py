@@ -47,6 +47,9 @@ def note_texts(notes: Sequence[str], messages: Sequence[Message],
     return [core_text(note, escape) for note in said]
 
 
-def notes_text(notes: Sequence[str], messages: Sequence[Message], escape: Callable[[object], str] = markdown_text) -> str:
-    """The notes as one line, joined as the analyst's language punctuates a list."""
-    return ("；" if current_language() == "zh" else "; ").join(note_texts(notes, messages, escape))
+def notes_text(notes: Sequence[str], messages: Sequence[Message]) -> str:
+    """The notes as one line of Markdown, joined as the analyst's language punctuates a list. In English they
+    are placed as they always were: Loupe's own sentences about sizes and orientations, not outside text."""
+    if current_language() == ENGLISH:
+        return "; ".join(notes)
+    return ("；" if current_language() == "zh" else "; ").join(note_texts(notes, messages))
