@@ -158,6 +158,7 @@ class ModelCard:
     is_demo: bool = False
     device_map_summary: str = ""
     notes: tuple[str, ...] = ()
+    note_messages: tuple[Message, ...] = ()  # those of the notes that carry an id (core/messages.py)
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,12 @@ def test_the_samples_are_named_and_described_in_chinese() -> None:
     assert any(c.startswith("手机拍的作业纸，横着存储（EXIF 方向 6）") for c in _captions(at))
     english = _page("education", "en")
     assert english.selectbox(key="education-sample").options[0] == "Homework photo: right triangle (几何作业)"
+
+
+def test_the_model_cards_notes_are_in_the_analysts_language() -> None:
+    chinese = [c.value for c in _page("playground", "zh").sidebar.caption]
+    assert any(c.startswith("快速解码：") for c in chinese), chinese
+    assert any(c.startswith("未检测到 GPU（") and c.endswith("）：在 CPU 上运行") for c in chinese), chinese
+    english = [c.value for c in _page("playground", "en").sidebar.caption]
+    assert any(c.startswith("fast decode: ") for c in english), english
+    assert not any("快速解码" in c for c in english)

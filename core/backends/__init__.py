@@ -47,6 +47,7 @@ def create_backend(settings: Settings, *, replacing: Backend | None = None) -> B
             device_map_summary=clearance.summary,
             plan=clearance.plan,
             notes=clearance.notes,
+            note_messages=clearance.note_messages,
             max_images=settings.max_images,
             stream_timeout_s=settings.stream_timeout_s,
             fast_decode=settings.fast_decode, fast_decode_rows=settings.fast_decode_rows,

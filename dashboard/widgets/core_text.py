@@ -41,10 +41,10 @@ def core_text_in(language: str, said: Message | LoupeError | str,
 
 def note_texts(notes: Sequence[str], messages: Sequence[Message],
                escape: Callable[[object], str] = markdown_text) -> list[str]:
-    """Image preparation notes in the analyst's language: from their messages, or the plain English `notes`
-    where the messages are not all there (a history row from before ids were kept)."""
-    said: Sequence[Message | str] = messages if len(messages) == len(notes) else notes
-    return [core_text(note, escape) for note in said]
+    """Notes (an image's preparation, a model card's) in the analyst's language: each from its message, found by
+    its English text; a note without one (said with no id, or kept before ids were) in English."""
+    by_text = {message.text: message for message in messages}
+    return [core_text(by_text.get(note, note), escape) for note in notes]
 
 
 def notes_text(notes: Sequence[str], messages: Sequence[Message]) -> str:
