@@ -111,3 +111,14 @@ def test_history_keeps_the_ids_of_an_error_and_of_the_notes(tmp_path: Path) -> N
         "按 EXIF 方向信息旋转 180°（方向 3）", "已缩小：40×20 → 30×15"]
     assert core_text_in("zh", back.error_message, str) == (
         "无法读取此文件：它不是 Loupe 支持的图片（支持 JPEG、PNG、WebP、BMP、GIF、TIFF）。")
+
+
+def test_a_refused_batch_upload_names_the_file_as_text_in_chinese() -> None:
+    from core.analysis import batch_input
+    from core.errors import BatchError
+    from core.serving.recorded_ask import ImageUpload
+
+    with pytest.raises(BatchError) as raised:
+        batch_input.collect([ImageUpload(b"PK\x03\x04 broken", "**shop**.zip")])
+    assert str(raised.value) == "“**shop**.zip” is not a zip archive, or it is damaged. Upload images or a .zip of images."
+    assert core_text_in("zh", raised.value) == "“\\*\\*shop\\*\\*.zip”不是 zip 压缩包，或已损坏。请上传图片，或一个图片 zip 包。"

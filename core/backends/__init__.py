@@ -4,8 +4,8 @@ Owns running a model: encoding a query once (base.EncodedQuery, encoding.py), th
 (with the fast decode path), the batched compare call, the XComposer backend, the remote OpenAI-compatible
 backend, generation threads (streaming.py), and building every backend's Answer from what it generated and
 the stage clock's readings (answer_builder.py). May import
-core.models, core.inputs, core.telemetry, core.records, core.errors and core.settings; never core.serving,
-core.analysis or core.history.
+core.models, core.inputs, core.telemetry, core.records, core.errors, core.messages and core.settings; never
+core.serving, core.analysis or core.history.
 """
 from __future__ import annotations
 
