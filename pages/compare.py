@@ -56,6 +56,7 @@ with right:
 images = [ImageUpload(samples.by_id(i).read(), i) for i in chosen_samples]
 images += [ImageUpload(u.getvalue(), u.name) for u in uploads or []]
 remote_model = None
+shown = ""  # a refusal of core's, in the analyst's language (core_text); else `problem` as it reads
 try:
     prompts = [compare.template_column(templates[i], max_chars=engine.settings.max_question_chars)
                for i in chosen_templates]
@@ -72,9 +73,9 @@ try:
         if not problem:
             remote_model, problem = remote_engine(engine.settings)
 except LoupeError as exc:
-    problem = str(exc)
+    problem, shown = str(exc), core_text(exc)
 if problem:
-    st.info(markdown_text(problem), icon=":material/info:")
+    st.info(shown or markdown_text(problem), icon=":material/info:")
 if st.button(t("compare.run"), type="primary", icon=":material/compare:", key="compare-run", disabled=bool(problem)):
     with st.spinner(t("compare.answering", count=len(images) * len(columns))):
         run = compare.compare(engine, store, images, columns, generation=generation, session_id=session_id(),
