@@ -1,8 +1,30 @@
-"""Loupe's typed errors. Every message is written for the analyst who will read it in the UI."""
+"""Loupe's typed errors. Every message is written for the analyst who will read it in the UI.
+
+An error raised with a Message (core/messages.py) keeps it: its str() is the English sentence, as always, and
+`message_id` / `params` let the dashboard say it in the analyst's language. One raised with plain text has no id
+(`message` None) and is shown as it is.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from core.messages import Message, ParamValue
 
 
 class LoupeError(Exception):
     """Base of every refusal Loupe makes on purpose; its message is shown as-is to the analyst."""
+
+    def __init__(self, message: str | Message = "") -> None:
+        super().__init__(str(message))
+        self.message = message if isinstance(message, Message) else None
+
+    @property
+    def message_id(self) -> str:
+        return self.message.message_id if self.message is not None else ""
+
+    @property
+    def params(self) -> Mapping[str, ParamValue]:
+        return self.message.params if self.message is not None else {}
 
 
 def is_refusal(error_type: str) -> bool:
@@ -76,7 +98,7 @@ class AdmissionError(QuestionError):
 class ApiRequestError(LoupeError):
     """A request body the API cannot use; `param` and `code` go into OpenAI's error shape."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_request") -> None:
+    def __init__(self, message: str | Message, *, param: str | None = None, code: str = "invalid_request") -> None:
         super().__init__(message)
         self.param = param
         self.code = code

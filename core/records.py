@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image
 
+from core.messages import Message
 from core.statuses import RequestStatus
 
 
@@ -22,6 +23,7 @@ class PreparedImage:
     sha256: str  # of the uploaded bytes, so history can find the same upload again
     prepare_s: float
     frames: int = 0  # frames of a video tiled into this one image (core/inputs/video.py); 0 for a still image
+    note_messages: tuple[Message, ...] = ()  # the notes with their ids (core/messages.py), for the dashboard
 
     @property
     def is_video(self) -> bool:
@@ -156,6 +158,7 @@ class ModelCard:
     is_demo: bool = False
     device_map_summary: str = ""
     notes: tuple[str, ...] = ()
+    note_messages: tuple[Message, ...] = ()  # those of the notes that carry an id (core/messages.py)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from core.errors import LoupeError
 from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
 from core.statuses import BatchStatus
+from dashboard.widgets.core_text import core_text
 from dashboard.widgets.display_time import display_time
 from dashboard.widgets.interface_language import Markup, outcome_word, t, verdict_word
 from dashboard.widgets.model_resource import get_history, require_engine
@@ -52,7 +53,7 @@ with st.container(border=True):
                                     generation=engine.default_generation(max_new_tokens=int(max_new)),
                                     max_question_chars=settings.max_question_chars)
         except LoupeError as exc:
-            st.error(markdown_text(exc), icon=":material/folder_off:")  # quotes file and member names
+            st.error(core_text(exc), icon=":material/folder_off:")  # quotes file and member names
         else:
             batch_runner.start(engine, store, batch_id)
             st.session_state[CURRENT] = batch_id

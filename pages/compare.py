@@ -11,7 +11,8 @@ from core.inputs.images import ACCEPTED_FORMATS
 from core.inputs.templates import load_templates
 from core.serving.recorded_ask import ImageUpload
 from dashboard.widgets.compare_matrix import show_diff, show_matrix
-from dashboard.widgets.interface_language import t
+from dashboard.widgets.core_text import core_text
+from dashboard.widgets.interface_language import current_language, t
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.remote_model import remote_choice, remote_engine
@@ -34,7 +35,7 @@ if remote is not None:
 templates = {t.id: t for t in load_templates()}
 left, right = st.columns(2, gap="large")
 with left:
-    titles = {s.id: s.title for s in samples.SAMPLES}
+    titles = {s.id: s.title_in(current_language()) for s in samples.SAMPLES}
     chosen_samples = st.multiselect(t("compare.sample_images"), list(titles), default=[samples.SAMPLES[2].id],
                                     format_func=titles.__getitem__, key="compare-samples")
     uploads = st.file_uploader(t("compare.or_upload"), type=UPLOAD_TYPES, accept_multiple_files=True,
@@ -55,6 +56,7 @@ with right:
 images = [ImageUpload(samples.by_id(i).read(), i) for i in chosen_samples]
 images += [ImageUpload(u.getvalue(), u.name) for u in uploads or []]
 remote_model = None
+shown = ""  # a refusal of core's, in the analyst's language (core_text); else `problem` as it reads
 try:
     prompts = [compare.template_column(templates[i], max_chars=engine.settings.max_question_chars)
                for i in chosen_templates]
@@ -71,9 +73,9 @@ try:
         if not problem:
             remote_model, problem = remote_engine(engine.settings)
 except LoupeError as exc:
-    problem = str(exc)
+    problem, shown = str(exc), core_text(exc)
 if problem:
-    st.info(markdown_text(problem), icon=":material/info:")
+    st.info(shown or markdown_text(problem), icon=":material/info:")
 if st.button(t("compare.run"), type="primary", icon=":material/compare:", key="compare-run", disabled=bool(problem)):
     with st.spinner(t("compare.answering", count=len(images) * len(columns))):
         run = compare.compare(engine, store, images, columns, generation=generation, session_id=session_id(),
@@ -101,7 +103,7 @@ with st.expander(t("compare.saved")):
                         engine, store, picked, images=images if on_images else None, session_id=session_id(),
                         remote=rerun_remote).group_id
             except LoupeError as exc:
-                st.error(markdown_text(exc))
+                st.error(core_text(exc))
     else:
         st.caption(t("compare.none_yet"))
 
@@ -116,7 +118,7 @@ if (group_id := st.session_state.get(GROUP_KEY)) is not None:
     except LoupeError as exc:  # a link to a comparison this history does not have
         del st.session_state[GROUP_KEY]
         st.query_params.pop(LINK_PARAM, None)
-        st.warning(markdown_text(exc))
+        st.warning(core_text(exc))
 if run is not None:
     st.subheader(t("compare.heading_rerun", id=run.group_id, rerun_of=run.rerun_of) if run.rerun_of
                  else t("compare.heading", id=run.group_id))

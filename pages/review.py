@@ -13,6 +13,7 @@ from core.errors import LoupeError
 from core.history import HistoryStore
 from core.inputs.moderation import UNPARSED
 from core.table_export import ExportTable
+from dashboard.widgets.core_text import core_text
 from dashboard.widgets.interface_language import Markup, override_reason_word, t, verdict_word
 from dashboard.widgets.key_shortcuts import bind_keys
 from dashboard.widgets.model_resource import get_history
@@ -80,7 +81,7 @@ def _save(item: ReviewItem, decision: str | None, reason: str, note: str) -> Non
         review.record(store, item.query_id, agree=decision == AGREE, label="" if decision == AGREE else decision or "",
                       reason=reason, note=note, reviewer=reviewer_identity())
     except LoupeError as exc:
-        st.error(markdown_text(exc))
+        st.error(core_text(exc))
         return
     if flt.reviewed is not False:  # an unreviewed queue moves on by itself: this item has left it
         st.session_state[position_key] = position + 1

@@ -76,7 +76,7 @@ def test_a_failing_migration_leaves_nothing_half_done(store: HistoryStore, monke
 # `sqlite3 .dump` of a database the code before issue 13 made (entries, then the analysis tables that
 # history_tables.ready() added), with one answered query; gzipped: it is the past, never edited.
 OLD_DATABASE = ROOT / "tests" / "fixtures" / "history_before_13.sql.gz"
-ADDED_AFTER_13 = ["m003_queue_time", "m104_conversation_turns"]  # migrations that database has not seen
+ADDED_AFTER_13 = ["m003_queue_time", "m104_conversation_turns", "m105_message_ids"]  # migrations that database has not seen
 
 
 def _schema(path: Path) -> dict[str, str]:
@@ -119,7 +119,7 @@ def test_an_old_database_without_the_analysis_tables_gets_only_those(tmp_path: P
     with closing(sqlite3.connect(old, isolation_level=None)) as db:
         db.execute("DELETE FROM _migrations WHERE name > 'm100'")
         assert migrations.apply(db) == ["m003_queue_time", "m101_compare_groups", "m102_batches", "m103_reviews",
-                                        "m104_conversation_turns"]
+                                        "m104_conversation_turns", "m105_message_ids"]
     assert _schema(old) == _schema(HistoryStore(tmp_path / "new.sqlite3").path)
 
 

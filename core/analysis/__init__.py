@@ -4,5 +4,5 @@ at most one per batch), and the word diff between two answers.
 
 Logic only: the rows they read and write, and every SQL statement, live in core.history. May import
 core.serving, core.backends (to describe a failure), core.inputs, core.history, core.records,
-core.statuses, core.settings and core.errors.
+core.statuses, core.settings, core.errors and core.messages.
 """

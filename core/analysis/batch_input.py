@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
+from core.analysis import batch_messages as said
 from core.errors import BatchError, ConfigError
 from core.inputs.images import ACCEPTED_FORMATS
 from core.serving.recorded_ask import ImageUpload
@@ -123,8 +124,7 @@ def _open_zip(upload: ImageUpload) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(io.BytesIO(upload.data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
-        raise BatchError(f"“{upload.name}” is not a zip archive, or it is damaged. Upload images or a .zip of "
-                         "images.") from None
+        raise BatchError(said.NOT_A_ZIP(name=upload.name)) from None
 
 
 def _check_archive(upload: ImageUpload, infos: list[zipfile.ZipInfo], limits: BatchLimits, unpacked: int,
@@ -135,35 +135,29 @@ def _check_archive(upload: ImageUpload, infos: list[zipfile.ZipInfo], limits: Ba
     unpacked size (999 one-megabyte members in a 1 MB zip were once all read before the image cap refused them).
     """
     if len(infos) > limits.max_entries:
-        raise BatchError(f"“{upload.name}” holds {len(infos)} names; a batch zip may hold at most "
-                         f"{limits.max_entries}.")
+        raise BatchError(said.TOO_MANY_NAMES(name=upload.name, count=len(infos), limit=limits.max_entries))
     # Counted by name, the way members are chosen for reading: each one named as an image would be read and
     # could be kept, so more than the limit is refused up front rather than found out after reading them.
     named = sum(1 for i in infos if not i.is_dir() and not _skip_reason(i))
     if images + named > limits.max_files:
-        earlier = f" (plus {images} from the other uploads)" if images else ""
-        raise BatchError(f"“{upload.name}” holds {named} images{earlier}; a batch takes at most "
-                         f"{limits.max_files} images (setting batch_max_files). Split it into several batches. "
-                         "Nothing was unpacked.")
+        raise BatchError(said.ZIP_TOO_MANY_WITH_EARLIER(name=upload.name, count=named, earlier=images,
+                                                        limit=limits.max_files) if images else
+                         said.ZIP_TOO_MANY_IMAGES(name=upload.name, count=named, limit=limits.max_files))
     for info in infos:
         if _unsafe(info.filename):
-            raise BatchError(f"“{upload.name}” contains the unsafe name “{info.filename}”, which points outside "
-                             "its folder. The whole zip was refused and nothing was extracted.")
+            raise BatchError(said.UNSAFE_NAME(name=upload.name, member=info.filename))
     declared = unpacked + sum(i.file_size for i in infos if not i.is_dir())
     if declared > limits.max_unpacked_bytes:
-        raise BatchError(f"“{upload.name}” would unpack to {_mb(declared)}; the limit is "
-                         f"{_mb(limits.max_unpacked_bytes)}. It may be a zip bomb; nothing was unpacked.")
+        raise BatchError(said.WOULD_UNPACK(name=upload.name, size=_mb(declared), limit=_mb(limits.max_unpacked_bytes)))
     # The archive as a whole, so that many members each under the per-member floor cannot add up to a bomb.
     members = declared - unpacked
     packed = sum(i.compress_size for i in infos if not i.is_dir())
     if members > limits.ratio_floor_bytes and members > limits.max_ratio * max(packed, 1):
-        raise BatchError(f"“{upload.name}” claims to unpack {_mb(members)} from {_mb(packed)} (more than "
-                         f"{limits.max_ratio:.0f}×): a zip bomb. Nothing was unpacked.")
+        raise BatchError(said.RATIO(name=upload.name, size=_mb(members), packed=_mb(packed), ratio=limits.max_ratio))
     for info in infos:
         if info.file_size > limits.ratio_floor_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise BatchError(f"“{upload.name}”: “{info.filename}” claims to unpack {_mb(info.file_size)} from "
-                             f"{info.compress_size} bytes (more than {limits.max_ratio:.0f}×): a zip bomb. "
-                             "Nothing was unpacked.")
+            raise BatchError(said.MEMBER_RATIO(name=upload.name, member=info.filename, size=_mb(info.file_size),
+                                               packed=info.compress_size, ratio=limits.max_ratio))
 
 
 def _read_zip(upload: ImageUpload, limits: BatchLimits, unpacked: int,
@@ -187,15 +181,13 @@ def _read_zip(upload: ImageUpload, limits: BatchLimits, unpacked: int,
                 skipped.append(SkippedFile(name, f"cannot be read from the zip ({exc})"))
                 continue
             if len(data) > info.file_size:
-                raise BatchError(f"“{upload.name}”: “{info.filename}” holds more than it declares: a zip bomb. "
-                                 "Nothing was kept.")
+                raise BatchError(said.MEMBER_OVERFLOW(name=upload.name, member=info.filename))
             unpacked += len(data)
             if unpacked > limits.max_unpacked_bytes:  # cannot happen with honest sizes; kept as the last guard
-                raise BatchError(f"“{upload.name}” unpacks to more than {_mb(limits.max_unpacked_bytes)}.")
+                raise BatchError(said.UNPACKS_MORE(name=upload.name, limit=_mb(limits.max_unpacked_bytes)))
             _add(name, data, images, skipped)
             if len(images) > limits.max_files:  # cannot happen after the count above; stops reading if it did
-                raise BatchError(f"“{upload.name}” holds more than {limits.max_files} images; a batch takes at "
-                                 f"most {limits.max_files}. Split it into several batches.")
+                raise BatchError(said.ZIP_OVER_FILES(name=upload.name, limit=limits.max_files))
     return unpacked
 
 
@@ -210,10 +202,10 @@ def collect(uploads: Sequence[ImageUpload], limits: BatchLimits | None = None) -
     """The images in `uploads` (images and .zip files; zips are walked, folders and all), or a BatchError."""
     limits = limits or BatchLimits()
     if not uploads:
-        raise BatchError("Upload images, or one zip of images, to start a batch.")
+        raise BatchError(said.NO_UPLOADS())
     total = sum(len(u.data) for u in uploads)
     if total > limits.max_upload_bytes:
-        raise BatchError(f"The uploads come to {_mb(total)}; a batch takes at most {_mb(limits.max_upload_bytes)}.")
+        raise BatchError(said.UPLOADS_TOO_BIG(size=_mb(total), limit=_mb(limits.max_upload_bytes)))
     images: list[BatchImage] = []
     skipped: list[SkippedFile] = []
     unpacked = 0
@@ -223,10 +215,9 @@ def collect(uploads: Sequence[ImageUpload], limits: BatchLimits | None = None) -
         else:
             _add(upload.name, upload.data, images, skipped)
         if len(images) > limits.max_files:
-            raise BatchError(f"The uploads hold more than {limits.max_files} images; a batch takes at most "
-                             f"{limits.max_files}. Split it into several batches.")
+            raise BatchError(said.UPLOADS_OVER_FILES(limit=limits.max_files))
     if not images:
         listed = ", ".join(f"{s.name} ({s.reason})" for s in skipped[:5]) or "nothing"
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        raise BatchError(f"No images were found: {listed}{more}.")
+        raise BatchError(said.NO_IMAGES(listed=listed + more))  # the files and their reasons, as listed
     return BatchInput(tuple(images), tuple(skipped))

@@ -30,6 +30,7 @@ from core.errors import HistoryError, LoupeError, QuestionError
 from core.history import HistoryEntry, HistoryStore, compare_groups, make_stamp
 from core.history.compare_groups import CompareGroupSummary
 from core.inputs.templates import Template, by_id
+from core.messages import MessageText
 from core.records import Answer, GenerationSettings, PreparedImage, Query
 from core.serving.engine import Engine
 from core.serving.recorded_ask import ImageUpload
@@ -39,6 +40,12 @@ MAX_IMAGES = 6
 LOCAL, REMOTE = "local", "remote"  # which model a column asks: the one loaded here, or the remote server's
 NO_REMOTE = ("No remote model is configured: set openai_base_url (in loupe.toml, or LOUPE_OPENAI_BASE_URL) to an "
              "OpenAI-compatible server, e.g. http://127.0.0.1:23333/v1, and reload the page.")
+COLUMNS_RANGE = MessageText("compare.columns_range", "Choose between 1 and {limit} templates or prompts (got {count}).")
+IMAGES_RANGE = MessageText("compare.images_range", "Choose between 1 and {limit} images (got {count}).")
+TOO_FEW_ANSWERS = MessageText("compare.too_few_answers",
+                              "A comparison needs at least two answers: 2 or more prompts, or 2 or more images.")
+IMAGE_NOT_KEPT = MessageText("compare.image_not_kept", "The image “{name}” of comparison #{group_id} was not kept; "
+                                                       "choose images to re-run it on.")
 __all__ = ["LOCAL", "MAX_COLUMNS", "MAX_IMAGES", "NO_REMOTE", "PAGE", "REMOTE", "CompareCell", "CompareColumn",
            "CompareRun", "check_shape", "compare", "list_groups", "load_group", "rerun_group", "template_column"]
 
@@ -92,11 +99,11 @@ def template_column(template: Template, values: dict[str, str] | None = None, *,
 
 def check_shape(images: int, columns: int) -> None:
     if not 1 <= columns <= MAX_COLUMNS:
-        raise QuestionError(f"Choose between 1 and {MAX_COLUMNS} templates or prompts (got {columns}).")
+        raise QuestionError(COLUMNS_RANGE(limit=MAX_COLUMNS, count=columns))
     if not 1 <= images <= MAX_IMAGES:
-        raise QuestionError(f"Choose between 1 and {MAX_IMAGES} images (got {images}).")
+        raise QuestionError(IMAGES_RANGE(limit=MAX_IMAGES, count=images))
     if images * columns < 2:
-        raise QuestionError("A comparison needs at least two answers: 2 or more prompts, or 2 or more images.")
+        raise QuestionError(TOO_FEW_ANSWERS())
 
 
 def _engines(engine: Engine, remote: Engine | None, columns: Sequence[CompareColumn]) -> dict[str, Engine]:
@@ -234,8 +241,7 @@ def rerun_group(engine: Engine, store: HistoryStore, group_id: int, *, images: S
         for image in spec["images"]:
             stored = store.image(image["sha256"])
             if stored is None:
-                raise HistoryError(f"The image “{image['name']}” of comparison #{group_id} was not kept; "
-                                   "choose images to re-run it on.")
+                raise HistoryError(IMAGE_NOT_KEPT(name=image["name"], group_id=group_id))
             found.append(ImageUpload(stored.data, image["name"]))
         images = found
     generation = GenerationSettings(**spec["generation"])

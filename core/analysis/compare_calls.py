@@ -53,4 +53,5 @@ def cell_entry(session_id: str, question: str, template: Any, upload: ImageUploa
         template_id=template.id if template else "", template_hash=template.text_hash if template else "",
         image_hashes=(prepared.sha256 if prepared else sha256(upload.data),),
         image_notes=prepared.notes if prepared else (), verdict=verdict, stamp=stamp,
+        image_note_messages=prepared.note_messages if prepared else (),
     )

@@ -27,8 +27,13 @@ from core.errors import HistoryError, ReviewError
 from core.history import HistoryStore, now_utc, reviews
 from core.history.reviews import Review, ReviewedResult, ReviewFilter
 from core.inputs.moderation import STATUSES, UNPARSED, Verdict
+from core.messages import MessageText
 
 LABELS = STATUSES  # what a reviewer may decide: pass | needs_review | reject
+NOT_MODERATION = MessageText("review.not_moderation", "History entry #{entry_id} is not a moderation result.")
+NOTHING_TO_AGREE = MessageText("review.nothing_to_agree", "The model's answer could not be read, so there is no verdict "
+                                                          "to agree with: choose pass, needs review or reject.")
+CHOOSE_LABEL = MessageText("review.choose_label", "Choose a label to override with: {labels}.")
 REASONS = ("missed a violation", "flagged a compliant image", "wrong severity", "model output unreadable",
            "wrong checklist item", "other")
 PAGE_SIZE = 20
@@ -111,7 +116,7 @@ def template_ids(store: HistoryStore) -> list[str]:
 def get(store: HistoryStore, query_id: int) -> ReviewItem:
     found = reviews.result(store, query_id)
     if found is None:
-        raise HistoryError(f"History entry #{query_id} is not a moderation result.")
+        raise HistoryError(NOT_MODERATION(entry_id=query_id))
     return _item(found)
 
 
@@ -121,11 +126,10 @@ def record(store: HistoryStore, query_id: int, *, agree: bool, label: str = "", 
     verdict = get(store, query_id).verdict.status
     if agree:
         if verdict == UNPARSED:
-            raise ReviewError("The model's answer could not be read, so there is no verdict to agree with: "
-                              "choose pass, needs review or reject.")
+            raise ReviewError(NOTHING_TO_AGREE())
         label = verdict
     elif label not in LABELS:
-        raise ReviewError(f"Choose a label to override with: {', '.join(LABELS)}.")
+        raise ReviewError(CHOOSE_LABEL(labels=", ".join(LABELS)))
     agreed = label == verdict
     review = Review(query_id, verdict, label, agreed, "" if agreed else reason.strip(), note.strip(),
                     reviewer.strip(), now_utc())

@@ -4,8 +4,8 @@ Owns running a model: encoding a query once (base.EncodedQuery, encoding.py), th
 (with the fast decode path), the batched compare call, the XComposer backend, the remote OpenAI-compatible
 backend, generation threads (streaming.py), and building every backend's Answer from what it generated and
 the stage clock's readings (answer_builder.py). May import
-core.models, core.inputs, core.telemetry, core.records, core.errors and core.settings; never core.serving,
-core.analysis or core.history.
+core.models, core.inputs, core.telemetry, core.records, core.errors, core.messages and core.settings; never
+core.serving, core.analysis or core.history.
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def create_backend(settings: Settings, *, replacing: Backend | None = None) -> B
             device_map_summary=clearance.summary,
             plan=clearance.plan,
             notes=clearance.notes,
+            note_messages=clearance.note_messages,
             max_images=settings.max_images,
             stream_timeout_s=settings.stream_timeout_s,
             fast_decode=settings.fast_decode, fast_decode_rows=settings.fast_decode_rows,

@@ -56,11 +56,13 @@ from core.backends.remote_request import RemoteRequest, build_request
 from core.backends.remote_stream import Cancel, StreamState
 from core.backends.streaming import AnswerStream, GenerationThread, TextQueue
 from core.errors import GenerationError, ModelError
+from core.messages import MessageText
 from core.models.load_progress import LoadProgress, ProgressCallback
 from core.records import Answer, ModelCard, Query
 from core.telemetry.markers import StageReadings
 
 HEALTH_TIMEOUT_S = 5.0
+REMOTE_NOTE = MessageText("model.remote", "answers come from {url}; no GPU charts for a remote model")
 
 
 class OpenAIRemoteBackend:
@@ -143,11 +145,13 @@ class OpenAIRemoteBackend:
 
     def describe(self) -> ModelCard:
         host = urlparse(self.base_url).netloc or self.base_url
-        notes = [f"answers come from {self.base_url}; no GPU charts for a remote model"]
+        remote = REMOTE_NOTE(url=self.base_url)
+        notes = [remote.text]
         if self.served:
             notes.append("the server serves: " + "; ".join(m.describe() for m in self.served))
         return ModelCard(name=self.model_id, backend=self.name, dtype="remote", attn_implementation="remote",
-                         device="remote", device_map_summary=f"remote server {host}", notes=tuple(notes))
+                         device="remote", device_map_summary=f"remote server {host}", notes=tuple(notes),
+                         note_messages=(remote,))
 
     def remote_health(self) -> RemoteHealth:
         """One quick look at the server (its /v1/models), for Loupe's /health."""

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.errors import ModelError
+from core.messages import MessageText
 
 if TYPE_CHECKING:
     from transformers import ProcessorMixin
 
     from core.models.fast_decode_support import GenerativeModel
 
+FAST_DECODE_NOTE = MessageText("model.fast_decode", "fast decode: {status}")  # the model card's line; status as found
 
 @dataclass(frozen=True)
 class Runtime:

@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.errors import GenerationError, LoupeError, OutOfMemoryError
+from core.messages import MessageText
 from core.records import Answer
+
+_FEWER = "Try a smaller image, a shorter question or fewer new tokens; the model is still loaded."
+GPU_OUT_OF_MEMORY = MessageText("generation.gpu_out_of_memory", "The GPU ran out of memory while answering. " + _FEWER)
+HOST_OUT_OF_MEMORY = MessageText("generation.host_out_of_memory",
+                                 "The machine ran out of memory while answering. " + _FEWER)
+FAILED = MessageText("generation.failed", "Generation failed ({kind}: {reason}). The model is still loaded; try again.")
+STALLED = MessageText("generation.stalled", "The model produced nothing for {seconds:.0f} s and the question was "
+                                            "stopped. The model is still loaded; try again or lower max new tokens.")
 
 
 class PieceQueue(Protocol):
@@ -89,16 +98,10 @@ def describe_failure(error: BaseException) -> LoupeError:
         return error
     name = type(error).__name__
     if "OutOfMemory" in name or "out of memory" in str(error).lower():
-        return OutOfMemoryError(
-            "The GPU ran out of memory while answering. Try a smaller image, a shorter question "
-            "or fewer new tokens; the model is still loaded."
-        )
+        return OutOfMemoryError(GPU_OUT_OF_MEMORY())
     if isinstance(error, MemoryError) or "can't allocate memory" in str(error):  # host RAM (torch's CPU allocator)
-        return OutOfMemoryError(
-            "The machine ran out of memory while answering. Try a smaller image, a shorter question "
-            "or fewer new tokens; the model is still loaded."
-        )
-    return GenerationError(f"Generation failed ({name}: {error}). The model is still loaded; try again.")
+        return OutOfMemoryError(HOST_OUT_OF_MEMORY())
+    return GenerationError(FAILED(kind=name, reason=str(error)))
 
 
 class Drainable:
@@ -153,10 +156,7 @@ class AnswerStream(Drainable):
         except queue.Empty:
             self._cancel.set()
             timeout = self._thread.streamer.timeout
-            raise GenerationError(
-                f"The model produced nothing for {timeout:.0f} s and the question was stopped. "
-                "The model is still loaded; try again or lower max new tokens."
-            ) from None
+            raise GenerationError(STALLED(seconds=timeout or 0.0)) from None
         finally:
             # Reached on normal end, error, and when the reader abandons the generator early.
             if self.answer is None and self._thread.error is None and self._thread.finished_at is None:

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 from core.backends import encoding
 from core.backends.answer_builder import Generated, build_answer
 from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
-from core.backends.runtime import LoadedModel, choose_runtime, give_back_gpu_memory
+from core.backends.runtime import FAST_DECODE_NOTE, LoadedModel, choose_runtime, give_back_gpu_memory
 from core.backends.stage_clocks import FirstTokenMark, find_vision_module
 from core.backends.streaming import AnswerStream, GenerationThread
 from core.backends.token_streaming import CancelCriteria, TimedStreamer
 from core.errors import ModelError
+from core.messages import Message
 from core.models import load_progress
 from core.models.load_progress import LoadProgress, ProgressCallback
 from core.models.model_source import ModelSource
@@ -60,10 +61,11 @@ class TransformersBackend:
         decode_attention: str = "auto",
         plan: ShardPlan | None = None,
         notes: tuple[str, ...] = (),
+        note_messages: tuple[Message, ...] = (),
     ) -> None:
         self.source = source
         self._plan = plan  # the pre-flight plan: load progress is reported against it
-        self._notes = notes
+        self._notes, self._note_messages = notes, note_messages
         self.runtime = choose_runtime(device)
         self.has_local_gpus = self.runtime.device == "cuda"
         self.max_images = max_images
@@ -152,6 +154,7 @@ class TransformersBackend:
         give_back_gpu_memory()
 
     def describe(self) -> ModelCard:
+        fast = FAST_DECODE_NOTE(status=self.fast_status)
         return ModelCard(
             name=self.source.name,
             backend=self.name,
@@ -160,8 +163,8 @@ class TransformersBackend:
             device=self.runtime.device,
             is_demo=self.source.is_demo,
             device_map_summary=self._device_map_summary or self.runtime.device,
-            notes=tuple(dict.fromkeys(n for n in (self.runtime.note, *self._notes, f"fast decode: {self.fast_status}")
-                                      if n)),
+            notes=tuple(dict.fromkeys(n for n in (self.runtime.note, *self._notes, fast.text) if n)),
+            note_messages=(*self._note_messages, fast),
         )
 
     # -- answer ----------------------------------------------------------------------------------

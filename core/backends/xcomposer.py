@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from core.backends.answer_builder import Generated, build_answer
 from core.backends.base import EncodedQuery, refuse_what_it_cannot_take
-from core.backends.runtime import give_back_gpu_memory
+from core.backends.runtime import FAST_DECODE_NOTE, give_back_gpu_memory
 from core.backends.stage_clocks import FirstTokenMark
 from core.backends.streaming import AnswerStream, GenerationThread
 from core.backends.token_streaming import CancelCriteria, TimedStreamer
@@ -148,12 +148,13 @@ class XComposerBackend:
         give_back_gpu_memory()  # the one way a model's GPU memory goes back (core/backends/runtime.py)
 
     def describe(self) -> ModelCard:
-        notes = (*self.clearance.notes, f"fast decode: {self.fast_status}",
+        fast = FAST_DECODE_NOTE(status=self.fast_status)
+        notes = (*self.clearance.notes, fast.text,
                  *((f"weights not part of XComposer2.5 skipped: {len(self.skipped)}",) if self.skipped else ()))
         return ModelCard(
             name=self.source.name, backend=self.name, dtype=self.clearance.dtype, attn_implementation="sdpa",
             device=self.clearance.device, is_demo=False, device_map_summary=self.clearance.summary,
-            notes=tuple(dict.fromkeys(notes)),
+            notes=tuple(dict.fromkeys(notes)), note_messages=(*self.clearance.note_messages, fast),
         )
 
     # -- answer ----------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core.errors import LoupeError
+from core.messages import Message
 from core.records import Answer
 from core.statuses import EntryStatus
 
@@ -46,6 +48,13 @@ class HistoryEntry:
     stamp: dict[str, Any] = field(default_factory=dict)  # ReproStamp.to_json()
     rerun_of: int | None = None
     conversation_id: str = ""  # the page conversation this turn belongs to ('' = a question on its own)
+    error_message: Message | None = None  # `error` with its id and parameters, when core's sentence has one
+    image_note_messages: tuple[Message, ...] = ()  # `image_notes` with their ids (core/messages.py)
+
+    def message_ids_json(self) -> dict[str, Any]:
+        """The `message_ids` column: the error's and the notes' ids and parameters."""
+        return {"error": self.error_message.to_json() if self.error_message else None,
+                "image_notes": [note.to_json() for note in self.image_note_messages]}
 
     @property
     def created(self) -> dt.datetime:
@@ -53,12 +62,13 @@ class HistoryEntry:
 
     @classmethod
     def from_answer(cls, answer: Answer | None, *, session_id: str, page: str, question: str,
-                    status: EntryStatus | None = None, text: str | None = None, error: BaseException | str = "",
+                    status: EntryStatus | None = None, text: str | None = None,
+                    error: BaseException | Message | str = "",
                     error_type: str = "", elapsed_s: float | None = None, created_at: str = "",
                     template_id: str = "", template_hash: str = "", image_hashes: tuple[str, ...] = (),
                     image_notes: tuple[str, ...] = (), verdict: ParsedVerdict | None = None,
                     stamp: dict[str, Any] | None = None, rerun_of: int | None = None,
-                    conversation_id: str = "") -> HistoryEntry:
+                    conversation_id: str = "", image_note_messages: tuple[Message, ...] = ()) -> HistoryEntry:
         """The entry for one asked question: its Answer, or (answer None) what failed or was cut short.
 
         `status` defaults to answered with an answer, failed without; `text` (the partial text of a failure
@@ -68,6 +78,10 @@ class HistoryEntry:
         """
         if status is None:
             status = EntryStatus.ANSWERED if answer is not None else EntryStatus.FAILED
+        # a Message: a sentence core says without raising (a stop)
+        error_message = error.message if isinstance(error, LoupeError) else error if isinstance(error, Message) else None
+        if isinstance(error, Message):
+            error = error.text
         if isinstance(error, BaseException):
             error, error_type = str(error) or type(error).__name__, type(error).__name__
         timings: dict[str, float] = {} if elapsed_s is None else {"total": elapsed_s}
@@ -87,7 +101,8 @@ class HistoryEntry:
             tokens_per_s=answer.tokens_per_s if answer else 0.0, timings=timings,
             peak_memory_gb=dict(answer.peak_memory_gb) if answer else {}, error=error, error_type=error_type,
             verdict=verdict.status if verdict else "", verdict_detail=verdict.to_json() if verdict else {},
-            stamp=stamp or {}, rerun_of=rerun_of, conversation_id=conversation_id,
+            stamp=stamp or {}, rerun_of=rerun_of, conversation_id=conversation_id, error_message=error_message,
+            image_note_messages=image_note_messages,
         )
 
 

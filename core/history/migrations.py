@@ -3,7 +3,8 @@
 As in simonw/llm: each migration is a function `mNNN_what(db)`, registered in MIGRATIONS in order; the
 names of those already applied live in the `_migrations` table, so opening a database (HistoryStore)
 runs only the new ones, each in its own transaction. This is the one list: entries (m001-m003) and the
-analysis tables (m101-m103), conversations (m104). Never edit or rename a released migration: add the next number.
+analysis tables (m101-m103), conversations (m104), message ids (m105). Never edit or rename a released
+migration: add the next number.
 """
 from __future__ import annotations
 
@@ -171,6 +172,13 @@ def m104_conversation_turns(db: sqlite3.Connection) -> None:
     """A page's conversation: its turns are the rows with the same conversation_id ('' = a single question)."""
     db.execute("ALTER TABLE queries ADD COLUMN conversation_id TEXT NOT NULL DEFAULT ''")
     db.execute("CREATE INDEX idx_queries_conversation ON queries (conversation_id, id)")
+
+
+@migration
+def m105_message_ids(db: sqlite3.Connection) -> None:
+    """The ids and parameters of the error's and the image notes' sentences (core/messages.py), so the dashboard
+    can show them in the analyst's language: {"error": Message JSON, "image_notes": [Message JSON, ...]}."""
+    db.execute("ALTER TABLE queries ADD COLUMN message_ids TEXT NOT NULL DEFAULT '{}'")
 
 
 def apply(db: sqlite3.Connection) -> list[str]:

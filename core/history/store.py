@@ -24,6 +24,7 @@ from PIL import Image
 
 from core.history import migrations
 from core.history.entry import HistoryEntry, StoredImage
+from core.messages import Message
 from core.records import PreparedImage
 from core.statuses import EntryStatus
 
@@ -115,8 +116,15 @@ def entry_from_row(row: sqlite3.Row) -> HistoryEntry:
         timings=data["timings"],
         peak_memory_gb=data["peak_memory_gb"], error=data["error"], error_type=data["error_type"],
         verdict=data["verdict"], verdict_detail=data["verdict_detail"], stamp=data["stamp"], rerun_of=data["rerun_of"],
-        conversation_id=data["conversation_id"],
+        conversation_id=data["conversation_id"], **_messages(json.loads(data["message_ids"])),
     )
+
+
+def _messages(column: dict[str, Any]) -> dict[str, Any]:
+    """An entry's error_message and image_note_messages from its `message_ids` column ({} on older rows)."""
+    error = column.get("error")
+    return {"error_message": Message.from_json(error) if error else None,
+            "image_note_messages": tuple(Message.from_json(note) for note in column.get("image_notes", ()))}
 
 
 def _columns(entry: HistoryEntry) -> dict[str, Any]:
@@ -129,6 +137,7 @@ def _columns(entry: HistoryEntry) -> dict[str, Any]:
         "total_s": float(entry.timings.get("total", 0.0)), "queue_s": entry.timings.get("queue"),  # None: unmeasured
         "error": entry.error, "error_type": entry.error_type,
         "verdict": entry.verdict, "rerun_of": entry.rerun_of, "conversation_id": entry.conversation_id,
+        "message_ids": json.dumps(entry.message_ids_json(), ensure_ascii=False),
     }
     for column in JSON_COLUMNS:
         value = getattr(entry, column)

@@ -4,6 +4,6 @@ a conversation (conversation.py), prompt templates (data in assets/templates/) a
 moderation, the reader of what a moderation template asks the model for (answer text → Verdict, pure text
 work, so history, serving and analysis can all use it).
 
-Owns turning outside bytes and text into validated records. May import core.errors, core.records,
-core.statuses and core.settings only: nothing here loads torch or a model.
+Owns turning outside bytes and text into validated records. May import core.errors, core.messages,
+core.records, core.statuses and core.settings only: nothing here loads torch or a model.
 """

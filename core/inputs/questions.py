@@ -10,11 +10,18 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from core.errors import QuestionError
+from core.messages import MessageText
 from core.records import GenerationSettings, PreparedImage, Query, Turn
 from core.settings import Settings
 
 DEFAULT_MAX_CHARS = 200
 DEFAULT_MAX_IMAGES = 4
+
+EMPTY = MessageText("question.empty", "The question is empty. Type what you want to know about the image.")
+TOO_LONG = MessageText("question.too_long", "The question is {length} characters long; the limit is {limit}. "
+                                            "Shorten it or split it into several questions.")
+TOO_MANY_IMAGES = MessageText("question.too_many_images",
+                              "{count} images were given; a question can carry at most {limit}.")
 
 Source = TypeVar("Source")  # what an image is before it is prepared: upload bytes, a file path, ...
 
@@ -28,19 +35,16 @@ def validate(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     """Strip the question and check its length in Unicode characters (a Chinese '，' counts 1)."""
     question = (text or "").strip()
     if not question:
-        raise QuestionError("The question is empty. Type what you want to know about the image.")
+        raise QuestionError(EMPTY())
     length = char_count(question)
     if length > max_chars:
-        raise QuestionError(
-            f"The question is {length} characters long; the limit is {max_chars}. "
-            "Shorten it or split it into several questions."
-        )
+        raise QuestionError(TOO_LONG(length=length, limit=max_chars))
     return question
 
 
 def check_image_count(count: int, *, max_images: int = DEFAULT_MAX_IMAGES) -> None:
     if count > max_images:
-        raise QuestionError(f"{count} images were given; a question can carry at most {max_images}.")
+        raise QuestionError(TOO_MANY_IMAGES(count=count, limit=max_images))
 
 
 def default_generation(settings: Settings, **changes: object) -> GenerationSettings:

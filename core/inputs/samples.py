@@ -19,13 +19,22 @@ SAMPLES_DIR = ASSETS_DIR / "samples"
 
 @dataclass(frozen=True)
 class Sample:
-    """One generated sample image: its file, the scenario it belongs to and what it shows."""
+    """One generated sample image: its file, the scenario it belongs to and what it shows, in English and in
+    Chinese (the dashboard picks by the analyst's language; core itself speaks English)."""
 
     id: str
     file: str
     scenario: str
     title: str
     description: str
+    zh_title: str
+    zh_description: str
+
+    def title_in(self, language: str) -> str:
+        return self.zh_title if language == "zh" else self.title
+
+    def description_in(self, language: str) -> str:
+        return self.zh_description if language == "zh" else self.description
 
     @property
     def path(self) -> Path:
@@ -37,13 +46,18 @@ class Sample:
 
 SAMPLES = (
     Sample("document-table", "document_table.png", "documents", "Document screenshot: sales table (销售报表)",
-           "A PDF page screenshot: title, a 5×5 table of regional sales with totals, a signature bottom right."),
+           "A PDF page screenshot: title, a 5×5 table of regional sales with totals, a signature bottom right.",
+           "文档截图：销售报表", "PDF 页面截图：标题、一张 5×5 的各地区销售表（含合计），右下角有签名。"),
     Sample("homework-geometry", "homework_geometry.jpg", "education", "Homework photo: right triangle (几何作业)",
            "A phone photo of a worksheet, stored sideways (EXIF 6): printed geometry problem, handwritten "
-           "working, and a teacher's red mark on 32÷8."),
+           "working, and a teacher's red mark on 32÷8.",
+           "作业照片：直角三角形",
+           "手机拍的作业纸，横着存储（EXIF 方向 6）：印刷的几何题、手写的解题过程，老师在 32÷8 处画了红笔标记。"),
     Sample("product-router", "product_router.jpg", "moderation", "Product photo: router box (路由器商品图)",
            "A 1920×1080 product shot of a router box: brand, model label, WAN/LAN ports, a price tag and "
-           "the claims “全网最便宜” and “销量第一”."),
+           "the claims “全网最便宜” and “销量第一”.",
+           "商品图：路由器包装盒",
+           "1920×1080 的路由器包装盒商品图：品牌、型号标签、WAN/LAN 网口、价签，以及“全网最便宜”“销量第一”的宣传语。"),
 )
 
 

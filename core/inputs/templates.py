@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import TemplateError
+from core.messages import MessageText
 from core.settings import ASSETS_DIR
 
 TEMPLATES_DIR = ASSETS_DIR / "templates"
@@ -31,6 +32,9 @@ LANGUAGES = ("zh", "en")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
 _TEMPLATE_KEYS = {"id", "title", "language", "prompt", "fields", "output", "description"}
 _FIELD_KEYS = {"name", "label", "default", "help", "choices"}
+FIELD_BLANK = MessageText("template.field_blank", "Fill in “{field}” for the template “{template}”.")
+FILLED_TOO_LONG = MessageText("template.filled_too_long", "With these fields the question is {length} characters "
+                                                          "long; the limit is {limit}. Shorten the fields.")
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,11 @@ class Template:
         for field in self.fields:
             value = str(given.get(field.name) or "").strip()
             if not value:
-                raise TemplateError(f"Fill in “{field.label}” for the template “{self.title}”.")
+                raise TemplateError(FIELD_BLANK(field=field.label, template=self.title))
             filled[field.name] = value
         text = self.prompt.format_map(filled)
         if max_chars is not None and len(text) > max_chars:
-            raise TemplateError(
-                f"With these fields the question is {len(text)} characters long; the limit is {max_chars}. "
-                "Shorten the fields."
-            )
+            raise TemplateError(FILLED_TOO_LONG(length=len(text), limit=max_chars))
         return text
 
 

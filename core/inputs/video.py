@@ -26,6 +26,7 @@ from pathlib import PurePath
 from PIL import Image, ImageDraw, ImageFont
 
 from core.errors import ImageError
+from core.messages import MessageText
 from core.records import PreparedImage
 
 VIDEO_SUFFIXES = {".mp4": "MP4", ".webm": "WEBM", ".mov": "MOV"}
@@ -36,6 +37,24 @@ LABEL_BAND = 40
 GAP = 10
 LABEL_SIZE = 40
 ONE_IMAGE_CROPS = 24  # the HD transform's crop budget for a question with one image
+
+NO_VIDEO_STREAM = MessageText("video.no_video_stream", "This file has no video stream.")
+NO_FRAMES = MessageText("video.no_frames", "This video states no frame rate or holds no frames.")
+NOT_A_VIDEO = MessageText("video.not_a_video", "This file is not a video Loupe can read, or it is damaged ({reason}).")
+NO_FRAME_DECODED = MessageText("video.no_frame_decoded", "No frame of this video could be decoded.")
+NOT_A_VIDEO_NAME = MessageText("video.not_a_video_name", "{name} is not a video Loupe takes (accepted: mp4, webm, mov).")
+EMPTY_VIDEO = MessageText("video.empty_file", "The video file is empty.")
+SAMPLED = MessageText("video.sampled", "video: {frames} frames sampled from {seconds:.1f} s ({fps:.1f} fps): one a "
+                                       "second, at most {max_frames}, evenly spread")
+_LABELS = "with labels {labels} (Pillow's built-in font; the model's code draws them in SimHei)"
+TILED_TOP_TO_BOTTOM = MessageText("video.tiled_top_to_bottom",
+                                  "frames resized to {side} px on the long side, tiled top to bottom " + _LABELS)
+TILED_LEFT_TO_RIGHT = MessageText("video.tiled_left_to_right",
+                                  "frames resized to {side} px on the long side, tiled left to right " + _LABELS)
+STRIP = MessageText("video.strip", "tiled image scaled to {crop} px on its short side: {width}×{height}, {crops} crops "
+                                   "of {crop} px (not capped at the 1280 px width limit for photos)")
+TOO_MANY_CROPS = MessageText("video.too_many_crops", "{crops} crops is more than the {limit} the model takes for one "
+                                                     "image: it scales the strip down (its own code would not)")
 
 
 def is_video_name(name: str) -> bool:
@@ -60,12 +79,12 @@ def _decode(data: bytes, max_frames: int) -> tuple[list[Image.Image], int, float
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
-                raise ImageError("This file has no video stream.")
+                raise ImageError(NO_VIDEO_STREAM())
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
         if fps <= 0 or count <= 0:
-            raise ImageError("This video states no frame rate or holds no frames.")
+            raise ImageError(NO_FRAMES())
         wanted = set(sample_indices(count, fps, max_frames))
         frames: list[Image.Image] = []
         with av.open(io.BytesIO(data), mode="r") as container:
@@ -75,9 +94,9 @@ def _decode(data: bytes, max_frames: int) -> tuple[list[Image.Image], int, float
                 if index >= max(wanted):
                     break
     except av.error.FFmpegError as exc:
-        raise ImageError(f"This file is not a video Loupe can read, or it is damaged ({exc.strerror}).") from None
+        raise ImageError(NOT_A_VIDEO(reason=str(exc.strerror))) from None
     if not frames:
-        raise ImageError("No frame of this video could be decoded.")
+        raise ImageError(NO_FRAME_DECODED())
     return frames, count, fps
 
 
@@ -140,25 +159,22 @@ def prepare_video(data: bytes, *, name: str, max_frames: int = MAX_FRAMES) -> Pr
     started = time.perf_counter()
     suffix = PurePath(name).suffix.lower()
     if suffix not in VIDEO_SUFFIXES:
-        raise ImageError(f"{name} is not a video Loupe takes (accepted: mp4, webm, mov).")
+        raise ImageError(NOT_A_VIDEO_NAME(name=name))
     if not data:
-        raise ImageError("The video file is empty.")
+        raise ImageError(EMPTY_VIDEO())
     frames, count, fps = _decode(data, max_frames)
     tile, stacked = tile_frames(frames)
     strip = to_crop_strip(tile)
     crops = max(strip.size) // CROP
     notes = [
-        f"video: {len(frames)} frames sampled from {count / fps:.1f} s ({fps:.1f} fps): one a second, "
-        f"at most {max_frames}, evenly spread",
-        f"frames resized to {FRAME_SIDE} px on the long side, tiled {'top to bottom' if stacked else 'left to right'} "
-        f"with labels <IMAGE 0>…<IMAGE {len(frames) - 1}> (Pillow's built-in font; the model's code draws them in "
-        "SimHei)",
-        f"tiled image scaled to {CROP} px on its short side: {strip.width}×{strip.height}, {crops} crops of {CROP} px "
-        "(not capped at the 1280 px width limit for photos)",
+        SAMPLED(frames=len(frames), seconds=count / fps, fps=fps, max_frames=max_frames),
+        (TILED_TOP_TO_BOTTOM if stacked else TILED_LEFT_TO_RIGHT)(side=FRAME_SIDE,
+                                                               labels=f"<IMAGE 0>…<IMAGE {len(frames) - 1}>"),
+        STRIP(crop=CROP, width=strip.width, height=strip.height, crops=crops),
     ]
     if crops > ONE_IMAGE_CROPS:
-        notes.append(f"{crops} crops is more than the {ONE_IMAGE_CROPS} the model takes for one image: it scales the "
-                     "strip down (its own code would not)")
-    return PreparedImage(image=strip, notes=tuple(notes), source_format=VIDEO_SUFFIXES[suffix],
+        notes.append(TOO_MANY_CROPS(crops=crops, limit=ONE_IMAGE_CROPS))
+    return PreparedImage(image=strip, notes=tuple(n.text for n in notes), note_messages=tuple(notes),
+                         source_format=VIDEO_SUFFIXES[suffix],
                          original_size=frames[0].size, sha256=hashlib.sha256(data).hexdigest(),
                          prepare_s=time.perf_counter() - started, frames=len(frames))

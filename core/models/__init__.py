@@ -2,6 +2,7 @@
 finding its folder (or building the demo model), planning the split over GPUs, the memory model shared by the
 planner, the pre-flight check and admission, load progress, and the fast decode loop over loaded weights.
 
-May import core.errors, core.records, core.settings, core.inputs and core.telemetry (the one GPU reader);
+May import core.errors, core.messages, core.records, core.settings, core.inputs and core.telemetry (the one
+GPU reader);
 never core.serving, core.analysis or core.history.
 """

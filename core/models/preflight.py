@@ -22,6 +22,7 @@ import psutil
 
 from core import setting_rules
 from core.errors import ConfigError, PreflightError
+from core.messages import Message, MessageText
 from core.models import model_shape, planner
 from core.models.memory_model import Workload
 from core.records import ShardPlan
@@ -33,6 +34,10 @@ CPU_MAX_PARAMS = 1_000_000_000
 REMOTE_CODE_NOTE = ("trust_remote_code is set but has no effect: Loupe never runs code shipped in a model folder "
                     "(InternLM-XComposer2.5 runs on Loupe's own implementation); remove it from loupe.toml")
 GB = 1e9
+REMOTE_CODE = MessageText("model.remote_code_ignored", REMOTE_CODE_NOTE)
+FP16_NOTE = MessageText("model.fp16", "bf16 needs compute capability 8.0+ (GPU{index} has {seen}): using fp16")
+CPU_BY_SETTING = MessageText("model.cpu_by_setting", "running on the CPU (device = 'cpu')")
+NO_GPU = MessageText("model.no_gpu", "no GPU visible ({reason}): running on the CPU")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class Clearance:
     plan: ShardPlan | None  # None on the CPU
     params: int
     notes: tuple[str, ...] = ()
+    note_messages: tuple[Message, ...] = ()  # those of the notes that carry an id (core/messages.py)
 
     @property
     def device_map(self) -> dict[str, int] | None:
@@ -61,12 +67,16 @@ def visible_gpus(gpus: tuple[GpuSnapshot, ...]) -> tuple[GpuSnapshot, ...]:
 
 def choose_dtype(gpus: tuple[GpuSnapshot, ...]) -> tuple[str, str]:
     """(dtype, note): bf16 needs compute capability 8.0+ on every GPU used."""
+    note = _fp16_note(gpus)
+    return ("float16", note.text) if note else ("bfloat16", "")
+
+
+def _fp16_note(gpus: tuple[GpuSnapshot, ...]) -> Message | None:
     old = [g for g in gpus if g.compute_capability is None or g.compute_capability < (8, 0)]
     if not old:
-        return "bfloat16", ""
+        return None
     cc = old[0].compute_capability
-    seen = f"{cc[0]}.{cc[1]}" if cc else "unknown"
-    return "float16", f"bf16 needs compute capability 8.0+ (GPU{old[0].index} has {seen}): using fp16"
+    return FP16_NOTE(index=old[0].index, seen=f"{cc[0]}.{cc[1]}" if cc else "unknown")
 
 
 def memory_held(backend: object) -> dict[int, int]:
@@ -117,7 +127,7 @@ def _cpu(shape_params: int, name: str, settings: Settings, reason: str) -> Clear
     if settings.device == "cpu":
         if need > free:
             raise PreflightError(f"{name} needs {need / GB:.1f} GB of RAM in fp32; {free / GB:.1f} GB is free.")
-        return Clearance("cpu", "float32", None, shape_params, ("running on the CPU (device = 'cpu')",))
+        return _with_notes(Clearance("cpu", "float32", None, shape_params), CPU_BY_SETTING())
     if shape_params > CPU_MAX_PARAMS or need > free:
         raise PreflightError(
             f"No GPU is visible ({reason}). {name} has {shape_params / 1e9:.1f} B parameters ({need / GB:.1f} GB in "
@@ -125,12 +135,17 @@ def _cpu(shape_params: int, name: str, settings: Settings, reason: str) -> Clear
             "parameters, like the demo. Use a machine with a GPU, set device = 'cpu' to insist, or plan for cards you "
             "do not have here with `python -m core plan MODEL --gpu-memory 22.2,22.2`."
         )
-    return Clearance("cpu", "float32", None, shape_params, (f"no GPU visible ({reason}): running on the CPU",))
+    return _with_notes(Clearance("cpu", "float32", None, shape_params), NO_GPU(reason=reason))
 
 
-def _setting_notes(settings: Settings) -> tuple[str, ...]:
+def _with_notes(clearance: Clearance, *said: Message) -> Clearance:
+    return replace(clearance, notes=(*clearance.notes, *(m.text for m in said)),
+                   note_messages=(*clearance.note_messages, *said))
+
+
+def _setting_notes(settings: Settings) -> tuple[Message, ...]:
     """Settings accepted for old loupe.toml files that no longer change anything, said on the model card."""
-    return (REMOTE_CODE_NOTE,) if settings.trust_remote_code else ()
+    return (REMOTE_CODE(),) if settings.trust_remote_code else ()
 
 
 def _torch_has_cuda() -> bool:
@@ -169,18 +184,20 @@ def check(
             raise PreflightError(f"The settings ask for a GPU (device = 'cuda') but no GPU is visible ({reason}).")
         shape = model_shape.load_shape(folder, dtype="float32", max_images=settings.max_images)
         cpu = _cpu(shape.params, name, settings, reason)
-        return replace(cpu, notes=(*cpu.notes, *_setting_notes(settings)))
+        return _with_notes(cpu, *_setting_notes(settings))
     if reclaim:
         gpus = tuple(replace(g, free_bytes=(g.free_bytes or 0) + reclaim.get(g.index, 0)) for g in gpus)
     caps, source = capacities(gpus, settings.max_memory_gb)
-    dtype, dtype_note = choose_dtype(tuple(g for g in gpus if g.index in dict(caps)))
+    fp16 = _fp16_note(tuple(g for g in gpus if g.index in dict(caps)))
+    dtype = "float16" if fp16 else "bfloat16"
     shape = replace(model_shape.load_shape(folder, dtype=dtype, max_images=settings.max_images), name=name)
     work = workload or planner.largest_workload(shape, settings.max_new_tokens, settings.max_question_chars)
     plan = planner.plan(shape, caps, work, split=settings.split, capacity_source=source)
     if not plan.fits:
         raise PreflightError(refusal(plan))
-    notes = (*plan.notes, *((dtype_note,) if dtype_note else ()), *_setting_notes(settings))
-    return Clearance("cuda", dtype, replace(plan, notes=notes), shape.params, notes)
+    said = (*((fp16,) if fp16 else ()), *_setting_notes(settings))
+    notes = (*plan.notes, *(m.text for m in said))
+    return Clearance("cuda", dtype, replace(plan, notes=notes), shape.params, notes, said)
 
 
 def plan_for_cards(

@@ -20,8 +20,10 @@ from core.errors import GenerationError, HistoryError, LoupeError
 from core.history import HistoryEntry, HistoryStore, differences, make_stamp, now_utc
 from core.inputs.moderation import Verdict, parse_verdict
 from core.inputs.templates import Template, by_id
+from core.messages import Message
 from core.records import Answer, GenerationSettings, PreparedImage, Turn
 from core.serving.engine import Engine
+from core.serving.queue_messages import CANCELLED_BEFORE_START, IMAGE_NOT_KEPT, NO_SUCH_ENTRY, STOPPED
 from core.serving.ticket import Ticket
 from core.statuses import EntryStatus
 
@@ -138,7 +140,7 @@ class RecordedAsk:
             if ticket.error is not None:
                 raise ticket.error
             if ticket.answer is None:
-                raise GenerationError("The question was cancelled before it started.")
+                raise GenerationError(CANCELLED_BEFORE_START())
             self.answer = ticket.answer
         except GeneratorExit:
             self._record_stop("".join(arrived))
@@ -165,7 +167,7 @@ class RecordedAsk:
         self.ticket.wait(STOP_WAIT_S)
         self.answer = self.ticket.answer
         self._record(EntryStatus.STOPPED, arrived,
-                     error="Stopped before the answer was complete (the page was left or rerun).")
+                     error=STOPPED())
 
     def _fail(self, exc: Exception, partial: str) -> None:
         self.error = exc if isinstance(exc, LoupeError) else None
@@ -177,7 +179,7 @@ class RecordedAsk:
             pass
         return self
 
-    def _record(self, status: EntryStatus, answer: str, *, error: BaseException | str = "") -> None:
+    def _record(self, status: EntryStatus, answer: str, *, error: BaseException | Message | str = "") -> None:
         request, prepared = self.request, self._prepared
         uploads = [image.data for image in request.images]
         # Images that failed to prepare have no PreparedImage: their uploads' hashes still say what was asked.
@@ -191,6 +193,7 @@ class RecordedAsk:
             template_hash=template.text_hash if template else "", image_hashes=hashes,
             image_notes=tuple(note for p in prepared for note in p.notes), verdict=self.verdict, stamp=self._stamp,
             rerun_of=request.rerun_of, conversation_id=request.conversation_id,
+            image_note_messages=tuple(note for p in prepared for note in p.note_messages),
         )
         images = tuple(zip(uploads, prepared, strict=False))  # only the images that were prepared are kept
         if self.writer is None:
@@ -210,13 +213,12 @@ def rerun_request(store: HistoryStore, entry_id: int, session_id: str) -> AskReq
     """The original's question, image bytes, template and generation settings, to be asked again now."""
     original = store.get(entry_id)
     if original is None:
-        raise HistoryError(f"History entry #{entry_id} does not exist.")
+        raise HistoryError(NO_SUCH_ENTRY(entry_id=entry_id))
     images = []
     for sha in original.image_hashes:
         stored = store.image(sha)
         if stored is None:
-            raise HistoryError(
-                f"The image of #{entry_id} was not kept (it could not be read when it was asked), so it cannot be re-run.")
+            raise HistoryError(IMAGE_NOT_KEPT(entry_id=entry_id))
         images.append(ImageUpload(stored.data, sha[:12]))
     generation = GenerationSettings(**original.stamp["generation"]) if original.stamp.get("generation") else None
     template = by_id(original.template_id) if original.template_id else None

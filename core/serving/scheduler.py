@@ -38,6 +38,7 @@ from core.backends.streaming import AnswerStream, describe_failure
 from core.errors import AdmissionError, LoupeError, ModelUnloadingError, QueueFullError
 from core.records import FinishedRequest, Query, QueueSnapshot
 from core.serving import admission as admission_module
+from core.serving.queue_messages import CLIENT_QUEUE_FULL, QUEUE_FULL, UNLOADED_BEFORE_START, UNLOADING
 from core.serving.ticket import END, QueuedRequest, Ticket, describe_position, notify
 from core.statuses import RequestStatus
 
@@ -85,18 +86,17 @@ class Scheduler:
         worker takes it (against the memory free then), and generation runs on it."""
         with self._cond:
             if self._closed:  # before encoding: an unloaded backend cannot encode, and the analyst should hear why
-                raise ModelUnloadingError("The model is being unloaded; ask again in a moment.")
+                raise ModelUnloadingError(UNLOADING())
         encoded = self.backend.encode(query)
         if self._admission is not None:
             self._admission.check(encoded, self._idle_free)
         with self._cond:
             if self._closed:
-                raise ModelUnloadingError("The model is being unloaded; ask again in a moment.")
+                raise ModelUnloadingError(UNLOADING())
             if self._waiting() >= self.max_waiting:
-                raise QueueFullError(f"{self.max_waiting} questions are already waiting; try again in a while.")
+                raise QueueFullError(QUEUE_FULL(waiting=self.max_waiting))
             if client is not None and len(self._queues.get(client, ())) >= self.per_client:
-                raise QueueFullError(f"This client already has {self.per_client} questions waiting (the most one "
-                                     "client may queue); wait for an answer before sending more.")
+                raise QueueFullError(CLIENT_QUEUE_FULL(waiting=self.per_client))
             request = QueuedRequest(next(self._ids), session or DEFAULT_SESSION, encoded, lane=client)
             self._queues.setdefault(request.lane, deque()).append(request)
             self._ensure_worker()
@@ -152,7 +152,7 @@ class Scheduler:
             self._closed = True
             queued = [r for q in self._queues.values() for r in q]
             for request in queued:  # typed, so a batch item waiting now is paused, not failed
-                request.error = ModelUnloadingError("The model was unloaded before this question started; ask again.")
+                request.error = ModelUnloadingError(UNLOADED_BEFORE_START())
             running = list(self._running)
             self._cond.notify_all()
         for request in queued + running:

@@ -20,6 +20,7 @@ from core.backends.base import EncodedQuery
 from core.backends.streaming import AnswerStream, Drainable
 from core.errors import GenerationError, LoupeError
 from core.records import Answer, Query
+from core.serving.queue_messages import CANCELLED_BEFORE_START
 from core.statuses import RequestStatus
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class Ticket(Drainable):
         if self._request.error is not None:
             raise self._request.error
         if self._request.answer is None:
-            raise GenerationError("The question was cancelled before it started.")
+            raise GenerationError(CANCELLED_BEFORE_START())
 
     def __enter__(self) -> Ticket:
         return self

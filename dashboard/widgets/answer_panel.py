@@ -18,8 +18,8 @@ from core.inputs.moderation import Verdict
 from core.serving.recorded_ask import RecordedAsk
 from core.serving.ticket import describe_position
 from core.statuses import EntryStatus
+from dashboard.widgets.core_text import core_text
 from dashboard.widgets.interface_language import t
-from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.verdict_panel import show_verdict
 
 STAGES = ("queue", "preprocess", "vision", "prefill", "decode", "total")  # queue: rows before issue 17 show 0
@@ -69,11 +69,11 @@ def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: boo
     if entry.status == "failed":
         # Loupe's own refusals are written for the analyst; anything else is a bug: say so, name it. Either
         # may quote a remote server's reply, a file name or the question: the message is shown as text.
-        message = markdown_text(entry.error) if is_refusal(entry.error_type) else (
+        message = core_text(entry.error_message or entry.error) if is_refusal(entry.error_type) else (
             t("answer.unexpected_error", kind=entry.error_type, message=entry.error))
         st.error(message, icon=":material/error:")
     elif entry.status == "stopped":
-        st.info(markdown_text(entry.error), icon=":material/stop_circle:")
+        st.info(core_text(entry.error_message or entry.error), icon=":material/stop_circle:")
     if entry.answer and copyable:
         st.code(entry.answer, language=None, wrap_lines=True)
     elif entry.answer:

@@ -35,7 +35,8 @@ from dashboard.widgets.conversation import (
     turns,
 )
 from dashboard.widgets.conversation import show as show_conversation
-from dashboard.widgets.interface_language import Markup, t
+from dashboard.widgets.core_text import core_text, notes_text
+from dashboard.widgets.interface_language import Markup, current_language, t
 from dashboard.widgets.model_resource import get_history, require_engine
 from dashboard.widgets.outside_text import markdown_text
 from dashboard.widgets.session import session_id
@@ -95,7 +96,7 @@ def _fill_box(page: str, template: Template | None, values: dict[str, str], limi
     try:
         filled = template.fill(values, max_chars=limit)
     except TemplateError as exc:
-        st.error(markdown_text(exc), icon=":material/edit_note:")  # may quote the analyst's field values
+        st.error(core_text(exc), icon=":material/edit_note:")  # may quote the analyst's field values
         return ""
     chat_input.prefill(page, template.id, filled)
     return filled
@@ -113,11 +114,12 @@ def _image_picker(page: str, scenario: str, takes_video: bool) -> ImageUpload | 
         upload = st.file_uploader(label, type=kinds, key=f"{page}-upload", help=t("ask.upload_help") + video_help)
         return ImageUpload(upload.getvalue(), upload.name) if upload is not None else None
     choices = samples.for_scenario(scenario)
-    titles = {s.id: s.title for s in choices}
+    language = current_language()  # the titles looked up now: a format_func may also be called between runs
+    titles = {s.id: s.title_in(language) for s in choices}
     sample_id = st.selectbox(t("ask.sample_image"), list(titles), format_func=titles.__getitem__, key=f"{page}-sample")
     sample = samples.by_id(sample_id)
     assert sample is not None
-    st.caption(sample.description)
+    st.caption(sample.description_in(language))  # Loupe's own words (core/inputs/samples.py)
     return ImageUpload(sample.read(), sample.id)
 
 
@@ -128,12 +130,12 @@ def _preview(engine: Engine, image: ImageUpload) -> ImageUpload:
     try:
         prepared = _prepare(image.data, image.name, settings.max_width, settings.max_pixels)
     except LoupeError as exc:
-        st.error(markdown_text(exc), icon=":material/broken_image:")
+        st.error(core_text(exc), icon=":material/broken_image:")
         return image
     st.image(prepared.image, caption=t("ask.as_model_sees", width=prepared.width, height=prepared.height))
     original = "×".join(map(str, prepared.original_size))
-    notes = "; ".join(prepared.notes) if prepared.notes else t("ask.nothing_changed", escape=str)
-    # The preparation notes are core's own sentences, drawn as they were before the interface was translated.
+    notes = notes_text(prepared.notes, prepared.note_messages) if prepared.notes else t("ask.nothing_changed")
+    # The preparation notes are core's own sentences in the analyst's language, their parameters escaped.
     st.caption(t("ask.sample_prepared" if samples.by_id(image.name) else "ask.upload_prepared",
                  format=prepared.source_format, size=original, notes=Markup(notes)))
     return replace(image, prepared=prepared)
@@ -167,7 +169,7 @@ def _generation(page: str, engine: Engine) -> GenerationSettings | None:
             **({"temperature": temperature, "top_p": top_p, "seed": int(seed)} if sample else {}),
         )
     except LoupeError as exc:
-        st.error(markdown_text(exc))
+        st.error(core_text(exc))
         return None
 
 

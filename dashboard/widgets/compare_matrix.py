@@ -8,6 +8,7 @@ import streamlit as st
 from core.analysis import word_diff
 from core.analysis.compare import CompareCell, CompareRun
 from core.history import HistoryStore
+from dashboard.widgets.core_text import core_text
 from dashboard.widgets.interface_language import t, verdict_word
 from dashboard.widgets.outside_text import markdown_text, one_html_block
 
@@ -65,7 +66,7 @@ def show_matrix(store: HistoryStore, run: CompareRun) -> None:
             with row[j + 1]:
                 with st.container(height=CELL_PX, border=True, key=f"compare-cell-{i}-{j}"):
                     if cell.entry.error:
-                        st.error(markdown_text(cell.entry.error))  # may quote a server's reply
+                        st.error(core_text(cell.entry.error_message or cell.entry.error))  # may quote a server's reply
                     st.text(cell.entry.answer)
                 st.caption(_figures(cell))
 

@@ -7,10 +7,10 @@ from core.errors import LoupeError
 from core.history import HistoryStore
 from core.serving.recorded_ask import ask_and_record, rerun_differences, rerun_request
 from dashboard.widgets.answer_panel import show_entry, stream_answer
+from dashboard.widgets.core_text import core_text, note_texts
 from dashboard.widgets.display_time import analyst_zone_name, display_time
 from dashboard.widgets.interface_language import Markup, page_word, t
 from dashboard.widgets.model_resource import require_engine
-from dashboard.widgets.outside_text import markdown_text
 
 
 def show_history_entry(store: HistoryStore, entry_id: int, session: str) -> None:
@@ -29,8 +29,8 @@ def show_history_entry(store: HistoryStore, entry_id: int, session: str) -> None
                 full = st.toggle(t("history_entry.full_size"), key=f"history-full-{entry.id}-{sha[:8]}")
                 st.image(stored.data if full else stored.thumbnail,
                          caption=t("history_entry.image_caption", width=stored.width, height=stored.height, sha=sha[:12]))
-            for note in entry.image_notes:
-                st.caption(markdown_text(note))
+            for note in note_texts(entry.image_notes, entry.image_note_messages):
+                st.caption(note)
         with right:
             template = (t("history_entry.template", template=entry.template_id, hash=entry.template_hash[:10])
                         if entry.template_id else t("history_entry.free_question"))
@@ -53,7 +53,7 @@ def _rerun(store: HistoryStore, entry_id: int, session: str) -> None:
     try:
         request = rerun_request(store, entry_id, session)
     except LoupeError as exc:
-        st.error(markdown_text(exc))
+        st.error(core_text(exc))
         return
     engine = require_engine()
     rerun = stream_answer(ask_and_record(engine, store, request), st.empty())

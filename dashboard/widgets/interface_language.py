@@ -42,8 +42,8 @@ _CHOSEN_KEY = "loupe-interface-language"  # survives pages whose script does not
 TRANSLATED_CHOICES = ("history-session", "history-pages", "history-template", "history-outcome", "history-entry",
                       "gpu-monitor-window", "batch-templates", "batch-current",
                       *(f"{page}-{choice}" for page in ("playground", "documents", "education", "moderation")
-                        for choice in ("source", "template")),
-                      "compare-models", "compare-saved", "compare-diff-a", "compare-diff-b",
+                        for choice in ("source", "template", "sample")),
+                      "compare-models", "compare-samples", "compare-saved", "compare-diff-a", "compare-diff-b",
                       "review-verdicts", "review-shown", "review-template", "review-decision", "review-reason")
 
 

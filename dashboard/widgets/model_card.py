@@ -4,8 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.records import ModelCard
+from dashboard.widgets.core_text import note_texts
 from dashboard.widgets.interface_language import Markup, t
-from dashboard.widgets.outside_text import markdown_text
 
 
 def _code(value: str) -> Markup:
@@ -20,7 +20,7 @@ def show_model_card(card: ModelCard) -> None:
         st.caption(t("model_card.backend_line", backend=_code(card.backend), dtype=_code(card.dtype),
                      attention=_code(card.attn_implementation), device=_code(card.device)))
         st.caption(t("model_card.shard_plan", plan=_code(card.device_map_summary or card.device)))
-        for note in card.notes:
-            st.caption(markdown_text(note))
+        for note in note_texts(card.notes, card.note_messages):  # may quote a server's address: escaped
+            st.caption(note)
         if card.is_demo:
             st.warning(t("model_card.demo_warning"), icon=":material/warning:")
