@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 # Inductor's options for the decode step, CUDA graphs always on ("reduce-overhead"); measured against the
 # alternatives on an H200 by bench/decode_compile_variants.py (bench/results/decode_compile_variants_cuda.json).
-STEP_COMPILE_OPTIONS: dict[str, object] = {}
+STEP_COMPILE_OPTIONS: dict[str, str | int | bool] = {}
 
 
 class _Norm(Protocol):
@@ -67,7 +67,7 @@ class FastDecoder:
 
     def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (2048,),
                  rows: int = 1, attention: DecodeAttention | None = None,
-                 compile_options: Mapping[str, object] | None = None) -> None:
+                 compile_options: Mapping[str, str | int | bool] | None = None) -> None:
         self.model = model
         self.lm = language_model(model)
         cfg = self.lm.config
@@ -116,7 +116,8 @@ class FastDecoder:
             for tensor in (*self.k_cache, *self.v_cache, self.seen, self.cos, self.sin, self.row_ids,
                            *self.shared.static_tensors(), *fused):
                 torch._dynamo.mark_static_address(tensor)  # else CUDA graphs copy them in on every step
-            options = {"triton.cudagraphs": True, **(STEP_COMPILE_OPTIONS if compile_options is None else compile_options)}
+            chosen = STEP_COMPILE_OPTIONS if compile_options is None else compile_options
+            options: dict[str, str | int | bool | Callable[..., Any]] = {"triton.cudagraphs": True, **chosen}
             self._step = torch.compile(self._decode_step, options=options, fullgraph=True, dynamic=False)
             prepare_for_cuda_graphs(self.device, self.dtype)  # for callers that compile on this thread (tests)
         else:

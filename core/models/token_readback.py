@@ -41,6 +41,8 @@ class TokenReadback:
         """The tokens of a `start`ed copy, waiting only for that copy (not for steps launched after it)."""
         if isinstance(handle, torch.Tensor):
             return handle.tolist()
-        buffer, event = handle  # type: ignore[misc]
+        assert isinstance(handle, tuple)
+        buffer: torch.Tensor = handle[0]
+        event: torch.cuda.Event = handle[1]
         event.synchronize()
         return buffer.tolist()
