@@ -12,7 +12,7 @@ from transformers import StoppingCriteria, TextIteratorStreamer
 if TYPE_CHECKING:
     import torch
 
-HAND_OVERS_PER_S = 50.0  # the most times a second the reader is woken with new text
+HAND_OVERS_PER_S = 20.0  # the most times a second the reader is woken with new text (pages redraw 10 a second)
 
 
 class TimedStreamer(TextIteratorStreamer):
@@ -24,7 +24,7 @@ class TimedStreamer(TextIteratorStreamer):
     Why: every hand-over wakes the reader thread, and the decoding thread pays for it (the reader takes the
     GIL, and on a busy CPU the wake-up can preempt the decoder). In the dashboard the reader is the scheduler's
     worker; py-spy on the demo model there showed 28 % of the decoding thread's time in the queue's notify,
-    against none from the CLI (issue #17 item 1). Fifty hand-overs a second is still more than any page redraws.
+    against none from the CLI (issue #17 item 1). Twenty hand-overs a second is still more than a page redraws.
     Text is held for at most one interval plus one token, so the reader's timeout still means "no token".
     """
 
