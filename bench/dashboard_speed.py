@@ -1,14 +1,21 @@
 """Decode speed of an answer asked in the dashboard against the same question from the CLI (issue #17 item 1).
 
-    python bench/dashboard_speed.py [--answers 5] [--max-new-tokens 96] [--out bench/results/dashboard_speed_cpu.json]
+    python bench/dashboard_speed.py [--answers 7] [--max-new-tokens 96] [--out bench/results/dashboard_speed_cpu.json]
 
 One run, one LOUPE_HOME, the demo model on the CPU: the dashboard is started as the README starts it
 (tests/e2e/conftest.py serve_streamlit) and driven in headless Chromium (the Playground page, its default
 sample, the question typed into the chat box and sent, then "New conversation" so every answer is asked
 alone); `python -m core ask --json` asks the same question about the same image with the same
-max_new_tokens. Page and CLI answers alternate, so both see the same machine load. Decode tokens/s are read
-where each side records them: history rows (the page) and the answer record (the CLI), both
-(output tokens − 1) / decode seconds. Writes the medians, their ratio and every answer's figures as JSON.
+max_new_tokens. Decode tokens/s are read where each side records them: history rows (the page) and the
+answer record (the CLI), both (output tokens - 1) / decode seconds.
+
+Made for a shared machine (2 cores, other work beside it): the two sides alternate in pairs whose order
+flips (CLI then page, page then CLI, ...), so a load that rises or falls during the run weighs on both alike;
+`--answers` answers on each side, their medians compared (`ratio` = page median / CLI median; the median of
+the pairs' own ratios beside it). One page answer before them is not counted (the page's first question
+pays the page's one-off costs, as the CLI's model build before it does): it is in the JSON as
+`page_warmup_run`. The load average at the start and the end, and with every answer, are in the JSON, so a
+figure from a busy machine reads as one. Takes about 2-3 minutes on 2 idle cores.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.backends.runtime import generation_threads  # noqa: E402
 from core.history import HistoryStore  # noqa: E402
 from core.inputs import samples  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, new_page, serve_streamlit, settle  # noqa: E402
@@ -63,12 +71,14 @@ def page_answer(page, store: HistoryStore, number: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--answers", type=int, default=5, help="answers on each side (the medians are compared)")
+    parser.add_argument("--answers", type=int, default=7, help="answers on each side (the medians are compared)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dashboard_speed_cpu.json")
     args = parser.parse_args()
     from playwright.sync_api import expect, sync_playwright
 
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    started = time.perf_counter()
     home = Path(tempfile.mkdtemp(prefix="loupe-dashboard-speed-"))
     sample = samples.for_scenario("general")[0]  # the Playground's default sample
     image = samples.SAMPLES_DIR / sample.file
@@ -90,30 +100,41 @@ def main() -> int:
             expect(page.get_by_text("As the model sees it")).to_be_visible()
             settle(page)
             store = HistoryStore(home / "history.sqlite3")
-            for number in range(1, args.answers + 1):
-                cli_runs.append(cli_answer(home, image, args.max_new_tokens))
-                page_runs.append(page_answer(page, store, number))
-                print(f"answer {number}: page {page_runs[-1]['decode_tok_s']:.1f} tok/s, "
+            warmup = page_answer(page, store, 1)
+            for pair in range(args.answers):
+                sides = (("cli", cli_runs), ("page", page_runs))
+                for side, runs in sides if pair % 2 == 0 else sides[::-1]:
+                    run = cli_answer(home, image, args.max_new_tokens) if side == "cli" else (
+                        page_answer(page, store, len(page_runs) + 2))
+                    runs.append({**run, "load_average_1min": round(os.getloadavg()[0], 2)})
+                print(f"pair {pair + 1}: page {page_runs[-1]['decode_tok_s']:.1f} tok/s, "
                       f"CLI {cli_runs[-1]['decode_tok_s']:.1f} tok/s", file=sys.stderr)
             browser.close()
     finally:
         server.close()
     page_median = statistics.median(r["decode_tok_s"] for r in page_runs)
     cli_median = statistics.median(r["decode_tok_s"] for r in cli_runs)
+    pair_ratios = [p["decode_tok_s"] / c["decode_tok_s"] for p, c in zip(page_runs, cli_runs, strict=True)]
     report = {
         "page_decode_tok_s": round(page_median, 1),
         "cli_decode_tok_s": round(cli_median, 1),
         "ratio": round(page_median / cli_median, 3),
+        "pair_ratio_median": round(statistics.median(pair_ratios), 3),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "device": "cpu",
         "model": "demo-llava-v2",
         "question": QUESTION,
         "image": sample.file,
         "max_new_tokens": args.max_new_tokens,
         "answers_each": args.answers,
+        "order": "pairs alternate: CLI then page, page then CLI, ...",
+        "torch_threads_each_side": generation_threads(len(os.sched_getaffinity(0))),
+        "page_warmup_run": warmup,
         "page_runs": page_runs,
         "cli_runs": cli_runs,
         "cpus": os.cpu_count(),
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "run_s": round(time.perf_counter() - started, 1),
         "python": platform.python_version(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

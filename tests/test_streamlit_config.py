@@ -16,3 +16,10 @@ def test_no_full_garbage_collection_after_every_script_run() -> None:
 def test_served_on_loopback_without_error_details() -> None:
     config = tomllib.loads(CONFIG.read_text())
     assert config["server"]["address"] == "127.0.0.1" and config["client"]["showErrorDetails"] == "none"
+
+
+def test_no_file_watching_in_the_served_dashboard() -> None:
+    # Streamlit watches every imported module of the project for "source changed" (runOnSave is off anyway):
+    # its polling threads woke ~100 times a second, each taking the GIL from generation, whose thread then
+    # waited for a core again on a busy machine (issue #17 item 1).
+    assert tomllib.loads(CONFIG.read_text())["server"]["fileWatcherType"] == "none"

@@ -77,18 +77,30 @@ def give_back_gpu_memory() -> None:
     torch.cuda.empty_cache()
 
 
-def leave_a_core_for_the_server() -> int:
-    """Make torch's CPU thread team one narrower than the cores this process may use (at least 1); returns it.
+def generation_threads(usable_cores: int) -> int:
+    """Torch's CPU thread team for a process that generates: one narrower than the cores it may use, at least 1.
 
-    For a process that serves pages while it generates (the dashboard): Streamlit's event loop, the page's
-    script thread and the scheduler's worker wake up while tokens are generated, and on a CPU model an OpenMP
-    team as wide as the machine stalls at every barrier when one of its threads is preempted by them. Measured
-    on 2 busy cores with the demo model: 11 tok/s in the page with 2 threads, 275 tok/s with 1 (the CLI: 334).
+    One policy for every such process, the CLI, the dashboard and the API server alike (issue #17 item 1), so
+    that `python -m core ask` measures what a page gets and the two can be compared:
+    - a server has more to do than generate: Streamlit's event loop, the page's script thread, the scheduler's
+      worker wake up while tokens come, and an OpenMP team as wide as the machine stalls at every barrier
+      when one of its threads is preempted by them (or by anything else on the machine). Measured on 2 busy
+      cores with the demo model: 11 tok/s in the page with 2 threads, 275 tok/s with 1;
+    - the CLI loses nothing by it on the demo model: on 2 cores 1 and 2 threads decode alike (368 and 360
+      tok/s, 3.05 ms of CPU a token, medians of 15 alternations), its matrices being below torch's grain for
+      parallel work. A CPU model large enough to use every core gives up one core's share, the price of a
+      CLI figure that predicts the dashboard's.
     """
+    return max(1, usable_cores - 1)
+
+
+def use_generation_threads() -> int:
+    """Apply generation_threads() to this process's torch before a local model loads; returns the team's size.
+    OMP_NUM_THREADS, when set, is the operator's choice for this process and is kept."""
     import os
 
     import torch
 
-    threads = max(1, len(os.sched_getaffinity(0)) - 1)
-    torch.set_num_threads(threads)
-    return threads
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(generation_threads(len(os.sched_getaffinity(0))))
+    return torch.get_num_threads()

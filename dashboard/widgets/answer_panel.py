@@ -24,7 +24,7 @@ from dashboard.widgets.verdict_panel import show_verdict
 
 STAGES = ("queue", "preprocess", "vision", "prefill", "decode", "total")  # queue: rows before issue 17 show 0
 POSITION_REFRESH_S = 0.25  # how often "2 requests ahead" is redrawn while a question waits
-REDRAWS_PER_S = 15.0
+REDRAWS_PER_S = 10.0  # live to the eye; each redraw wakes two of the server's threads, which the decoder pays for
 HIDE_STATUS_STOP = '<style>[data-testid="stStatusWidget"] button { display: none; }</style>'
 
 

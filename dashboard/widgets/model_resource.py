@@ -9,7 +9,6 @@ from __future__ import annotations
 import streamlit as st
 
 from core.backends import LoadProgress
-from core.backends.runtime import leave_a_core_for_the_server
 from core.errors import LoupeError
 from core.history import HistoryStore
 from core.serving.engine import Engine
@@ -20,7 +19,6 @@ from dashboard.widgets.interface_language import t
 
 @st.cache_resource(show_spinner=False)
 def model_slot() -> ModelSlot:
-    leave_a_core_for_the_server()  # once per dashboard process, before any model loads (issue #17 item 1)
     return ModelSlot()
 
 
