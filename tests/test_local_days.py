@@ -67,3 +67,19 @@ def test_review_dates_are_the_analysts_days_too(store: HistoryStore) -> None:
 
     assert ids(DEC_2, SHANGHAI) == [query] and ids(DEC_1, SHANGHAI) == []
     assert ids(DEC_1, "UTC") == [query]
+
+
+@pytest.mark.parametrize(("zone", "day", "listed"), [("Asia/Shanghai", DEC_2, True), ("Asia/Shanghai", DEC_1, False),
+                                                     ("UTC", DEC_1, True)])
+def test_the_history_pages_dates_are_the_analysts_days(loupe_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       zone: str, day: dt.date, listed: bool) -> None:
+    from tests.app_pages import assert_no_exception, open_page
+
+    monkeypatch.setenv("LOUPE_TIME_ZONE", zone)
+    HistoryStore(loupe_home / "history.sqlite3").record(HistoryEntry(
+        session_id="abcdefabcdef", page="documents", question="q", status="answered", answer="a", created_at=LATE_UTC))
+    at = open_page("history")
+    assert at.date_input(key="history-dates").label == f"Dates (days in {zone})"
+    at.date_input(key="history-dates").set_value((day, day)).run()
+    assert_no_exception(at)
+    assert bool(at.dataframe) == listed
