@@ -7,6 +7,7 @@ import streamlit as st
 from core.errors import LoupeError
 from core.serving.metrics import export_metrics
 from core.settings import load_settings
+from dashboard.widgets.answer_panel import stop_interrupted_answer
 from dashboard.widgets.interface_language import show_language_switch, t
 from dashboard.widgets.model_card import show_model_card
 from dashboard.widgets.model_resource import get_engine
@@ -25,6 +26,7 @@ except LoupeError as exc:
     st.stop()
 require_sign_in(settings)  # draws the sign-in (or the refusal) and stops here until the analyst may come in
 session_id()
+stop_interrupted_answer()  # a click while an answer streamed: recorded as stopped before the page reads history
 
 # The Playground has its own address, /playground (a default page is served only at `/`, so a link or bookmark
 # to /playground said "Page not found"); `/` is a hidden page that switches to it.

@@ -51,7 +51,7 @@ with st.container(border=True):
     outcome_words = {o: outcome_word(o).capitalize() if o else t("history.any_outcome") for o in OUTCOMES}
     outcome = d.selectbox(t("history.outcome"), OUTCOMES, key="history-outcome", format_func=outcome_words.__getitem__)
     e, f = st.columns([1, 3])
-    dates = e.date_input(t("history.dates"), value=[], key="history-dates", format="YYYY-MM-DD")
+    dates = e.date_input(t("history.dates", zone=analyst_zone_name()), value=[], key="history-dates", format="YYYY-MM-DD")
     text = f.text_input(t("history.text"), key="history-text")
 
 date_from = dates[0] if len(dates) > 0 else None
@@ -59,6 +59,7 @@ date_to = dates[1] if len(dates) > 1 else date_from
 flt = HistoryFilter(
     session_id=session if chosen_session == THIS else chosen_session, pages=tuple(pages), template_id=template_id,
     status=outcome, date_from=date_from, date_to=date_to, text=text,
+    time_zone=analyst_zone_name(),  # the days picked are the analyst's, not UTC's
 )
 # The pager's key follows the filters, so new filters start again at page 1.
 page_key = "history-page-" + hashlib.sha1(repr(flt).encode()).hexdigest()[:12]

@@ -14,6 +14,7 @@ from core.history import HistoryStore
 from core.inputs.moderation import UNPARSED
 from core.table_export import ExportTable
 from dashboard.widgets.core_text import core_text
+from dashboard.widgets.display_time import analyst_zone_name
 from dashboard.widgets.interface_language import Markup, override_reason_word, t, verdict_word
 from dashboard.widgets.key_shortcuts import bind_keys
 from dashboard.widgets.model_resource import get_history
@@ -45,10 +46,11 @@ with st.container(border=True):
                                 format_func=shown_words.__getitem__)
     template_id = c.selectbox(t("review.template"), ["", *review.template_ids(store)], key="review-template",
                               format_func=lambda x: x or all_templates)
-    dates = d.date_input(t("review.dates"), value=[], key="review-dates", format="YYYY-MM-DD")
+    dates = d.date_input(t("review.dates", zone=analyst_zone_name()), value=[], key="review-dates", format="YYYY-MM-DD")
 flt = review.ReviewFilter(verdicts=tuple(verdicts), reviewed=None if shown in ("", None) else shown,
                           template_id=template_id, date_from=dates[0] if dates else None,
-                          date_to=dates[1] if len(dates) > 1 else (dates[0] if dates else None))
+                          date_to=dates[1] if len(dates) > 1 else (dates[0] if dates else None),
+                          time_zone=analyst_zone_name())  # the days picked are the analyst's
 position_key = "review-at-" + hashlib.sha1(repr(flt).encode()).hexdigest()[:12]
 position = int(st.session_state.get(position_key, 0))
 items, total = review.queue(store, flt, page=position + 1, page_size=1)

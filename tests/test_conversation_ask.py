@@ -85,3 +85,31 @@ def test_stopping_growing_text_records_a_stopped_row_with_its_tokens(engine, sto
     growing.close()
     entry = store.get(run.entry.id)
     assert entry.status == "stopped" and entry.answer.startswith(arrived) and 1 <= entry.output_tokens < 2000
+
+
+def test_stop_from_the_next_page_run_records_one_stopped_row_while_the_old_run_still_streams(
+        engine, store: HistoryStore) -> None:
+    # Streamlit (runner.fastReruns) starts the next run of the page while the interrupted one is still inside its
+    # stream: the next run stops the answer and reads the conversation, so the row must be written by then.
+    run = ask_and_record(engine, store, _request(engine, "Describe every cell.", max_new_tokens=2000))
+    growing = run.growing_text(0.05)
+    arrived = next(growing)
+    stopped = run.stop()
+    assert stopped is not None and stopped.status == "stopped" and stopped.answer.startswith(arrived)
+    assert 1 <= stopped.output_tokens < 2000 and conversations.turns(store, CONVERSATION) == (stopped,)
+    list(growing)  # the old run goes on to its end (or is closed): no second row
+    growing.close()
+    assert store.count() == 1 and run.stop() == stopped
+
+
+def test_stop_before_the_stream_was_read_cancels_the_queued_question_and_records_it(engine, store: HistoryStore) -> None:
+    run = ask_and_record(engine, store, _request(engine, "Describe every cell.", max_new_tokens=2000))
+    run.start()  # queued; the page was interrupted before it read any text
+    stopped = run.stop()
+    assert stopped is not None and stopped.status == "stopped" and stopped.output_tokens < 2000
+    assert run.ticket is not None and run.ticket.wait(10.0) and store.count() == 1
+
+
+def test_stop_after_the_answer_keeps_the_answered_row(engine, store: HistoryStore) -> None:
+    run = ask_and_record(engine, store, _request(engine, "What is the title?")).run()
+    assert run.stop() == run.entry and run.entry.status == "answered" and store.count() == 1

@@ -3,9 +3,9 @@
 Owns every SQL statement in Loupe and the one list of migrations, applied once when a HistoryStore opens.
 One module per table group: store (the database and its entries: `queries`, `images`), queries (the
 History page's listings and exports of entries), conversations (a page conversation's turns),
-compare_groups, batches, reviews; entry and stamp hold the records. Reads return frozen records. May import
-core.records, core.statuses, core.errors, core.messages, core.table_export, core.settings and
-core.inputs.moderation (the Verdict record an entry carries) only.
+compare_groups, batches, reviews; local_days (the analyst's days as UTC bounds); entry and stamp hold the
+records. Reads return frozen records. May import core.records, core.statuses, core.errors, core.messages,
+core.table_export, core.settings and core.inputs.moderation (the Verdict record an entry carries) only.
 """
 from core.history import batches, compare_groups, conversations, migrations, queries, reviews
 from core.history.entry import HistoryEntry, HistoryListing, HistoryRow, StoredImage

@@ -2,7 +2,8 @@
 
 Filtering and paging happen in SQL (newest first, by id) on indexed columns, so a listing costs the
 same with 1,000 rows or 100,000. Text search is a LIKE over the question and the answer (Chinese has no
-word boundaries for a tokenizer to use); its count stops at `count_cap` matches. Dates are UTC days.
+word boundaries for a tokenizer to use); its count stops at `count_cap` matches. Dates are the analyst's
+days (the filter's `time_zone`; local_days.py turns them into UTC bounds).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.history.entry import HistoryListing, HistoryRow
+from core.history.local_days import UTC_ZONE, utc_bounds
 from core.history.store import JSON_COLUMNS, HistoryStore
 from core.statuses import EntryStatus
 from core.table_export import ExportTable, csv_text
@@ -35,7 +37,8 @@ EXPORT_COLUMNS = (
 
 @dataclass(frozen=True)
 class HistoryFilter:
-    """The History page's filters; an empty field does not filter. `date_to` is inclusive."""
+    """The History page's filters; an empty field does not filter. `date_to` is inclusive; the dates are days in
+    `time_zone` (an IANA name: the analyst's)."""
 
     session_id: str = ""
     pages: tuple[str, ...] = ()
@@ -45,6 +48,7 @@ class HistoryFilter:
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     text: str = ""
+    time_zone: str = UTC_ZONE
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,15 @@ def _like(text: str) -> str:
 
 
 def add_day_range(parts: list[str], params: list[object], column: str, first: dt.date | None,
-                  last: dt.date | None) -> None:
-    """Conditions for `column` (an ISO UTC timestamp) falling on the days first..last, both inclusive."""
-    if first:
+                  last: dt.date | None, zone: str) -> None:
+    """Conditions for `column` (an ISO UTC timestamp) falling on the days first..last of `zone`, both inclusive."""
+    start, end = utc_bounds(first, last, zone)
+    if start:
         parts.append(f"{column} >= ?")
-        params.append(first.isoformat())
-    if last:
+        params.append(start)
+    if end:
         parts.append(f"{column} < ?")
-        params.append((last + dt.timedelta(days=1)).isoformat())
+        params.append(end)
 
 
 def where_clause(f: HistoryFilter) -> tuple[str, list[object]]:
@@ -83,7 +88,7 @@ def where_clause(f: HistoryFilter) -> tuple[str, list[object]]:
     if f.pages:
         parts.append(f"page IN ({', '.join('?' for _ in f.pages)})")
         params.extend(f.pages)
-    add_day_range(parts, params, "created_at", f.date_from, f.date_to)
+    add_day_range(parts, params, "created_at", f.date_from, f.date_to, f.time_zone)
     if f.text.strip():
         parts.append("(question LIKE ? ESCAPE '\\' OR answer LIKE ? ESCAPE '\\')")
         params.extend([_like(f.text.strip())] * 2)

@@ -1,14 +1,16 @@
 """Review's rows: the analysts' word on moderation results (table `reviews`, one per history entry), read
-together with the entry they judge. Dates filter on the day the model answered (UTC), as the History page does.
+together with the entry they judge. Dates filter on the day the model answered, in the analyst's time zone,
+as the History page does.
 """
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.history.entry import HistoryEntry
+from core.history.local_days import UTC_ZONE
 from core.history.queries import add_day_range
 from core.history.store import HistoryStore, entry_from_row
 
@@ -22,6 +24,7 @@ class ReviewFilter:
     template_id: str = ""
     date_from: dt.date | None = None
     date_to: dt.date | None = None
+    time_zone: str = UTC_ZONE  # the dates are days in this zone (an IANA name: the analyst's)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def _where(f: ReviewFilter) -> tuple[str, list[object]]:
     if f.template_id:
         parts.append("q.template_id = ?")
         params.append(f.template_id)
-    add_day_range(parts, params, "q.created_at", f.date_from, f.date_to)
+    add_day_range(parts, params, "q.created_at", f.date_from, f.date_to, f.time_zone)
     return " WHERE " + " AND ".join(parts), params
 
 
@@ -90,7 +93,7 @@ def results(store: HistoryStore, f: ReviewFilter, *, page: int, page_size: int) 
 
 def reviewed(store: HistoryStore, f: ReviewFilter) -> tuple[ReviewedResult, ...]:
     """Every reviewed result matching the filter (whatever its `reviewed`), oldest first."""
-    where, params = _where(ReviewFilter(f.verdicts, True, f.template_id, f.date_from, f.date_to))
+    where, params = _where(replace(f, reviewed=True))
     return tuple(_result(r) for r in _rows(store, f"{_SELECT}{where} ORDER BY q.id", params))
 
 

@@ -5,12 +5,14 @@ queues it on the model's shared queue (Engine.submit: fair across sessions), str
 pieces, and then writes exactly one history row: "answered" (with the answer,
 timings, memory and, for a moderation template, the parsed verdict), "failed" (with the error, which is
 re-raised for the page to show), or "stopped" (the reader went away before the end: the partial text is
-kept and generation is cancelled). Re-runs go through the same path with the original's question,
+kept and generation is cancelled; `stop()` does the same from another thread, for a page whose next run
+starts while the interrupted one is still streaming). Re-runs go through the same path with the original's question,
 image bytes and generation settings.
 """
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -86,6 +88,9 @@ class RecordedAsk:
         self._stamp: dict[str, Any] = {}
         self._started_at = 0.0
         self._created_at = ""
+        self._arrived: list[str] = []  # the text pieces handed to the reader so far
+        # One row per question: a stop from another thread and the reader's own ending both record through it.
+        self._record_lock = threading.RLock()
 
     def start(self) -> None:
         """Prepare the images (those the page has not prepared already), check the question and put it in
@@ -107,14 +112,14 @@ class RecordedAsk:
     def __iter__(self) -> Iterator[str]:
         self.start()
         assert self.ticket is not None
-        pieces: list[str] = []
+        pieces = self._arrived
         try:
             for piece in self.ticket:
                 pieces.append(piece)
                 yield piece
             self.answer = self.ticket.answer
         except GeneratorExit:
-            self._record_stop("".join(pieces))
+            self.stop()
             raise
         except Exception as exc:
             self._fail(exc, "".join(pieces))
@@ -128,7 +133,7 @@ class RecordedAsk:
         self.start()
         ticket = self.ticket
         assert ticket is not None
-        arrived: list[str] = []
+        arrived = self._arrived
         try:
             ended = False
             while not ended:
@@ -143,15 +148,26 @@ class RecordedAsk:
                 raise GenerationError(CANCELLED_BEFORE_START())
             self.answer = ticket.answer
         except GeneratorExit:
-            self._record_stop("".join(arrived))
+            self.stop()
             raise
         except Exception as exc:
             self._fail(exc, "".join(arrived))
             raise
         self._record_answer()
 
+    def stop(self) -> HistoryEntry | None:
+        """Stop the question, queued or answering, from any thread: its row is written as "stopped" with the
+        text handed out so far, unless a row was written already (answered, failed, or stopped before). Returns
+        the question's row; None when it was never queued."""
+        with self._record_lock:
+            if self.entry is None and self.ticket is not None:
+                self._record_stop("".join(self._arrived))
+        return self.entry
+
     def _record_answer(self) -> None:
         assert self.answer is not None
+        if self.entry is not None:  # stopped from another thread: that row stands
+            return
         template = self.request.template
         if template is not None and template.output is not None:
             self.verdict = parse_verdict(self.answer.text, template.output.checklist)
@@ -180,6 +196,11 @@ class RecordedAsk:
         return self
 
     def _record(self, status: EntryStatus, answer: str, *, error: BaseException | Message | str = "") -> None:
+        with self._record_lock:
+            if self.entry is None:
+                self._write(status, answer, error)
+
+    def _write(self, status: EntryStatus, answer: str, error: BaseException | Message | str) -> None:
         request, prepared = self.request, self._prepared
         uploads = [image.data for image in request.images]
         # Images that failed to prepare have no PreparedImage: their uploads' hashes still say what was asked.

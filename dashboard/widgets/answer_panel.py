@@ -7,6 +7,12 @@ analyst's browser and its `#` lines into headings. Plain text shows exactly what
 The growing answer is redrawn at most REDRAWS_PER_S times a second, the last text always: an eye reads no
 faster, and reading and redrawing it per token (a wake-up and a message to the browser each, under the GIL the
 generation thread needs) slowed generation itself (issue #17 item 1).
+
+Stop (or any other click) while an answer streams: Streamlit (runner.fastReruns, its default) starts the page's
+next run at once, in a new thread, and tells the interrupted one to end at its next draw; its output is thrown
+away. The next run therefore stops the answer itself (stop_interrupted_answer, first thing in app.py) so the
+stopped turn is in history before the page reads the conversation from it; the interrupted run's own ending
+then writes nothing more.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from dashboard.widgets.verdict_panel import show_verdict
 STAGES = ("queue", "preprocess", "vision", "prefill", "decode", "total")  # queue: rows before issue 17 show 0
 POSITION_REFRESH_S = 0.25  # how often "2 requests ahead" is redrawn while a question waits
 REDRAWS_PER_S = 10.0  # live to the eye; each redraw wakes two of the server's threads, which the decoder pays for
+ANSWERING = "loupe-answering"  # session state: the answer this session is streaming, while it streams
 HIDE_STATUS_STOP = '<style>[data-testid="stStatusWidget"] button { display: none; }</style>'
 
 
@@ -44,6 +51,7 @@ def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator, *, 
             st.html(HIDE_STATUS_STOP)
             st.button(t("answer.stop"), key=f"loupe-stop-{id(run)}", icon=":material/stop_circle:")
             text = st.empty()
+            st.session_state[ANSWERING] = run
             run.start()
             assert run.ticket is not None
             while not run.ticket.wait_started(timeout=POSITION_REFRESH_S):
@@ -55,11 +63,22 @@ def stream_answer(run: RecordedAsk, area: st.delta_generator.DeltaGenerator, *, 
         pass
     finally:
         growing.close()  # a rerun mid-stream lands here: the row is written as "stopped"
+        run.stop()  # also when it was still queued (the text was never read): cancelled, recorded as stopped
+        if st.session_state.get(ANSWERING) is run:  # not the next run's answer, if that one has started one
+            del st.session_state[ANSWERING]
     area.empty()
     if run.entry is not None:
         with area.container():
             show_entry(run.entry, copyable=copyable, compact=compact)
     return run.entry
+
+
+def stop_interrupted_answer() -> None:
+    """Stop the answer an interrupted run of this session was streaming, and wait until it is recorded (at
+    most until its next token): called before a page reads history, so the stopped turn is drawn."""
+    interrupted = st.session_state.pop(ANSWERING, None)
+    if interrupted is not None:
+        interrupted.stop()
 
 
 def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: bool = False,
@@ -73,7 +92,7 @@ def show_entry(entry: HistoryEntry, *, with_reference: bool = True, compact: boo
             t("answer.unexpected_error", kind=entry.error_type, message=entry.error))
         st.error(message, icon=":material/error:")
     elif entry.status == "stopped":
-        st.info(core_text(entry.error_message or entry.error), icon=":material/stop_circle:")
+        st.info(t("answer.stopped"), icon=":material/stop_circle:")
     if entry.answer and copyable:
         st.code(entry.answer, language=None, wrap_lines=True)
     elif entry.answer:

@@ -1,5 +1,5 @@
-"""The conversation in a real headless Chromium: three turns with two images attached to one, and a refresh in
-the middle that reopens it from history. Screenshots land in test-output/."""
+"""The conversation in a real headless Chromium: three turns with two images attached to one, and a refresh after
+the first turn and after the second that reopen it from history. Screenshots land in test-output/."""
 from __future__ import annotations
 
 import io
@@ -51,6 +51,11 @@ def test_three_turns_two_images_and_a_refresh_in_the_middle(app_url: str, loupe_
     red, blue = _png(tmp_path / "red.png", "red"), _png(tmp_path / "blue.png", "blue")
     _send(page, "Which of these two squares is darker?", [red, blue])
     expect(page.get_by_text("Recorded in history as #2.")).to_be_visible()
+    settle(page)
+    page.reload()  # two turns in: both come back, and the third question continues the same conversation
+    expect(page.get_by_text("Recorded in history as #2.")).to_be_visible()
+    expect(page.get_by_test_id("stChatMessage")).to_have_count(4)
+    expect(page.get_by_test_id("stChatMessage").get_by_text("What is the title?")).to_be_visible()
     settle(page)
     _send(page, "And the lighter one?")
     expect(page.get_by_text("Recorded in history as #3.")).to_be_visible()
