@@ -5,6 +5,8 @@ plain `generate()` is bound by Python overhead, about 6% of the memory-bandwidth
   continuous batcher, fast_decode_batcher.py), allocated once and reused by every request; decode attention
   as decode_attention.py says; every step graph (per bucket and row count) compiled while loading;
 - the step compiled with CUDA graphs (`reduce-overhead`), greedy argmax and the repetition penalty on the GPU;
+- the next step launched before the host reads a token (token_readback.py): the GPU never waits for the host
+  (176.9 → 208.7 tok/s on the H200, 7B shape);
 - all of it on ONE thread the decoder owns: torch keeps CUDA graphs per thread, so graphs recorded while
   loading would be recorded again (a new memory pool, a warm-up and a capture) in every request's thread;
 - the prefill (vision tower + merged embeddings) taken from the real model: a pre-hook on its language model
