@@ -16,6 +16,11 @@ the pairs' own ratios beside it). One page answer before them is not counted (th
 pays the page's one-off costs, as the CLI's model build before it does): it is in the JSON as
 `page_warmup_run`. The load average at the start and the end, and with every answer, are in the JSON, so a
 figure from a busy machine reads as one. Takes about 2-3 minutes on 2 idle cores.
+
+`--browser-core N` stands Chromium where an analyst's browser is in use, on a machine of its own: Chromium
+(and Playwright's driver) run on core N only, the dashboard server and the CLI on the other cores, so both
+sides decode on the same cores and the page is not charged for the browser's rasterising (software, here:
+1-2 s of CPU per answer). Without it every process shares every core. The JSON says which (`layout`).
 """
 from __future__ import annotations
 
@@ -74,7 +79,12 @@ def main() -> int:
     parser.add_argument("--answers", type=int, default=7, help="answers on each side (the medians are compared)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dashboard_speed_cpu.json")
+    parser.add_argument("--browser-core", type=int, default=None, help="run Chromium on this core only")
     args = parser.parse_args()
+    every_core = os.sched_getaffinity(0)
+    browser_cores = {args.browser_core} if args.browser_core is not None else every_core
+    other_cores = every_core - browser_cores or every_core
+    os.sched_setaffinity(0, other_cores)  # the server and every CLI run inherit these
     from playwright.sync_api import expect, sync_playwright
 
     load_at_start = [round(x, 2) for x in os.getloadavg()]
@@ -89,10 +99,12 @@ def main() -> int:
     server = serve_streamlit(env=env)
     url = next(server)
     try:
+        os.sched_setaffinity(0, browser_cores)  # Playwright's driver and Chromium inherit these
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=str(CHROMIUM),
                 args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            os.sched_setaffinity(0, other_cores)
             expect.set_options(timeout=180_000)
             page = new_page(browser)
             page.goto(url)  # the Playground is the default page
@@ -129,7 +141,9 @@ def main() -> int:
         "max_new_tokens": args.max_new_tokens,
         "answers_each": args.answers,
         "order": "pairs alternate: CLI then page, page then CLI, ...",
-        "torch_threads_each_side": generation_threads(len(os.sched_getaffinity(0))),
+        "layout": (f"Chromium on core {args.browser_core}; server and CLI on cores {sorted(other_cores)}"
+                   if args.browser_core is not None else "every process on every core"),
+        "torch_threads_each_side": generation_threads(len(other_cores)),
         "page_warmup_run": warmup,
         "page_runs": page_runs,
         "cli_runs": cli_runs,
