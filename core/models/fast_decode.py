@@ -215,12 +215,17 @@ class FastDecoder:
         hidden = self._layers(x, pos, self.shared.for_step(pos, bucket), bucket)
         return self._next_tokens(hidden, penalty.view(-1, 1))
 
-    def _launch(self, token: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, at: int) -> torch.Tensor:
-        """Queue one decode step of row 0 for the token at position `at`; its output, copied out of the graph."""
+    def replay_step(self, tokens: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, furthest: int) -> torch.Tensor:
+        """Queue one compiled step for the rows of `tokens` at `pos` (on the device; `furthest` the largest, known
+        on the host, picks the bucket); the next tokens, copied out of the graph before the next replay."""
         if self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
+        return self._step(tokens, pos, penalty, self.bucket_for(furthest + 1)).clone()
+
+    def _launch(self, token: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, at: int) -> torch.Tensor:
+        """Queue one decode step of row 0 for the token at position `at`."""
         pos.fill_(at)
-        return self._step(token, pos, penalty, self.bucket_for(at + 1)).clone()
+        return self.replay_step(token, pos, penalty, at)
 
     def bucket_for(self, filled: int) -> int:
         return next(b for b in self.buckets if b >= filled)

@@ -164,10 +164,7 @@ class ContinuousBatcher:
         # compiled at load time, so one analyst alone pays nothing for the rows.
         width = 1 if active == [0] else fast.rows
         try:
-            if fast.device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()
-            stepped = fast._step(tokens[:width], pos[:width], penalty[:width],
-                                 fast.bucket_for(furthest + 1)).clone()
+            stepped = fast.replay_step(tokens[:width], pos[:width], penalty[:width], furthest)
         except Exception as exc:  # noqa: BLE001 - every request in the rows fails with it; the loop goes on
             for row in active:
                 self._end(rows, row, exc)

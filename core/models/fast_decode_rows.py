@@ -73,12 +73,9 @@ def _generate_rows(fast: FastDecoder, prompts: list[dict[str, Any]], max_new_tok
     readback = TokenReadback(fast.device, stepped, fast.read_ahead)
 
     def launch(tokens: torch.Tensor, step: int) -> torch.Tensor:
-        if fast.device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
         # A row that ended keeps stepping (its tokens ignored) but never past its cache's last position.
         torch.clamp(start + step, max=fast.max_len - 1, out=pos)
-        furthest = min(max(lengths) + step, fast.max_len - 1)
-        return fast._step(tokens, pos, penalty, fast.bucket_for(furthest + 1)).clone()
+        return fast.replay_step(tokens, pos, penalty, min(max(lengths) + step, fast.max_len - 1))
 
     step = 0
     while True:
