@@ -6,13 +6,18 @@
 Builds the 7B-class model of bench/llava_7b.py in GPU memory (random bf16 weights, nothing saved), then for
 each variant builds Loupe's own FastDecoder (FlexAttention decode, one row) with other inductor options,
 compiles it (timed), and decodes 256 greedy tokens after a 659-token text prompt twice (the best kept), next
-to the bandwidth limit measured in the same run. Variants:
-  base        the product's STEP_COMPILE_OPTIONS, the next step launched before a token is read (token_readback.py)
-  no_ahead    the same compiled step, each token read before the next step is launched (the loop before)
-  pdl_cdt     + programmatic dependent launch for Triton kernels + coordinate-descent tuning (gpt-fast's)
-  autotune    + max_autotune (GEMMs from cuBLAS or Triton templates, whichever is faster; epilogues fused)
-Each variant says whether its 256 tokens equal the base's. A variant that would not finish inside the
-budget is skipped and says so. Writes bench/results/decode_compile_variants_cuda.json after every variant.
+to the bandwidth limit measured in the same run. Variants (`--variants a,b`: only those, in that order):
+  cublas        every projection a cuBLAS GEMV; the next step launched before a token is read (token_readback.py)
+  no_ahead      the same compiled step, each token read before the next step is launched (the loop before)
+  lm_head       the LM head as an Inductor reduction (core/models/decode_gemv.py), the rest cuBLAS
+  qkv_out_head  QKV, attention's output projection and the LM head as reductions (RMSNorm's scaling fused in)
+  all           every projection of the one-row step as a reduction
+  head_split16  lm_head, FlexAttention's cache split in 16 parts (its default: 2 per SM over 8 KV heads, 32)
+  all_cdt       all, with Inductor's coordinate-descent tuning of the reductions' block sizes
+  pdl_cdt       cublas + programmatic dependent launch for Triton kernels + coordinate-descent tuning (gpt-fast's)
+  autotune      pdl_cdt + max_autotune (GEMMs from cuBLAS or Triton templates, whichever is faster)
+Each variant says whether its 256 tokens equal the first variant's. A variant that would not finish inside the
+budget is skipped and says so. Writes the JSON (--out) after every variant.
 """
 from __future__ import annotations
 
@@ -30,13 +35,25 @@ import torch  # noqa: E402
 from decode_speed import copy_bandwidth_gbps, decoder_bytes  # noqa: E402
 from llava_7b import timed  # noqa: E402
 
+from core.models.decode_gemv import Projection  # noqa: E402
+
 NEW_TOKENS = 256
 PROMPT = 659
-VARIANTS = {  # name: (inductor options beyond the product's, launch ahead, expected compile seconds)
-    "base": (None, True, 60),
-    "no_ahead": ("base", False, 0),
-    "pdl_cdt": ({"triton.enable_pdl": True, "coordinate_descent_tuning": True}, True, 90),
-    "autotune": ({"triton.enable_pdl": True, "coordinate_descent_tuning": True, "max_autotune": True}, True, 200),
+EVERY = tuple(Projection)
+CDT = {"coordinate_descent_tuning": True}
+PDL_CDT = {"triton.enable_pdl": True, **CDT}
+# name: (inductor options beyond the product's or "reuse" the compiled step before it, launch ahead, projections
+# as reductions, FlexAttention kernel options, expected compile seconds)
+VARIANTS: dict[str, tuple[dict | str | None, bool, tuple[Projection, ...], dict, int]] = {
+    "cublas": (None, True, (), {}, 60),
+    "no_ahead": ("reuse", False, (), {}, 0),
+    "lm_head": (None, True, (Projection.LM_HEAD,), {}, 60),
+    "qkv_out_head": (None, True, (Projection.QKV, Projection.OUT, Projection.LM_HEAD), {}, 60),
+    "all": (None, True, EVERY, {}, 60),
+    "head_split16": (None, True, (Projection.LM_HEAD,), {"SPLIT_KV": 16}, 60),
+    "all_cdt": (CDT, True, EVERY, {}, 120),
+    "pdl_cdt": (PDL_CDT, True, (), {}, 90),
+    "autotune": ({**PDL_CDT, "max_autotune": True}, True, (), {}, 200),
 }
 
 
@@ -59,6 +76,7 @@ def main() -> dict:
     parser.add_argument("--budget-s", type=float, default=300)  # on the CPU, 300 s leaves room for a busy machine
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="which variants, in this order")
     args = parser.parse_args()
     on_gpu = torch.cuda.is_available() and not args.cpu
     new = NEW_TOKENS if on_gpu else 16
@@ -87,22 +105,27 @@ def main() -> dict:
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     base_tokens = None
     fast = None
-    for name, (extra, ahead, expected_s) in VARIANTS.items():
+    chosen = args.variants.split(",")
+    unknown = set(chosen) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants: {sorted(unknown)}; known: {list(VARIANTS)}")
+    for name in chosen:
+        extra, ahead, reduced, flex_options, expected_s = VARIANTS[name]
         left = args.budget_s - (time.perf_counter() - started)
         expected_s = expected_s if on_gpu else 0  # nothing is compiled on the CPU
         if left < expected_s + 20:
             result["variants"][name] = {"skipped": f"time budget: {left:.0f} s left, needs about {expected_s + 20} s"}
             continue
-        entry: dict = {"read_ahead": ahead}
+        entry: dict = {"read_ahead": ahead, "reductions": [str(p) for p in reduced], "flex_options": flex_options}
         try:
-            if extra != "base":
+            if extra != "reuse":
                 if fast is not None:
                     fast.close()
-                options = known({**STEP_COMPILE_OPTIONS, **(extra or {})})
+                options = known({**STEP_COMPILE_OPTIONS, **(extra if isinstance(extra, dict) else {})})
                 entry["options"] = options
                 attention = DecodeAttention.FLEX if on_gpu else DecodeAttention.SDPA  # flex runs unfused on a CPU
-                fast = FastDecoder(model, 4096 if on_gpu else 1024, attention=attention,
-                                   compile=on_gpu, compile_options=options)
+                fast = FastDecoder(model, 4096 if on_gpu else 1024, attention=attention, compile=on_gpu,
+                                   compile_options=options, reduced=reduced, flex_options=flex_options)
                 entry["compile_s"] = round(fast.warm_up(), 1)
             assert fast is not None
             fast.read_ahead = ahead

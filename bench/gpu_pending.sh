@@ -25,9 +25,12 @@ case "${1:-}" in
     cp bench/results/oom_recovery*.json "$OUT/" 2>/dev/null
     echo "tests step done in $SECONDS s" ;;
   sweep)
-    # The inductor options and the loop order of the decode step (bench/decode_compile_variants.py).
-    timeout $((570 - SECONDS)) python3 bench/decode_compile_variants.py --budget-s $((550 - SECONDS)) 2>&1 | tail -8
-    cp bench/results/decode_compile_variants_cuda.json "$OUT/" 2>/dev/null
+    # The projections as reductions and FlexAttention's split (bench/decode_compile_variants.py); the inductor
+    # options and the loop order were measured before (decode_compile_variants_cuda.json).
+    timeout $((570 - SECONDS)) python3 bench/decode_compile_variants.py --budget-s $((550 - SECONDS)) \
+      --variants cublas,lm_head,qkv_out_head,all,head_split16,all_cdt \
+      --out bench/results/decode_compile_variants_gemv_cuda.json 2>&1 | tail -8
+    cp bench/results/decode_compile_variants_gemv_cuda.json "$OUT/" 2>/dev/null
     echo "sweep done in $SECONDS s" ;;
   decode)
     # perf_hints: inductor says here if it skipped CUDA graphs for the decode step, and why.

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from core.models.decode_gemv import Projection
 from core.models.fast_decode import FastDecoder
 from core.models.fast_decode_support import cache_length, check
 
@@ -34,6 +35,23 @@ def test_greedy_ids_identical_to_generate_in_float32(loaded) -> None:
     # The model's own weights became views into the fused matrices: generate() is unchanged.
     again = model.generate(**inputs, max_new_tokens=160, do_sample=False, repetition_penalty=1.005)
     assert torch.equal(again, reference)
+
+
+def test_projections_as_reductions_give_the_same_greedy_ids(loaded) -> None:
+    """The one-row step's projections written as float32 sums (decode_gemv.py, as compiled on a GPU) answer
+    as cuBLAS/MKL's GEMVs do: the same ids as generate() in float32, and logits within float32's rounding."""
+    model, processor, inputs, reference = loaded
+    every = frozenset(Projection)
+    fast = FastDecoder(model, 512, compile=False, reduced=every)
+    assert fast.reduced == every and FastDecoder(model, 512, compile=False).reduced == frozenset()
+    assert torch.equal(fast.generate(inputs, 160, 1.005, {processor.tokenizer.eos_token_id}), reference)
+    plain = FastDecoder(model, 512, compile=False)
+    with torch.no_grad():
+        length = fast.prefill(inputs)
+        plain.prefill(inputs)
+        token, pos = reference[:, length], fast.positions[length : length + 1]
+        got, want = fast.logits_at(token, pos), plain.logits_at(token, pos)
+    assert float((got - want).norm() / want.norm()) < 1e-5
 
 
 def test_teacher_forced_logits_agree(loaded) -> None:

@@ -19,6 +19,7 @@ Rows are independent: each has its own position, so rows of different lengths de
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +79,9 @@ class DecodeAttentionInputs:
 
 
 def attend(kind: DecodeAttention, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, shared: object,
-           bucket: int) -> torch.Tensor:
-    """q: [rows, heads, 1, dim] (roped); caches [rows, kv_heads, max_len, dim] -> [rows, 1, heads * dim]."""
+           bucket: int, flex_options: dict[str, int | bool] | None = None) -> torch.Tensor:
+    """q: [rows, heads, 1, dim] (roped); caches [rows, kv_heads, max_len, dim] -> [rows, 1, heads * dim].
+    `flex_options`: FlexAttention's kernel options (its split of the cache, block sizes), when measured better."""
     rows, heads, _, dim = q.shape
     kv_heads = k_cache.shape[1]
     if kind is DecodeAttention.SDPA:
@@ -90,5 +92,6 @@ def attend(kind: DecodeAttention, q: torch.Tensor, k_cache: torch.Tensor, v_cach
         from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
         assert isinstance(shared, BlockMask)
-        out = flex_attention(q, k_cache, v_cache, block_mask=shared, enable_gqa=kv_heads != heads)
+        out = flex_attention(q, k_cache, v_cache, block_mask=shared, enable_gqa=kv_heads != heads,
+                             kernel_options=cast(Any, flex_options) or None)  # a TypedDict of its own
     return out.reshape(rows, 1, heads * dim)

@@ -15,13 +15,14 @@ Greedy answers on one device; sampling, beams and split models use `generate()` 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend
+from core.models.decode_gemv import REDUCED, Projection, project
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
 from core.models.token_readback import TokenReadback
@@ -69,7 +70,9 @@ class FastDecoder:
 
     def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (2048,),
                  rows: int = 1, attention: DecodeAttention | None = None,
-                 compile_options: Mapping[str, str | int | bool] | None = None) -> None:
+                 compile_options: Mapping[str, str | int | bool] | None = None,
+                 reduced: Iterable[Projection] | None = None,
+                 flex_options: Mapping[str, int | bool] | None = None) -> None:
         self.model = model
         self.lm = language_model(model)
         cfg = self.lm.config
@@ -81,6 +84,10 @@ class FastDecoder:
         self.device = model.lm_head.weight.device
         compiled_on_cuda = self.device.type == "cuda" and compile is not False
         self.attention = (attention or DecodeAttention.AUTO).resolved(compiled_on_cuda)
+        # Projections of the one-row step written as reductions (decode_gemv.py); by default only where compiled
+        # on a GPU, where it was measured. Given explicitly they apply anywhere (the CPU tests check the sums).
+        self.reduced = frozenset(reduced) if reduced is not None else (REDUCED if compiled_on_cuda else frozenset())
+        self.flex_options = dict(flex_options or {})  # FlexAttention's kernel options (measured by the variants bench)
         self.dtype = model.lm_head.weight.dtype
         self.layers = []
         for layer in self.lm.layers:
@@ -170,9 +177,10 @@ class FastDecoder:
         view = (rows, 1, 1, self.head_dim) if decoding else (1, 1, t, self.head_dim)
         cos, sin = self.cos[pos].view(view), self.sin[pos].view(view)
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        reduced = self.reduced if decoding and rows == 1 else frozenset()  # several rows: one GEMM each
         for i, (norm1, wqkv, bqkv, o_proj, norm2, wgu, down) in enumerate(self.layers):
             h = self._norm(norm1, x)
-            qkv = F.linear(h, wqkv, bqkv)
+            qkv = project(h, wqkv, bqkv, Projection.QKV in reduced)
             q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
             q = self._rope(q.view(rows, t, self.n_heads, self.head_dim).transpose(1, 2), cos, sin)
             k = self._rope(k.view(rows, t, self.n_kv, self.head_dim).transpose(1, 2), cos, sin)
@@ -182,7 +190,8 @@ class FastDecoder:
                 which = self.row_ids[:rows]
                 self.k_cache[i][which, :, pos] = k[:, :, 0]
                 self.v_cache[i][which, :, pos] = v[:, :, 0]
-                out = attend(self.attention, q, self.k_cache[i][:rows], self.v_cache[i][:rows], shared, bucket)
+                out = attend(self.attention, q, self.k_cache[i][:rows], self.v_cache[i][:rows], shared, bucket,
+                             self.flex_options)
             else:  # prefill: causal attention over the fresh positions only, eager, into one row
                 self.k_cache[i][row : row + 1].index_copy_(2, pos, k)
                 self.v_cache[i][row : row + 1].index_copy_(2, pos, v)
@@ -192,15 +201,22 @@ class FastDecoder:
                 out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
                                                      v.repeat_interleave(groups, dim=1), is_causal=True)
                 out = out.transpose(1, 2).reshape(1, t, q_size)
-            x = x + o_proj(out)
-            gate, up = F.linear(self._norm(norm2, x), wgu).chunk(2, dim=-1)
-            x = x + down(F.silu(gate) * up)
+            x = x + (self._reduced(o_proj, out) if Projection.OUT in reduced else o_proj(out))
+            mlp = Projection.MLP in reduced
+            gate, up = project(self._norm(norm2, x), wgu, None, mlp).chunk(2, dim=-1)
+            x = x + (self._reduced(down, F.silu(gate) * up) if mlp else down(F.silu(gate) * up))
         return self._norm(self.lm.norm, x)
 
-    def _next_tokens(self, hidden: torch.Tensor, penalty: torch.Tensor, first_row: int = 0) -> torch.Tensor:
-        """hidden [rows, T, hidden] of rows first_row.. -> their next greedy tokens [rows]; marks them seen."""
+    @staticmethod
+    def _reduced(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        return project(x, linear.weight, linear.bias, as_reduction=True)
+
+    def _next_tokens(self, hidden: torch.Tensor, penalty: torch.Tensor, first_row: int = 0,
+                     decoding: bool = False) -> torch.Tensor:
+        """hidden [rows, T, hidden] of rows first_row.. -> their next greedy tokens [rows]; marks them seen.
+        `decoding`: from the decode step (else a prefill's last position, eager)."""
         rows = hidden.shape[0]
-        logits = self.model.lm_head(hidden[:, -1]).float()
+        logits = self._logits(hidden, decoding)
         # HF's repetition penalty: every token seen so far (prompt included) is made less likely.
         penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
         logits = torch.where(self.seen[first_row : first_row + rows], penalised, logits)
@@ -209,11 +225,18 @@ class FastDecoder:
                              torch.ones((), dtype=torch.bool, device=self.device))
         return tokens
 
+    def _logits(self, hidden: torch.Tensor, decoding: bool) -> torch.Tensor:
+        """float32 logits of the last position of each row of hidden [rows, T, hidden]."""
+        last = hidden[:, -1]
+        if decoding and hidden.shape[0] == 1 and Projection.LM_HEAD in self.reduced:
+            return self._reduced(self.model.lm_head, last).float()
+        return self.model.lm_head(last).float()
+
     def _decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, bucket: int) -> torch.Tensor:
         """tokens, pos: [rows] (rows 0..n-1 of the cache); penalty: [rows] or a scalar -> next tokens [rows]."""
         x = self.lm.embed_tokens(tokens.view(-1, 1))
         hidden = self._layers(x, pos, self.shared.for_step(pos, bucket), bucket)
-        return self._next_tokens(hidden, penalty.view(-1, 1))
+        return self._next_tokens(hidden, penalty.view(-1, 1), decoding=True)
 
     def replay_step(self, tokens: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, furthest: int) -> torch.Tensor:
         """Queue one compiled step for the rows of `tokens` at `pos` (on the device; `furthest` the largest, known
@@ -260,7 +283,7 @@ class FastDecoder:
         """Teacher-forced decode logits for one token at one position of row 0 (for checking against the model)."""
         x = self.lm.embed_tokens(token.view(1, 1))
         hidden = self._layers(x, pos.view(1), self.shared.for_step(pos.view(1), self.max_len), self.max_len)
-        return self.model.lm_head(hidden[:, -1]).float()[0]
+        return self._logits(hidden, decoding=True)[0]
 
     # -- one request --------------------------------------------------------------------------------
     @torch.no_grad()
