@@ -8,9 +8,13 @@ it, the LM head at 35%, its 32000 rows in 125 blocks of 256). Written as a multi
 becomes an Inductor reduction over the weight's rows, which spreads the rows over every SM and takes the
 RMSNorm's scaling (and a bias) into the same kernel.
 
-Which projections are written so is a measured choice (REDUCED, from bench/decode_compile_variants.py on an
-H200: bench/results/decode_compile_variants_gemv_cuda.json). Only in the step compiled for one row: with
-several rows, one GEMM reads the weight once for all of them, which a reduction per row would not.
+Which projections are written so is a measured choice (REDUCED). On the H200 (7B shape, bf16, 256 tokens;
+bench/decode_compile_variants.py, bench/results/decode_compile_variants_gemv_cuda.json), none wins:
+  every projection from cuBLAS 208.8 tok/s; the LM head as a reduction 205.4; QKV, O and the LM head 184.0;
+  every projection 155.4, and 198.9 with Inductor's coordinate-descent tuning of the reductions' blocks.
+So REDUCED is empty: the product runs cuBLAS, and the reductions stay for the variants bench to measure again
+(another GPU, another torch). Only ever in the step compiled for one row: with several rows, one GEMM reads
+the weight once for all of them, which a reduction per row would not.
 """
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ class Projection(StrEnum):
     LM_HEAD = "lm_head"
 
 
-# The product's choice for the compiled one-row step (see the module docstring for where it was measured).
-REDUCED: frozenset[Projection] = frozenset({Projection.LM_HEAD})
+# The product's choice for the compiled one-row step: none (see the module docstring for the measurement).
+REDUCED: frozenset[Projection] = frozenset()
 
 
 def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, as_reduction: bool) -> torch.Tensor:
