@@ -63,10 +63,16 @@ def page_answer(page, store: HistoryStore, number: int) -> dict[str, float]:
     box = page.get_by_test_id("stChatInputTextArea")
     box.fill(QUESTION)
     box.press("Enter")
+    # Waited for in history, on the server's side, before the page is looked at: Playwright's waiting polls
+    # the page from inside its renderer (0.5-0.6 s of DevTools commands per answer, CDP's Performance
+    # metrics), which would load the cores the answer decodes on; the browser is then checked to show it.
+    deadline = time.monotonic() + 180
+    while (entry := store.get(number)) is None:
+        assert time.monotonic() < deadline, f"answer #{number} not in history after 180 s"
+        time.sleep(0.05)
     expect(page.get_by_text(f"Recorded in history as #{number}.")).to_be_visible()
     settle(page)
-    entry = store.get(number)
-    assert entry is not None and entry.status == "answered" and entry.page == PAGE, entry
+    assert entry.status == "answered" and entry.page == PAGE, entry
     page.get_by_role("button", name="New conversation").click()
     expect(page.get_by_text(f"Recorded in history as #{number}.")).to_have_count(0)
     settle(page)

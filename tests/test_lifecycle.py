@@ -2,7 +2,9 @@
 to, switched with the old model's queue stopped and its memory released, kept when the new one fails."""
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,20 @@ def test_release_unloads_and_the_next_get_loads_again() -> None:
     assert second is not first and second.backend.model is not None
     answer = second.ask([_png()], "What is this?", GenerationSettings(max_new_tokens=3)).collect()
     assert answer.output_tokens == 3
+
+
+def test_a_loaded_model_is_out_of_the_collectors_sight_until_released() -> None:
+    """Full collections stall every thread (answers mid-stream too) for as long as they walk the heap: after a
+    load, what lives as long as the process is frozen; an unload gives it back, so the old model can go."""
+    slot = ModelSlot()
+    engine = slot.get(load_settings())
+    model = weakref.ref(engine.backend.model)
+    assert gc.get_freeze_count() > 0
+    slot.release()
+    assert gc.get_freeze_count() == 0
+    del engine
+    gc.collect()
+    assert model() is None
 
 
 def test_a_model_that_cannot_be_found_keeps_the_loaded_one(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from transformers import StoppingCriteria, TextIteratorStreamer
 if TYPE_CHECKING:
     import torch
 
-HAND_OVERS_PER_S = 20.0  # the most times a second the reader is woken with new text (pages redraw 10 a second)
+HAND_OVERS_PER_S = 20.0  # the most times a second the reader is woken with new text (pages redraw 5 a second)
 
 
 class TimedStreamer(TextIteratorStreamer):

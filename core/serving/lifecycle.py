@@ -7,9 +7,17 @@ then loads the new one, so two models never sit in memory together; a new model 
 or would not fit, leaves the old one loaded. A caller that arrives while another is loading waits for that
 load and attaches to it; it never starts a second one. Settings that do not need a reload (question limit,
 image width, ...) apply at once. The dashboard keeps its slot in st.cache_resource and draws the progress.
+
+After a load, every object then alive (the imported libraries, the model, Streamlit's own) is moved out of
+the garbage collector's sight (gc.freeze): they live as long as the process. Python's full collections walk
+every tracked object while holding the GIL, and in the dashboard's process they had grown to 100-390 ms
+each (a gc callback's log, demo model, one benchmark run), long enough to stall an answer's tokens mid-stream;
+after the freeze they walk only what came later. Before an unload the objects are given back to the collector
+(gc.unfreeze), so the old model's reference cycles are collected with it.
 """
 from __future__ import annotations
 
+import gc
 import threading
 
 from core.backends import ProgressCallback, create_backend
@@ -57,6 +65,8 @@ class ModelSlot:
             self.release()
             backend.load(progress)
             self.engine, self.key = Engine(backend=backend, settings=settings), load_key(settings)
+            gc.collect()
+            gc.freeze()  # see the module docstring
             return self.engine
 
     def release(self) -> None:
@@ -64,6 +74,7 @@ class ModelSlot:
         if self.engine is not None:
             engine, self.engine, self.key = self.engine, None, None
             close_scheduler_for(engine)  # stop its queue worker first: nothing may run on an unloaded model
+            gc.unfreeze()  # the model's cycles become collectable again (the module docstring says why)
             engine.backend.unload()
 
     def is_loading(self, settings: Settings) -> bool:

@@ -6,7 +6,10 @@ analyst's browser and its `#` lines into headings. Plain text shows exactly what
 
 The growing answer is redrawn at most REDRAWS_PER_S times a second, the last text always: an eye reads no
 faster, and reading and redrawing it per token (a wake-up and a message to the browser each, under the GIL the
-generation thread needs) slowed generation itself (issue #17 item 1).
+generation thread needs) slowed generation itself (issue #17 item 1). Each redraw also costs the browser: in
+headless Chromium on 2 cores, a 1024-token answer on the demo model (about 4 s) took 1.3 s of the renderer's
+JavaScript at 10 redraws a second and 0.6 s at 1 (CDP's Performance metrics); 5 a second still reads as text
+growing.
 
 Stop (or any other click) while an answer streams: Streamlit (runner.fastReruns, its default) starts the page's
 next run at once, in a new thread, and tells the interrupted one to end at its next draw; its output is thrown
@@ -30,7 +33,7 @@ from dashboard.widgets.verdict_panel import show_verdict
 
 STAGES = ("queue", "preprocess", "vision", "prefill", "decode", "total")  # queue: rows before issue 17 show 0
 POSITION_REFRESH_S = 0.25  # how often "2 requests ahead" is redrawn while a question waits
-REDRAWS_PER_S = 10.0  # live to the eye; each redraw wakes two of the server's threads, which the decoder pays for
+REDRAWS_PER_S = 5.0  # live to the eye; each redraw wakes two of the server's threads and costs the browser's renderer
 ANSWERING = "loupe-answering"  # session state: the answer this session is streaming, while it streams
 HIDE_STATUS_STOP = '<style>[data-testid="stStatusWidget"] button { display: none; }</style>'
 
