@@ -14,6 +14,9 @@ to the bandwidth limit measured in the same run. Variants (`--variants a,b`: onl
   all           every projection of the one-row step as a reduction
   head_split16  lm_head, FlexAttention's cache split in 16 parts (its default: 2 per SM over 8 KV heads, 32)
   all_cdt       all, with Inductor's coordinate-descent tuning of the reductions' block sizes
+  cdt           cublas, with coordinate-descent tuning of Inductor's own kernels (norms, RoPE, attention's parts)
+  head_cdt      lm_head, with coordinate-descent tuning
+  qkv_out_head_cdt  qkv_out_head, with coordinate-descent tuning
   pdl_cdt       cublas + programmatic dependent launch for Triton kernels + coordinate-descent tuning (gpt-fast's)
   autotune      pdl_cdt + max_autotune (GEMMs from cuBLAS or Triton templates, whichever is faster)
 Each variant says whether its 256 tokens equal the first variant's. A variant that would not finish inside the
@@ -52,6 +55,9 @@ VARIANTS: dict[str, tuple[dict | str | None, bool, tuple[Projection, ...], dict,
     "all": (None, True, EVERY, {}, 60),
     "head_split16": (None, True, (Projection.LM_HEAD,), {"SPLIT_KV": 16}, 60),
     "all_cdt": (CDT, True, EVERY, {}, 120),
+    "cdt": (CDT, True, (), {}, 110),
+    "head_cdt": (CDT, True, (Projection.LM_HEAD,), {}, 110),
+    "qkv_out_head_cdt": (CDT, True, (Projection.QKV, Projection.OUT, Projection.LM_HEAD), {}, 110),
     "pdl_cdt": (PDL_CDT, True, (), {}, 90),
     "autotune": ({**PDL_CDT, "max_autotune": True}, True, (), {}, 200),
 }

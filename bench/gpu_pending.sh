@@ -2,7 +2,8 @@
 # The GPU runs still owed to the issues, one device call each (each well inside the 10-minute limit).
 # Run from the repository root on the lent machine; results land in bench/results/ and are copied to $OUT.
 #   bash bench/gpu_pending.sh tests    # nvidia-h200: GPU tests (fast path, batching, real OOM, unload, NVML)
-#   bash bench/gpu_pending.sh sweep    # nvidia-h200: bench/decode_compile_variants.py (inductor options, loop order)
+#   bash bench/gpu_pending.sh sweep    # nvidia-h200: bench/decode_compile_variants.py (projections, inductor options)
+#     VARIANTS=a,b SWEEP_OUT=name.json bash bench/gpu_pending.sh sweep   # other variants, into another file
 #   bash bench/gpu_pending.sh decode   # nvidia-h200: decode benchmark (7B-class), bf16 noise floor included
 #   bash bench/gpu_pending.sh two      # nvidia-h200-x2: the two-card run (bench/two_gpu.py)
 set -uo pipefail
@@ -28,9 +29,9 @@ case "${1:-}" in
     # The projections as reductions and FlexAttention's split (bench/decode_compile_variants.py); the inductor
     # options and the loop order were measured before (decode_compile_variants_cuda.json).
     timeout $((570 - SECONDS)) python3 bench/decode_compile_variants.py --budget-s $((550 - SECONDS)) \
-      --variants cublas,lm_head,qkv_out_head,all,head_split16,all_cdt \
-      --out bench/results/decode_compile_variants_gemv_cuda.json 2>&1 | tail -8
-    cp bench/results/decode_compile_variants_gemv_cuda.json "$OUT/" 2>/dev/null
+      --variants "${VARIANTS:-cublas,lm_head,qkv_out_head,all,head_split16,all_cdt}" \
+      --out "bench/results/${SWEEP_OUT:-decode_compile_variants_gemv_cuda.json}" 2>&1 | tail -8
+    cp "bench/results/${SWEEP_OUT:-decode_compile_variants_gemv_cuda.json}" "$OUT/" 2>/dev/null
     echo "sweep done in $SECONDS s" ;;
   decode)
     # perf_hints: inductor says here if it skipped CUDA graphs for the decode step, and why.

@@ -10,7 +10,7 @@ def test_compile_variant_sweep_cpu_mode(tmp_path: Path) -> None:
     record = run_bench("decode_compile_variants.py", "--cpu", "--out", str(out), result_file=out)
     variants = record["variants"]
     assert list(variants) == ["cublas", "no_ahead", "lm_head", "qkv_out_head", "all", "head_split16", "all_cdt",
-                              "pdl_cdt", "autotune"]
+                              "cdt", "head_cdt", "qkv_out_head_cdt", "pdl_cdt", "autotune"]
     for name, entry in variants.items():
         assert "error" not in entry, (name, entry)
         # Every variant answers alike: the projections written as float32 sums included (decode_gemv.py).
