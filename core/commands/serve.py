@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if settings.backend != "openai":  # a remote model loads no transformers to quieten
         quiet_libraries()
     from core.serving.engine import load_engine  # torch + transformers: only when serving a local model
+    from core.serving.lifecycle import keep_out_of_collections
 
     engine = load_engine(settings)
+    keep_out_of_collections()  # a server for as long as it runs: full collections would stall its answers
     card = engine.describe()
     auth = "bearer token required" if settings.api_token else "no token (set api_token to require one)"
     port = sock.getsockname()[1]

@@ -12,7 +12,8 @@ After a load, every object then alive (the imported libraries, the model, Stream
 the garbage collector's sight (gc.freeze): they live as long as the process. Python's full collections walk
 every tracked object while holding the GIL, and in the dashboard's process they had grown to 100-390 ms
 each (a gc callback's log, demo model, one benchmark run), long enough to stall an answer's tokens mid-stream;
-after the freeze they walk only what came later. Before an unload the objects are given back to the collector
+after the freeze they walk only what came later (`python -m core serve` freezes after its one load too).
+Before an unload the objects are given back to the collector
 (gc.unfreeze), so the old model's reference cycles are collected with it.
 """
 from __future__ import annotations
@@ -35,6 +36,13 @@ LoadKey = tuple[object, ...]
 def load_key(settings: Settings) -> LoadKey:
     """What two settings must share for one loaded model to serve both."""
     return tuple(getattr(settings, name, None) for name in LOAD_KEYS)
+
+
+def keep_out_of_collections() -> None:
+    """After a long-lived process (the dashboard, the API server) has loaded its model: every object alive now
+    is frozen out of full collections (the module docstring says why)."""
+    gc.collect()
+    gc.freeze()
 
 
 class ModelSlot:
@@ -65,8 +73,7 @@ class ModelSlot:
             self.release()
             backend.load(progress)
             self.engine, self.key = Engine(backend=backend, settings=settings), load_key(settings)
-            gc.collect()
-            gc.freeze()  # see the module docstring
+            keep_out_of_collections()
             return self.engine
 
     def release(self) -> None:
