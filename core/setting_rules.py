@@ -186,7 +186,7 @@ RULES: dict[str, Callable[[str, object, str], object]] = {
     "max_pixels": _whole, "max_images": _whole, "max_question_chars": _whole,
     "api_max_question_chars": _whole, "max_new_tokens": _whole,
     "stream_timeout_s": _seconds, "fast_decode": _flag, "fast_decode_rows": _whole,
-    "decode_attention": _choice("auto", "sdpa", "flex"), "history_db": _text, "max_memory_gb": _memory,
+    "decode_attention": _choice("auto", "sdpa", "flex", "split"), "history_db": _text, "max_memory_gb": _memory,
     "split": _split, "openai_base_url": _url, "openai_api_key": _text, "remote_max_in_flight": _whole,
     "remote_model": _text, "remote_image_format": _choice("jpeg", "png"), "remote_max_retries": _whole_at_least(0),
     "api_token": _text,

@@ -62,7 +62,7 @@ class Settings:
     stream_timeout_s: float = 120.0  # the answer stream gives up if no token comes for this long
     fast_decode: bool = True  # static-cache compiled greedy decoding where the model allows (core/models/fast_decode.py)
     # The fast path's decode attention: "auto" (FlexAttention where the step is compiled on a GPU, masked SDPA on
-    # the CPU), "flex" or "sdpa". core/models/decode_attention.py says what each is and what was measured.
+    # the CPU), "flex", "split" or "sdpa". core/models/decode_attention.py says what each is and what was measured.
     decode_attention: str = "auto"
     # Rows of the fast path's cache: prompts decoded together (Compare's templates, and questions from the queue
     # by continuous batching); each row holds its own KV cache. 1 until an H200 record shows the gain (on the

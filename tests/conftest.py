@@ -5,8 +5,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from core.models import demo_model
+
+if not torch.cuda.is_available():
+    # Loupe's own Triton kernel (core/models/split_decode_attention.py) runs under Triton's interpreter on a
+    # CPU; the variable must be set before the kernel is defined (at its module's import).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

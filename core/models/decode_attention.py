@@ -1,7 +1,10 @@
 """Attention for the fast path's decode step: one new query per row against that row's filled cache.
 
-Two kinds, the same arithmetic (chosen by the `decode_attention` setting; "auto" by default: flex where the
+Three kinds, the same arithmetic (chosen by the `decode_attention` setting; "auto" by default: flex where the
 step is compiled on a GPU, sdpa on the CPU):
+- "split": Loupe's own split-KV Triton kernel over each row's filled positions (split_decode_attention.py):
+  one kernel and one small combine per layer where FlexAttention takes two larger ones. Needs a GPU (Triton);
+  on a CPU it runs as sdpa, unless Triton's interpreter is on (TRITON_INTERPRET=1, the CPU tests).
 - "flex": FlexAttention's decoding kernel over a block mask that holds only the filled
   blocks of each row (`kv_idx <= pos[row]`), so a token reads what the row has written, never a fixed bucket.
   Measured on an H200 (7B-shaped, ../shared/gpu-runs/2026-12-01-h200/decode_attention_variants.json): 180.7
@@ -18,6 +21,7 @@ Rows are independent: each has its own position, so rows of different lengths de
 """
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from typing import Any, cast
 
@@ -31,13 +35,21 @@ class DecodeAttention(StrEnum):
     AUTO = "auto"
     FLEX = "flex"
     SDPA = "sdpa"
+    SPLIT = "split"
 
     def resolved(self, compiled_on_cuda: bool) -> DecodeAttention:
         """AUTO as the decoder runs it: flex where its step is compiled on a GPU, sdpa elsewhere (flex runs
-        unfused, op by op, when not compiled)."""
+        unfused, op by op, when not compiled). SPLIT needs Triton on a GPU (or its interpreter)."""
+        if self is DecodeAttention.SPLIT and not compiled_on_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            return DecodeAttention.SDPA
         if self is not DecodeAttention.AUTO:
             return self
         return DecodeAttention.FLEX if compiled_on_cuda else DecodeAttention.SDPA
+
+    @property
+    def reads_filled_only(self) -> bool:
+        """Whether a step reads only each row's filled positions (then one graph serves every length)."""
+        return self in (DecodeAttention.FLEX, DecodeAttention.SPLIT)
 
 
 class DecodeAttentionInputs:
@@ -58,6 +70,8 @@ class DecodeAttentionInputs:
 
     def for_step(self, pos: torch.Tensor, bucket: int) -> object:
         """pos: [rows] positions of the new tokens (their K/V already written)."""
+        if self.kind is DecodeAttention.SPLIT:
+            return pos
         if self.kind is DecodeAttention.SDPA:
             return (self.positions[:bucket][None, :] <= pos[:, None])[:, None, None]  # [rows, 1, 1, bucket]
         from torch.nn.attention.flex_attention import BlockMask
@@ -88,6 +102,11 @@ def attend(kind: DecodeAttention, q: torch.Tensor, k_cache: torch.Tensor, v_cach
         group = q.view(rows, kv_heads, heads // kv_heads, dim)
         assert isinstance(shared, torch.Tensor)
         out = F.scaled_dot_product_attention(group, k_cache[:, :, :bucket], v_cache[:, :, :bucket], attn_mask=shared)
+    elif kind is DecodeAttention.SPLIT:
+        from core.models.split_decode_attention import split_attend
+
+        assert isinstance(shared, torch.Tensor)
+        return split_attend(q, k_cache, v_cache, shared)
     else:
         from torch.nn.attention.flex_attention import BlockMask, flex_attention
 

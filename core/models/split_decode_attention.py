@@ -1,0 +1,124 @@
+"""Split-KV ("flash-decoding") attention for the fast path's decode step, as one Triton kernel of Loupe's own.
+
+Why: a decode step's attention reads little (one query per head against the filled cache, ~3 MB a layer on
+a 7B model at 900 positions) but needs parallelism: 8 KV heads are 8 blocks for 132 SMs. FlexAttention's
+decoding path splits the cache, but it cost 0.37 ms a token in two kernels on the H200 for ~0.03 ms of reads
+(bench/results/decode_speed_cuda.json's profile), and launches over the whole cache length.
+How: the grid is (row, KV head, split). Each program takes the split's share of the row's FILLED positions
+(read from `pos` on the device, so one compiled graph serves every length), computes its query group's
+scores with one MMA per block (the group's query heads padded to 16, the smallest MMA), and keeps an online
+softmax: it writes its running max, sum and weighted values. The few splits are combined in plain torch ops
+that Inductor fuses into one small kernel with the output's cast (combine_partials), so the kernel needs no
+cross-program synchronisation. The number of splits is chosen per row count to give about two programs per SM.
+Arithmetic: everything in float32. A bf16 (or fp16) value is exact in TF32 (10 mantissa bits), so the MMAs
+run in TF32 for those caches and the scores are the exact products, accumulated in float32; the softmax's
+probabilities enter the value product at TF32 (flash attention rounds them to bf16). Float32 caches use IEEE
+products (no TF32), so float32 answers match generate() token for token. (Triton's interpreter also computes
+bf16 MMAs wrongly, so converting first keeps the CPU tests on the same code.)
+The kernel compiles into the step through torch.library.triton_op; on a CPU it runs under Triton's
+interpreter only (the tests do that: TRITON_INTERPRET=1), never in the product (decode_attention.py).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+BLOCK_T = 32  # cache positions per MMA
+PROGRAMS_PER_SM = 2
+
+
+@triton.jit
+def _split_partials(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
+                    stride_qr, stride_qh, stride_kr, stride_kh, stride_kt, stride_vr, stride_vh, stride_vt,
+                    scale,
+                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr,
+                    BLOCK: tl.constexpr, PRECISION: tl.constexpr):
+    row = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    kv_heads = tl.num_programs(1)
+    filled = tl.load(pos_ptr + row).to(tl.int32) + 1
+    chunk = tl.cdiv(tl.cdiv(filled, SPLITS), BLOCK) * BLOCK
+    start = split * chunk
+    end = tl.minimum(start + chunk, filled)
+
+    g = tl.arange(0, GROUP_PAD)
+    d = tl.arange(0, DIM)
+    in_group = g < GROUP
+    q_rows = q_ptr + row * stride_qr + (kv_head * GROUP + g)[:, None] * stride_qh + d[None, :]
+    q = tl.load(q_rows, mask=in_group[:, None], other=0.0).to(tl.float32)
+    m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+    total = tl.zeros([GROUP_PAD], tl.float32)
+    acc = tl.zeros([GROUP_PAD, DIM], tl.float32)
+    k_base = k_ptr + row * stride_kr + kv_head * stride_kh
+    v_base = v_ptr + row * stride_vr + kv_head * stride_vh
+    for t0 in range(start, end, BLOCK):
+        t = t0 + tl.arange(0, BLOCK)
+        in_range = t < end
+        k = tl.load(k_base + t[None, :] * stride_kt + d[:, None], mask=in_range[None, :], other=0.0).to(tl.float32)
+        scores = tl.dot(q, k, input_precision=PRECISION) * scale  # [GROUP_PAD, BLOCK]
+        scores = tl.where(in_range[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, axis=1))
+        shrink = tl.exp(m - m_new)
+        p = tl.exp(scores - m_new[:, None])
+        v = tl.load(v_base + t[:, None] * stride_vt + d[None, :], mask=in_range[:, None], other=0.0).to(tl.float32)
+        acc = acc * shrink[:, None] + tl.dot(p, v, input_precision=PRECISION)
+        total = total * shrink + tl.sum(p, axis=1)
+        m = m_new
+    # partials [row, kv_head, split, g(, d)]: a split past the filled length writes -inf / 0 / 0
+    slot = ((row * kv_heads + kv_head) * SPLITS + split) * GROUP + g
+    tl.store(m_ptr + slot, m, mask=in_group)
+    tl.store(l_ptr + slot, total, mask=in_group)
+    tl.store(acc_ptr + slot[:, None] * DIM + d[None, :], acc, mask=in_group[:, None])
+
+
+def splits_for(rows: int, kv_heads: int, device: torch.device) -> int:
+    """How many parts each row's cache is split into: about PROGRAMS_PER_SM programs per SM, a power of two."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 16
+    wanted = max(1, PROGRAMS_PER_SM * sms // max(1, rows * kv_heads))
+    return min(64, 1 << (wanted.bit_length() - 1))
+
+
+@triton_op("loupe::split_decode_partials", mutates_args={})
+def split_decode_partials(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor,
+                          splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q [rows, heads, dim] (roped); caches [rows, kv_heads, max_len, dim] (rows 0.. of them); pos [rows] the
+    last filled position -> (acc [rows, kv_heads, splits, group, dim], max, sum [rows, kv_heads, splits, group]),
+    float32."""
+    rows, heads, dim = q.shape
+    kv_heads = k_cache.shape[1]
+    group = heads // kv_heads
+    acc = q.new_empty((rows, kv_heads, splits, group, dim), dtype=torch.float32)
+    m = q.new_empty((rows, kv_heads, splits, group), dtype=torch.float32)
+    total = torch.empty_like(m)
+    wrap_triton(_split_partials)[(rows, kv_heads, splits)](
+        q, k_cache, v_cache, pos, acc, m, total,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        1.0 / math.sqrt(dim),
+        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), DIM=dim, SPLITS=splits, BLOCK=BLOCK_T,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4,  # see the module docstring
+    )
+    return acc, m, total
+
+
+def combine_partials(acc: torch.Tensor, m: torch.Tensor, total: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The splits' partial softmaxes -> attention output [rows, 1, heads * dim] in `dtype` (query head
+    kv_head * group + g, the order of transformers' repeat_kv)."""
+    top = m.amax(dim=2, keepdim=True)
+    weight = torch.exp(m - top)  # a split past the filled length has max -inf: weight 0
+    out = (acc * weight[..., None]).sum(2) / (total * weight).sum(2)[..., None]
+    rows = out.shape[0]
+    return out.reshape(rows, 1, -1).to(dtype)
+
+
+def split_attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """q [rows, heads, 1, dim] (roped); caches [rows, kv_heads, max_len, dim]; pos [rows] -> [rows, 1, heads * dim]."""
+    rows, heads, _, dim = q.shape
+    splits = splits_for(rows, k_cache.shape[1], q.device)
+    acc, m, total = split_decode_partials(q.reshape(rows, heads, dim).contiguous(), k_cache, v_cache, pos, splits)
+    return combine_partials(acc, m, total, q.dtype)
