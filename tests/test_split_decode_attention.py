@@ -65,9 +65,8 @@ def test_splits_give_about_two_programs_per_multiprocessor() -> None:
 
 def test_fast_path_with_split_attention_answers_as_generate(demo_model_dir) -> None:
     """The demo model's first 24 greedy ids through the fast path with the kernel equal generate()'s (float32)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model = AutoModelForImageTextToText.from_pretrained(demo_model_dir, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(demo_model_dir)

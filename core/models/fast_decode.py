@@ -114,7 +114,8 @@ class FastDecoder:
         self._pos = torch.zeros(rows, dtype=torch.long, device=self.device)
         vocab = cfg.vocab_size if hasattr(cfg, "vocab_size") else model.lm_head.weight.shape[0]
         self.seen = torch.zeros(rows, vocab, device=self.device, dtype=torch.bool)
-        self.buckets = (max_len,) if self.attention.reads_filled_only else tuple(sorted({b for b in buckets if b < max_len} | {max_len}))
+        every = tuple(sorted({b for b in buckets if b < max_len} | {max_len}))
+        self.buckets = (max_len,) if self.attention.reads_filled_only else every
         use_compile = self.device.type == "cuda" if compile is None else compile
         self.compiled = use_compile
         if use_compile:
