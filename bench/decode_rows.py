@@ -38,6 +38,7 @@ NEW_TOKENS = 256
 
 def step_ms(fast, rows: int, steps: int) -> float:
     """Milliseconds per compiled step of `rows` rows, replayed back to back (the GPU's time when it never waits)."""
+    @torch.no_grad()
     def run() -> float:
         tokens = torch.zeros(rows, dtype=torch.long, device=fast.device)
         pos = torch.full((rows,), PROMPT + 128, dtype=torch.long, device=fast.device)
@@ -62,6 +63,7 @@ def kernel_profile(fast, rows: int, steps: int = 16) -> dict:
 
     on_gpu = fast.device.type == "cuda"
 
+    @torch.no_grad()
     def run():
         tokens = torch.zeros(rows, dtype=torch.long, device=fast.device)
         pos = torch.full((rows,), PROMPT + 128, dtype=torch.long, device=fast.device)

@@ -34,8 +34,7 @@ PROGRAMS_PER_SM = 2
 @triton.jit
 def _split_partials(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
                     stride_qr, stride_qh, stride_kr, stride_kh, stride_kt, stride_vr, stride_vh, stride_vt,
-                    scale,
-                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr,
+                    SCALE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr,
                     BLOCK: tl.constexpr, PRECISION: tl.constexpr):
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -60,7 +59,7 @@ def _split_partials(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
         t = t0 + tl.arange(0, BLOCK)
         in_range = t < end
         k = tl.load(k_base + t[None, :] * stride_kt + d[:, None], mask=in_range[None, :], other=0.0).to(tl.float32)
-        scores = tl.dot(q, k, input_precision=PRECISION) * scale  # [GROUP_PAD, BLOCK]
+        scores = tl.dot(q, k, input_precision=PRECISION) * SCALE  # [GROUP_PAD, BLOCK]
         scores = tl.where(in_range[None, :], scores, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, axis=1))
         shrink = tl.exp(m - m_new)
@@ -99,8 +98,10 @@ def split_decode_partials(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
         q, k_cache, v_cache, pos, acc, m, total,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        1.0 / math.sqrt(dim),
-        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), DIM=dim, SPLITS=splits, BLOCK=BLOCK_T,
+        # The scale a compile-time constant: a Python float argument reaches Inductor's kernel as float64, which
+        # made the scores float64 (and the second MMA's operands of two dtypes) on the H200.
+        SCALE=1.0 / math.sqrt(dim), GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), DIM=dim,
+        SPLITS=splits, BLOCK=BLOCK_T,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4,  # see the module docstring
     )
     return acc, m, total
