@@ -35,7 +35,7 @@ case "${1:-}" in
     echo "sweep done in $SECONDS s" ;;
   decode)
     # perf_hints: inductor says here if it skipped CUDA graphs for the decode step, and why.
-    TORCH_LOGS=perf_hints timeout 560 python3 bench/decode_speed.py --model-dir /tmp/loupe-7b 2>&1 \
+    TORCH_LOGS=perf_hints timeout 560 python3 bench/decode_speed.py --model-dir /tmp/loupe-7b --other-attention 2>&1 \
       | tee "$OUT/decode.log" | tail -3
     cp bench/results/decode_speed_cuda.json "$OUT/" ;;
   two)

@@ -100,3 +100,29 @@ def test_the_engine_answers_concurrent_questions_in_rows(demo_model_dir) -> None
         thread.join(timeout=300)
     assert together == alone
 
+
+
+def test_no_question_compiles_after_the_warm_up(loaded) -> None:
+    """Compiled as on a GPU (Inductor, on the CPU here): after warm_up, one answer, Compare's rows and the
+    continuous batcher's rows replay the steps compiled while loading; a recompile (another input shape, such
+    as a [rows, 1] penalty) would put compilation into an analyst's question."""
+    from torch._dynamo.utils import counters
+
+    from core.models.fast_decode_rows import generate_rows
+
+    model, prompts, references = loaded
+    fast = FastDecoder(model, 256, compile=True, rows=2)
+    try:
+        fast.warm_up()
+        compiled = counters["stats"]["unique_graphs"]
+        assert torch.equal(fast.generate(prompts[0], NEW, 1.005, set()), references[0])
+        rows = generate_rows(fast, prompts[:2], NEW, 1.005, set())
+        assert [list(r.new_ids) for r in rows] == [ref[0, -NEW:].tolist() for ref in references[:2]]
+        batcher = ContinuousBatcher(fast)
+        alone = batcher.submit(prompts[2], NEW, 1.005, set())  # the one-row step
+        assert torch.equal(batcher.wait(alone), references[2])
+        requests = [batcher.submit(p, NEW, 1.005, set()) for p in prompts[:2]]
+        assert all(torch.equal(batcher.wait(r), ref) for r, ref in zip(requests, references))
+        assert counters["stats"]["unique_graphs"] == compiled
+    finally:
+        fast.close()

@@ -61,7 +61,7 @@ def _reference(model, inputs: dict) -> torch.Tensor:
                               repetition_penalty=1.005)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+@pytest.mark.parametrize("attention", ["sdpa", "flex", "split"])
 def test_float32_greedy_ids_identical_to_generate(attention: str) -> None:
     from core.models.decode_attention import DecodeAttention
     from core.models.fast_decode import FastDecoder
@@ -77,9 +77,12 @@ def test_float32_greedy_ids_identical_to_generate(attention: str) -> None:
     fast.close()
 
 
-def test_continuous_batching_on_the_gpu_answers_as_each_alone() -> None:
-    """Three float32 answers at once through the compiled 4-row step (FlexAttention), one joining mid-answer:
-    each token for token generate()'s."""
+@pytest.mark.parametrize("attention", ["flex", "split"])
+def test_continuous_batching_on_the_gpu_answers_as_each_alone(attention: str) -> None:
+    """Three float32 answers at once through the compiled 4-row step, one joining mid-answer: each token for
+    token generate()'s, and no answer compiles anything (every step shape was compiled while warming up)."""
+    from torch._dynamo.utils import counters
+
     from core.models.decode_attention import DecodeAttention
     from core.models.fast_decode import FastDecoder
     from core.models.fast_decode_batcher import ContinuousBatcher
@@ -90,8 +93,9 @@ def test_continuous_batching_on_the_gpu_answers_as_each_alone() -> None:
     prompts[1]["attention_mask"] = prompts[1]["attention_mask"][:, :72].clone()
     prompts[2]["pixel_values"] = prompts[2]["pixel_values"].flip(-1).contiguous()  # another image
     references = [_reference(model, p) for p in prompts]
-    fast = FastDecoder(model, 1024, rows=4, attention=DecodeAttention.FLEX)
+    fast = FastDecoder(model, 1024, rows=4, attention=DecodeAttention(attention))
     fast.warm_up()
+    compiled = counters["stats"]["unique_graphs"]
     batcher = ContinuousBatcher(fast)
     late: list = []
 
@@ -106,4 +110,5 @@ def test_continuous_batching_on_the_gpu_answers_as_each_alone() -> None:
     assert torch.equal(batcher.wait(second), references[1])
     assert torch.equal(batcher.wait(late[0]), references[2])
     assert batcher.joined_running >= 1 and batcher.most_rows_at_once == 3
+    assert counters["stats"]["unique_graphs"] == compiled
     fast.close()

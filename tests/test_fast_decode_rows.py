@@ -88,8 +88,40 @@ def test_a_fast_path_that_fails_to_build_leaves_the_model_answering(demo_model_d
     assert _answer(engine)  # generate() answers
 
 
-def test_auto_attention_is_flex_only_where_the_step_is_compiled_on_a_gpu() -> None:
-    assert DecodeAttention.AUTO.resolved(compiled_on_cuda=True) is DecodeAttention.FLEX
+def test_auto_attention_is_the_split_kernel_only_where_the_step_is_compiled_on_a_gpu() -> None:
+    assert DecodeAttention.AUTO.resolved(compiled_on_cuda=True) is DecodeAttention.SPLIT
     assert DecodeAttention.AUTO.resolved(compiled_on_cuda=False) is DecodeAttention.SDPA
     assert DecodeAttention.SDPA.resolved(compiled_on_cuda=True) is DecodeAttention.SDPA  # a choice is kept
     assert DecodeAttention.FLEX.resolved(compiled_on_cuda=False) is DecodeAttention.FLEX
+
+
+def test_auto_falls_back_to_flex_when_the_split_kernel_fails_to_build(demo_model_dir, monkeypatch) -> None:
+    """"auto" is the split-KV kernel on a GPU; where it cannot be built (another GPU or Triton), the decoder is
+    built again with FlexAttention and the card says why. (The kernel's failure is forced: on a CPU, auto is
+    sdpa; the model, the decoders and their warm-up are real, the kernel under Triton's interpreter.)"""
+    pytest.importorskip("triton")
+    from core.models import fast_decode_support, split_decode_attention
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the kernel did not compile")
+
+    monkeypatch.setattr(split_decode_attention, "split_attend", broken)
+    model = _engine(demo_model_dir, fast_decode=False).backend.model
+    as_on_a_gpu = {DecodeAttention.AUTO: DecodeAttention.SPLIT}
+    built: list[DecodeAttention] = []
+
+    def make(attention: DecodeAttention) -> FastDecoder:
+        built.append(attention)
+        return FastDecoder(model, 64, compile=False, attention=as_on_a_gpu.get(attention, attention))
+
+    decoder, card = fast_decode_support.build_and_warm(make, DecodeAttention.AUTO, "fast", lambda _m: None)
+    assert built == [DecodeAttention.AUTO, DecodeAttention.FLEX]
+    assert decoder is not None and decoder.attention is DecodeAttention.FLEX
+    assert card.startswith("static KV cache, decode step not compiled (CPU), flex attention")
+    assert card.endswith("; the split-KV kernel failed to build (RuntimeError: the kernel did not compile)")
+    decoder.close()
+    # Asked for by name, the kernel's failure is not papered over: generate() answers.
+    built.clear()
+    decoder, card = fast_decode_support.build_and_warm(make, DecodeAttention.SPLIT, "fast", lambda _m: None)
+    assert decoder is None and built == [DecodeAttention.SPLIT]
+    assert card == "off: it failed to build (RuntimeError: the kernel did not compile); generate() answers"

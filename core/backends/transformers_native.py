@@ -130,9 +130,9 @@ class TransformersBackend:
         positions = getattr(self.model.model.language_model.config, "max_position_embeddings", 4096)
         length = fast_decode_support.cache_length(positions, 4096)
         self.fast_decoder, self.fast_status = fast_decode_support.build_and_warm(
-            lambda: fast_decode.FastDecoder(self.model, length, rows=self.fast_decode_rows,
-                                            attention=DecodeAttention(self.decode_attention)),
-            status.reason, lambda message: report(LoadProgress(0.95, message)))
+            lambda attention: fast_decode.FastDecoder(self.model, length, rows=self.fast_decode_rows,
+                                                      attention=attention),
+            DecodeAttention(self.decode_attention), status.reason, lambda message: report(LoadProgress(0.95, message)))
         if self.fast_decoder is not None and self.fast_decoder.rows > 1:
             # Greedy answers decode together in the fast path's rows (continuous batching): the scheduler
             # may run as many at once. Anything else still takes the generation lock, one at a time.

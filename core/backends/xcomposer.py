@@ -138,8 +138,8 @@ class XComposerBackend:
         length = fast_decode_support.cache_length(self.model.spec.max_positions, FAST_CACHE_TOKENS)
         model = self.model
         self.fast_decoder, self.fast_status = fast_decode_support.build_and_warm(
-            lambda: XComposerFastDecoder(model, length, attention=DecodeAttention(self.decode_attention)),
-            status.reason, lambda message: report(LoadProgress(0.95, message)))
+            lambda attention: XComposerFastDecoder(model, length, attention=attention),
+            DecodeAttention(self.decode_attention), status.reason, lambda message: report(LoadProgress(0.95, message)))
 
     def unload(self) -> None:
         if self.fast_decoder is not None:

@@ -44,7 +44,7 @@ class DecodeAttention(StrEnum):
             return DecodeAttention.SDPA
         if self is not DecodeAttention.AUTO:
             return self
-        return DecodeAttention.FLEX if compiled_on_cuda else DecodeAttention.SDPA
+        return DecodeAttention.SPLIT if compiled_on_cuda else DecodeAttention.SDPA
 
     @property
     def reads_filled_only(self) -> bool:
@@ -55,8 +55,10 @@ class DecodeAttention(StrEnum):
 class DecodeAttentionInputs:
     """What every layer's attention shares in one step: the mask (sdpa) or the block mask (flex)."""
 
-    def __init__(self, kind: DecodeAttention, max_len: int, device: torch.device, rows: int = 1) -> None:
+    def __init__(self, kind: DecodeAttention, max_len: int, device: torch.device, rows: int = 1,
+                 kv_heads: int = 1) -> None:
         self.kind = kind
+        self.kv_heads = kv_heads
         self.max_len = max_len
         self.positions = torch.arange(max_len, device=device)
         self.block_ids = torch.arange(max_len // FLEX_BLOCK, device=device, dtype=torch.int32)
@@ -64,14 +66,16 @@ class DecodeAttentionInputs:
         # compiled FlexAttention kernel as is, and with more than one row it read out of bounds on an H200
         # (an illegal memory access in the warm-up of the 4-row step, bench/results/gpu_tests_cuda.log).
         self.row_blocks = self.block_ids.repeat(rows, 1).view(rows, 1, 1, -1).contiguous()
+        # split: each head's count of finished splits (split_decode_attention.py); every step leaves it at zero
+        self.split_counts = torch.zeros(rows * kv_heads, dtype=torch.int32, device=device)
 
     def static_tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.positions, self.block_ids, self.row_blocks
+        return self.positions, self.block_ids, self.row_blocks, self.split_counts
 
     def for_step(self, pos: torch.Tensor, bucket: int) -> object:
         """pos: [rows] positions of the new tokens (their K/V already written)."""
         if self.kind is DecodeAttention.SPLIT:
-            return pos
+            return pos, self.split_counts
         if self.kind is DecodeAttention.SDPA:
             return (self.positions[:bucket][None, :] <= pos[:, None])[:, None, None]  # [rows, 1, 1, bucket]
         from torch.nn.attention.flex_attention import BlockMask
@@ -105,8 +109,9 @@ def attend(kind: DecodeAttention, q: torch.Tensor, k_cache: torch.Tensor, v_cach
     elif kind is DecodeAttention.SPLIT:
         from core.models.split_decode_attention import split_attend
 
-        assert isinstance(shared, torch.Tensor)
-        return split_attend(q, k_cache, v_cache, shared)
+        assert isinstance(shared, tuple)
+        pos, counts = shared
+        return split_attend(q, k_cache, v_cache, pos, counts)
     else:
         from torch.nn.attention.flex_attention import BlockMask, flex_attention
 

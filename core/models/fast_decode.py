@@ -102,7 +102,7 @@ class FastDecoder:
         shape = (rows, self.n_kv, max_len, self.head_dim)
         self.k_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
         self.v_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.shared = DecodeAttentionInputs(self.attention, max_len, self.device, rows)
+        self.shared = DecodeAttentionInputs(self.attention, max_len, self.device, rows, self.n_kv)
         positions = self.shared.positions
         probe = torch.zeros(1, 1, device=self.device, dtype=self.dtype)
         cos, sin = self.lm.rotary_emb(probe, positions[None])
@@ -243,7 +243,9 @@ class FastDecoder:
         on the host, picks the bucket); the next tokens, copied out of the graph before the next replay."""
         if self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-        return self._step(tokens, pos, penalty, self.bucket_for(furthest + 1)).clone()
+        # penalty as the warm-up gave it, [rows]: a [rows, 1] one (the batchers') is another input shape, and
+        # another shape is a recompile inside an analyst's question (seen on the H200: 35 s on the first batch).
+        return self._step(tokens, pos, penalty.reshape(-1), self.bucket_for(furthest + 1)).clone()
 
     def _launch(self, token: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, at: int) -> torch.Tensor:
         """Queue one decode step of row 0 for the token at position `at`."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from transformers import GenerationMixin, PreTrainedModel
 
+    from core.models.decode_attention import DecodeAttention
     from core.models.fast_decode import FastDecoder
 
     class GenerativeModel(PreTrainedModel, GenerationMixin):
@@ -51,22 +52,36 @@ def check(model: Any) -> FastPathStatus:
     return FastPathStatus(True, "static KV cache + compiled decode step")
 
 
-def build_and_warm(make: Callable[[], D], reason: str, report: Callable[[str], object]) -> tuple[D | None, str]:
-    """Build a backend's fast decoder and compile it now (no question pays for compilation); returns it and the
-    model card's line. If building or compiling fails, the model answers through generate() and the card says
-    why: a fast path that cannot be built must never leave a model unable to answer."""
-    decoder = None
-    try:
-        decoder = make()
-        seconds = decoder.warm_up(report)
-    except Exception as exc:  # noqa: BLE001 - whatever failed, generate() still answers
-        if decoder is not None:
-            decoder.close()
-        return None, f"off: it failed to build ({type(exc).__name__}: {str(exc)[:200]}); generate() answers"
-    # On the CPU the step is not compiled (CUDA graphs need a GPU): the card must not claim it is.
-    how = reason if decoder.compiled else "static KV cache, decode step not compiled (CPU)"
-    rows = f", {decoder.rows} rows" if decoder.rows > 1 else ""
-    return decoder, f"{how}, {decoder.attention} attention{rows} (ready in {seconds:.1f} s)"
+def build_and_warm(make: Callable[[DecodeAttention], D], attention: DecodeAttention, reason: str,
+                   report: Callable[[str], object]) -> tuple[D | None, str]:
+    """Build a backend's fast decoder with `attention` and compile it now (no question pays for compilation);
+    returns it and the model card's line. With "auto", a decoder whose split-KV kernel fails to build (another
+    GPU or Triton than measured) is built again with FlexAttention, and the card says why. If building or
+    compiling still fails, the model answers through generate() and the card says why: a fast path that cannot
+    be built must never leave a model unable to answer."""
+    from core.models.decode_attention import DecodeAttention
+
+    tries = [attention, DecodeAttention.FLEX] if attention is DecodeAttention.AUTO else [attention]
+    failures: list[str] = []
+    for choice in tries:
+        decoder = None
+        try:
+            decoder = make(choice)
+            seconds = decoder.warm_up(report)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, generate() still answers
+            the_kernel = decoder is not None and decoder.attention is DecodeAttention.SPLIT
+            if decoder is not None:
+                decoder.close()
+            failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+            if the_kernel and choice is not tries[-1]:
+                continue
+            return None, f"off: it failed to build ({failures[-1]}); generate() answers"
+        # On the CPU the step is not compiled (CUDA graphs need a GPU): the card must not claim it is.
+        how = reason if decoder.compiled else "static KV cache, decode step not compiled (CPU)"
+        rows = f", {decoder.rows} rows" if decoder.rows > 1 else ""
+        fell_back = f"; the split-KV kernel failed to build ({failures[0]})" if failures else ""
+        return decoder, f"{how}, {decoder.attention} attention{rows} (ready in {seconds:.1f} s){fell_back}"
+    raise AssertionError("unreachable: the last try returns")
 
 
 def cache_length(max_position_embeddings: int, wanted: int) -> int:
