@@ -11,8 +11,7 @@ and measures, in one run:
 - `step_ms`: the compiled step alone, replayed back to back (no token read), at 1 and at N rows;
 - `profile`: per row count, kernel time and launches per step and the kernels that take the most time;
 - `batcher`: N answers of 256 tokens handed to the continuous batcher at once, without and with a streamer
-  per answer (Loupe's TimedStreamer, read by its own thread as an analyst's answer is): total tokens/s, each
-  answer's tokens/s from its first token to its last, and the loop's host time per step.
+  per answer (Loupe's TimedStreamer, read by its own thread as an analyst's answer is): total tokens/s.
 Writes bench/results/decode_rows_<cuda|cpu>.json (--out) after every stage.
 """
 from __future__ import annotations
@@ -125,9 +124,7 @@ def batcher_run(fast, inputs: dict, count: int, new: int, tokenizer=None) -> dic
     for reader in readers:
         reader.join(timeout=10)
     made = sum(len(r.produced) for r in requests)
-    streams = [len(r.produced) / (end - (first or started)) for r, end, first in zip(requests, ends, firsts)]
     return {"answers": count, "wall_s": round(wall, 3), "total_tok_s": round(made / wall, 1),
-            "stream_tok_s_from_first_text": [round(s, 1) for s in streams] if tokenizer is not None else None,
             "most_rows_at_once": batcher.most_rows_at_once}
 
 

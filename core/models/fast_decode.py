@@ -25,6 +25,7 @@ from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs,
 from core.models.decode_gemv import REDUCED, Projection, project
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
+from core.models.shared_prefix import media_token_ids
 from core.models.token_readback import TokenReadback
 
 if TYPE_CHECKING:
@@ -132,6 +133,10 @@ class FastDecoder:
         else:
             self._step = self._decode_step
         self._prefill_hidden: torch.Tensor | None = None
+        # Prompts that begin alike copy each other's cached prefix (shared_prefix.py); a subclass whose prefill
+        # is not the text embeddings' (XComposer's Partial-LoRA) turns it off.
+        self.media_ids = media_token_ids(getattr(model, "config", None))
+        self.shares_prefixes = True
         self.read_ahead = self.device.type == "cuda"  # launch a step before reading the last (token_readback.py)
         self._thread = DecoderThread(self.device, self.dtype)
 
@@ -169,9 +174,10 @@ class FastDecoder:
         return x * cos + rotated * sin
 
     def _layers(self, x: torch.Tensor, pos: torch.Tensor, shared: object | None, bucket: int = 0,
-                row: int = 0) -> torch.Tensor:
-        """Prefill (`shared` None): x [1, T, hidden] of row `row` at positions `pos` [T]. Decode: x [rows, 1,
-        hidden], one new token per row at `pos` [rows]. Writes each token's K/V into its row's cache."""
+                row: int = 0, past: int = 0) -> torch.Tensor:
+        """Prefill (`shared` None): x [1, T, hidden] of row `row` at positions `pos` [T], after `past` positions
+        already in the row's cache (a shared prefix: shared_prefix.py). Decode: x [rows, 1, hidden], one new token
+        per row at `pos` [rows]. Writes each token's K/V into its row's cache."""
         rows, t = x.shape[0], x.shape[1]
         decoding = shared is not None
         view = (rows, 1, 1, self.head_dim) if decoding else (1, 1, t, self.head_dim)
@@ -198,8 +204,15 @@ class FastDecoder:
                 # K/V repeated per query head, as transformers' own sdpa path does: its causal SDPA is a fused
                 # (flash / memory-efficient) kernel, where enable_gqa may fall back to the math kernel.
                 groups = self.n_heads // self.n_kv
-                out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
-                                                     v.repeat_interleave(groups, dim=1), is_causal=True)
+                if past:  # the fresh positions also attend to the prefix before them
+                    k = self.k_cache[i][row : row + 1, :, : past + t]
+                    v = self.v_cache[i][row : row + 1, :, : past + t]
+                    seen = self.positions[: past + t][None, :] <= pos[:, None]
+                    out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
+                                                         v.repeat_interleave(groups, dim=1), attn_mask=seen)
+                else:
+                    out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
+                                                         v.repeat_interleave(groups, dim=1), is_causal=True)
                 out = out.transpose(1, 2).reshape(1, t, q_size)
             x = x + (self._reduced(o_proj, out) if Projection.OUT in reduced else o_proj(out))
             mlp = Projection.MLP in reduced

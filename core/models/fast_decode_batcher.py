@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from core.models.fast_decode import FastDecoder
+from core.models.shared_prefix import prefill_sharing
 from core.models.token_readback import TokenReadback
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class ContinuousBatcher:
         self.prefilling: object | None = None  # the inputs whose prefill runs now (the stage clocks' vision gate)
         self.most_rows_at_once = 0  # the largest number of rows one step advanced (for tests and benchmarks)
         self.joined_running = 0  # requests admitted while others were decoding
+        self.prefixes_shared = 0  # requests prefilled from a running row's cached prefix (shared_prefix.py)
         self._lock = threading.Lock()
         self._pending: deque[_Request] = deque()
         self._running = False
@@ -128,7 +130,7 @@ class ContinuousBatcher:
             decoding = any(held is not None for held in rows)
             for row, request in zip(free, arrived):
                 self.joined_running += decoding
-                first = self._admit(row, request, penalty)
+                first = self._admit(row, request, penalty, rows)
                 if first is not None:
                     tokens[row] = first
                     rows[row], launched[row] = request, 0
@@ -183,12 +185,16 @@ class ContinuousBatcher:
             if rows[row] is not None and rows[row] is held_at_launch[row]:
                 self._deliver(rows, row, value)
 
-    def _admit(self, row: int, request: _Request, penalty: torch.Tensor) -> torch.Tensor | None:
-        """Prefill `request` into `row`; its first token, or None when it failed (then it has ended)."""
+    def _admit(self, row: int, request: _Request, penalty: torch.Tensor,
+               rows: list[_Request | None]) -> torch.Tensor | None:
+        """Prefill `request` into `row` (from a running row's cached prefix when their prompts begin alike:
+        shared_prefix.py); its first token, or None when it failed (then it has ended)."""
         fast = self.fast
         self.prefilling = request.inputs
         try:
-            request.length = fast.prefill(request.inputs, row=row)
+            holders = [(held_row, held.inputs) for held_row, held in enumerate(rows) if held is not None]
+            request.length, shared = prefill_sharing(fast, request.inputs, row, holders)
+            self.prefixes_shared += shared > 0
             request.budget = min(request.max_new_tokens, fast.max_len - request.length)
             penalty[row] = request.penalty
             assert fast._prefill_hidden is not None

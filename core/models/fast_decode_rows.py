@@ -4,7 +4,9 @@ Why: a decode step is bound by reading the weights, so 4 rows cost about what 1 
 templates on one image) answers all its cells in about the time of one answer instead of four.
 Decisions:
 - Each row is prefilled on its own (prompts differ in length; no padding, so each row's greedy answer is token
-  for token the answer it gets alone), into its own row of the decoder's static cache.
+  for token the answer it gets alone), into its own row of the decoder's static cache; a row whose prompt
+  begins as an earlier row's (Compare: one image, several templates) copies that prefix's cache and computes
+  only the rest (shared_prefix.py).
 - The step always runs all of the decoder's rows (the row count it was compiled for at load time); rows beyond
   the prompts, and rows that already ended, are carried along and their tokens ignored: compiling a step
   per row count would put compilation into an analyst's question.
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 from core.models.fast_decode import FastDecoder
+from core.models.shared_prefix import prefill_sharing
 from core.models.token_readback import TokenReadback
 
 
@@ -55,7 +58,7 @@ def _generate_rows(fast: FastDecoder, prompts: list[dict[str, Any]], max_new_tok
     lengths, firsts = [], []
     try:
         for row, inputs in enumerate(prompts):
-            lengths.append(fast.prefill(inputs, row=row))
+            lengths.append(prefill_sharing(fast, inputs, row, enumerate(prompts[:row]))[0])
             assert fast._prefill_hidden is not None
             firsts.append(fast._next_tokens(fast._prefill_hidden, penalty[row : row + 1], first_row=row))
     finally:

@@ -78,19 +78,19 @@ def _split_decode(q_ptr, k_ptr, v_ptr, pos_ptr, out_ptr, acc_ptr, m_ptr, l_ptr, 
     tl.store(acc_ptr + slot[:, None] * DIM + d[None, :], acc, mask=in_group[:, None])
     # The head's last split to finish combines them all (the count is reset for the next step). Every thread's
     # stores come before the barrier, the barrier before the count's release: the combiner, after its acquire,
-    # sees every split's partials (read past L1, volatile).
+    # sees every split's partials (read from L2, past the SM's own L1).
     tl.debug_barrier()
     if tl.atomic_add(count_ptr + head, 1, sem="acq_rel", scope="gpu") == SPLITS - 1:
         s = tl.arange(0, SPLITS)
         c = tl.arange(0, GROUP_P2)
         real = (c < GROUP)[None, :]
         at = (head * SPLITS + s)[:, None] * GROUP + c[None, :]  # [SPLITS, GROUP_P2]
-        maxes = tl.load(m_ptr + at, mask=real, other=float("-inf"), volatile=True)
+        maxes = tl.load(m_ptr + at, mask=real, other=float("-inf"), cache_modifier=".cg")
         top = tl.where(c < GROUP, tl.max(maxes, axis=0), 0.0)  # split 0 always holds a position: finite
         weight = tl.exp(maxes - top[None, :])  # a split past the filled length: 0
-        sums = tl.sum(tl.load(l_ptr + at, mask=real, other=0.0, volatile=True) * weight, axis=0)
+        sums = tl.sum(tl.load(l_ptr + at, mask=real, other=0.0, cache_modifier=".cg") * weight, axis=0)
         parts = tl.load(acc_ptr + at[:, :, None] * DIM + d[None, None, :], mask=real[:, :, None], other=0.0,
-                        volatile=True)
+                        cache_modifier=".cg")
         out = tl.sum(parts * weight[:, :, None], axis=0) / tl.where(c < GROUP, sums, 1.0)[:, None]
         out_rows = out_ptr + row * stride_or + (kv_head * GROUP + c)[:, None] * DIM + d[None, :]
         tl.store(out_rows, out.to(out_ptr.dtype.element_ty), mask=(c < GROUP)[:, None])

@@ -30,6 +30,7 @@ class XComposerFastDecoder(FastDecoder):
                  attention: DecodeAttention | None = None) -> None:
         super().__init__(as_decoder_view(model), max_len, compile=compile, attention=attention)
         self.xcomposer = model
+        self.shares_prefixes = False  # its prompt's K/V come from its own forward (Partial-LoRA on image tokens)
 
     @torch.no_grad()
     def prefill(self, inputs: dict[str, Any], row: int = 0) -> int:
