@@ -73,3 +73,19 @@ def test_the_reader_gets_the_whole_text_and_its_end(tokenizer) -> None:
     thread = GenerationThread(lambda: put_tokens(streamer, ids), streamer).start()
     stream = AnswerStream(thread, threading.Event(), lambda _thread: None)
     assert "".join(stream) == tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_chinese_english_and_new_lines_stream_token_by_token_as_decoded(tokenizer) -> None:
+    """A fast tokenizer's text comes from its incremental decoder (tokenizers' DecodeStream): every token's
+    piece as it completes, the whole equal to decoding the ids at once."""
+    text = "图中表格的合计是多少？ The total is 42.\n第二行：完成 (done)."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    streamer = new_streamer(tokenizer, hand_over_every_s=0.0)
+    pieces = []
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+        pieces.extend(queued(streamer))
+    streamer.end()
+    assert queued(streamer) == [streamer.stop_signal]
+    assert len(pieces) >= len(text) // 4  # piece by piece, not held back until a space
+    assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True) == text
