@@ -36,9 +36,13 @@ def _send(page, question: str) -> None:
 def _stop_while_streaming(page, question: str) -> None:
     from playwright.sync_api import expect
 
+    turns = page.get_by_test_id("stChatMessage")
+    before = turns.count()
     _send(page, question)
-    # Text has arrived: the growing answer is drawn (st.text) inside the assistant's turn.
-    expect(page.get_by_test_id("stChatMessage").last.get_by_test_id("stText")).not_to_have_text("")
+    # Text has arrived: the growing answer is drawn (st.text) inside the assistant's turn. That turn is the
+    # second new one: the question's own turn (also an st.text) comes first, and `.last` could be it while
+    # the answer's turn is not drawn yet (a Stop pressed then kept no text: seen once in CI).
+    expect(turns.nth(before + 1).get_by_test_id("stText")).not_to_have_text("")
     # Exactly one Stop shows while it streams (Streamlit's own running indicator has one too, hidden here).
     stop = page.locator("button:visible", has_text="Stop")
     expect(stop).to_have_count(1)
