@@ -61,7 +61,7 @@ class Settings:
     max_new_tokens: int = 1024
     stream_timeout_s: float = 120.0  # the answer stream gives up if no token comes for this long
     fast_decode: bool = True  # static-cache compiled greedy decoding where the model allows (core/models/fast_decode.py)
-    # The fast path's decode attention: "auto" (FlexAttention where the step is compiled on a GPU, masked SDPA on
+    # The fast path's decode attention: "auto" (Loupe's split-KV kernel where the step is compiled on a GPU, SDPA on
     # the CPU), "flex", "split" or "sdpa". core/models/decode_attention.py says what each is and what was measured.
     decode_attention: str = "auto"
     # Rows of the fast path's cache: prompts decoded together (Compare's templates, and questions from the queue
