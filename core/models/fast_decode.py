@@ -204,15 +204,14 @@ class FastDecoder:
                 # K/V repeated per query head, as transformers' own sdpa path does: its causal SDPA is a fused
                 # (flash / memory-efficient) kernel, where enable_gqa may fall back to the math kernel.
                 groups = self.n_heads // self.n_kv
+                seen = None
                 if past:  # the fresh positions also attend to the prefix before them
                     k = self.k_cache[i][row : row + 1, :, : past + t]
                     v = self.v_cache[i][row : row + 1, :, : past + t]
                     seen = self.positions[: past + t][None, :] <= pos[:, None]
-                    out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
-                                                         v.repeat_interleave(groups, dim=1), attn_mask=seen)
-                else:
-                    out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
-                                                         v.repeat_interleave(groups, dim=1), is_causal=True)
+                out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
+                                                     v.repeat_interleave(groups, dim=1), attn_mask=seen,
+                                                     is_causal=seen is None)
                 out = out.transpose(1, 2).reshape(1, t, q_size)
             x = x + (self._reduced(o_proj, out) if Projection.OUT in reduced else o_proj(out))
             mlp = Projection.MLP in reduced
