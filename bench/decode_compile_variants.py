@@ -4,21 +4,27 @@
     python bench/decode_compile_variants.py --cpu                   # CI: the demo model, 16 tokens, not compiled
 
 Builds the 7B-class model of bench/llava_7b.py in GPU memory (random bf16 weights, nothing saved), then for
-each variant builds Loupe's own FastDecoder (FlexAttention decode, one row) with other inductor options,
+each variant builds Loupe's own FastDecoder (one row; the product's decode attention on a GPU, the split-KV
+kernel) with other inductor options or other GEMV kernels per projection,
 compiles it (timed), and decodes 256 greedy tokens after a 659-token text prompt twice (the best kept), next
 to the bandwidth limit measured in the same run. Variants (`--variants a,b`: only those, in that order):
   cublas        every projection a cuBLAS GEMV; the next step launched before a token is read (token_readback.py)
+  own_qkv_out   QKV and attention's output projection through Loupe's Triton GEMV (core/models/row_gemv.py)
+  own_qkv, own_out  one of them only
+  own_mlp       QKV, O, gate/up and down through it (the LM head through cuBLAS)
   no_ahead      the same compiled step, each token read before the next step is launched (the loop before)
   lm_head       the LM head as an Inductor reduction (core/models/decode_gemv.py), the rest cuBLAS
   qkv_out_head  QKV, attention's output projection and the LM head as reductions (RMSNorm's scaling fused in)
   all           every projection of the one-row step as a reduction
-  head_split16  lm_head, FlexAttention's cache split in 16 parts (its default: 2 per SM over 8 KV heads, 32)
+  head_split16  lm_head, FlexAttention's cache split in 16 parts (its default: 2 per SM over 8 KV heads, 32);
+                FlexAttention's options apply only with --attention flex
   all_cdt       all, with Inductor's coordinate-descent tuning of the reductions' block sizes
   cdt           cublas, with coordinate-descent tuning of Inductor's own kernels (norms, RoPE, attention's parts)
   head_cdt      lm_head, with coordinate-descent tuning
   qkv_out_head_cdt  qkv_out_head, with coordinate-descent tuning
   pdl_cdt       cublas + programmatic dependent launch for Triton kernels + coordinate-descent tuning (gpt-fast's)
   autotune      pdl_cdt + max_autotune (GEMMs from cuBLAS or Triton templates, whichever is faster)
+--gemv-configs FILE takes row_gemv's blocks per shape from bench/gemv_sweep.py's output (the best of each).
 Each variant says whether its 256 tokens equal the first variant's. A variant that would not finish inside the
 budget is skipped and says so. Writes the JSON (--out) after every variant.
 """
@@ -38,28 +44,35 @@ import torch  # noqa: E402
 from decode_speed import copy_bandwidth_gbps, decoder_bytes  # noqa: E402
 from llava_7b import timed  # noqa: E402
 
-from core.models.decode_gemv import Projection  # noqa: E402
+from core.models.decode_gemv import GemvKernel, Projection  # noqa: E402
 
 NEW_TOKENS = 256
 PROMPT = 659
-EVERY = tuple(Projection)
+R = GemvKernel.REDUCTION
+OWN = GemvKernel.TRITON
+EVERY = dict.fromkeys(Projection, R)
+QKV_OUT_HEAD = {Projection.QKV: R, Projection.OUT: R, Projection.LM_HEAD: R}
 CDT = {"coordinate_descent_tuning": True}
 PDL_CDT = {"triton.enable_pdl": True, **CDT}
-# name: (inductor options beyond the product's or "reuse" the compiled step before it, launch ahead, projections
-# as reductions, FlexAttention kernel options, expected compile seconds)
-VARIANTS: dict[str, tuple[dict | str | None, bool, tuple[Projection, ...], dict, int]] = {
-    "cublas": (None, True, (), {}, 60),
-    "no_ahead": ("reuse", False, (), {}, 0),
-    "lm_head": (None, True, (Projection.LM_HEAD,), {}, 60),
-    "qkv_out_head": (None, True, (Projection.QKV, Projection.OUT, Projection.LM_HEAD), {}, 60),
+# name: (inductor options beyond the product's or "reuse" the compiled step before it, launch ahead, GEMV kernel
+# per projection (cuBLAS where none), FlexAttention kernel options, expected compile seconds)
+VARIANTS: dict[str, tuple[dict | str | None, bool, dict[Projection, GemvKernel], dict, int]] = {
+    "cublas": (None, True, {}, {}, 60),
+    "no_ahead": ("reuse", False, {}, {}, 0),
+    "own_qkv_out": (None, True, {Projection.QKV: OWN, Projection.OUT: OWN}, {}, 60),
+    "own_qkv": (None, True, {Projection.QKV: OWN}, {}, 60),
+    "own_out": (None, True, {Projection.OUT: OWN}, {}, 60),
+    "own_mlp": (None, True, {Projection.QKV: OWN, Projection.OUT: OWN, Projection.MLP: OWN}, {}, 60),
+    "lm_head": (None, True, {Projection.LM_HEAD: R}, {}, 60),
+    "qkv_out_head": (None, True, QKV_OUT_HEAD, {}, 60),
     "all": (None, True, EVERY, {}, 60),
-    "head_split16": (None, True, (Projection.LM_HEAD,), {"SPLIT_KV": 16}, 60),
+    "head_split16": (None, True, {Projection.LM_HEAD: R}, {"SPLIT_KV": 16}, 60),
     "all_cdt": (CDT, True, EVERY, {}, 120),
-    "cdt": (CDT, True, (), {}, 110),
-    "head_cdt": (CDT, True, (Projection.LM_HEAD,), {}, 110),
-    "qkv_out_head_cdt": (CDT, True, (Projection.QKV, Projection.OUT, Projection.LM_HEAD), {}, 110),
-    "pdl_cdt": (PDL_CDT, True, (), {}, 90),
-    "autotune": ({**PDL_CDT, "max_autotune": True}, True, (), {}, 200),
+    "cdt": (CDT, True, {}, {}, 110),
+    "head_cdt": (CDT, True, {Projection.LM_HEAD: R}, {}, 110),
+    "qkv_out_head_cdt": (CDT, True, QKV_OUT_HEAD, {}, 110),
+    "pdl_cdt": (PDL_CDT, True, {}, {}, 90),
+    "autotune": ({**PDL_CDT, "max_autotune": True}, True, {}, {}, 200),
 }
 
 
@@ -77,12 +90,28 @@ def decode_rate(fast, inputs: dict, new: int) -> tuple[float, torch.Tensor]:
     return (new - 1) / (min(runs) - t1), fast.generate(dict(inputs), new, 1.005, set())
 
 
+def use_swept_configs(sweep: Path) -> dict[str, dict]:
+    """row_gemv's blocks for each shape bench/gemv_sweep.py measured: its fastest config (what it set, by shape)."""
+    from core.models import row_gemv
+
+    chosen = {}
+    for name, shape in json.loads(sweep.read_text(encoding="utf-8"))["shapes"].items():
+        if shape.get("triton_best"):
+            best = shape["triton_best"][0]
+            config = row_gemv.GemvConfig(best["block_n"], best["block_k"], best["warps"], best["stages"])
+            row_gemv.CONFIGS[(shape["n"], shape["k"])] = config
+            chosen[name] = vars(config)
+    return chosen
+
+
 def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget-s", type=float, default=300)  # on the CPU, 300 s leaves room for a busy machine
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--out", default=None)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="which variants, in this order")
+    parser.add_argument("--attention", default="auto", help="the decode attention (auto: split on a GPU)")
+    parser.add_argument("--gemv-configs", default=None, help="bench/gemv_sweep.py's JSON: its best blocks per shape")
     args = parser.parse_args()
     on_gpu = torch.cuda.is_available() and not args.cpu
     new = NEW_TOKENS if on_gpu else 16
@@ -95,6 +124,9 @@ def main() -> dict:
     result: dict = {"device": torch.cuda.get_device_name(0) if on_gpu else "cpu", "torch": torch.__version__,
                     "product_options": STEP_COMPILE_OPTIONS, "new_tokens": new, "prompt_tokens": PROMPT,
                     "variants": {}}
+    attention = DecodeAttention(args.attention) if on_gpu else DecodeAttention.SDPA  # flex runs unfused on a CPU
+    if args.gemv_configs:
+        result["gemv_configs"] = use_swept_configs(Path(args.gemv_configs))
     if on_gpu:
         result["hbm_GBps"] = round(copy_bandwidth_gbps(), 1)
         model = llava_7b.build_on_gpu(demo_model._build_tokenizer())
@@ -116,22 +148,25 @@ def main() -> dict:
     if unknown:
         parser.error(f"unknown variants: {sorted(unknown)}; known: {list(VARIANTS)}")
     for name in chosen:
-        extra, ahead, reduced, flex_options, expected_s = VARIANTS[name]
+        extra, ahead, kernels, flex_options, expected_s = VARIANTS[name]
         left = args.budget_s - (time.perf_counter() - started)
         expected_s = expected_s if on_gpu else 0  # nothing is compiled on the CPU
         if left < expected_s + 20:
             result["variants"][name] = {"skipped": f"time budget: {left:.0f} s left, needs about {expected_s + 20} s"}
             continue
-        entry: dict = {"read_ahead": ahead, "reductions": [str(p) for p in reduced], "flex_options": flex_options}
+        entry: dict = {"read_ahead": ahead, "flex_options": flex_options}
         try:
             if extra != "reuse":
                 if fast is not None:
                     fast.close()
                 options = known({**STEP_COMPILE_OPTIONS, **(extra if isinstance(extra, dict) else {})})
                 entry["options"] = options
-                attention = DecodeAttention.FLEX if on_gpu else DecodeAttention.SDPA  # flex runs unfused on a CPU
+                if not on_gpu:  # neither Triton kernel runs here outside its interpreter: the plumbing only
+                    kernels = {p: k for p, k in kernels.items() if k is not OWN}
                 fast = FastDecoder(model, 4096 if on_gpu else 1024, attention=attention, compile=on_gpu,
-                                   compile_options=options, reduced=reduced, flex_options=flex_options)
+                                   compile_options=options, gemv=kernels, flex_options=flex_options)
+                entry["attention"] = str(fast.attention)
+                entry["gemv"] = {str(p): str(k) for p, k in fast.gemv.items()}
                 entry["compile_s"] = round(fast.warm_up(), 1)
             assert fast is not None
             fast.read_ahead = ahead

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from core.models.decode_gemv import Projection
+from core.models.decode_gemv import GemvKernel, Projection
 from core.models.fast_decode import FastDecoder
 from core.models.fast_decode_support import cache_length, check
 
@@ -41,9 +41,9 @@ def test_projections_as_reductions_give_the_same_greedy_ids(loaded) -> None:
     """The one-row step's projections written as float32 sums (decode_gemv.py, as compiled on a GPU) answer
     as cuBLAS/MKL's GEMVs do: the same ids as generate() in float32, and logits within float32's rounding."""
     model, processor, inputs, reference = loaded
-    every = frozenset(Projection)
-    fast = FastDecoder(model, 512, compile=False, reduced=every)
-    assert fast.reduced == every and FastDecoder(model, 512, compile=False).reduced == frozenset()
+    every = dict.fromkeys(Projection, GemvKernel.REDUCTION)
+    fast = FastDecoder(model, 512, compile=False, gemv=every)
+    assert fast.gemv == every and FastDecoder(model, 512, compile=False).gemv == {}
     assert torch.equal(fast.generate(inputs, 160, 1.005, {processor.tokenizer.eos_token_id}), reference)
     plain = FastDecoder(model, 512, compile=False)
     with torch.no_grad():

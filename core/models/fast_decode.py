@@ -15,14 +15,14 @@ Greedy answers on one device; sampling, beams and split models use `generate()` 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend
-from core.models.decode_gemv import REDUCED, Projection, project
+from core.models.decode_gemv import PRODUCT_GEMV, GemvKernel, Projection, project
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
 from core.models.shared_prefix import media_token_ids
@@ -72,7 +72,7 @@ class FastDecoder:
     def __init__(self, model: Any, max_len: int, compile: bool | None = None, buckets: tuple[int, ...] = (2048,),
                  rows: int = 1, attention: DecodeAttention | None = None,
                  compile_options: Mapping[str, str | int | bool] | None = None,
-                 reduced: Iterable[Projection] | None = None,
+                 gemv: Mapping[Projection, GemvKernel] | None = None,
                  flex_options: Mapping[str, int | bool] | None = None) -> None:
         self.model = model
         self.lm = language_model(model)
@@ -85,9 +85,12 @@ class FastDecoder:
         self.device = model.lm_head.weight.device
         compiled_on_cuda = self.device.type == "cuda" and compile is not False
         self.attention = (attention or DecodeAttention.AUTO).resolved(compiled_on_cuda)
-        # Projections of the one-row step written as reductions (decode_gemv.py); by default only where compiled
-        # on a GPU, where it was measured. Given explicitly they apply anywhere (the CPU tests check the sums).
-        self.reduced = frozenset(reduced) if reduced is not None else (REDUCED if compiled_on_cuda else frozenset())
+        # The one-row step's GEMV kernel per projection (decode_gemv.py; cuBLAS where none is named). By default
+        # the measured choice, where Loupe's Triton kernels run: with the split-KV kernel, which the fallback to
+        # FlexAttention (fast_decode_support.build_and_warm) drops, and the GEMVs with it. Given explicitly they
+        # apply anywhere (the CPU tests check the sums, Triton's under its interpreter).
+        own_kernels = compiled_on_cuda and self.attention is DecodeAttention.SPLIT
+        self.gemv = dict(gemv) if gemv is not None else (dict(PRODUCT_GEMV) if own_kernels else {})
         self.flex_options = dict(flex_options or {})  # FlexAttention's kernel options (measured by the variants bench)
         self.dtype = model.lm_head.weight.dtype
         self.layers = []
@@ -183,10 +186,13 @@ class FastDecoder:
         view = (rows, 1, 1, self.head_dim) if decoding else (1, 1, t, self.head_dim)
         cos, sin = self.cos[pos].view(view), self.sin[pos].view(view)
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        reduced = self.reduced if decoding and rows == 1 else frozenset()  # several rows: one GEMM each
+        kernels = self.gemv if decoding and rows == 1 else {}  # several rows: one GEMM each
+
+        def kernel(projection: Projection) -> GemvKernel:
+            return kernels.get(projection, GemvKernel.CUBLAS)
         for i, (norm1, wqkv, bqkv, o_proj, norm2, wgu, down) in enumerate(self.layers):
             h = self._norm(norm1, x)
-            qkv = project(h, wqkv, bqkv, Projection.QKV in reduced)
+            qkv = project(h, wqkv, bqkv, kernel(Projection.QKV))
             q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
             q = self._rope(q.view(rows, t, self.n_heads, self.head_dim).transpose(1, 2), cos, sin)
             k = self._rope(k.view(rows, t, self.n_kv, self.head_dim).transpose(1, 2), cos, sin)
@@ -213,15 +219,10 @@ class FastDecoder:
                                                      v.repeat_interleave(groups, dim=1), attn_mask=seen,
                                                      is_causal=seen is None)
                 out = out.transpose(1, 2).reshape(1, t, q_size)
-            x = x + (self._reduced(o_proj, out) if Projection.OUT in reduced else o_proj(out))
-            mlp = Projection.MLP in reduced
-            gate, up = project(self._norm(norm2, x), wgu, None, mlp).chunk(2, dim=-1)
-            x = x + (self._reduced(down, F.silu(gate) * up) if mlp else down(F.silu(gate) * up))
+            x = x + project(out, o_proj.weight, o_proj.bias, kernel(Projection.OUT))
+            gate, up = project(self._norm(norm2, x), wgu, None, kernel(Projection.MLP)).chunk(2, dim=-1)
+            x = x + project(F.silu(gate) * up, down.weight, down.bias, kernel(Projection.MLP))
         return self._norm(self.lm.norm, x)
-
-    @staticmethod
-    def _reduced(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        return project(x, linear.weight, linear.bias, as_reduction=True)
 
     def _next_tokens(self, hidden: torch.Tensor, penalty: torch.Tensor, first_row: int = 0,
                      decoding: bool = False) -> torch.Tensor:
@@ -240,9 +241,10 @@ class FastDecoder:
     def _logits(self, hidden: torch.Tensor, decoding: bool) -> torch.Tensor:
         """float32 logits of the last position of each row of hidden [rows, T, hidden]."""
         last = hidden[:, -1]
-        if decoding and hidden.shape[0] == 1 and Projection.LM_HEAD in self.reduced:
-            return self._reduced(self.model.lm_head, last).float()
-        return self.model.lm_head(last).float()
+        head = self.model.lm_head
+        if decoding and hidden.shape[0] == 1 and Projection.LM_HEAD in self.gemv:
+            return project(last, head.weight, head.bias, self.gemv[Projection.LM_HEAD]).float()
+        return head(last).float()
 
     def _decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, bucket: int) -> torch.Tensor:
         """tokens, pos: [rows] (rows 0..n-1 of the cache); penalty: [rows] or a scalar -> next tokens [rows]."""

@@ -1,0 +1,88 @@
+"""Loupe's one-row GEMV kernel (core/models/row_gemv.py), run by Triton's interpreter on the CPU
+(tests/conftest.py turns it on): F.linear's result for every block shape it is swept over, with and without
+a bias, and the fast path with it answers as generate() does."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton")
+
+from core.models.decode_attention import DecodeAttention  # noqa: E402
+from core.models.decode_gemv import PRODUCT_GEMV, GemvKernel, Projection  # noqa: E402
+from core.models.fast_decode import FastDecoder  # noqa: E402
+from core.models.row_gemv import DEFAULT, GemvConfig, config_for, gemv  # noqa: E402
+
+
+@pytest.mark.parametrize(("n", "k", "config"), [
+    (96, 64, GemvConfig(8, 32, 1, 1)),
+    (100, 200, GemvConfig(16, 64, 2, 2)),  # neither N nor K a multiple of the blocks: masked edges
+    (7, 300, GemvConfig(2, 256, 2, 1)),
+    (40, 48, DEFAULT),  # one block longer than K
+])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_kernel_is_f_linear_in_float32(n, k, config, with_bias) -> None:
+    generator = torch.Generator().manual_seed(n * k)
+    x = torch.randn(1, 1, k, generator=generator)
+    weight = torch.randn(n, k, generator=generator)
+    bias = torch.randn(n, generator=generator) if with_bias else None
+    got = gemv(x, weight, bias, config)
+    assert got.shape == (1, 1, n) and got.dtype == torch.float32
+    assert (got - F.linear(x, weight, bias)).abs().max() < 1e-4
+
+
+def test_weight_rows_may_be_a_view_into_a_fused_matrix() -> None:
+    """The fast path's QKV is a slice of one fused matrix: rows contiguous, a row stride of the full width."""
+    generator = torch.Generator().manual_seed(3)
+    fused = torch.randn(48, 64, generator=generator)
+    x = torch.randn(1, 64, generator=generator)
+    part = fused[16:40]
+    assert (gemv(x, part) - F.linear(x, part)).abs().max() < 1e-4
+
+
+def test_bf16_is_rounded_once_from_float32_sums() -> None:
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 512, generator=generator).bfloat16()
+    weight = (torch.randn(64, 512, generator=generator) * 0.05).bfloat16()
+    got = gemv(x, weight)
+    assert got.dtype == torch.bfloat16
+    exact = F.linear(x.float(), weight.float())  # the same bf16 inputs, products and sums in float32
+    assert (got.float() - exact).abs().max() <= torch.finfo(torch.bfloat16).eps * exact.abs().max()
+
+
+def test_unswept_shapes_take_the_default_blocks() -> None:
+    assert config_for(123, 456) == DEFAULT
+
+
+def test_fast_path_with_the_kernel_answers_as_generate(demo_model_dir) -> None:
+    """Every projection of the one-row step through the kernel: the demo model's first 24 greedy ids equal
+    generate()'s (float32), with the split-KV kernel beside it, as on a GPU."""
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(demo_model_dir)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "表格里写了什么？"}]}],
+        add_generation_prompt=True, tokenize=False)
+    inputs = dict(processor(images=[Image.new("RGB", (120, 90), "navy")], text=prompt, return_tensors="pt"))
+    want = model.generate(**inputs, max_new_tokens=24, do_sample=False, repetition_penalty=1.005)
+    every = dict.fromkeys(Projection, GemvKernel.TRITON)
+    fast = FastDecoder(model, 512, compile=False, attention=DecodeAttention.SPLIT, gemv=every)
+    try:
+        assert torch.equal(fast.generate(inputs, 24, 1.005, set()), want)
+    finally:
+        fast.close()
+
+
+def test_the_measured_choice_applies_only_beside_the_split_kernel_on_a_gpu(demo_model_dir) -> None:
+    """Not compiled on a GPU, or with FlexAttention (the fallback when Loupe's kernels cannot build): cuBLAS."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir).eval()
+    for attention in (DecodeAttention.SPLIT, DecodeAttention.FLEX, DecodeAttention.AUTO):
+        fast = FastDecoder(model, 64, compile=False, attention=attention)
+        assert fast.gemv == {}
+        fast.close()
+    assert all(kernel in GemvKernel for kernel in PRODUCT_GEMV.values())
