@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.models.decode_gemv import PRODUCT_GEMV
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 NEW = 256
@@ -41,6 +43,7 @@ def test_compiled_bf16_fast_path_is_as_close_to_fp32_as_generate() -> None:
 
     truth, model, inputs = _model(torch.float32), _model(torch.bfloat16), _inputs(torch.bfloat16)
     fast = FastDecoder(model, 1024)
+    assert fast.gemv == PRODUCT_GEMV  # the product's step: the split-KV kernel and Loupe's GEMVs (row_gemv.py)
     step = torch.compile(fast.logits_at, mode="reduce-overhead", dynamic=False)
 
     def replayed(token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -71,6 +74,7 @@ def test_float32_greedy_ids_identical_to_generate(attention: str) -> None:
     # compiled with CUDA graphs, as in the dashboard; each step launched before the last token is read
     fast = FastDecoder(model, 1024, attention=DecodeAttention(attention))
     assert fast.read_ahead
+    assert fast.gemv == (PRODUCT_GEMV if attention == "split" else {})  # Loupe's GEMVs come with its attention
     fast.warm_up()
     out = fast.generate(dict(inputs), NEW, 1.005, set())
     assert torch.equal(out, reference)

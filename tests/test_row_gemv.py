@@ -12,14 +12,14 @@ pytest.importorskip("triton")
 from core.models.decode_attention import DecodeAttention  # noqa: E402
 from core.models.decode_gemv import PRODUCT_GEMV, GemvKernel, Projection  # noqa: E402
 from core.models.fast_decode import FastDecoder  # noqa: E402
-from core.models.row_gemv import DEFAULT, GemvConfig, config_for, gemv  # noqa: E402
+from core.models.row_gemv import GemvConfig, config_for, gemv  # noqa: E402
 
 
 @pytest.mark.parametrize(("n", "k", "config"), [
     (96, 64, GemvConfig(8, 32, 1, 1)),
     (100, 200, GemvConfig(16, 64, 2, 2)),  # neither N nor K a multiple of the blocks: masked edges
     (7, 300, GemvConfig(2, 256, 2, 1)),
-    (40, 48, DEFAULT),  # one block longer than K
+    (40, 48, config_for(40, 48)),  # one block longer than K
 ])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_kernel_is_f_linear_in_float32(n, k, config, with_bias) -> None:
@@ -51,8 +51,10 @@ def test_bf16_is_rounded_once_from_float32_sums() -> None:
     assert (got.float() - exact).abs().max() <= torch.finfo(torch.bfloat16).eps * exact.abs().max()
 
 
-def test_unswept_shapes_take_the_default_blocks() -> None:
-    assert config_for(123, 456) == DEFAULT
+def test_blocks_follow_the_measured_rule() -> None:
+    """Two rows a program; 1024 columns a step where K is a multiple of 1024 (no masked tail), else 512."""
+    assert config_for(6144, 4096) == GemvConfig(2, 1024, 4, 1)
+    assert config_for(4608, 3584) == GemvConfig(2, 512, 2, 1)
 
 
 def test_fast_path_with_the_kernel_answers_as_generate(demo_model_dir) -> None:
@@ -85,4 +87,4 @@ def test_the_measured_choice_applies_only_beside_the_split_kernel_on_a_gpu(demo_
         fast = FastDecoder(model, 64, compile=False, attention=attention)
         assert fast.gemv == {}
         fast.close()
-    assert all(kernel in GemvKernel for kernel in PRODUCT_GEMV.values())
+    assert PRODUCT_GEMV == dict.fromkeys(Projection, GemvKernel.TRITON)

@@ -10,9 +10,13 @@ QKV and O at about 74%.
   rows. Measured on the H200 (bench/results/decode_compile_variants_gemv_cuda.json), it lost everywhere:
   every projection from cuBLAS 208.8 tok/s; the LM head as a reduction 205.4; QKV, O and the LM head 184.0;
   every projection 155.4 (198.9 with Inductor's coordinate-descent tuning). It stays for the variants bench.
-- TRITON: row_gemv.py, one kernel whose blocks were swept per shape (bench/gemv_sweep.py).
-PRODUCT_GEMV is the product's choice where Loupe's Triton kernels run (decode_attention.py's "split"), from
-bench/results/gemv_sweep_cuda.json and bench/results/decode_compile_variants_gemv_cuda.json.
+- TRITON: row_gemv.py, Loupe's own kernel, two weight rows per program: faster than cuBLAS on every shape of
+  the sweep (bench/results/gemv_sweep_cuda.json: QKV 85.7% of copy bandwidth against 78.1%, O 75.1 / 62.9,
+  down 93.3 / 88.7, gate/up 100.6 / 97.3, LM head 104.7 / 95.0). In the step, with the split-KV kernel
+  (bench/results/decode_compile_variants_own_gemv_cuda.json, one run): every projection cuBLAS 213.9 tok/s;
+  QKV and O ours 218.7; QKV, O and the MLP ours 231.3 (80.2% of the limit); QKV alone 214.5, O alone 216.1.
+PRODUCT_GEMV is the product's choice where Loupe's Triton kernels run (decode_attention.py's "split"): every
+projection through row_gemv.py (the LM head by the sweep: 170.2 us against cuBLAS's 187.5).
 Only ever in the step compiled for one row: with several rows, one GEMM reads the weight once for all of
 them, which a GEMV per row would not.
 """
@@ -38,7 +42,7 @@ class GemvKernel(StrEnum):
 
 
 # The product's choice for the compiled one-row step where the split-KV kernel runs (the module docstring).
-PRODUCT_GEMV: dict[Projection, GemvKernel] = {}
+PRODUCT_GEMV: dict[Projection, GemvKernel] = dict.fromkeys(Projection, GemvKernel.TRITON)
 
 
 def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
