@@ -12,6 +12,7 @@ the slowest stream against the one alone
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import sys
@@ -50,6 +51,8 @@ def measure(engine, image, count: int, tokens: int) -> dict:
         release.wait()
         answers[index] = ask(questions[index])[0]
 
+    batcher = getattr(engine.backend, "batcher", None)
+    before = copy.deepcopy(batcher.clock) if batcher is not None else None
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
@@ -58,9 +61,10 @@ def measure(engine, image, count: int, tokens: int) -> dict:
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    while batcher is not None and not batcher.idle:  # the loop ends just after the last answer's end
+        time.sleep(0.001)
     made = sum(a.output_tokens for a in answers)
     streams = [a.tokens_per_s for a in answers]
-    batcher = getattr(engine.backend, "batcher", None)
     return {
         "rows": getattr(getattr(engine.backend, "fast_decoder", None), "rows", 1), "new_tokens": tokens,
         "alone_decode_tok_s": round(alone_tok_s, 1), "alone_wall_s": round(alone_wall, 3),
@@ -71,7 +75,18 @@ def measure(engine, image, count: int, tokens: int) -> dict:
         f"concurrent{count}_min_stream_over_alone": round(min(streams) / alone_tok_s, 3),
         "most_rows_at_once": batcher.most_rows_at_once if batcher is not None else 1,
         "all_answered": all(a is not None and a.output_tokens > 0 for a in answers),
+        "stream_stages_s": [a.to_json()["timings_s"] for a in answers],
+        "batcher_loop": _loop_spent(before, batcher.clock) if batcher is not None else None,
     }
+
+
+def _loop_spent(before, after) -> dict:
+    """The batcher loop's time during the concurrent run (core/models/fast_decode_batcher.LoopClock): the wall it
+    ran, how much of it went to admitting arrivals and to waiting for the GPU, and its steps by width."""
+    return {"running_s": round(after.running_s - before.running_s, 3),
+            "admitting_s": round(after.admitting_s - before.admitting_s, 3),
+            "waiting_for_gpu_s": round(after.waiting_s - before.waiting_s, 3),
+            "steps_by_width": {str(w): n - before.steps[w] for w, n in sorted(after.steps.items())}}
 
 
 def main() -> dict:

@@ -5,6 +5,7 @@
 #   bash bench/gpu_pending.sh sweep    # nvidia-h200: bench/decode_compile_variants.py (projections, inductor options)
 #     VARIANTS=a,b SWEEP_OUT=name.json bash bench/gpu_pending.sh sweep   # other variants, into another file
 #   bash bench/gpu_pending.sh decode   # nvidia-h200: decode benchmark (7B-class), bf16 noise floor included
+#   bash bench/gpu_pending.sh concurrency   # nvidia-h200: 8 answers at once through the engine, where the loop's time goes
 #   bash bench/gpu_pending.sh two      # nvidia-h200-x2: the two-card run (bench/two_gpu.py)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -38,9 +39,17 @@ case "${1:-}" in
     TORCH_LOGS=perf_hints timeout 560 python3 bench/decode_speed.py --model-dir /tmp/loupe-7b --other-attention 2>&1 \
       | tee "$OUT/decode.log" | tail -3
     cp bench/results/decode_speed_cuda.json "$OUT/" ;;
+  concurrency)
+    # bench/concurrent_decode.py alone on the 7B shape (8 rows, 256 tokens): the streams' stages and the batcher
+    # loop's clock (admitting, waiting for the GPU, steps by width) say where the concurrent run's time goes.
+    [ -f /tmp/loupe-7b/config.json ] || python3 -c "import sys; from pathlib import Path; sys.path.insert(0, 'bench')
+from decode_speed import build_7b; build_7b(Path('/tmp/loupe-7b'))"
+    timeout $((560 - SECONDS)) python3 bench/concurrent_decode.py --model /tmp/loupe-7b --rows 8 --tokens 256 2>&1 \
+      | grep -v DEBUG | tail -2
+    cp bench/results/concurrent_decode_cuda.json "$OUT/" ;;
   two)
     nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv
     python3 bench/two_gpu.py --workdir /tmp 2>&1 | tail -3
     cp bench/results/two_gpu_* "$OUT/" ;;
-  *) echo "usage: bash bench/gpu_pending.sh tests|sweep|decode|two" >&2; exit 2 ;;
+  *) echo "usage: bash bench/gpu_pending.sh tests|sweep|decode|concurrency|two" >&2; exit 2 ;;
 esac

@@ -50,6 +50,12 @@ def test_answers_that_join_mid_answer_are_their_answers_alone(loaded, ahead) -> 
     assert torch.equal(batcher.wait(joined[1]), references[1])  # type: ignore[arg-type]
     assert torch.equal(batcher.wait(joined[2]), references[2])  # type: ignore[arg-type]
     assert batcher.joined_running == 2 and batcher.most_rows_at_once == 3
+    batcher.fast.on_own_thread(lambda: None)  # queued behind the loop: it has returned
+    assert batcher.idle
+    clock = batcher.clock  # where the loop's time went (the concurrency benchmark records it)
+    # alone (the first token comes from the prefill), then with the rows
+    assert clock.steps[1] >= 4 and clock.steps[4] >= 1 and set(clock.steps) == {1, 4}
+    assert clock.running_s >= clock.admitting_s + clock.waiting_s and clock.admitting_s > 0
 
 
 @AHEAD

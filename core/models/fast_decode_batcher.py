@@ -18,7 +18,8 @@ the rows, as it would have failed the one request decoding alone, and the loop c
 from __future__ import annotations
 
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,17 @@ class _Request:
     budget: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+
+
+@dataclass
+class LoopClock:
+    """Where the loop's wall time went, summed over its runs (for benchmarks: a host-bound loop shows little
+    waiting). `waiting_s`: blocked on a step's tokens (the GPU's share); `admitting_s`: prefilling arrivals."""
+
+    running_s: float = 0.0
+    admitting_s: float = 0.0
+    waiting_s: float = 0.0
+    steps: Counter[int] = field(default_factory=Counter)  # steps launched, by width (rows in the step)
 
 
 class _Positions:
@@ -79,6 +91,7 @@ class ContinuousBatcher:
         self.most_rows_at_once = 0  # the largest number of rows one step advanced (for tests and benchmarks)
         self.joined_running = 0  # requests admitted while others were decoding
         self.prefixes_shared = 0  # requests prefilled from a running row's cached prefix (shared_prefix.py)
+        self.clock = LoopClock()
         self._lock = threading.Lock()
         self._pending: deque[_Request] = deque()
         self._running = False
@@ -99,6 +112,12 @@ class ContinuousBatcher:
                 self.fast.submit_to_own_thread(self._loop)
         return request
 
+    @property
+    def idle(self) -> bool:
+        """No loop running (its clock is complete)."""
+        with self._lock:
+            return not self._running
+
     @staticmethod
     def wait(request: _Request) -> torch.Tensor:
         request.done.wait()
@@ -111,6 +130,7 @@ class ContinuousBatcher:
     # -- the loop, on the decoder's thread ---------------------------------------------------------
     @torch.no_grad()
     def _loop(self) -> None:
+        began = time.perf_counter()
         fast = self.fast
         rows: list[_Request | None] = [None] * fast.rows
         tokens = torch.zeros(fast.rows, dtype=torch.long, device=fast.device)
@@ -126,11 +146,14 @@ class ContinuousBatcher:
                 arrived = [self._pending.popleft() for _ in range(min(len(free), len(self._pending)))]
                 if not arrived and in_flight is None and all(held is None for held in rows):
                     self._running = False
+                    self.clock.running_s += time.perf_counter() - began  # under the lock: read once idle
                     return
             decoding = any(held is not None for held in rows)
             for row, request in zip(free, arrived):
                 self.joined_running += decoding
+                admitting = time.perf_counter()
                 first = self._admit(row, request, penalty, rows)
+                self.clock.admitting_s += time.perf_counter() - admitting
                 if first is not None:
                     tokens[row] = first
                     rows[row], launched[row] = request, 0
@@ -173,6 +196,7 @@ class ContinuousBatcher:
             return None
         for row in active:
             launched[row] += 1
+        self.clock.steps[width] += 1
         places.advance()
         new_tokens = stepped if width == fast.rows else torch.cat([stepped, tokens[width:]])
         return new_tokens, readback.start(stepped), list(rows)
@@ -180,7 +204,9 @@ class ContinuousBatcher:
     def _read(self, rows: list[_Request | None], handle: object, held_at_launch: list[_Request | None]) -> None:
         """Deliver a launched step's tokens to the requests that still hold their rows (a row that ended or
         changed hands since the launch ignores its token)."""
+        waiting = time.perf_counter()
         values = TokenReadback.read(handle)  # the one wait per step, for that step only
+        self.clock.waiting_s += time.perf_counter() - waiting
         for row, value in enumerate(values):
             if rows[row] is not None and rows[row] is held_at_launch[row]:
                 self._deliver(rows, row, value)
