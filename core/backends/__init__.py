@@ -29,10 +29,11 @@ def create_backend(settings: Settings, *, replacing: Backend | None = None) -> B
     """
     kind = settings.backend
     if kind in ("auto", "transformers", "xcomposer"):
-        from core.backends.runtime import use_generation_threads
+        from core.backends.runtime import disable_cudnn_attention, use_generation_threads
         from core.models import model_shape, model_source, preflight
 
         use_generation_threads()  # the CLI, the dashboard and the API server alike (its docstring says why)
+        disable_cudnn_attention()  # no attention graph built per prompt length (its docstring says why)
         source = model_source.resolve(settings)
         reclaim = preflight.memory_held(replacing)
         if kind == "xcomposer" or model_shape.is_xcomposer(model_shape.read_config(source.path)):

@@ -104,3 +104,18 @@ def use_generation_threads() -> int:
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(generation_threads(len(os.sched_getaffinity(0))))
     return torch.get_num_threads()
+
+
+def disable_cudnn_attention() -> None:
+    """Keep torch's SDPA off cuDNN's attention in this process (flash, memory-efficient and math remain).
+
+    cuDNN builds an execution graph for every new shape of its attention, and a prompt's shape is its length:
+    every question of a new length paid for a build inside its prefill. On the H200 (7B shape,
+    bench/results/concurrent_decode_cuda.json) 8 questions about one image, each of another length, spent
+    2.94 s of the continuous batcher's 4.23 s in admitting them, about 0.37 s each for prefills of a few
+    tokens after a shared prefix (sglang's cuDNN backend work measured about 400 ms a build). Flash and
+    memory-efficient attention have no per-shape step. Process-wide, as torch's flag is: every prefill (the
+    fast path's, generate()'s, XComposer's own forward) gains alike."""
+    import torch
+
+    torch.backends.cuda.enable_cudnn_sdp(False)
