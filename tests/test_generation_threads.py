@@ -1,5 +1,6 @@
 """One CPU thread policy for every process that generates: the CLI, the dashboard and the API server
-(core/backends/runtime.py use_generation_threads, applied where every local backend is made)."""
+(core/backends/runtime.py use_generation_threads, applied where every local backend is made), and the
+process's attention kept off cuDNN there too."""
 from __future__ import annotations
 
 import os
@@ -36,3 +37,12 @@ def test_threads_the_operator_set_are_kept(torch_threads, monkeypatch) -> None:
     torch.set_num_threads(2)
     create_backend(load_settings(device="cpu"))
     assert torch.get_num_threads() == 2
+
+
+def test_a_local_backend_keeps_attention_off_cudnn() -> None:
+    """cuDNN builds an attention graph per prompt length (~0.37 s each on the H200): a local backend turns
+    it off for the process (runtime.disable_cudnn_attention), leaving flash, memory-efficient and math."""
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    create_backend(load_settings(device="cpu"))
+    assert not torch.backends.cuda.cudnn_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()

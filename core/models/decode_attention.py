@@ -1,7 +1,7 @@
 """Attention for the fast path's decode step: one new query per row against that row's filled cache.
 
-Three kinds, the same arithmetic (chosen by the `decode_attention` setting; "auto" by default: flex where the
-step is compiled on a GPU, sdpa on the CPU):
+Three kinds, the same arithmetic (chosen by the `decode_attention` setting; "auto" by default: split where the
+step is compiled on a GPU, flex there if the split kernel cannot be built, sdpa on the CPU):
 - "split": Loupe's own split-KV Triton kernel over each row's filled positions (split_decode_attention.py):
   one kernel and one small combine per layer where FlexAttention takes two larger ones. Needs a GPU (Triton);
   on a CPU it runs as sdpa, unless Triton's interpreter is on (TRITON_INTERPRET=1, the CPU tests).

@@ -4,6 +4,8 @@ plain `generate()` is bound by Python overhead, about 6% of the memory-bandwidth
 - one static KV cache of `rows` rows (several prompts, each at its own position: fast_decode_rows.py and the
   continuous batcher, fast_decode_batcher.py), allocated once and reused by every request; decode attention
   as decode_attention.py says; every step graph (per bucket and row count) compiled while loading;
+- the one-row step's projections through Loupe's own Triton GEMV beside the split-KV kernel (decode_gemv.py,
+  row_gemv.py: 213.9 -> 231.3 tok/s on the H200, 7B shape);
 - the step compiled with CUDA graphs (`reduce-overhead`), greedy argmax and the repetition penalty on the GPU;
 - the next step launched before the host reads a token (token_readback.py): the GPU never waits for the host
   (176.9 → 208.7 tok/s on the H200, 7B shape);
