@@ -41,6 +41,13 @@ def test_weight_rows_may_be_a_view_into_a_fused_matrix() -> None:
     assert (gemv(x, part) - F.linear(x, part)).abs().max() < 1e-4
 
 
+def test_a_weight_with_strided_columns_is_still_f_linear() -> None:
+    generator = torch.Generator().manual_seed(4)
+    weight = torch.randn(64, 32, generator=generator).t()  # [32, 64], columns 32 apart
+    x = torch.randn(1, 64, generator=generator)
+    assert (gemv(x, weight) - F.linear(x, weight)).abs().max() < 1e-4
+
+
 def test_bf16_is_rounded_once_from_float32_sums() -> None:
     generator = torch.Generator().manual_seed(5)
     x = torch.randn(1, 512, generator=generator).bfloat16()

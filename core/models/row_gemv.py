@@ -83,8 +83,11 @@ def row_gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, b
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
          config: GemvConfig | None = None) -> torch.Tensor:
-    """x [..., K] holding one row (its leading dims multiply to 1) -> [..., N], as F.linear(x, weight, bias)."""
+    """x [..., K] holding one row (its leading dims multiply to 1) -> [..., N], as F.linear(x, weight, bias).
+    A weight whose rows are not contiguous (a transposed view) goes to F.linear: the kernel walks rows."""
     n, k = weight.shape
+    if weight.stride(1) != 1:
+        return torch.nn.functional.linear(x, weight, bias)
     c = config or config_for(n, k)
     out = row_gemv(x.reshape(k).contiguous(), weight, bias, c.block_n, c.block_k, c.warps, c.stages)
     return out.view(*x.shape[:-1], n)
