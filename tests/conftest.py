@@ -22,6 +22,22 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def float32_demo_answer(demo_model_dir: Path):
+    """The demo model in float32, an image question's inputs, and generate()'s first 24 greedy ids (repetition
+    penalty 1.005): what a fast path with Loupe's Triton kernels must give back (their CPU tests)."""
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(demo_model_dir)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "表格里写了什么？"}]}],
+        add_generation_prompt=True, tokenize=False)
+    inputs = dict(processor(images=[Image.new("RGB", (120, 90), "navy")], text=prompt, return_tensors="pt"))
+    return model, inputs, model.generate(**inputs, max_new_tokens=24, do_sample=False, repetition_penalty=1.005)
+
+
+@pytest.fixture(scope="session")
 def xcomposer_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny published-layout InternLM-XComposer2.5 folder (random weights), built once per test run."""
     from core.models.xcomposer_folder import build_xcomposer_folder

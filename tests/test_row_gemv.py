@@ -64,19 +64,10 @@ def test_blocks_follow_the_measured_rule() -> None:
     assert config_for(4608, 3584) == GemvConfig(2, 512, 2, 1)
 
 
-def test_fast_path_with_the_kernel_answers_as_generate(demo_model_dir) -> None:
+def test_fast_path_with_the_kernel_answers_as_generate(float32_demo_answer) -> None:
     """Every projection of the one-row step through the kernel: the demo model's first 24 greedy ids equal
     generate()'s (float32), with the split-KV kernel beside it, as on a GPU."""
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(demo_model_dir)
-    prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "表格里写了什么？"}]}],
-        add_generation_prompt=True, tokenize=False)
-    inputs = dict(processor(images=[Image.new("RGB", (120, 90), "navy")], text=prompt, return_tensors="pt"))
-    want = model.generate(**inputs, max_new_tokens=24, do_sample=False, repetition_penalty=1.005)
+    model, inputs, want = float32_demo_answer
     every = dict.fromkeys(Projection, GemvKernel.TRITON)
     fast = FastDecoder(model, 512, compile=False, attention=DecodeAttention.SPLIT, gemv=every)
     try:

@@ -72,18 +72,9 @@ def test_splits_give_about_two_programs_per_multiprocessor() -> None:
     assert splits_for(1, 1, cpu) == 16  # at most 16: the combining program holds them all
 
 
-def test_fast_path_with_split_attention_answers_as_generate(demo_model_dir) -> None:
+def test_fast_path_with_split_attention_answers_as_generate(float32_demo_answer) -> None:
     """The demo model's first 24 greedy ids through the fast path with the kernel equal generate()'s (float32)."""
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(demo_model_dir)
-    prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the table?"}]}],
-        add_generation_prompt=True, tokenize=False)
-    inputs = dict(processor(images=[Image.new("RGB", (120, 90), "teal")], text=prompt, return_tensors="pt"))
-    want = model.generate(**inputs, max_new_tokens=24, do_sample=False, repetition_penalty=1.005)
+    model, inputs, want = float32_demo_answer
     fast = FastDecoder(model, 512, compile=False, attention=DecodeAttention.SPLIT)
     assert fast.attention is DecodeAttention.SPLIT and fast.buckets == (512,)
     try:
