@@ -1,7 +1,7 @@
 """One decode step at 1 and at N rows, per decode attention, and what the continuous batcher makes of it
 (issue: decode speed, "many answers at once").
 
-    python3 bench/decode_rows.py [--attentions flex,split] [--rows 8]   # on the GPU machine (an H200)
+    python3 bench/decode_rows.py [--attentions flex,split] [--rows 8] [--rows-gemv cublas,triton]   # on an H200
     python bench/decode_rows.py --cpu                                    # CI: the plumbing, demo model, tiny
 
 Builds the 7B-class model of bench/llava_7b.py in GPU memory (random bf16 weights, nothing saved); for each
@@ -17,6 +17,7 @@ Writes bench/results/decode_rows_<cuda|cpu>.json (--out) after every stage.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import threading
@@ -128,11 +129,25 @@ def batcher_run(fast, inputs: dict, count: int, new: int, tokenizer=None) -> dic
             "most_rows_at_once": batcher.most_rows_at_once}
 
 
+def _rows_gemv(choice: str, on_gpu: bool) -> dict | None:
+    """The rows' step's GEMV kernels for --rows-gemv (None: the product's choice). Triton's only on a GPU."""
+    from core.models.decode_gemv import GemvKernel, Projection
+
+    if choice not in ("product", "cublas", "triton"):
+        raise SystemExit(f"--rows-gemv: unknown choice {choice!r} (product, cublas or triton)")
+    if choice == "product":
+        return None
+    return dict.fromkeys(Projection, GemvKernel.TRITON) if choice == "triton" and on_gpu else {}
+
+
 def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--attentions", default="flex,split")
     parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--rows-gemv", default="product",
+                        help="the rows' step's projections, comma-separated runs: product (its choice), cublas, "
+                             "triton (rows_gemv.py)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     on_gpu = torch.cuda.is_available() and not args.cpu
@@ -161,14 +176,17 @@ def main() -> dict:
     def save() -> None:
         out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
-    for name in args.attentions.split(","):
+    choices = args.rows_gemv.split(",")
+    for name, choice in itertools.product(args.attentions.split(","), choices):
+        key = name if len(choices) == 1 else f"{name}/{choice}"
         entry: dict = {}
-        result["attentions"][name] = entry
+        result["attentions"][key] = entry
         fast = None
         try:
             fast = FastDecoder(model, 4096 if on_gpu else 1024, rows=args.rows, attention=DecodeAttention(name),
-                               compile=on_gpu)
+                               compile=on_gpu, rows_gemv=_rows_gemv(choice, on_gpu))
             entry["attention"] = str(fast.attention)
+            entry["rows_gemv"] = {str(p): str(k) for p, k in fast.rows_gemv.items()}
             entry["compile_s"] = round(fast.warm_up(), 1)
             rate, _tokens = decode_rate(fast, inputs, new)
             entry["decode_tok_s"] = round(rate, 2)
@@ -185,7 +203,7 @@ def main() -> dict:
             if fast is not None:
                 fast.close()
         save()
-        print(json.dumps({name: {k: v for k, v in entry.items() if k != "profile"}}), flush=True)
+        print(json.dumps({key: {k: v for k, v in entry.items() if k != "profile"}}), flush=True)
     return result
 
 

@@ -46,6 +46,21 @@ def test_rows_decoded_together_answer_as_each_prompt_alone(loaded, kind, ahead) 
     assert out[0, prompts[1]["input_ids"].shape[1]:].tolist() == references[1]
 
 
+def test_rows_through_loupes_gemvs_answer_as_each_prompt_alone(loaded) -> None:
+    """Every projection of the rows' step through rows_gemv.py (under Triton's interpreter), the one-row step's
+    through row_gemv.py, beside the split-KV kernel: each prompt's ids are its own, float32."""
+    pytest.importorskip("triton")
+    from core.models.decode_gemv import GemvKernel, Projection
+
+    model, processor, prompts, references = loaded
+    every = dict.fromkeys(Projection, GemvKernel.TRITON)
+    fast = FastDecoder(model, 512, compile=False, rows=4, attention=DecodeAttention.SPLIT, gemv=every,
+                       rows_gemv=every)
+    answers = generate_rows(fast, prompts, NEW, 1.005, {processor.tokenizer.eos_token_id})
+    assert [list(a.new_ids) for a in answers] == references
+    fast.close()
+
+
 def test_more_prompts_than_rows_is_refused(loaded) -> None:
     model, processor, prompts, _ = loaded
     fast = FastDecoder(model, 512, compile=False, rows=2)

@@ -1,6 +1,6 @@
-"""Loupe's one-row GEMV kernel (core/models/row_gemv.py), run by Triton's interpreter on the CPU
-(tests/conftest.py turns it on): F.linear's result for every block shape it is swept over, with and without
-a bias, and the fast path with it answers as generate() does."""
+"""Loupe's GEMV kernels, one row (core/models/row_gemv.py) and several (core/models/rows_gemv.py), run by
+Triton's interpreter on the CPU (tests/conftest.py turns it on): F.linear's result for the block shapes they
+are swept over, with and without a bias, and the fast path with them answers as generate() does."""
 from __future__ import annotations
 
 import pytest
@@ -10,9 +10,10 @@ import torch.nn.functional as F
 pytest.importorskip("triton")
 
 from core.models.decode_attention import DecodeAttention  # noqa: E402
-from core.models.decode_gemv import PRODUCT_GEMV, GemvKernel, Projection  # noqa: E402
+from core.models.decode_gemv import PRODUCT_GEMV, PRODUCT_ROWS_GEMV, GemvKernel, Projection  # noqa: E402
 from core.models.fast_decode import FastDecoder  # noqa: E402
 from core.models.row_gemv import GemvConfig, config_for, gemv  # noqa: E402
+from core.models.rows_gemv import MAX_ROWS, rows_gemv  # noqa: E402
 
 
 @pytest.mark.parametrize(("n", "k", "config"), [
@@ -58,6 +59,35 @@ def test_bf16_is_rounded_once_from_float32_sums() -> None:
     assert (got.float() - exact).abs().max() <= torch.finfo(torch.bfloat16).eps * exact.abs().max()
 
 
+@pytest.mark.parametrize(("rows", "n", "k", "config"), [
+    (2, 96, 64, GemvConfig(16, 32, 1, 1)),
+    (3, 100, 200, GemvConfig(32, 64, 2, 2)),  # masked rows, weight rows and columns
+    (8, 48, 300, None),
+    (16, 16, 16, None),
+])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_rows_kernel_is_f_linear_in_float32(rows, n, k, config, with_bias) -> None:
+    generator = torch.Generator().manual_seed(rows * n + k)
+    x = torch.randn(rows, 1, k, generator=generator)  # as the rows' step holds it: [rows, 1, hidden]
+    weight = torch.randn(n, k, generator=generator)
+    bias = torch.randn(n, generator=generator) if with_bias else None
+    got = rows_gemv(x, weight, bias, config)
+    assert got.shape == (rows, 1, n)
+    assert (got - F.linear(x, weight, bias)).abs().max() < 1e-4
+
+
+def test_rows_kernel_rounds_bf16_once_and_leaves_more_rows_to_f_linear() -> None:
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 512, generator=generator).bfloat16()
+    weight = (torch.randn(64, 512, generator=generator) * 0.05).bfloat16()
+    got = rows_gemv(x, weight)
+    exact = F.linear(x.float(), weight.float())  # TF32 holds bf16 exactly: products exact, sums float32
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - exact).abs().max() <= torch.finfo(torch.bfloat16).eps * exact.abs().max()
+    many = torch.randn(MAX_ROWS + 1, 512, generator=generator).bfloat16()
+    assert torch.equal(rows_gemv(many, weight), F.linear(many, weight))
+
+
 def test_blocks_follow_the_measured_rule() -> None:
     """Two rows a program; 1024 columns a step where K is a multiple of 1024 (no masked tail), else 512."""
     assert config_for(6144, 4096) == GemvConfig(2, 1024, 4, 1)
@@ -83,6 +113,7 @@ def test_the_measured_choice_applies_only_beside_the_split_kernel_on_a_gpu(demo_
     model = AutoModelForImageTextToText.from_pretrained(demo_model_dir).eval()
     for attention in (DecodeAttention.SPLIT, DecodeAttention.FLEX, DecodeAttention.AUTO):
         fast = FastDecoder(model, 64, compile=False, attention=attention)
-        assert fast.gemv == {}
+        assert fast.gemv == {} and fast.rows_gemv == {}
         fast.close()
     assert PRODUCT_GEMV == dict.fromkeys(Projection, GemvKernel.TRITON)
+    assert PRODUCT_ROWS_GEMV == {}  # the rows' kernel is not yet measured on a GPU: cuBLAS there

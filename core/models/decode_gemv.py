@@ -17,8 +17,8 @@ QKV and O at about 74%.
   QKV and O ours 218.7; QKV, O and the MLP ours 231.3 (80.2% of the limit); QKV alone 214.5, O alone 216.1.
 PRODUCT_GEMV is the product's choice where Loupe's Triton kernels run (decode_attention.py's "split"): every
 projection through row_gemv.py (the LM head by the sweep: 170.2 us against cuBLAS's 187.5).
-Only ever in the step compiled for one row: with several rows, one GEMM reads the weight once for all of
-them, which a GEMV per row would not.
+With several rows, one GEMM reads the weight once for all of them (a GEMV per row would read it per row):
+TRITON there is rows_gemv.py, the same walk feeding MMAs, chosen separately (PRODUCT_ROWS_GEMV).
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ class GemvKernel(StrEnum):
 
 # The product's choice for the compiled one-row step where the split-KV kernel runs (the module docstring).
 PRODUCT_GEMV: dict[Projection, GemvKernel] = dict.fromkeys(Projection, GemvKernel.TRITON)
+# And for the rows' step: cuBLAS until rows_gemv.py is measured faster on a GPU (its docstring).
+PRODUCT_ROWS_GEMV: dict[Projection, GemvKernel] = {}
 
 
 def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -52,10 +54,14 @@ def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     float32 products are never stored (they are made and summed inside the kernel)."""
     if kernel is GemvKernel.CUBLAS:
         return F.linear(x, weight, bias)
-    if kernel is GemvKernel.TRITON:
-        from core.models.row_gemv import gemv  # imports Triton: only where the kernel runs
+    if kernel is GemvKernel.TRITON:  # imports Triton: only where the kernels run
+        if x.numel() == x.shape[-1]:
+            from core.models.row_gemv import gemv
 
-        return gemv(x, weight, bias)
+            return gemv(x, weight, bias)
+        from core.models.rows_gemv import rows_gemv
+
+        return rows_gemv(x, weight, bias)
     out = (x.unsqueeze(-2).float() * weight.float()).sum(-1)
     if bias is not None:
         out = out + bias.float()

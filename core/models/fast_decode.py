@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend
-from core.models.decode_gemv import PRODUCT_GEMV, GemvKernel, Projection, project
+from core.models.decode_gemv import PRODUCT_GEMV, PRODUCT_ROWS_GEMV, GemvKernel, Projection, project
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
 from core.models.shared_prefix import media_token_ids
@@ -75,6 +75,7 @@ class FastDecoder:
                  rows: int = 1, attention: DecodeAttention | None = None,
                  compile_options: Mapping[str, str | int | bool] | None = None,
                  gemv: Mapping[Projection, GemvKernel] | None = None,
+                 rows_gemv: Mapping[Projection, GemvKernel] | None = None,
                  flex_options: Mapping[str, int | bool] | None = None) -> None:
         self.model = model
         self.lm = language_model(model)
@@ -93,6 +94,9 @@ class FastDecoder:
         # apply anywhere (the CPU tests check the sums, Triton's under its interpreter).
         own_kernels = compiled_on_cuda and self.attention is DecodeAttention.SPLIT
         self.gemv = dict(gemv) if gemv is not None else (dict(PRODUCT_GEMV) if own_kernels else {})
+        # The same for the step of several rows (rows_gemv.py), chosen apart: one GEMM serves every row there.
+        self.rows_gemv = dict(rows_gemv) if rows_gemv is not None else (
+            dict(PRODUCT_ROWS_GEMV) if own_kernels else {})
         self.flex_options = dict(flex_options or {})  # FlexAttention's kernel options (measured by the variants bench)
         self.dtype = model.lm_head.weight.dtype
         self.layers = []
@@ -188,7 +192,7 @@ class FastDecoder:
         view = (rows, 1, 1, self.head_dim) if decoding else (1, 1, t, self.head_dim)
         cos, sin = self.cos[pos].view(view), self.sin[pos].view(view)
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        kernels = self.gemv if decoding and rows == 1 else {}  # several rows: one GEMM each
+        kernels = self._kernels(rows) if decoding else {}
 
         def kernel(projection: Projection) -> GemvKernel:
             return kernels.get(projection, GemvKernel.CUBLAS)
@@ -244,9 +248,14 @@ class FastDecoder:
         """float32 logits of the last position of each row of hidden [rows, T, hidden]."""
         last = hidden[:, -1]
         head = self.model.lm_head
-        if decoding and hidden.shape[0] == 1 and Projection.LM_HEAD in self.gemv:
-            return project(last, head.weight, head.bias, self.gemv[Projection.LM_HEAD]).float()
+        kernel = self._kernels(hidden.shape[0]).get(Projection.LM_HEAD) if decoding else None
+        if kernel is not None:
+            return project(last, head.weight, head.bias, kernel).float()
         return head(last).float()
+
+    def _kernels(self, rows: int) -> dict[Projection, GemvKernel]:
+        """The decode step's GEMV kernel per projection for a step of `rows` rows (cuBLAS where none)."""
+        return self.gemv if rows == 1 else self.rows_gemv
 
     def _decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, bucket: int) -> torch.Tensor:
         """tokens, pos: [rows] (rows 0..n-1 of the cache); penalty: [rows] or a scalar -> next tokens [rows]."""
