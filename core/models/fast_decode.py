@@ -225,10 +225,18 @@ class FastDecoder:
                                                      v.repeat_interleave(groups, dim=1), attn_mask=seen,
                                                      is_causal=seen is None)
                 out = out.transpose(1, 2).reshape(1, t, q_size)
-            x = x + project(out, o_proj.weight, o_proj.bias, kernel(Projection.OUT))
+            x = x + self._linear(o_proj, out, kernel(Projection.OUT))
             gate, up = project(self._norm(norm2, x), wgu, None, kernel(Projection.MLP)).chunk(2, dim=-1)
-            x = x + project(F.silu(gate) * up, down.weight, down.bias, kernel(Projection.MLP))
+            x = x + self._linear(down, F.silu(gate) * up, kernel(Projection.MLP))
         return self._norm(self.lm.norm, x)
+
+    @staticmethod
+    def _linear(module: torch.nn.Linear, x: torch.Tensor, kernel: GemvKernel | None) -> torch.Tensor:
+        """A projection the model holds as a module: the module itself with cuBLAS (its forward and hooks run,
+        as the OOM bench's CPU mode relies on), else its weights through `kernel`."""
+        if kernel in (None, GemvKernel.CUBLAS):
+            return module(x)
+        return project(x, module.weight, module.bias, kernel)
 
     def _next_tokens(self, hidden: torch.Tensor, penalty: torch.Tensor, first_row: int = 0,
                      decoding: bool = False) -> torch.Tensor:
@@ -247,11 +255,8 @@ class FastDecoder:
     def _logits(self, hidden: torch.Tensor, decoding: bool) -> torch.Tensor:
         """float32 logits of the last position of each row of hidden [rows, T, hidden]."""
         last = hidden[:, -1]
-        head = self.model.lm_head
         kernel = self._kernels(hidden.shape[0]).get(Projection.LM_HEAD) if decoding else None
-        if kernel is not None:
-            return project(last, head.weight, head.bias, kernel).float()
-        return head(last).float()
+        return self._linear(self.model.lm_head, last, kernel).float()
 
     def _kernels(self, rows: int) -> dict[Projection, GemvKernel]:
         """The decode step's GEMV kernel per projection for a step of `rows` rows (cuBLAS where none)."""
