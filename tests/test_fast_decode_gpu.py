@@ -81,10 +81,12 @@ def test_float32_greedy_ids_identical_to_generate(attention: str) -> None:
     fast.close()
 
 
-@pytest.mark.parametrize("attention", ["flex", "split"])
+@pytest.mark.parametrize("attention", ["flex", "split", "split+rows_gemv"])
 def test_continuous_batching_on_the_gpu_answers_as_each_alone(attention: str) -> None:
     """Three float32 answers at once through the compiled 4-row step, one joining mid-answer: each token for
-    token generate()'s, and no answer compiles anything (every step shape was compiled while warming up)."""
+    token generate()'s, and no answer compiles anything (every step shape was compiled while warming up).
+    "split+rows_gemv": the rows' step's projections through Loupe's rows kernel (rows_gemv.py, not yet the
+    product's choice)."""
     from torch._dynamo.utils import counters
 
     from core.models.decode_attention import DecodeAttention
@@ -97,7 +99,11 @@ def test_continuous_batching_on_the_gpu_answers_as_each_alone(attention: str) ->
     prompts[1]["attention_mask"] = prompts[1]["attention_mask"][:, :72].clone()
     prompts[2]["pixel_values"] = prompts[2]["pixel_values"].flip(-1).contiguous()  # another image
     references = [_reference(model, p) for p in prompts]
-    fast = FastDecoder(model, 1024, rows=4, attention=DecodeAttention(attention))
+    from core.models.decode_gemv import GemvKernel, Projection
+
+    kind, _, rows_kernel = attention.partition("+")
+    rows_gemv = dict.fromkeys(Projection, GemvKernel.TRITON) if rows_kernel else None
+    fast = FastDecoder(model, 1024, rows=4, attention=DecodeAttention(kind), rows_gemv=rows_gemv)
     fast.warm_up()
     compiled = counters["stats"]["unique_graphs"]
     batcher = ContinuousBatcher(fast)
