@@ -160,6 +160,13 @@ def main() -> dict:
         ttfts.append(answer.timings.preprocess + answer.timings.vision + answer.timings.prefill)
     result["ttft_s"] = round(min(ttfts), 4)
     result["answer_timings_s"] = answer.to_json()["timings_s"]
+    # And for questions of lengths not asked before, as analysts' questions are: a per-shape cost in the prefill
+    # (cuDNN's attention graphs were one: core/backends/runtime.disable_cudnn_attention) shows here, not above.
+    fresh = []
+    for extra in range(1, 4):
+        answer = engine.ask([prepared], question + "请回答。" * extra, engine.default_generation(max_new_tokens=1)).collect()
+        fresh.append(answer.timings.preprocess + answer.timings.vision + answer.timings.prefill)
+    result["ttft_new_lengths_s"] = [round(t, 4) for t in fresh]
     # Decoding as an analyst's question runs it: through the engine, from the answer's own generation thread.
     # It must match decode_tok_s (the fast path keeps its CUDA graphs on its own thread for this).
     answers = [engine.ask([prepared], question, engine.default_generation(max_new_tokens=NEW_TOKENS)).collect()

@@ -16,3 +16,4 @@ def test_decode_benchmark_cpu_mode(tmp_path: Path) -> None:
     assert profile["top_ops"] and profile["cuda_graph_replays_per_token"] == 0  # no CUDA, no graphs
     for key in ("device", "plain_generate_tok_s", "decode_tok_s", "engine_decode_tok_s", "ttft_s", "batch4_over_single"):
         assert record[key], key
+    assert len(record["ttft_new_lengths_s"]) == 3 and all(t > 0 for t in record["ttft_new_lengths_s"])
