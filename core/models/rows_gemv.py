@@ -10,9 +10,11 @@ Arithmetic: bf16 and fp16 values are converted to float32 first and multiplied i
 exactly, so the products are exact and the sums float32 (rounded once, as cuBLAS does); float32 weights are
 multiplied in IEEE float32 (no TF32), so float32 answers match generate(). (Triton's interpreter computes
 bf16 MMAs wrongly: converting first keeps the CPU tests on the same code.)
-Not yet measured on a GPU: decode_gemv.PRODUCT_ROWS_GEMV leaves the rows' step on cuBLAS until
-bench/gemv_sweep.py --rows and bench/decode_rows.py --rows-gemv triton show it faster. On a CPU the kernel
-runs under Triton's interpreter only (the tests: TRITON_INTERPRET=1).
+Measured on the H200 and left off (decode_gemv.PRODUCT_ROWS_GEMV is empty): at 8 rows the best of 99 block
+shapes is slower than cuBLAS on every 7B projection but the LM head (bench/results/gemv_sweep_rows8_cuda.json:
+QKV 66.5% of copy bandwidth vs 77.5, down 75.4 vs 90.2), and the 8-row step takes 6.50 ms against cuBLAS's 4.92
+(decode_rows_gemv_cuda.json). Kept, tested, for models and cards where bench/decode_rows.py --rows-gemv triton
+says otherwise. On a CPU the kernel runs under Triton's interpreter only (the tests: TRITON_INTERPRET=1).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from torch.library import triton_op, wrap_triton
 from core.models.row_gemv import GemvConfig
 
 MAX_ROWS = 16
-DEFAULT = GemvConfig(block_n=16, block_k=256, warps=4, stages=3)  # unswept (the module docstring)
+DEFAULT = GemvConfig(block_n=16, block_k=256, warps=4, stages=3)  # near the sweep's best for O and down (8 rows)
 
 
 @triton.jit
