@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from core.models.fast_decode import FastDecoder
 from core.models.fast_decode_batcher import ContinuousBatcher
 from core.models.fast_decode_rows import generate_rows
 from core.models.shared_prefix import MIN_SHARED, media_token_ids, shared_length
+from tests.demo_prompts import greedy_reference, image_prompt
 
 QUESTIONS = ("Describe the picture in one long sentence, please.", "图中有什么？", "What colour is this?")
 NEW = 32
@@ -23,15 +23,10 @@ def demo(demo_model_dir):
     processor = AutoProcessor.from_pretrained(demo_model_dir)
 
     def prompt(question: str, colour: str = "orange", text_first: bool = False) -> dict:
-        content = [{"type": "image"}, {"type": "text", "text": question}]
-        text = processor.apply_chat_template([{"role": "user", "content": content[::-1] if text_first else content}],
-                                             add_generation_prompt=True, tokenize=False)
-        return dict(processor(images=[Image.new("RGB", (120, 90), colour)], text=text, return_tensors="pt"))
+        return image_prompt(processor, question, colour, text_first)
 
     prompts = [prompt(q) for q in QUESTIONS]  # one image, three questions
-    with torch.no_grad():
-        references = [model.generate(**p, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
-                                     repetition_penalty=1.005) for p in prompts]
+    references = [greedy_reference(model, p, NEW) for p in prompts]
     return model, prompt, prompts, references
 
 
@@ -53,16 +48,25 @@ def test_only_prompts_with_the_same_images_and_a_text_only_rest_share(demo) -> N
 def test_compare_rows_from_a_shared_prefix_answer_as_alone(demo, monkeypatch) -> None:
     model, _prompt, prompts, references = demo
     fast = FastDecoder(model, 512, compile=False, rows=4)
-    full_prefills: list[int] = []
-    prefill = FastDecoder.prefill
+    forwards: list[object] = []  # the model's own forward (vision tower): prompts that share nothing
+    passes: list[int] = []  # prefill passes over the decoder's layers, by tokens computed
+    capture, layers = FastDecoder.capture_embeds, FastDecoder._layers
 
-    def counted(self, inputs, row=0):  # the real prefill, counted
-        full_prefills.append(row)
-        return prefill(self, inputs, row)
+    def counted_capture(self, inputs):
+        forwards.append(inputs)
+        return capture(self, inputs)
 
-    monkeypatch.setattr(FastDecoder, "prefill", counted)
+    def counted_layers(self, x, pos, shared, bucket=0, plan=None):
+        if shared is None:
+            passes.append(x.shape[1])
+        return layers(self, x, pos, shared, bucket, plan)
+
+    monkeypatch.setattr(FastDecoder, "capture_embeds", counted_capture)
+    monkeypatch.setattr(FastDecoder, "_layers", counted_layers)
     rows = generate_rows(fast, prompts, NEW, 1.005, set())
-    assert full_prefills == [0]  # rows 1 and 2 copied row 0's prefix
+    assert forwards == [prompts[0]]  # rows 1 and 2 copied row 0's prefix
+    whole = prompts[0]["input_ids"].shape[1]
+    assert len(passes) == 1 and whole < passes[0] < whole + 40  # one pass: row 0 whole, the questions of 1 and 2
     assert [list(r.new_ids) for r in rows] == [ref[0, -NEW:].tolist() for ref in references]
     fast.close()
 

@@ -27,6 +27,7 @@ from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs,
 from core.models.decode_gemv import PRODUCT_GEMV, PRODUCT_ROWS_GEMV, GemvKernel, Projection, project
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
+from core.models.packed_prefill import PackedPlan, attend_prompts
 from core.models.shared_prefix import media_token_ids
 from core.models.token_readback import TokenReadback
 
@@ -146,6 +147,7 @@ class FastDecoder:
         # is not the text embeddings' (XComposer's Partial-LoRA) turns it off.
         self.media_ids = media_token_ids(getattr(model, "config", None))
         self.shares_prefixes = True
+        self.packs_prefills = True  # several prompts in one prefill pass (packed_prefill.py); not XComposer's
         self.read_ahead = self.device.type == "cuda"  # launch a step before reading the last (token_readback.py)
         self._thread = DecoderThread(self.device, self.dtype)
 
@@ -183,10 +185,10 @@ class FastDecoder:
         return x * cos + rotated * sin
 
     def _layers(self, x: torch.Tensor, pos: torch.Tensor, shared: object | None, bucket: int = 0,
-                row: int = 0, past: int = 0) -> torch.Tensor:
-        """Prefill (`shared` None): x [1, T, hidden] of row `row` at positions `pos` [T], after `past` positions
-        already in the row's cache (a shared prefix: shared_prefix.py). Decode: x [rows, 1, hidden], one new token
-        per row at `pos` [rows]. Writes each token's K/V into its row's cache."""
+                plan: PackedPlan | None = None) -> torch.Tensor:
+        """Prefill (`shared` None): x [1, T, hidden], the computed tokens of `plan`'s prompts at positions `pos`
+        [T] (packed_prefill.py). Decode: x [rows, 1, hidden], one new token per row at `pos` [rows]. Writes each
+        token's K/V into its row's cache."""
         rows, t = x.shape[0], x.shape[1]
         decoding = shared is not None
         view = (rows, 1, 1, self.head_dim) if decoding else (1, 1, t, self.head_dim)
@@ -210,21 +212,9 @@ class FastDecoder:
                 self.v_cache[i][which, :, pos] = v[:, :, 0]
                 out = attend(self.attention, q, self.k_cache[i][:rows], self.v_cache[i][:rows], shared, bucket,
                              self.flex_options)
-            else:  # prefill: causal attention over the fresh positions only, eager, into one row
-                self.k_cache[i][row : row + 1].index_copy_(2, pos, k)
-                self.v_cache[i][row : row + 1].index_copy_(2, pos, v)
-                # K/V repeated per query head, as transformers' own sdpa path does: its causal SDPA is a fused
-                # (flash / memory-efficient) kernel, where enable_gqa may fall back to the math kernel.
-                groups = self.n_heads // self.n_kv
-                seen = None
-                if past:  # the fresh positions also attend to the prefix before them
-                    k = self.k_cache[i][row : row + 1, :, : past + t]
-                    v = self.v_cache[i][row : row + 1, :, : past + t]
-                    seen = self.positions[: past + t][None, :] <= pos[:, None]
-                out = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
-                                                     v.repeat_interleave(groups, dim=1), attn_mask=seen,
-                                                     is_causal=seen is None)
-                out = out.transpose(1, 2).reshape(1, t, q_size)
+            else:  # prefill, eager: each prompt's tokens attend to its own row only
+                assert plan is not None
+                out = attend_prompts(self, i, q, k, v, plan)
             x = x + self._linear(o_proj, out, kernel(Projection.OUT))
             gate, up = project(self._norm(norm2, x), wgu, None, kernel(Projection.MLP)).chunk(2, dim=-1)
             x = x + self._linear(down, F.silu(gate) * up, kernel(Projection.MLP))
@@ -239,17 +229,21 @@ class FastDecoder:
         return project(x, module.weight, module.bias, kernel)
 
     def _next_tokens(self, hidden: torch.Tensor, penalty: torch.Tensor, first_row: int = 0,
-                     decoding: bool = False) -> torch.Tensor:
-        """hidden [rows, T, hidden] of rows first_row.. -> their next greedy tokens [rows]; marks them seen.
-        `decoding`: from the decode step (else a prefill's last position, eager)."""
+                     decoding: bool = False, which: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden [rows, T, hidden] of rows first_row.. (or of the rows `which` names) -> their next greedy
+        tokens [rows]; marks them seen. `decoding`: from the decode step (else a prefill's last position, eager)."""
         rows = hidden.shape[0]
+        if which is None:
+            which = self.row_ids[first_row : first_row + rows]
+            seen = self.seen[first_row : first_row + rows]
+        else:
+            seen = self.seen[which]
         logits = self._logits(hidden, decoding)
         # HF's repetition penalty: every token seen so far (prompt included) is made less likely.
         penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-        logits = torch.where(self.seen[first_row : first_row + rows], penalised, logits)
+        logits = torch.where(seen, penalised, logits)
         tokens = logits.argmax(-1)
-        self.seen.index_put_((self.row_ids[first_row : first_row + rows], tokens),
-                             torch.ones((), dtype=torch.bool, device=self.device))
+        self.seen.index_put_((which, tokens), torch.ones((), dtype=torch.bool, device=self.device))
         return tokens
 
     def _logits(self, hidden: torch.Tensor, decoding: bool) -> torch.Tensor:
@@ -321,21 +315,27 @@ class FastDecoder:
     @torch.no_grad()
     def prefill(self, inputs: dict[str, torch.Tensor], row: int = 0) -> int:
         """Run vision + prompt through row `row` of the cache; returns the prompt length. The first token is
-        left pending in `_prefill_hidden`."""
+        left pending in `_prefill_hidden`. (Several prompts at once: packed_prefill.prefill_prompts.)"""
+        embeds = self.capture_embeds(inputs)
+        length = embeds.shape[1]
+        if length >= self.max_len:
+            raise ValueError(f"the prompt ({length} tokens) does not fit the {self.max_len}-token cache")
+        self._mark_prompt_seen(row, inputs["input_ids"][0])
+        plan = PackedPlan.single(self.device, row, length)
+        self._prefill_hidden = self._layers(embeds, plan.positions, None, plan=plan)
+        return length
+
+    def capture_embeds(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """The prompt's embeddings as the model hands them to its language model (vision tower and merge
+        included): the model's own forward, stopped by a pre-hook on the language model."""
         handle = self.lm.register_forward_pre_hook(self._capture, with_kwargs=True)
         try:
             self.model(**inputs)
             raise RuntimeError("the language model was never called during prefill")
         except _Captured as captured:
-            embeds = captured.embeds.to(self.dtype)
+            return captured.embeds.to(self.dtype)
         finally:
             handle.remove()
-        length = embeds.shape[1]
-        if length >= self.max_len:
-            raise ValueError(f"the prompt ({length} tokens) does not fit the {self.max_len}-token cache")
-        self._mark_prompt_seen(row, inputs["input_ids"][0])
-        self._prefill_hidden = self._layers(embeds, self.positions[:length], None, row=row)
-        return length
 
     def _mark_prompt_seen(self, row: int, prompt_ids: torch.Tensor) -> None:
         self.seen[row].zero_()

@@ -5,15 +5,17 @@ Why: a decode step is bound by reading the weights, so one step for every row co
 costs. With one answer at a time, ten analysts share one stream; with rows, up to `fast.rows` answers
 progress together and each keeps most of its speed alone.
 How: one loop on the decoder's own thread (where its CUDA graphs live) owns the rows. Callers hand in a
-request and wait for it; between two steps the loop prefills whatever has arrived into free rows (the other
-rows wait for that prefill: there is no chunked prefill), then advances every row by one token with the
-step compiled for all rows at load time (rows not in use are carried along, their tokens ignored). A row
-leaves at its end-of-sequence token, its token budget or its cancel, and its row is free at the next step.
+request and wait for it; between two steps the loop prefills whatever has arrived into free rows, all of it
+in one pass (packed_prefill.py; the other rows wait for that pass: there is no chunked prefill), then
+advances every row by one token with the step compiled for all rows at load time (rows not in use are
+carried along, their tokens ignored). A row leaves at its end-of-sequence token, its token budget or its
+cancel, and its row is free at the next step.
 Each row has its own position and repetition-penalty history, so an answer is token for token the answer
 it gets alone (tested on the demo model). Order: requests are admitted first come, first served; the
 scheduler in front (core/serving/scheduler.py) keeps its round-robin fairness across sessions.
-A failure in a prefill fails that request only; a failure in a step (out of memory) fails every request in
-the rows, as it would have failed the one request decoding alone, and the loop carries on empty.
+A failure in a prefill fails that request only (a pass that fails is retried one prompt at a time); a
+failure in a step (out of memory) fails every request in the rows, as it would have failed the one request
+decoding alone, and the loop carries on empty.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from core.models.fast_decode import FastDecoder
-from core.models.shared_prefix import prefill_sharing
+from core.models.packed_prefill import prefill_prompts
 from core.models.token_readback import TokenReadback
 
 if TYPE_CHECKING:
@@ -148,17 +150,17 @@ class ContinuousBatcher:
                     self._running = False
                     self.clock.running_s += time.perf_counter() - began  # under the lock: read once idle
                     return
-            decoding = any(held is not None for held in rows)
-            for row, request in zip(free, arrived):
-                self.joined_running += decoding
+            if arrived:
+                self.joined_running += len(arrived) * any(held is not None for held in rows)
                 admitting = time.perf_counter()
-                first = self._admit(row, request, penalty, rows)
+                admitted = self._admit(list(zip(free, arrived)), penalty, rows, tokens)
                 self.clock.admitting_s += time.perf_counter() - admitting
-                if first is not None:
-                    tokens[row] = first
+                for row, request in admitted:
                     rows[row], launched[row] = request, 0
                     places.admit(row, request.length)
-                    self._deliver(rows, row, int(first))
+                values = tokens[[row for row, _ in admitted]].tolist() if admitted else []  # one wait for all
+                for (row, _), value in zip(admitted, values):
+                    self._deliver(rows, row, value)
             # One step ahead (token_readback.py): launch the next step, then read the one before it.
             launch = self._launch(rows, tokens, pos, penalty, launched, readback, places)
             if launch is not None:
@@ -211,30 +213,36 @@ class ContinuousBatcher:
             if rows[row] is not None and rows[row] is held_at_launch[row]:
                 self._deliver(rows, row, value)
 
-    def _admit(self, row: int, request: _Request, penalty: torch.Tensor,
-               rows: list[_Request | None]) -> torch.Tensor | None:
-        """Prefill `request` into `row` (from a running row's cached prefix when their prompts begin alike:
-        shared_prefix.py); its first token, or None when it failed (then it has ended)."""
+    def _admit(self, arrivals: list[tuple[int, _Request]], penalty: torch.Tensor, rows: list[_Request | None],
+               tokens: torch.Tensor) -> list[tuple[int, _Request]]:
+        """Prefill `arrivals` (row, request) in one pass, copying prefixes from running rows where prompts begin
+        alike (shared_prefix.py); their first tokens go into `tokens`. Returns those admitted. When the pass
+        fails, each is tried alone, so a request fails (and ends) for its own prompt or memory only."""
         fast = self.fast
-        self.prefilling = request.inputs
-        try:
-            holders = [(held_row, held.inputs) for held_row, held in enumerate(rows) if held is not None]
-            request.length, shared = prefill_sharing(fast, request.inputs, row, holders)
-            self.prefixes_shared += shared > 0
-            request.budget = min(request.max_new_tokens, fast.max_len - request.length)
+        for row, request in arrivals:
             penalty[row] = request.penalty
-            assert fast._prefill_hidden is not None
-            first = fast._next_tokens(fast._prefill_hidden, penalty[row : row + 1], first_row=row)[0]
-            if request.streamer is not None:
-                request.streamer.put(request.inputs["input_ids"].cpu())
-            return first
-        except Exception as exc:  # noqa: BLE001 - this request's own failure (its prompt, its memory)
+        holders = [(held_row, held.inputs) for held_row, held in enumerate(rows) if held is not None]
+        try:
+            prefilled = prefill_prompts(fast, [(row, request.inputs) for row, request in arrivals], holders, penalty,
+                                        on_forward=self._set_prefilling)
+        except Exception as exc:  # noqa: BLE001 - this pass's failure: a prompt's own, or its memory
+            if len(arrivals) > 1:
+                return [admitted for one in arrivals for admitted in self._admit([one], penalty, rows, tokens)]
+            request = arrivals[0][1]
             request.error = exc
             self._finish(request)
-            return None
-        finally:
-            fast._prefill_hidden = None
-            self.prefilling = None
+            return []
+        for (_row, request), length, shared in zip(arrivals, prefilled.lengths, prefilled.shared):
+            request.length = length
+            request.budget = min(request.max_new_tokens, fast.max_len - length)
+            self.prefixes_shared += shared > 0
+            if request.streamer is not None:
+                request.streamer.put(request.inputs["input_ids"].cpu())
+        tokens[[row for row, _ in arrivals]] = prefilled.firsts
+        return arrivals
+
+    def _set_prefilling(self, inputs: object) -> None:
+        self.prefilling = inputs
 
     def _deliver(self, rows: list[_Request | None], row: int, value: int) -> None:
         """One new token for the request in `row`, in FastDecoder.generate's order: kept, streamed, then the end

@@ -3,10 +3,10 @@
 Why: a decode step is bound by reading the weights, so 4 rows cost about what 1 row costs. Compare (4
 templates on one image) answers all its cells in about the time of one answer instead of four.
 Decisions:
-- Each row is prefilled on its own (prompts differ in length; no padding, so each row's greedy answer is token
-  for token the answer it gets alone), into its own row of the decoder's static cache; a row whose prompt
-  begins as an earlier row's (Compare: one image, several templates) copies that prefix's cache and computes
-  only the rest (shared_prefix.py).
+- The rows are prefilled in one pass (packed_prefill.py), unpadded, each into its own row of the decoder's
+  static cache and attending to its own positions only, so each row's greedy answer is token for token the
+  answer it gets alone; a row whose prompt begins as an earlier row's (Compare: one image, several templates)
+  copies that prefix's cache and computes only the rest (shared_prefix.py).
 - The step always runs all of the decoder's rows (the row count it was compiled for at load time); rows beyond
   the prompts, and rows that already ended, are carried along and their tokens ignored: compiling a step
   per row count would put compilation into an analyst's question.
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from core.models.fast_decode import FastDecoder
-from core.models.shared_prefix import prefill_sharing
+from core.models.packed_prefill import prefill_prompts
 from core.models.token_readback import TokenReadback
 
 
@@ -55,18 +55,12 @@ def _generate_rows(fast: FastDecoder, prompts: list[dict[str, Any]], max_new_tok
     count = len(prompts)
     stepped = 1 if count == 1 else fast.rows
     penalty = torch.full((stepped, 1), repetition_penalty, device=fast.device, dtype=torch.float32)
-    lengths, firsts = [], []
-    try:
-        for row, inputs in enumerate(prompts):
-            lengths.append(prefill_sharing(fast, inputs, row, enumerate(prompts[:row]))[0])
-            assert fast._prefill_hidden is not None
-            firsts.append(fast._next_tokens(fast._prefill_hidden, penalty[row : row + 1], first_row=row))
-    finally:
-        fast._prefill_hidden = None
+    prefilled = prefill_prompts(fast, list(enumerate(prompts)), (), penalty)
+    lengths = list(prefilled.lengths)
     if on_prefilled is not None:
         on_prefilled()
     padding = torch.zeros(stepped - count, dtype=torch.long, device=fast.device)
-    tokens = torch.cat([*firsts, padding])
+    tokens = torch.cat([prefilled.firsts, padding])
     budgets = [min(max_new_tokens, fast.max_len - length) for length in lengths]
     produced: list[list[int]] = [[] for _ in prompts]
     ended: list[float | None] = [None] * count

@@ -4,7 +4,8 @@ Why: Compare asks 4 templates about one image, and analysts ask several question
 their prompts agree up to the question (the chat template's opening and the image's ~600 tokens). A full
 prefill of each costs 30-50 ms on a 7B model on an H200, vision tower included, while every decoding row
 waits; copying the prefix's K/V from the row that holds it costs a fraction of a millisecond, and the
-question's few tokens cost about one read of the weights (4-5 ms).
+question's few tokens cost about one read of the weights (4-5 ms). The copy itself is done in the prefill's
+pass, layer by layer (packed_prefill.py); this module decides what is shared.
 When (`shared_length`): every input other than the token ids is equal (the same images, the same pixels);
 the ids agree on a prefix of at least MIN_SHARED tokens; what follows holds no image or video placeholder
 (its embeddings are the text's own, looked up directly, with no vision tower); and at least one token is
@@ -64,31 +65,3 @@ def best_source(fast: FastDecoder, inputs: Mapping[str, Any],
     best = max(((row, shared_length(inputs, held, fast.media_ids)) for row, held in holders),
                key=lambda pair: pair[1], default=None)
     return best if best is not None and best[1] > 0 else None
-
-
-@torch.no_grad()
-def prefill_from(fast: FastDecoder, inputs: Mapping[str, Any], row: int, source: int, shared: int) -> int:
-    """Prefill `inputs` into `row`: positions [0, shared) copied from `source`'s cache, the rest computed
-    (attending to the copied prefix). Returns the prompt length; the first token is left pending in
-    `fast._prefill_hidden`, as FastDecoder.prefill does."""
-    ids = inputs["input_ids"][0].to(fast.device)
-    length = ids.shape[0]
-    if length >= fast.max_len:
-        raise ValueError(f"the prompt ({length} tokens) does not fit the {fast.max_len}-token cache")
-    for k_cache, v_cache in zip(fast.k_cache, fast.v_cache):
-        k_cache[row, :, :shared].copy_(k_cache[source, :, :shared])
-        v_cache[row, :, :shared].copy_(v_cache[source, :, :shared])
-    fast._mark_prompt_seen(row, ids)
-    embeds = fast.lm.embed_tokens(ids[shared:])[None].to(fast.dtype)
-    fast._prefill_hidden = fast._layers(embeds, fast.positions[shared:length], None, row=row, past=shared)
-    return length
-
-
-def prefill_sharing(fast: FastDecoder, inputs: dict[str, Any], row: int,
-                    holders: Iterable[tuple[int, Mapping[str, Any]]]) -> tuple[int, int]:
-    """Prefill `inputs` into `row`, from the best of `holders`' cached prefixes when one is shared, else in
-    full: (prompt length, positions copied)."""
-    source = best_source(fast, inputs, holders)
-    if source is None:
-        return fast.prefill(inputs, row=row), 0
-    return prefill_from(fast, inputs, row, *source), source[1]

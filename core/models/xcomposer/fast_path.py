@@ -31,6 +31,7 @@ class XComposerFastDecoder(FastDecoder):
         super().__init__(as_decoder_view(model), max_len, compile=compile, attention=attention)
         self.xcomposer = model
         self.shares_prefixes = False  # its prompt's K/V come from its own forward (Partial-LoRA on image tokens)
+        self.packs_prefills = False  # the same: each prompt through its own prefill
 
     @torch.no_grad()
     def prefill(self, inputs: dict[str, Any], row: int = 0) -> int:
