@@ -10,6 +10,7 @@ from PIL import Image
 from core.analysis import compare
 from core.analysis.compare import CompareColumn
 from core.analysis.word_diff import DiffPiece, diff_html, similarity, word_diff, words
+from core.backends import batched_fast
 from core.backends.stage_clocks import find_vision_module
 from core.errors import HistoryError, QuestionError
 from core.history import HistoryStore
@@ -73,16 +74,30 @@ def test_batched_answers_are_the_single_answers_token_for_token(batch_engine) ->
         assert answer.tokens_per_s > 0
 
 
-def test_the_vision_tower_runs_once_for_all_prompts(batch_engine) -> None:
+def test_the_image_is_processed_and_encoded_once_for_all_prompts(batch_engine, monkeypatch) -> None:
     seen: list[int] = []
+    processed: list[int] = []
+    image_processor = batch_engine.backend.processor.image_processor
+    preprocess = type(image_processor).preprocess
+
+    def counted(self, images, *args, **kwargs):
+        processed.append(len(images) if isinstance(images, list) else 1)
+        return preprocess(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(type(image_processor), "preprocess", counted)
     handle = find_vision_module(batch_engine.backend.model).register_forward_pre_hook(
         lambda _m, args: seen.append(args[0].shape[0]))
     try:
-        batch_engine.backend.answer_batch(_queries(batch_engine, tokens=4))
+        queries = _queries(batch_engine, tokens=4)
+        batch_engine.backend.answer_batch(queries)
     finally:
         handle.remove()
     assert seen == [1]
-    assert "get_image_features" not in vars(batch_engine.backend.model.model)  # the wrapper is gone afterwards
+    # one generate() call processes the rows' copies of the image in one call; the fast path's rows once
+    on_rows = batched_fast.fits(batch_engine.backend.fast_decoder, queries)
+    assert processed == ([1] if on_rows else [len(PROMPTS)])
+    assert "get_image_features" not in vars(batch_engine.backend.model.model)  # the wrappers are gone afterwards
+    assert "preprocess" not in vars(image_processor)
 
 
 def test_a_row_that_ends_early_stops_there_and_keeps_its_own_decode_time(batch_engine, monkeypatch) -> None:

@@ -3,16 +3,20 @@ fast path's compiled step (core/models/fast_decode_rows.py). Used by answer_batc
 single-beam batches that fit the decoder's rows; everything else keeps the one-generate() path.
 
 Prefill is per row, unpadded, so each row's answer is token for token its single answer. When every prompt
-carries the same images, the vision tower still runs once: the model's `get_image_features` is wrapped for
-the call to hand the first row's features to every later row (same images, same pixels, same features).
+carries the same images, they are processed once and encoded once: for the call, the processor's image
+`preprocess` and the model's `get_image_features` are wrapped to hand the first row's result to every later
+row (same images, same arguments, same result). The image processing was the larger cost on the H200
+(tens of ms per row, on the CPU, before any row decodes); the vision tower rarely runs for a later row at all,
+since a row sharing the first one's prefix copies its cache (shared_prefix.py).
 `min_new_tokens` (benchmarks only) is honoured by ignoring end-of-sequence tokens altogether.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -38,28 +42,29 @@ def same_images(queries: Sequence[Query]) -> bool:
 
 
 @contextmanager
-def _vision_once(model: Any, queries: Sequence[Query]) -> Iterator[None]:
-    inner: Any = getattr(model, "model", None)
-    original = getattr(inner, "get_image_features", None)
-    if len(queries) < 2 or not same_images(queries) or not callable(original):
+def _first_result_reused(owner: Any, name: str, reuse: bool) -> Iterator[None]:
+    """While open, `owner.<name>(...)` runs once and every later call gets (a shallow copy of) the first call's
+    result: the rows carry the same images. The instance attribute shadows the class's method, then goes."""
+    original = getattr(owner, name, None)
+    if not reuse or not callable(original):
         yield
         return
     memo: list[Any] = []
 
-    @functools.wraps(original)  # the model may inspect its signature
+    @functools.wraps(original)  # the caller may inspect its signature
     def once(*args: Any, **kwargs: Any) -> Any:
         if not memo:
             memo.append(original(*args, **kwargs))
-        return memo[0]
+        return copy.copy(memo[0]) if isinstance(memo[0], Mapping) else memo[0]  # a processor may pop keys
 
-    shadowed = vars(inner).get("get_image_features")
-    inner.get_image_features = once
+    shadowed = vars(owner).get(name)
+    setattr(owner, name, once)
     try:
         yield
     finally:
-        del inner.get_image_features  # the class's method shows through again
+        delattr(owner, name)  # the class's method shows through again
         if shadowed is not None:
-            inner.get_image_features = shadowed
+            setattr(owner, name, shadowed)
 
 
 def answer_rows(loaded: LoadedModel, fast: FastDecoder, queries: Sequence[Query], eos_ids: set[int], *,
@@ -70,10 +75,12 @@ def answer_rows(loaded: LoadedModel, fast: FastDecoder, queries: Sequence[Query]
     model, processor, settings = loaded.model, loaded.processor, queries[0].settings
     prompts: list[dict[str, Any]] = []
     prompt_tokens: list[int] = []
-    for query in queries:
-        cpu_inputs, counts, _ = encoding.encode_rows(processor, model, [query])
-        prompts.append(dict(encoding.to_device(cpu_inputs, model)))
-        prompt_tokens.append(counts[0])
+    reuse = len(queries) > 1 and same_images(queries)
+    with _first_result_reused(getattr(processor, "image_processor", None), "preprocess", reuse):
+        for query in queries:
+            cpu_inputs, counts, _ = encoding.encode_rows(processor, model, [query])
+            prompts.append(dict(encoding.to_device(cpu_inputs, model)))
+            prompt_tokens.append(counts[0])
     if max(prompt_tokens) + settings.max_new_tokens > fast.max_len:
         raise OverflowError("a prompt does not fit the fast path's cache")  # answer_batch falls back
     marks.preprocess_done()
@@ -82,7 +89,8 @@ def answer_rows(loaded: LoadedModel, fast: FastDecoder, queries: Sequence[Query]
     def stopped() -> bool:
         return cancel is not None and cancel.is_set()
 
-    with loaded.lock, marks.generating(find_vision_module(model), stopped), _vision_once(model, queries):
+    vision_once = _first_result_reused(getattr(model, "model", None), "get_image_features", reuse)
+    with loaded.lock, marks.generating(find_vision_module(model), stopped), vision_once:
         rows = generate_rows(fast, prompts, settings.max_new_tokens, settings.repetition_penalty, stop_on,
                              should_stop=stopped, on_prefilled=marks.first_token)
     cancelled = cancel is not None and cancel.is_set()
