@@ -18,7 +18,9 @@ Steps (GPU mode, about 4-6 minutes on two H200s):
      through the engine (time to first token = vision + prefill; decode tokens/s), with the telemetry
      sampler on both cards (its samples go to the CSV);
   4. unload, load again on ONE card (no cap, fast decode off so both runs take generate()), the same three
-     prompts: ids must be identical; timings for the comparison. The fast path's figure is added for context.
+     prompts: ids must be identical; timings for the comparison. Then the fast path on one card, and on the
+     two cards (a compiled step per card, core/models/decode_stages.py): `fast_path_1gpu`, `fast_path_2gpu`
+     (about 2-3 minutes more: two more loads, each compiling its steps).
 Writes one JSON (keys the issue names: device, gpus, plan_predicted_gb, nvml_used_gb, plan_error_pct,
 identical_tokens, decode_tok_s_1gpu, decode_tok_s_2gpu, ttft_s_1gpu, ttft_s_2gpu) after every step.
 """
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sampler = Sampler(interval_s=0.1, window_s=3600)
         two = _load(load_settings(model=str(folder), max_memory_gb=f"{CAP_GB},{CAP_GB}", split=args.split,
-                                    device="cuda"), image, sampler)
+                                    device="cuda", fast_decode=False), image, sampler)
         predicted, used, worst = plan_error(two)
         record.update(plan_predicted_gb=predicted, nvml_used_gb=used, plan_error_pct=worst)
         samples = sampler.samples()
@@ -178,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         fast = _load(load_settings(model=str(folder), device="cuda"), image)
         record["fast_path_1gpu"] = {"ttft_s": fast["ttft_s"], "decode_tok_s": fast["decode_tok_s"],
                                     "status": fast["fast_status"]}
+        save()
+        # The split model on the fast path: a compiled step per card (core/models/decode_stages.py).
+        staged = _load(load_settings(model=str(folder), max_memory_gb=f"{CAP_GB},{CAP_GB}", split=args.split,
+                                     device="cuda"), image)
+        record["fast_path_2gpu"] = {"ttft_s": staged["ttft_s"], "decode_tok_s": staged["decode_tok_s"],
+                                    "status": staged["fast_status"],
+                                    "same_ids_as_1gpu_fast_path": staged["ids"] == fast["ids"]}
     record["identical_tokens"] = two["ids"] == one["ids"]
     record["identical_texts"] = two["texts"] == one["texts"]
     record.update(decode_tok_s_1gpu=one["decode_tok_s"], decode_tok_s_2gpu=two["decode_tok_s"],

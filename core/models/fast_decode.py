@@ -13,11 +13,12 @@ plain `generate()` is bound by Python overhead, about 6% of the memory-bandwidth
   loading would be recorded again (a new memory pool, a warm-up and a capture) in every request's thread;
 - the prefill (vision tower + merged embeddings) taken from the real model: a pre-hook on its language model
   captures `inputs_embeds`, so every VLM whose decoder is Llama-shaped (LLaVA, ...) gets it unchanged.
-Greedy answers on one device; sampling, beams and split models use `generate()` (fast_decode_support.py).
+Greedy answers; a decoder split over GPUs gets a compiled step per device (decode_stages.py); sampling and
+beams use `generate()` (fast_decode_support.py).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend
 from core.models.decode_gemv import PRODUCT_GEMV, PRODUCT_ROWS_GEMV, GemvKernel, Projection, project
+from core.models.decode_stages import StagedStep, stage_bounds
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
 from core.models.packed_prefill import PackedPlan, attend_prompts
@@ -77,7 +79,9 @@ class FastDecoder:
                  compile_options: Mapping[str, str | int | bool] | None = None,
                  gemv: Mapping[Projection, GemvKernel] | None = None,
                  rows_gemv: Mapping[Projection, GemvKernel] | None = None,
-                 flex_options: Mapping[str, int | bool] | None = None) -> None:
+                 flex_options: Mapping[str, int | bool] | None = None, stage_cuts: Sequence[int] = ()) -> None:
+        """`stage_cuts`: layer indices where a new stage begins besides where the layers change device
+        (decode_stages.py; tests run two stages on one CPU with it)."""
         self.model = model
         self.lm = language_model(model)
         cfg = self.lm.config
@@ -111,13 +115,17 @@ class FastDecoder:
         # (cache[i].index_copy_) is not done in place but as a copy of the layer's whole cache and a copy
         # back, every token (seen in the post-grad graph); a write into a whole tensor stays in place.
         shape = (rows, self.n_kv, max_len, self.head_dim)
-        self.k_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.v_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
+        # Each layer's cache on its layer's device (a split model's layers sit on several: decode_stages.py).
+        devices = [layer[1].device for layer in self.layers]
+        self.k_cache = [torch.zeros(shape, device=device, dtype=self.dtype) for device in devices]
+        self.v_cache = [torch.zeros(shape, device=device, dtype=self.dtype) for device in devices]
         self.shared = DecodeAttentionInputs(self.attention, max_len, self.device, rows, self.n_kv)
         positions = self.shared.positions
-        probe = torch.zeros(1, 1, device=self.device, dtype=self.dtype)
-        cos, sin = self.lm.rotary_emb(probe, positions[None])
-        self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)  # [max_len, head_dim]
+        rotary_device = next(iter(self.lm.rotary_emb.buffers()), positions).device
+        probe = torch.zeros(1, 1, device=rotary_device, dtype=self.dtype)
+        cos, sin = self.lm.rotary_emb(probe, positions[None].to(rotary_device))
+        self.cos = cos[0].to(self.device, self.dtype)  # [max_len, head_dim]
+        self.sin = sin[0].to(self.device, self.dtype)
         self.positions = positions
         self.row_ids = torch.arange(rows, device=self.device)
         # Positions go in through their own small buffer, never as a view of `positions`: a view of a
@@ -142,6 +150,10 @@ class FastDecoder:
             prepare_for_cuda_graphs(self.device, self.dtype)  # for callers that compile on this thread (tests)
         else:
             self._step = self._decode_step
+        bounds = stage_bounds(devices, stage_cuts)
+        self.staged = StagedStep(self, bounds, options if use_compile else None) if len(bounds) > 1 else None
+        if self.staged is not None:
+            self._step = self.staged
         self._prefill_hidden: torch.Tensor | None = None
         # Prompts that begin alike copy each other's cached prefix (shared_prefix.py); a subclass whose prefill
         # is not the text embeddings' (XComposer's Partial-LoRA) turns it off.
@@ -150,6 +162,8 @@ class FastDecoder:
         self.packs_prefills = True  # several prompts in one prefill pass (packed_prefill.py); not XComposer's
         self.read_ahead = self.device.type == "cuda"  # launch a step before reading the last (token_readback.py)
         self._thread = DecoderThread(self.device, self.dtype)
+        if self.staged is not None and use_compile:
+            self.on_own_thread(self.staged.prepare_devices)
 
     def on_own_thread(self, fn: Callable[..., T], *args: object) -> T:
         """Run fn on the decoder's one thread (directly when already on it) and wait; its exception is raised here."""
@@ -168,6 +182,7 @@ class FastDecoder:
         if self.compiled:
             torch._dynamo.reset()
         self._step = self._decode_step
+        self.staged = None
         self.k_cache, self.v_cache, self.layers = [], [], []
         self._prefill_hidden = None
 
@@ -185,20 +200,23 @@ class FastDecoder:
         return x * cos + rotated * sin
 
     def _layers(self, x: torch.Tensor, pos: torch.Tensor, shared: object | None, bucket: int = 0,
-                plan: PackedPlan | None = None) -> torch.Tensor:
+                plan: PackedPlan | None = None, first: int = 0, last: int | None = None, place: Any = None,
+                norm: bool = True) -> torch.Tensor:
         """Prefill (`shared` None): x [1, T, hidden], the computed tokens of `plan`'s prompts at positions `pos`
         [T] (packed_prefill.py). Decode: x [rows, 1, hidden], one new token per row at `pos` [rows]. Writes each
-        token's K/V into its row's cache."""
+        token's K/V into its row's cache. Layers [first, last) only, reading the RoPE tables and row ids of
+        `place` (a decode_stages.Stage on their device; else the decoder's own), then the final norm if `norm`."""
+        place = self if place is None else place
         rows, t = x.shape[0], x.shape[1]
         decoding = shared is not None
         view = (rows, 1, 1, self.head_dim) if decoding else (1, 1, t, self.head_dim)
-        cos, sin = self.cos[pos].view(view), self.sin[pos].view(view)
+        cos, sin = place.cos[pos].view(view), place.sin[pos].view(view)
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
         kernels = self._kernels(rows) if decoding else {}
 
         def kernel(projection: Projection) -> GemvKernel:
             return kernels.get(projection, GemvKernel.CUBLAS)
-        for i, (norm1, wqkv, bqkv, o_proj, norm2, wgu, down) in enumerate(self.layers):
+        for i, (norm1, wqkv, bqkv, o_proj, norm2, wgu, down) in enumerate(self.layers[first:last], start=first):
             h = self._norm(norm1, x)
             qkv = project(h, wqkv, bqkv, kernel(Projection.QKV))
             q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
@@ -207,7 +225,7 @@ class FastDecoder:
             v = v.view(rows, t, self.n_kv, self.head_dim).transpose(1, 2)
             if decoding:
                 # One in-place index_put_ into the whole tensor per cache (see __init__ on views).
-                which = self.row_ids[:rows]
+                which = place.row_ids[:rows]
                 self.k_cache[i][which, :, pos] = k[:, :, 0]
                 self.v_cache[i][which, :, pos] = v[:, :, 0]
                 out = attend(self.attention, q, self.k_cache[i][:rows], self.v_cache[i][:rows], shared, bucket,
@@ -218,7 +236,13 @@ class FastDecoder:
             x = x + self._linear(o_proj, out, kernel(Projection.OUT))
             gate, up = project(self._norm(norm2, x), wgu, None, kernel(Projection.MLP)).chunk(2, dim=-1)
             x = x + self._linear(down, F.silu(gate) * up, kernel(Projection.MLP))
-        return self._norm(self.lm.norm, x)
+        return self._norm(self.lm.norm, x) if norm else x
+
+    def _prefill_layers(self, x: torch.Tensor, plan: PackedPlan) -> torch.Tensor:
+        """A prefill pass (packed_prefill.py) through every layer, on each stage's device when split."""
+        if self.staged is not None:
+            return self.staged.prefill(x, plan)
+        return self._layers(x, plan.positions, None, plan=plan)
 
     @staticmethod
     def _linear(module: torch.nn.Linear, x: torch.Tensor, kernel: GemvKernel | None) -> torch.Tensor:
@@ -322,7 +346,7 @@ class FastDecoder:
             raise ValueError(f"the prompt ({length} tokens) does not fit the {self.max_len}-token cache")
         self._mark_prompt_seen(row, inputs["input_ids"][0])
         plan = PackedPlan.single(self.device, row, length)
-        self._prefill_hidden = self._layers(embeds, plan.positions, None, plan=plan)
+        self._prefill_hidden = self._prefill_layers(embeds, plan)
         return length
 
     def capture_embeds(self, inputs: Mapping[str, Any]) -> torch.Tensor:

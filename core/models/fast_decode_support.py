@@ -47,8 +47,11 @@ def check(model: Any) -> FastPathStatus:
     if rope and rope.get("rope_type", "default") not in ("default", "linear", "llama3", "dynamic"):
         return FastPathStatus(False, "unsupported rope scaling")
     devices = {p.device for p in lm.parameters()} | {model.lm_head.weight.device}
-    if len(devices) > 1:
-        return FastPathStatus(False, "the decoder is split over several devices")
+    if len(devices) > 1 and any(device.type != "cuda" for device in devices):
+        # Offloaded weights (accelerate's "cpu" or "disk": meta tensors loaded on the fly) cannot be fused.
+        return FastPathStatus(False, "part of the decoder is offloaded to the CPU or disk")
+    if len(devices) > 1:  # a compiled step per device (decode_stages.py)
+        return FastPathStatus(True, f"static KV cache + a compiled decode step per GPU ({len(devices)} GPUs)")
     return FastPathStatus(True, "static KV cache + compiled decode step")
 
 

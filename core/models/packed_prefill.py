@@ -30,6 +30,7 @@ alone through their own `prefill`.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,15 @@ class PackedPlan:
     mask: torch.Tensor | None  # [tokens of continuing prompts, keys]
     last: torch.Tensor  # [prompts] each prompt's last token in the pass
     rows: torch.Tensor  # [prompts] each prompt's row
+
+    def to(self, device: torch.device) -> PackedPlan:
+        """The same plan with its tensors on `device` (a split decoder's stage: decode_stages.py)."""
+        def moved(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value.to(device)
+            return tuple(moved(v) for v in value) if isinstance(value, tuple) else value
+        return dataclasses.replace(self, **{f.name: moved(getattr(self, f.name)) for f in dataclasses.fields(self)
+                                            if f.name != "segments"})
 
     @classmethod
     def single(cls, device: torch.device, row: int, length: int) -> PackedPlan:
@@ -210,7 +220,7 @@ def prefill_prompts(fast: FastDecoder, prompts: Sequence[tuple[int, dict[str, An
     plan = build(fast.device, segments)
     x = torch.cat([embeds[s.row] for s in plan.segments], dim=1)
     try:
-        hidden = fast._layers(x, plan.positions, None, plan=plan)
+        hidden = fast._prefill_layers(x, plan)
         fast._prefill_hidden = hidden[0, plan.last][:, None]
         firsts = fast._next_tokens(fast._prefill_hidden, penalty[plan.rows], which=plan.rows)
     finally:
