@@ -12,6 +12,8 @@ to the bandwidth limit measured in the same run. Variants (`--variants a,b`: onl
   own_qkv_out   QKV and attention's output projection through Loupe's Triton GEMV (core/models/row_gemv.py)
   own_qkv, own_out  one of them only
   own_mlp       QKV, O, gate/up and down through it (the LM head through cuBLAS)
+  own_all       every projection through it (the product's choice beside the split-KV kernel)
+  fused         own_all with the norms, residual adds and SiLU·mul folded into the GEMVs (core/models/fused_gemv.py)
   no_ahead      the same compiled step, each token read before the next step is launched (the loop before)
   lm_head       the LM head as an Inductor reduction (core/models/decode_gemv.py), the rest cuBLAS
   qkv_out_head  QKV, attention's output projection and the LM head as reductions (RMSNorm's scaling fused in)
@@ -56,6 +58,7 @@ CDT = {"coordinate_descent_tuning": True}
 PDL_CDT = {"triton.enable_pdl": True, **CDT}
 # name: (inductor options beyond the product's or "reuse" the compiled step before it, launch ahead, GEMV kernel
 # per projection (cuBLAS where none), FlexAttention kernel options, expected compile seconds)
+FUSED = {"fused"}  # variants whose one-row step folds the small kernels into its GEMVs (FastDecoder's `fused`)
 VARIANTS: dict[str, tuple[dict | str | None, bool, dict[Projection, GemvKernel], dict, int]] = {
     "cublas": (None, True, {}, {}, 60),
     "no_ahead": ("reuse", False, {}, {}, 0),
@@ -63,6 +66,8 @@ VARIANTS: dict[str, tuple[dict | str | None, bool, dict[Projection, GemvKernel],
     "own_qkv": (None, True, {Projection.QKV: OWN}, {}, 60),
     "own_out": (None, True, {Projection.OUT: OWN}, {}, 60),
     "own_mlp": (None, True, {Projection.QKV: OWN, Projection.OUT: OWN, Projection.MLP: OWN}, {}, 60),
+    "own_all": (None, True, dict.fromkeys(Projection, OWN), {}, 60),
+    "fused": (None, True, dict.fromkeys(Projection, OWN), {}, 60),
     "lm_head": (None, True, {Projection.LM_HEAD: R}, {}, 60),
     "qkv_out_head": (None, True, QKV_OUT_HEAD, {}, 60),
     "all": (None, True, EVERY, {}, 60),
@@ -164,7 +169,9 @@ def main() -> dict:
                 if not on_gpu:  # neither Triton kernel runs here outside its interpreter: the plumbing only
                     kernels = {p: k for p, k in kernels.items() if k is not OWN}
                 fast = FastDecoder(model, 4096 if on_gpu else 1024, attention=attention, compile=on_gpu,
-                                   compile_options=options, gemv=kernels, flex_options=flex_options)
+                                   compile_options=options, gemv=kernels, flex_options=flex_options,
+                                   fused=name in FUSED and on_gpu)  # on the CPU, Triton's kernels do not run
+                entry["fused"] = fast.fused
                 entry["attention"] = str(fast.attention)
                 entry["gemv"] = {str(p): str(k) for p, k in fast.gemv.items()}
                 entry["compile_s"] = round(fast.warm_up(), 1)

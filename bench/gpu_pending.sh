@@ -4,6 +4,8 @@
 #   bash bench/gpu_pending.sh tests    # nvidia-h200: GPU tests (fast path, batching, real OOM, unload, NVML)
 #   bash bench/gpu_pending.sh sweep    # nvidia-h200: bench/decode_compile_variants.py (projections, inductor options)
 #     VARIANTS=a,b SWEEP_OUT=name.json bash bench/gpu_pending.sh sweep   # other variants, into another file
+#     VARIANTS=own_all,fused SWEEP_OUT=decode_compile_variants_fused_cuda.json bash bench/gpu_pending.sh sweep
+#       # whether to fold the small kernels into the GEMVs (core/models/fused_gemv.py; decode_gemv.PRODUCT_FUSED)
 #   bash bench/gpu_pending.sh decode   # nvidia-h200: decode benchmark (7B-class), bf16 noise floor included
 #   bash bench/gpu_pending.sh concurrency   # nvidia-h200: 8 answers at once through the engine, where the loop's time goes
 #   bash bench/gpu_pending.sh rows     # nvidia-h200: Loupe's rows GEMV (rows_gemv.py) swept, then the 8-row step with it vs cuBLAS

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend
-from core.models.decode_gemv import PRODUCT_GEMV, PRODUCT_ROWS_GEMV, GemvKernel, Projection, project
+from core.models.decode_gemv import PRODUCT_FUSED, PRODUCT_GEMV, PRODUCT_ROWS_GEMV, GemvKernel, Projection, project
 from core.models.decode_stages import StagedStep, stage_bounds
 from core.models.fast_decode_support import language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
@@ -79,7 +79,8 @@ class FastDecoder:
                  compile_options: Mapping[str, str | int | bool] | None = None,
                  gemv: Mapping[Projection, GemvKernel] | None = None,
                  rows_gemv: Mapping[Projection, GemvKernel] | None = None,
-                 flex_options: Mapping[str, int | bool] | None = None, stage_cuts: Sequence[int] = ()) -> None:
+                 flex_options: Mapping[str, int | bool] | None = None, stage_cuts: Sequence[int] = (),
+                 fused: bool | None = None) -> None:
         """`stage_cuts`: layer indices where a new stage begins besides where the layers change device
         (decode_stages.py; tests run two stages on one CPU with it)."""
         self.model = model
@@ -102,6 +103,11 @@ class FastDecoder:
         # The same for the step of several rows (rows_gemv.py), chosen apart: one GEMM serves every row there.
         self.rows_gemv = dict(rows_gemv) if rows_gemv is not None else (
             dict(PRODUCT_ROWS_GEMV) if own_kernels else {})
+        # The one-row step with the norms, residual adds and SiLU·mul folded into its GEMVs (fused_gemv.py).
+        self.fused = (PRODUCT_FUSED and own_kernels) if fused is None else fused
+        if self.fused:  # Triton is imported only where its kernels run
+            from core.models.fused_gemv import fused_gemv
+            self._fused_gemv = fused_gemv
         self.flex_options = dict(flex_options or {})  # FlexAttention's kernel options (measured by the variants bench)
         self.dtype = model.lm_head.weight.dtype
         self.layers = []
@@ -140,9 +146,9 @@ class FastDecoder:
         if use_compile:
             # CUDA graphs need these at fixed addresses (as HF's StaticCache does); dynamic=False gives each
             # bucket (and each row count) its own static graph instead of one dynamic-shape graph.
-            fused = [t for layer in self.layers for t in (layer[1], layer[2], layer[5]) if t is not None]
+            fused_weights = [t for layer in self.layers for t in (layer[1], layer[2], layer[5]) if t is not None]
             for tensor in (*self.k_cache, *self.v_cache, self.seen, self.cos, self.sin, self.row_ids,
-                           *self.shared.static_tensors(), *fused):
+                           *self.shared.static_tensors(), *fused_weights):
                 torch._dynamo.mark_static_address(tensor)  # else CUDA graphs copy them in on every step
             chosen = STEP_COMPILE_OPTIONS if compile_options is None else compile_options
             options: dict[str, str | int | bool | Callable[..., Any]] = {"triton.cudagraphs": True, **chosen}
@@ -188,8 +194,12 @@ class FastDecoder:
 
     # -- the decoder --------------------------------------------------------------------------------
     @staticmethod
-    def _norm(module: _Norm, x: torch.Tensor) -> torch.Tensor:
-        eps = getattr(module, "variance_epsilon", 0.0) or getattr(module, "eps", 1e-6)
+    def _eps(module: _Norm) -> float:
+        return float(getattr(module, "variance_epsilon", 0.0) or getattr(module, "eps", 1e-6))
+
+    @classmethod
+    def _norm(cls, module: _Norm, x: torch.Tensor) -> torch.Tensor:
+        eps = cls._eps(module)
         variance = x.float().pow(2).mean(-1, keepdim=True)
         return (x.float() * torch.rsqrt(variance + eps)).to(x.dtype) * module.weight
 
@@ -216,9 +226,12 @@ class FastDecoder:
 
         def kernel(projection: Projection) -> GemvKernel:
             return kernels.get(projection, GemvKernel.CUBLAS)
+        fused = decoding and rows == 1 and self.fused
         for i, (norm1, wqkv, bqkv, o_proj, norm2, wgu, down) in enumerate(self.layers[first:last], start=first):
-            h = self._norm(norm1, x)
-            qkv = project(h, wqkv, bqkv, kernel(Projection.QKV))
+            if fused:  # the norm in the GEMV's prologue (fused_gemv.py)
+                qkv = self._fused_gemv(x, wqkv, bqkv, norm_weight=norm1.weight, eps=self._eps(norm1))
+            else:
+                qkv = project(self._norm(norm1, x), wqkv, bqkv, kernel(Projection.QKV))
             q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
             q = self._rope(q.view(rows, t, self.n_heads, self.head_dim).transpose(1, 2), cos, sin)
             k = self._rope(k.view(rows, t, self.n_kv, self.head_dim).transpose(1, 2), cos, sin)
@@ -233,6 +246,11 @@ class FastDecoder:
             else:  # prefill, eager: each prompt's tokens attend to its own row only
                 assert plan is not None
                 out = attend_prompts(self, i, q, k, v, plan)
+            if fused:  # residual adds in the epilogues, the norm in gate/up's prologue, SiLU·mul in its epilogue
+                x = self._fused_gemv(out, o_proj.weight, o_proj.bias, residual=x)
+                act = self._fused_gemv(x, wgu, None, norm_weight=norm2.weight, eps=self._eps(norm2), swiglu=True)
+                x = self._fused_gemv(act, down.weight, down.bias, residual=x)
+                continue
             x = x + self._linear(o_proj, out, kernel(Projection.OUT))
             gate, up = project(self._norm(norm2, x), wgu, None, kernel(Projection.MLP)).chunk(2, dim=-1)
             x = x + self._linear(down, F.silu(gate) * up, kernel(Projection.MLP))
