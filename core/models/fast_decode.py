@@ -27,11 +27,10 @@ import torch.nn.functional as F
 from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend
 from core.models.decode_gemv import PRODUCT_FUSED, PRODUCT_GEMV, PRODUCT_ROWS_GEMV, GemvKernel, Projection, project
 from core.models.decode_stages import StagedStep, stage_bounds
-from core.models.fast_decode_support import language_model
+from core.models.fast_decode_support import capture_embeds, fuse_linears, language_model
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
 from core.models.packed_prefill import PackedPlan, attend_prompts
 from core.models.shared_prefix import media_token_ids
-from core.models.token_readback import TokenReadback
 
 if TYPE_CHECKING:
     from transformers.generation.streamers import BaseStreamer
@@ -47,28 +46,6 @@ class _Norm(Protocol):
     """An RMSNorm layer as the decoder reads it (its epsilon is read by name, whichever the model uses)."""
 
     weight: torch.Tensor
-
-
-class _Captured(Exception):
-    """Raised from the language model's pre-hook to stop the forward once inputs_embeds are known."""
-
-    def __init__(self, embeds: torch.Tensor) -> None:
-        self.embeds = embeds
-
-
-def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One weight (and bias) holding all of `linears`; each linear's parameters become views into it."""
-    weight = torch.cat([lin.weight.data for lin in linears], dim=0)
-    has_bias = all(lin.bias is not None for lin in linears)
-    bias = torch.cat([lin.bias.data for lin in linears]) if has_bias else None
-    start = 0
-    for lin in linears:
-        rows = lin.weight.shape[0]
-        lin.weight.data = weight[start : start + rows]
-        if bias is not None:
-            lin.bias.data = bias[start : start + rows]
-        start += rows
-    return weight, bias
 
 
 class FastDecoder:
@@ -113,8 +90,8 @@ class FastDecoder:
         self.layers = []
         for layer in self.lm.layers:
             attn, mlp = layer.self_attn, layer.mlp
-            wqkv, bqkv = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
-            wgu, _ = _fuse([mlp.gate_proj, mlp.up_proj])
+            wqkv, bqkv = fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+            wgu, _ = fuse_linears([mlp.gate_proj, mlp.up_proj])
             self.layers.append((layer.input_layernorm, wqkv, bqkv, attn.o_proj, layer.post_attention_layernorm,
                                 wgu, mlp.down_proj))
         # One K and one V tensor per layer, never views of one big tensor: compiled, a write into a view
@@ -313,11 +290,6 @@ class FastDecoder:
         # another shape is a recompile inside an analyst's question (seen on the H200: 35 s on the first batch).
         return self._step(tokens, pos, penalty.reshape(-1), self.bucket_for(furthest + 1)).clone()
 
-    def _launch(self, token: torch.Tensor, pos: torch.Tensor, penalty: torch.Tensor, at: int) -> torch.Tensor:
-        """Queue one decode step of row 0 for the token at position `at`."""
-        pos.fill_(at)
-        return self.replay_step(token, pos, penalty, at)
-
     def bucket_for(self, filled: int) -> int:
         return next(b for b in self.buckets if b >= filled)
 
@@ -370,71 +342,18 @@ class FastDecoder:
     def capture_embeds(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         """The prompt's embeddings as the model hands them to its language model (vision tower and merge
         included): the model's own forward, stopped by a pre-hook on the language model."""
-        handle = self.lm.register_forward_pre_hook(self._capture, with_kwargs=True)
-        try:
-            self.model(**inputs)
-            raise RuntimeError("the language model was never called during prefill")
-        except _Captured as captured:
-            return captured.embeds.to(self.dtype)
-        finally:
-            handle.remove()
+        return capture_embeds(self.model, self.lm, inputs).to(self.dtype)
 
     def _mark_prompt_seen(self, row: int, prompt_ids: torch.Tensor) -> None:
         self.seen[row].zero_()
         if prompt_ids.numel():
             self.seen[row, prompt_ids.to(self.device)] = True
 
-    @staticmethod
-    def _capture(_module: torch.nn.Module, args: tuple, kwargs: dict[str, torch.Tensor]) -> None:
-        embeds = kwargs.get("inputs_embeds")
-        if embeds is None:
-            raise RuntimeError("the language model was called without inputs_embeds")
-        raise _Captured(embeds)
-
     def generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, repetition_penalty: float, eos_ids: set[int],
                  streamer: BaseStreamer | None = None, should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
         """Greedy tokens after the prompt, streamed one by one; returns prompt + new ids like generate().
         Runs on the decoder's own thread (where its CUDA graphs live); the caller waits."""
-        return self.on_own_thread(self._generate, inputs, max_new_tokens, repetition_penalty, eos_ids, streamer,
-                                   should_stop)
+        from core.models.fast_decode_single import answer_alone
 
-    def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, repetition_penalty: float,
-                  eos_ids: set[int], streamer: BaseStreamer | None, should_stop: Callable[[], bool] | None) -> torch.Tensor:
-        try:
-            return self._decode(inputs, max_new_tokens, repetition_penalty, eos_ids, streamer, should_stop)
-        finally:
-            # The prompt's hidden states must not outlive the request, above all a failed one (an out-of-memory
-            # error after prefill): the next request's memory baseline would be off by them.
-            self._prefill_hidden = None
-
-    @torch.no_grad()
-    def _decode(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, repetition_penalty: float,
-                eos_ids: set[int], streamer: BaseStreamer | None, should_stop: Callable[[], bool] | None) -> torch.Tensor:
-        input_ids = inputs["input_ids"]
-        length = self.prefill(inputs)
-        max_new_tokens = min(max_new_tokens, self.max_len - length)
-        if streamer is not None:
-            streamer.put(input_ids.cpu())
-        penalty = torch.full((1,), repetition_penalty, device=self.device, dtype=torch.float32)
-        assert self._prefill_hidden is not None
-        token = self._next_tokens(self._prefill_hidden, penalty.view(-1, 1))
-        pos = torch.zeros(1, dtype=torch.long, device=self.device)
-        readback = TokenReadback(self.device, 1, self.read_ahead)
-        produced = []
-        for step in range(max_new_tokens):
-            pending = readback.start(token)
-            more = step < max_new_tokens - 1
-            if more and readback.ahead:  # the next step runs while this token is read (token_readback.py)
-                token = self._launch(token, pos, penalty, length + step)
-            value = readback.read(pending)[0]
-            produced.append(value)
-            if streamer is not None:
-                streamer.put(torch.tensor([value]))
-            if value in eos_ids or not more or (should_stop is not None and should_stop()):
-                break
-            if not readback.ahead:
-                token = self._launch(token, pos, penalty, length + step)
-        if streamer is not None:
-            streamer.end()
-        new = torch.tensor([produced], dtype=input_ids.dtype, device=input_ids.device)
-        return torch.cat([input_ids, new], dim=1)
+        return self.on_own_thread(answer_alone, self, inputs, max_new_tokens, repetition_penalty, eos_ids, streamer,
+                                  should_stop)

@@ -90,3 +90,49 @@ def build_and_warm(make: Callable[[DecodeAttention], D], attention: DecodeAttent
 def cache_length(max_position_embeddings: int, wanted: int) -> int:
     """The static cache bucket: the wanted length rounded up to 512, within the model's positions."""
     return min(max_position_embeddings, int(math.ceil(wanted / 512) * 512))
+
+
+def fuse_linears(linears: list[Any]) -> tuple[Any, Any]:
+    """One weight (and bias) holding all of `linears` (torch Linear layers); each one's parameters become views
+    into it, so the model's own modules read the same memory (no second copy)."""
+    import torch
+
+    weight = torch.cat([lin.weight.data for lin in linears], dim=0)
+    has_bias = all(lin.bias is not None for lin in linears)
+    bias = torch.cat([lin.bias.data for lin in linears]) if has_bias else None
+    start = 0
+    for lin in linears:
+        rows = lin.weight.shape[0]
+        lin.weight.data = weight[start : start + rows]
+        if bias is not None:
+            lin.bias.data = bias[start : start + rows]
+        start += rows
+    return weight, bias
+
+
+class _Captured(Exception):
+    """Raised from the language model's pre-hook to stop the forward once inputs_embeds are known."""
+
+    def __init__(self, embeds: Any) -> None:
+        self.embeds = embeds
+
+
+def _capture(_module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+    embeds = kwargs.get("inputs_embeds")
+    if embeds is None:
+        raise RuntimeError("the language model was called without inputs_embeds")
+    raise _Captured(embeds)
+
+
+def capture_embeds(model: Any, lm: Any, inputs: Any) -> Any:
+    """The embeddings `model`'s own forward hands its language model `lm` for `inputs` (vision tower and merge
+    included), the forward stopped there by a pre-hook: every VLM whose decoder is Llama-shaped gets its own
+    image handling unchanged."""
+    handle = lm.register_forward_pre_hook(_capture, with_kwargs=True)
+    try:
+        model(**inputs)
+        raise RuntimeError("the language model was never called during prefill")
+    except _Captured as captured:
+        return captured.embeds
+    finally:
+        handle.remove()
