@@ -64,18 +64,21 @@ def _reference(model, inputs: dict) -> torch.Tensor:
                               repetition_penalty=1.005)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "flex", "split", "split+fused"])
+@pytest.mark.parametrize("attention", ["sdpa", "flex", "split", "split+fused", "split+stages"])
 def test_float32_greedy_ids_identical_to_generate(attention: str) -> None:
-    """"split+fused": the norms, residual adds and SiLU·mul folded into the GEMVs (fused_gemv.py, off by default)."""
+    """"split+fused": the norms, residual adds and SiLU·mul folded into the GEMVs (fused_gemv.py, off by default).
+    "split+stages": the step cut into two stages, each compiled with its own CUDA graphs, as a decoder split over
+    two GPUs runs (decode_stages.py), here on one GPU."""
     from core.models.decode_attention import DecodeAttention
     from core.models.fast_decode import FastDecoder
 
-    attention, _, fused = attention.partition("+")
+    attention, _, extra = attention.partition("+")
     model, inputs = _model(torch.float32), _inputs(torch.float32)
     reference = _reference(model, inputs)
     # compiled with CUDA graphs, as in the dashboard; each step launched before the last token is read
-    fast = FastDecoder(model, 1024, attention=DecodeAttention(attention), fused=bool(fused) or None)
-    assert fast.read_ahead and fast.fused == bool(fused)
+    fast = FastDecoder(model, 1024, attention=DecodeAttention(attention), fused=(extra == "fused") or None,
+                       stage_cuts=(4,) if extra == "stages" else ())
+    assert fast.read_ahead and fast.fused == (extra == "fused") and (fast.staged is not None) == (extra == "stages")
     assert fast.gemv == (PRODUCT_GEMV if attention == "split" else {})  # Loupe's GEMVs come with its attention
     fast.warm_up()
     out = fast.generate(dict(inputs), NEW, 1.005, set())
