@@ -9,9 +9,9 @@ def test_compile_variant_sweep_cpu_mode(tmp_path: Path) -> None:
     out = tmp_path / "variants.json"
     record = run_bench("decode_compile_variants.py", "--cpu", "--out", str(out), result_file=out)
     variants = record["variants"]
-    assert list(variants) == ["cublas", "no_ahead", "own_qkv_out", "own_qkv", "own_out", "own_mlp", "lm_head",
-                              "qkv_out_head", "all", "head_split16", "all_cdt", "cdt", "head_cdt", "qkv_out_head_cdt",
-                              "pdl_cdt", "autotune"]
+    assert list(variants) == ["cublas", "no_ahead", "own_qkv_out", "own_qkv", "own_out", "own_mlp", "own_all",
+                              "fused", "lm_head", "qkv_out_head", "all", "head_split16", "all_cdt", "cdt", "head_cdt",
+                              "qkv_out_head_cdt", "pdl_cdt", "autotune"]
     for name, entry in variants.items():
         assert "error" not in entry, (name, entry)
         # Every variant answers alike: the projections written as float32 sums included (decode_gemv.py).
@@ -20,6 +20,7 @@ def test_compile_variant_sweep_cpu_mode(tmp_path: Path) -> None:
     every = {"qkv": "reduction", "out": "reduction", "mlp": "reduction", "lm_head": "reduction"}
     assert variants["all"]["gemv"] == every and variants["cublas"]["gemv"] == {}
     assert variants["own_mlp"]["gemv"] == {}  # Loupe's Triton GEMV runs on a GPU only (or under the interpreter)
+    assert variants["fused"]["fused"] is False  # and so do the folded GEMVs (fused_gemv.py)
     assert record["best"] in variants
 
 
