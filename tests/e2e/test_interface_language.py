@@ -53,7 +53,9 @@ def test_gpu_monitor_and_history_in_both_languages(auto_language_url: str, chrom
     page.get_by_role("link", name="历史记录").click()
     expect(page.get_by_role("heading", name="历史记录", exact=True)).to_be_visible()
     expect(page.get_by_text("时间为 Asia/Shanghai").first).to_be_visible()
-    expect(page.get_by_text("2026-12-02 07:59:05").first).to_be_visible()  # 23:59:05 UTC, in Shanghai
+    # 23:59:05 UTC, in Shanghai: the opened entry's line (the table's own copy of the time is drawn on a canvas,
+    # its text only in a hidden accessibility table, which `.first` found in one CI run)
+    expect(page.get_by_text("2026-12-02 07:59:05 (Asia/Shanghai)")).to_be_visible()
     expect(page.get_by_text("电商审核").nth(1)).to_be_visible()  # the entry's page, named as the navigation names it
     _shot(page, "history_zh")
 
