@@ -46,8 +46,8 @@ class GemvKernel(StrEnum):
 PRODUCT_GEMV: dict[Projection, GemvKernel] = dict.fromkeys(Projection, GemvKernel.TRITON)
 # And for the rows' step: cuBLAS, measured faster than rows_gemv.py on the H200 (4.92 ms vs 6.50 at 8 rows).
 PRODUCT_ROWS_GEMV: dict[Projection, GemvKernel] = {}
-# Whether the one-row step folds the norms, residual adds and SiLU·mul into its GEMVs (fused_gemv.py): off
-# until measured on a GPU.
+# Whether the one-row step folds the norms, residual adds and SiLU·mul into its GEMVs (fused_gemv.py): off,
+# measured slower on the H200 (210.7 tok/s against 231.8, bench/results/decode_compile_variants_fused_cuda.json).
 PRODUCT_FUSED = False
 
 
