@@ -77,7 +77,9 @@ def _generate_rows(fast: FastDecoder, prompts: list[dict[str, Any]], max_new_tok
     step = 0
     while True:
         pending = readback.start(tokens[:count])
-        if readback.ahead:  # the next step runs while these tokens are read (token_readback.py)
+        # No step is launched ahead when every row ends at this read by its budget (a wasted step otherwise).
+        more = any(e is None and len(ids) + 1 < budget for e, ids, budget in zip(ended, produced, budgets))
+        if readback.ahead and more:  # the next step runs while these tokens are read (token_readback.py)
             tokens = launch(tokens, step)
         now_values = TokenReadback.read(pending)  # the one wait per step, as for a single answer
         now = time.perf_counter()
