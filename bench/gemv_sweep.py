@@ -27,7 +27,6 @@ import torch.nn.functional as F  # noqa: E402
 from decode_speed import copy_bandwidth_gbps  # noqa: E402  (bench/, beside this script)
 
 from core.models.row_gemv import GemvConfig, gemv  # noqa: E402
-from core.models.rows_fma_gemv import rows_fma_gemv  # noqa: E402
 from core.models.rows_gemv import rows_gemv  # noqa: E402
 
 # (name, N, K): the 7B Llama / Mistral / InternLM2 shape (hidden 4096, 8 KV heads, MLP 14336, vocab 92544)
@@ -37,12 +36,7 @@ SHAPES = [("qkv", 6144, 4096), ("o", 4096, 4096), ("qwen_qkv", 4608, 3584), ("qw
 CALLS = 48  # per graph
 
 
-def configs(rows: int, kernel: str = "mma") -> list[GemvConfig]:
-    if rows > 1 and kernel == "fma":  # rows_fma_gemv.py: BLOCK_M x BLOCK_N x BLOCK_K float32 products in registers
-        m = 1 << (rows - 1).bit_length()
-        return [GemvConfig(bn, bk, warps, 1) for bn, bk, warps in
-                itertools.product((1, 2, 4, 8), (128, 256, 512, 1024), (2, 4, 8))
-                if warps * 32 * 8 <= bn * bk and m * bn * bk <= 128 * warps * 32]
+def configs(rows: int) -> list[GemvConfig]:
     if rows > 1:  # MMAs: at least 16 weight rows a program; the loads feed an MMA, so stages pipeline them
         return [GemvConfig(bn, bk, warps, stages) for bn, bk, warps, stages in
                 itertools.product((16, 32, 64), (64, 128, 256, 512), (2, 4, 8), (2, 3, 4)) if bn * bk <= 16384]
@@ -76,13 +70,12 @@ def graph_us(call, copies: int) -> float:
     return best
 
 
-def measure_shape(n: int, k: int, gbps: float, candidates: list[GemvConfig], deadline: float, rows: int,
-                  fma: bool = False) -> dict:
+def measure_shape(n: int, k: int, gbps: float, candidates: list[GemvConfig], deadline: float, rows: int) -> dict:
     size = n * k * 2
     copies = max(2, -(-512 * 2**20 // size))
     weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
     x = torch.randn(rows, 1, k, device="cuda", dtype=torch.bfloat16)
-    kernel = gemv if rows == 1 else rows_fma_gemv if fma else rows_gemv
+    kernel = gemv if rows == 1 else rows_gemv
     floor_us = size / (gbps * 1e3)  # the weight's bytes at the copy rate (read only: the copy counts both)
 
     def entry(us: float) -> dict:
@@ -112,20 +105,17 @@ def main() -> dict:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "gemv_sweep_cuda.json"))
     parser.add_argument("--budget-s", type=float, default=300)
     parser.add_argument("--rows", type=int, default=1, help="rows of x: 1 (row_gemv.py) or 2-16 (rows_gemv.py)")
-    parser.add_argument("--kernel", choices=("mma", "fma"), default="mma",
-                        help="with --rows: rows_gemv.py (MMA) or rows_fma_gemv.py (2-8 rows)")
     args = parser.parse_args()
     started = time.perf_counter()
     result: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
                     "hbm_GBps": round(copy_bandwidth_gbps(), 1), "calls_per_graph": CALLS, "rows": args.rows,
-                    "kernel": args.kernel if args.rows > 1 else "row",
                     "shapes": {}}
-    candidates = configs(args.rows, args.kernel)
+    candidates = configs(args.rows)
     result["configs_tried"] = len(candidates)
     torch.manual_seed(0)
     for number, (name, n, k) in enumerate(SHAPES, start=1):  # each shape its share of the budget
         shape = measure_shape(n, k, result["hbm_GBps"], candidates, started + args.budget_s * number / len(SHAPES),
-                              args.rows, args.kernel == "fma")
+                              args.rows)
         result["shapes"][name] = shape
         print(json.dumps({name: {"cublas": shape["cublas"], "best": shape["triton_best"][:1]}}), flush=True)
         torch.cuda.empty_cache()

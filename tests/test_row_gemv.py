@@ -13,7 +13,6 @@ from core.models.decode_attention import DecodeAttention  # noqa: E402
 from core.models.decode_gemv import PRODUCT_GEMV, PRODUCT_ROWS_GEMV, GemvKernel, Projection  # noqa: E402
 from core.models.fast_decode import FastDecoder  # noqa: E402
 from core.models.row_gemv import GemvConfig, config_for, gemv  # noqa: E402
-from core.models.rows_fma_gemv import rows_fma_gemv  # noqa: E402
 from core.models.rows_gemv import MAX_ROWS, rows_gemv  # noqa: E402
 
 
@@ -75,34 +74,6 @@ def test_rows_kernel_is_f_linear_in_float32(rows, n, k, config, with_bias) -> No
     got = rows_gemv(x, weight, bias, config)
     assert got.shape == (rows, 1, n)
     assert (got - F.linear(x, weight, bias)).abs().max() < 1e-4
-
-
-@pytest.mark.parametrize(("rows", "n", "k", "config"), [
-    (2, 96, 64, GemvConfig(2, 32, 1, 1)),
-    (3, 101, 200, GemvConfig(4, 64, 2, 1)),  # masked rows, weight rows and columns
-    (8, 48, 300, None),
-])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_fma_rows_kernel_is_f_linear_in_float32(rows, n, k, config, with_bias) -> None:
-    generator = torch.Generator().manual_seed(rows * n + k + 1)
-    x = torch.randn(rows, 1, k, generator=generator)
-    weight = torch.randn(n, k, generator=generator)
-    bias = torch.randn(n, generator=generator) if with_bias else None
-    got = rows_fma_gemv(x, weight, bias, config)
-    assert got.shape == (rows, 1, n)
-    assert (got - F.linear(x, weight, bias)).abs().max() < 1e-4
-
-
-def test_fma_rows_kernel_rounds_bf16_once_and_leaves_more_rows_to_f_linear() -> None:
-    generator = torch.Generator().manual_seed(11)
-    x = torch.randn(4, 512, generator=generator).bfloat16()
-    weight = (torch.randn(64, 512, generator=generator) * 0.05).bfloat16()
-    got = rows_fma_gemv(x, weight)
-    exact = F.linear(x.float(), weight.float())
-    assert got.dtype == torch.bfloat16
-    assert (got.float() - exact).abs().max() <= torch.finfo(torch.bfloat16).eps * exact.abs().max()
-    many = torch.randn(9, 512, generator=generator).bfloat16()
-    assert torch.equal(rows_fma_gemv(many, weight), F.linear(many, weight))
 
 
 def test_rows_kernel_rounds_bf16_once_and_leaves_more_rows_to_f_linear() -> None:
