@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from decode_speed import _png, build_7b  # noqa: E402  (bench/, beside this script)
+from gemv_sweep import replay_us  # noqa: E402
 from llava_7b import timed  # noqa: E402
 
 RUNS = 5
@@ -47,21 +48,8 @@ def attention_us(rows: int, filled: list[int], splits: int) -> float:
         for k, v in caches:
             split_decode_attention(q, k, v, pos, counts, splits)
 
-    step()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    best = float("inf")
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        best = min(best, start.elapsed_time(end) * 1e3 / LAYERS)
+    best = replay_us(step, LAYERS)
     caches.clear()
-    del graph
     torch.cuda.empty_cache()
     return round(best, 2)
 

@@ -49,15 +49,14 @@ def configs(rows: int) -> list[GemvConfig]:
     return found
 
 
-def graph_us(call, copies: int) -> float:
-    """Microseconds per call: a graph of CALLS calls over the weight copies, best of 5 replays."""
-    for i in range(copies):
-        call(i)
+def replay_us(body, calls: int) -> float:
+    """Microseconds per call of `body` (which makes `calls` calls), captured in one CUDA graph after a warm-up
+    run: the best of 5 replays."""
+    body()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for i in range(CALLS):
-            call(i % copies)
+        body()
     best = float("inf")
     for _ in range(5):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -65,9 +64,21 @@ def graph_us(call, copies: int) -> float:
         graph.replay()
         end.record()
         end.synchronize()
-        best = min(best, start.elapsed_time(end) * 1e3 / CALLS)
+        best = min(best, start.elapsed_time(end) * 1e3 / calls)
     del graph
     return best
+
+
+def graph_us(call, copies: int) -> float:
+    """Microseconds per call: a graph of CALLS calls over the weight copies, best of 5 replays."""
+    for i in range(copies):
+        call(i)
+
+    def body() -> None:
+        for i in range(CALLS):
+            call(i % copies)
+
+    return replay_us(body, CALLS)
 
 
 def measure_shape(n: int, k: int, gbps: float, candidates: list[GemvConfig], deadline: float, rows: int) -> dict:

@@ -8,6 +8,7 @@
 #       # whether to fold the small kernels into the GEMVs (core/models/fused_gemv.py; decode_gemv.PRODUCT_FUSED)
 #   bash bench/gpu_pending.sh decode   # nvidia-h200: decode benchmark (7B-class), bf16 noise floor included
 #   bash bench/gpu_pending.sh concurrency   # nvidia-h200: 8 answers at once through the engine, where the loop's time goes
+#   bash bench/gpu_pending.sh compare  # nvidia-h200: where Compare's time goes (bench/compare_breakdown.py), attention splits
 #   bash bench/gpu_pending.sh rows     # nvidia-h200: Loupe's rows GEMV (rows_gemv.py) swept, then the 8-row step with it vs cuBLAS
 #   bash bench/gpu_pending.sh two      # nvidia-h200-x2: the two-card run (bench/two_gpu.py)
 set -uo pipefail
@@ -51,6 +52,9 @@ from decode_speed import build_7b; build_7b(Path('/tmp/loupe-7b'))"
     timeout $((560 - SECONDS)) python3 bench/concurrent_decode.py --model /tmp/loupe-7b --rows 8 --tokens 256 2>&1 \
       | grep -v DEBUG | tail -2
     cp bench/results/concurrent_decode_cuda.json "$OUT/" ;;
+  compare)
+    timeout $((560 - SECONDS)) python3 bench/compare_breakdown.py 2>&1 | grep -v DEBUG | tail -2
+    cp bench/results/compare_breakdown_cuda.json "$OUT/" ;;
   rows)
     # Whether the rows' step should take Loupe's GEMV (decode_gemv.PRODUCT_ROWS_GEMV): its blocks swept at 8 rows,
     # then the step at 1 and 8 rows, cuBLAS against it, in one run (same machine, same model).
@@ -63,5 +67,5 @@ from decode_speed import build_7b; build_7b(Path('/tmp/loupe-7b'))"
     nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv
     python3 bench/two_gpu.py --workdir /tmp 2>&1 | tail -3
     cp bench/results/two_gpu_* "$OUT/" ;;
-  *) echo "usage: bash bench/gpu_pending.sh tests|sweep|decode|concurrency|rows|two" >&2; exit 2 ;;
+  *) echo "usage: bash bench/gpu_pending.sh tests|sweep|decode|concurrency|compare|rows|two" >&2; exit 2 ;;
 esac
