@@ -2,6 +2,8 @@
 float32 its greedy ids are identical to generate(). Skipped without CUDA (CI); run on the device machine."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -42,20 +44,22 @@ def test_compiled_bf16_fast_path_is_as_close_to_fp32_as_generate() -> None:
     from core.models.fast_decode_accuracy import teacher_forced
 
     truth, model, inputs = _model(torch.float32), _model(torch.bfloat16), _inputs(torch.bfloat16)
-    fast = FastDecoder(model, 1024)
-    assert fast.gemv == PRODUCT_GEMV  # the product's step: the split-KV kernel and Loupe's GEMVs (row_gemv.py)
-    step = torch.compile(fast.logits_at, mode="reduce-overhead", dynamic=False)
+    # Closed however the test ends: a decoder dropped with its thread and graphs alive is collected at a random
+    # later point (one GPU run crashed at pytest's exit, after every test had passed).
+    with contextlib.closing(FastDecoder(model, 1024)) as fast:
+        assert fast.gemv == PRODUCT_GEMV  # the product's step: the split-KV kernel and Loupe's GEMVs (row_gemv.py)
+        step = torch.compile(fast.logits_at, mode="reduce-overhead", dynamic=False)
 
-    def replayed(token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        torch.compiler.cudagraph_mark_step_begin()  # each replay's output is read before the next
-        return step(token.clone(), pos.clone()).clone()
+        def replayed(token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+            torch.compiler.cudagraph_mark_step_begin()  # each replay's output is read before the next
+            return step(token.clone(), pos.clone()).clone()
 
-    fast.logits_at = replayed  # type: ignore[method-assign]  # teacher_forced() drives the compiled step
-    with torch.no_grad():
-        result = teacher_forced(model, fast, inputs, NEW, truth=truth)
-    print(f"bf16 over {NEW} teacher-forced steps: {result}")
-    assert result["fast_vs_fp32_max_rel_diff"] <= 1.1 * result["generate_vs_fp32_max_rel_diff"], result
-    assert result["fast_vs_fp32_mean_rel_diff"] <= 1.1 * result["generate_vs_fp32_mean_rel_diff"], result
+        fast.logits_at = replayed  # type: ignore[method-assign]  # teacher_forced() drives the compiled step
+        with torch.no_grad():
+            result = teacher_forced(model, fast, inputs, NEW, truth=truth)
+        print(f"bf16 over {NEW} teacher-forced steps: {result}")
+        assert result["fast_vs_fp32_max_rel_diff"] <= 1.1 * result["generate_vs_fp32_max_rel_diff"], result
+        assert result["fast_vs_fp32_mean_rel_diff"] <= 1.1 * result["generate_vs_fp32_mean_rel_diff"], result
 
 
 def _reference(model, inputs: dict) -> torch.Tensor:
@@ -76,14 +80,13 @@ def test_float32_greedy_ids_identical_to_generate(attention: str) -> None:
     model, inputs = _model(torch.float32), _inputs(torch.float32)
     reference = _reference(model, inputs)
     # compiled with CUDA graphs, as in the dashboard; each step launched before the last token is read
-    fast = FastDecoder(model, 1024, attention=DecodeAttention(attention), fused=(extra == "fused") or None,
-                       stage_cuts=(4,) if extra == "stages" else ())
-    assert fast.read_ahead and fast.fused == (extra == "fused") and (fast.staged is not None) == (extra == "stages")
-    assert fast.gemv == (PRODUCT_GEMV if attention == "split" else {})  # Loupe's GEMVs come with its attention
-    fast.warm_up()
-    out = fast.generate(dict(inputs), NEW, 1.005, set())
-    assert torch.equal(out, reference)
-    fast.close()
+    with contextlib.closing(FastDecoder(model, 1024, attention=DecodeAttention(attention), fused=(extra == "fused") or None,
+                                            stage_cuts=(4,) if extra == "stages" else ())) as fast:
+        assert fast.read_ahead and fast.fused == (extra == "fused") and (fast.staged is not None) == (extra == "stages")
+        assert fast.gemv == (PRODUCT_GEMV if attention == "split" else {})  # Loupe's GEMVs come with its attention
+        fast.warm_up()
+        out = fast.generate(dict(inputs), NEW, 1.005, set())
+        assert torch.equal(out, reference)
 
 
 @pytest.mark.parametrize("attention", ["flex", "split", "split+rows_gemv"])
@@ -108,22 +111,21 @@ def test_continuous_batching_on_the_gpu_answers_as_each_alone(attention: str) ->
 
     kind, _, rows_kernel = attention.partition("+")
     rows_gemv = dict.fromkeys(Projection, GemvKernel.TRITON) if rows_kernel else None
-    fast = FastDecoder(model, 1024, rows=4, attention=DecodeAttention(kind), rows_gemv=rows_gemv)
-    fast.warm_up()
-    compiled = counters["stats"]["unique_graphs"]
-    batcher = ContinuousBatcher(fast)
-    late: list = []
+    with contextlib.closing(FastDecoder(model, 1024, rows=4, attention=DecodeAttention(kind), rows_gemv=rows_gemv)) as fast:
+        fast.warm_up()
+        compiled = counters["stats"]["unique_graphs"]
+        batcher = ContinuousBatcher(fast)
+        late: list = []
 
-    def join_later() -> bool:
-        if len(first.produced) == 20 and not late:
-            late.append(batcher.submit(prompts[2], NEW, 1.005, set()))
-        return False
+        def join_later() -> bool:
+            if len(first.produced) == 20 and not late:
+                late.append(batcher.submit(prompts[2], NEW, 1.005, set()))
+            return False
 
-    first = batcher.submit(prompts[0], NEW, 1.005, set(), should_stop=join_later)
-    second = batcher.submit(prompts[1], NEW, 1.005, set())
-    assert torch.equal(batcher.wait(first), references[0])
-    assert torch.equal(batcher.wait(second), references[1])
-    assert torch.equal(batcher.wait(late[0]), references[2])
-    assert batcher.joined_running >= 1 and batcher.most_rows_at_once == 3
-    assert counters["stats"]["unique_graphs"] == compiled
-    fast.close()
+        first = batcher.submit(prompts[0], NEW, 1.005, set(), should_stop=join_later)
+        second = batcher.submit(prompts[1], NEW, 1.005, set())
+        assert torch.equal(batcher.wait(first), references[0])
+        assert torch.equal(batcher.wait(second), references[1])
+        assert torch.equal(batcher.wait(late[0]), references[2])
+        assert batcher.joined_running >= 1 and batcher.most_rows_at_once == 3
+        assert counters["stats"]["unique_graphs"] == compiled
