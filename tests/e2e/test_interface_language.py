@@ -52,11 +52,12 @@ def test_gpu_monitor_and_history_in_both_languages(auto_language_url: str, chrom
 
     page.get_by_role("link", name="历史记录").click()
     expect(page.get_by_role("heading", name="历史记录", exact=True)).to_be_visible()
-    expect(page.get_by_text("时间为 Asia/Shanghai").first).to_be_visible()
-    # 23:59:05 UTC, in Shanghai: the opened entry's line (the table's own copy of the time is drawn on a canvas,
-    # its text only in a hidden accessibility table, which `.first` found in one CI run)
+    expect(page.get_by_text("时间为 Asia/Shanghai").filter(visible=True).first).to_be_visible()
+    # 23:59:05 UTC, in Shanghai: the opened entry's line. The table draws its cells on a canvas and keeps their text
+    # in a hidden accessibility table, which `.first` and `.nth` found in CI runs: only visible text is counted.
     expect(page.get_by_text("2026-12-02 07:59:05 (Asia/Shanghai)")).to_be_visible()
-    expect(page.get_by_text("电商审核").nth(1)).to_be_visible()  # the entry's page, named as the navigation names it
+    # the entry's page, named as the navigation names it
+    expect(page.get_by_text("电商审核").filter(visible=True).nth(1)).to_be_visible()
     _shot(page, "history_zh")
 
     page.get_by_test_id("stSidebar").get_by_text("English", exact=True).click()
@@ -65,7 +66,8 @@ def test_gpu_monitor_and_history_in_both_languages(auto_language_url: str, chrom
     # The choices shown in the boxes, not only the lists (the browser kept "全部会话" before they were set again).
     for label, chosen in (("Session", "All sessions"), ("Template", "All templates"), ("Outcome", "Any outcome")):
         expect(page.get_by_role("combobox", name=label)).to_have_value(chosen)
-    expect(page.get_by_text("E-commerce moderation").first).to_be_visible()  # the page column, in English too
+    # the page column, in English too
+    expect(page.get_by_text("E-commerce moderation").filter(visible=True).first).to_be_visible()
     _shot(page, "history_en")
 
     page.get_by_role("link", name="GPU monitor").click()  # the choice holds on the next page
@@ -77,4 +79,4 @@ def test_gpu_monitor_and_history_in_both_languages(auto_language_url: str, chrom
     english.goto(f"{auto_language_url}/history")
     expect(english.get_by_role("heading", name="History", exact=True)).to_be_visible()
     expect(english.get_by_text("times in Europe/Berlin")).to_be_visible()
-    expect(english.get_by_text("2026-12-02 00:59:05").first).to_be_visible()
+    expect(english.get_by_text("2026-12-02 00:59:05").filter(visible=True).first).to_be_visible()
