@@ -18,15 +18,16 @@ python3 -c "import fastapi, streamlit" 2>/dev/null || echo "note: fastapi/stream
 case "${1:-}" in
   tests)
     # Issue #15 step 1: the GPU tests (the fast path with every attention, the folded GEMVs and two compiled
-    # stages on one GPU, and continuous batching; a real CUDA OOM
+    # stages on one GPU, and continuous batching; a Qwen2.5-VL-shaped decoder's M-RoPE; a real CUDA OOM
     # on the fast path and on generate(), which writes bench/results/oom_recovery.json; unload back to the NVML
     # baseline; NVML readings). Two processes: a CUDA error (an illegal address) poisons the process it happens
     # in and every later test there. (The 7B load check of issue #16 is recorded in gpu_load_check.json.)
     rm -f bench/results/oom_recovery.json
     nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv 2>&1 | tee "$OUT/nvidia_smi_before.csv"
-    timeout 330 python3 -m pytest -s -q -p no:cacheprovider -m gpu tests/test_fast_decode_gpu.py 2>&1 | grep -v DEBUG \
+    timeout 420 python3 -m pytest -s -q -p no:cacheprovider -m gpu tests/test_fast_decode_gpu.py \
+      tests/test_fast_decode_mrope_gpu.py 2>&1 | grep -v DEBUG \
       | tee "$OUT/gpu_tests.log"
-    timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_oom_recovery_gpu.py tests/test_unload_gpu.py \
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_oom_recovery_gpu.py tests/test_unload_gpu.py \
       tests/test_telemetry_gpu.py tests/test_preflight.py 2>&1 | grep -v DEBUG | tee -a "$OUT/gpu_tests.log"
     cp "$OUT/gpu_tests.log" bench/results/gpu_tests_cuda.log
     cp bench/results/oom_recovery*.json "$OUT/" 2>/dev/null

@@ -56,10 +56,10 @@ def test_compare_rows_from_a_shared_prefix_answer_as_alone(demo, monkeypatch) ->
         forwards.append(inputs)
         return capture(self, inputs)
 
-    def counted_layers(self, x, pos, shared, bucket=0, plan=None):
+    def counted_layers(self, x, pos, shared, bucket=0, plan=None, **more):
         if shared is None:
             passes.append(x.shape[1])
-        return layers(self, x, pos, shared, bucket, plan)
+        return layers(self, x, pos, shared, bucket, plan, **more)
 
     monkeypatch.setattr(FastDecoder, "capture_embeds", counted_capture)
     monkeypatch.setattr(FastDecoder, "_layers", counted_layers)

@@ -127,12 +127,13 @@ class TransformersBackend:
         self.fast_status = status.reason
         if not status.enabled:
             return
-        positions = getattr(self.model.model.language_model.config, "max_position_embeddings", 4096)
-        length = fast_decode_support.cache_length(positions, 4096)
+        length, cache_note = fast_decode_support.cache_tokens(fast_decode_support.language_model(self.model).config,
+                                                              4096)
         self.fast_decoder, self.fast_status = fast_decode_support.build_and_warm(
             lambda attention: fast_decode.FastDecoder(self.model, length, rows=self.fast_decode_rows,
                                                       attention=attention),
             DecodeAttention(self.decode_attention), status.reason, lambda message: report(LoadProgress(0.95, message)))
+        self.fast_status += cache_note if self.fast_decoder is not None else ""
         if self.fast_decoder is not None and self.fast_decoder.rows > 1:
             # Greedy answers decode together in the fast path's rows (continuous batching): the scheduler
             # may run as many at once. Anything else still takes the generation lock, one at a time.

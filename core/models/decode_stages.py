@@ -28,6 +28,7 @@ from core.models.fast_decode_thread import prepare_for_cuda_graphs
 
 if TYPE_CHECKING:
     from core.models.fast_decode import FastDecoder
+    from core.models.mrope import PromptRope
     from core.models.packed_prefill import PackedPlan
 
 
@@ -48,10 +49,11 @@ class Stage:
     cos: torch.Tensor
     sin: torch.Tensor
     row_ids: torch.Tensor
+    rope_delta: torch.Tensor
     shared: DecodeAttentionInputs
 
     def static_tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.cos, self.sin, self.row_ids, *self.shared.static_tensors()
+        return self.cos, self.sin, self.row_ids, self.rope_delta, *self.shared.static_tensors()
 
 
 class StagedStep:
@@ -64,7 +66,7 @@ class StagedStep:
         for first, last in bounds:
             device = fast.k_cache[first].device
             self.stages.append(Stage(device, first, last, fast.cos.to(device), fast.sin.to(device),
-                                     fast.row_ids.to(device),
+                                     fast.row_ids.to(device), fast.rope_delta.to(device, copy=True),
                                      DecodeAttentionInputs(fast.attention, fast.max_len, device, fast.rows, fast.n_kv)))
         self.runs: list[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = []
         for stage in self.stages:
@@ -96,12 +98,12 @@ class StagedStep:
             x = run(x.to(stage.device), pos.to(stage.device), bucket)
         return fast._next_tokens(self._final_norm(x), penalty.view(-1, 1), decoding=True)
 
-    def prefill(self, x: torch.Tensor, plan: PackedPlan) -> torch.Tensor:
+    def prefill(self, x: torch.Tensor, plan: PackedPlan, rope: PromptRope | None = None) -> torch.Tensor:
         """The prefill pass of `plan` through every stage, eager: normed hidden states on the head's device."""
         for stage in self.stages:
             here = plan.to(stage.device)
             x = self.fast._layers(x.to(stage.device), here.positions, None, plan=here, first=stage.first,
-                                  last=stage.last, place=stage, norm=False)
+                                  last=stage.last, place=stage, norm=False, rope=rope)
         return self._final_norm(x)
 
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:

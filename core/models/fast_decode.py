@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from core.models.decode_attention import DecodeAttention, DecodeAttentionInputs, attend
 from core.models.decode_gemv import PRODUCT_FUSED, PRODUCT_GEMV, PRODUCT_ROWS_GEMV, GemvKernel, Projection, project
 from core.models.decode_stages import StagedStep, stage_bounds
-from core.models.fast_decode_support import capture_embeds, fuse_linears, language_model
+from core.models.fast_decode_support import capture_prompt, fuse_linears, language_model, uses_mrope
 from core.models.fast_decode_thread import DecoderThread, prepare_for_cuda_graphs
+from core.models.mrope import PromptRope, prompt_rope
 from core.models.packed_prefill import PackedPlan, attend_prompts
 from core.models.shared_prefix import media_token_ids
 
@@ -104,9 +105,13 @@ class FastDecoder:
         self.v_cache = [torch.zeros(shape, device=device, dtype=self.dtype) for device in devices]
         self.shared = DecodeAttentionInputs(self.attention, max_len, self.device, rows, self.n_kv)
         positions = self.shared.positions
+        # M-RoPE (mrope.py): each row's generated tokens read the table at their position + the row's delta.
+        self.mrope = uses_mrope(cfg)
+        self.rope_delta = torch.zeros(rows, dtype=torch.long, device=self.device)
+        table = torch.arange(2 * max_len, device=self.device) if self.mrope else positions
         rotary_device = next(iter(self.lm.rotary_emb.buffers()), positions).device
         probe = torch.zeros(1, 1, device=rotary_device, dtype=self.dtype)
-        cos, sin = self.lm.rotary_emb(probe, positions[None].to(rotary_device))
+        cos, sin = self.lm.rotary_emb(probe, table[None].to(rotary_device))
         self.cos = cos[0].to(self.device, self.dtype)  # [max_len, head_dim]
         self.sin = sin[0].to(self.device, self.dtype)
         self.positions = positions
@@ -124,7 +129,7 @@ class FastDecoder:
             # CUDA graphs need these at fixed addresses (as HF's StaticCache does); dynamic=False gives each
             # bucket (and each row count) its own static graph instead of one dynamic-shape graph.
             fused_weights = [t for layer in self.layers for t in (layer[1], layer[2], layer[5]) if t is not None]
-            for tensor in (*self.k_cache, *self.v_cache, self.seen, self.cos, self.sin, self.row_ids,
+            for tensor in (*self.k_cache, *self.v_cache, self.seen, self.cos, self.sin, self.row_ids, self.rope_delta,
                            *self.shared.static_tensors(), *fused_weights):
                 torch._dynamo.mark_static_address(tensor)  # else CUDA graphs copy them in on every step
             chosen = STEP_COMPILE_OPTIONS if compile_options is None else compile_options
@@ -141,8 +146,9 @@ class FastDecoder:
         # Prompts that begin alike copy each other's cached prefix (shared_prefix.py); a subclass whose prefill
         # is not the text embeddings' (XComposer's Partial-LoRA) turns it off.
         self.media_ids = media_token_ids(getattr(model, "config", None))
-        self.shares_prefixes = True
-        self.packs_prefills = True  # several prompts in one prefill pass (packed_prefill.py); not XComposer's
+        self.shares_prefixes = not self.mrope
+        # Several prompts in one prefill pass (packed_prefill.py); not XComposer's, not M-RoPE's (mrope.py).
+        self.packs_prefills = not self.mrope
         self.read_ahead = self.device.type == "cuda"  # launch a step before reading the last (token_readback.py)
         self._thread = DecoderThread(self.device, self.dtype)
         if self.staged is not None and use_compile:
@@ -188,16 +194,21 @@ class FastDecoder:
 
     def _layers(self, x: torch.Tensor, pos: torch.Tensor, shared: object | None, bucket: int = 0,
                 plan: PackedPlan | None = None, first: int = 0, last: int | None = None, place: Any = None,
-                norm: bool = True) -> torch.Tensor:
+                norm: bool = True, rope: PromptRope | None = None) -> torch.Tensor:
         """Prefill (`shared` None): x [1, T, hidden], the computed tokens of `plan`'s prompts at positions `pos`
         [T] (packed_prefill.py). Decode: x [rows, 1, hidden], one new token per row at `pos` [rows]. Writes each
         token's K/V into its row's cache. Layers [first, last) only, reading the RoPE tables and row ids of
-        `place` (a decode_stages.Stage on their device; else the decoder's own), then the final norm if `norm`."""
+        `place` (a decode_stages.Stage on their device; else the decoder's own), then the final norm if `norm`.
+        `rope`: a prefill's own rotation (M-RoPE, mrope.py) instead of the table's rows at `pos`."""
         place = self if place is None else place
         rows, t = x.shape[0], x.shape[1]
         decoding = shared is not None
         view = (rows, 1, 1, self.head_dim) if decoding else (1, 1, t, self.head_dim)
-        cos, sin = place.cos[pos].view(view), place.sin[pos].view(view)
+        if rope is not None:
+            cos, sin = rope.cos.to(x.device).view(view), rope.sin.to(x.device).view(view)
+        else:
+            at = pos + place.rope_delta[:rows] if decoding and self.mrope else pos
+            cos, sin = place.cos[at].view(view), place.sin[at].view(view)
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
         kernels = self._kernels(rows) if decoding else {}
 
@@ -233,11 +244,11 @@ class FastDecoder:
             x = x + self._linear(down, F.silu(gate) * up, kernel(Projection.MLP))
         return self._norm(self.lm.norm, x) if norm else x
 
-    def _prefill_layers(self, x: torch.Tensor, plan: PackedPlan) -> torch.Tensor:
+    def _prefill_layers(self, x: torch.Tensor, plan: PackedPlan, rope: PromptRope | None = None) -> torch.Tensor:
         """A prefill pass (packed_prefill.py) through every layer, on each stage's device when split."""
         if self.staged is not None:
-            return self.staged.prefill(x, plan)
-        return self._layers(x, plan.positions, None, plan=plan)
+            return self.staged.prefill(x, plan, rope)
+        return self._layers(x, plan.positions, None, plan=plan, rope=rope)
 
     @staticmethod
     def _linear(module: torch.nn.Linear, x: torch.Tensor, kernel: GemvKernel | None) -> torch.Tensor:
@@ -330,19 +341,33 @@ class FastDecoder:
     def prefill(self, inputs: dict[str, torch.Tensor], row: int = 0) -> int:
         """Run vision + prompt through row `row` of the cache; returns the prompt length. The first token is
         left pending in `_prefill_hidden`. (Several prompts at once: packed_prefill.prefill_prompts.)"""
-        embeds = self.capture_embeds(inputs)
+        embeds, position_ids = self.capture_prompt(inputs)
         length = embeds.shape[1]
         if length >= self.max_len:
             raise ValueError(f"the prompt ({length} tokens) does not fit the {self.max_len}-token cache")
+        rope = prompt_rope(self.lm, position_ids, length, self.max_len, self.dtype, self.device) if self.mrope else None
         self._mark_prompt_seen(row, inputs["input_ids"][0])
+        self._set_rope_delta(row, rope.delta if rope is not None else 0)
         plan = PackedPlan.single(self.device, row, length)
-        self._prefill_hidden = self._prefill_layers(embeds, plan)
+        self._prefill_hidden = self._prefill_layers(embeds, plan, rope)
         return length
 
-    def capture_embeds(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+    def _set_rope_delta(self, row: int, delta: int) -> None:
+        """Row `row`'s M-RoPE delta (mrope.py), in the decoder's tensor and in every stage's copy."""
+        if self.mrope:
+            for place in (self, *(self.staged.stages if self.staged is not None else ())):
+                place.rope_delta[row] = delta
+
+    def capture_prompt(self, inputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The prompt's embeddings as the model hands them to its language model (vision tower and merge
-        included): the model's own forward, stopped by a pre-hook on the language model."""
-        return capture_embeds(self.model, self.lm, inputs).to(self.dtype)
+        included), and the position ids it hands with them (M-RoPE's; None for most models): the model's own
+        forward, stopped by a pre-hook on the language model."""
+        embeds, position_ids = capture_prompt(self.model, self.lm, inputs)
+        return embeds.to(self.dtype), position_ids
+
+    def capture_embeds(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """capture_prompt's embeddings alone (a packed prefill's prompts: packed_prefill.py)."""
+        return self.capture_prompt(inputs)[0]
 
     def _mark_prompt_seen(self, row: int, prompt_ids: torch.Tensor) -> None:
         self.seen[row].zero_()

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 D = TypeVar("D", bound="FastDecoder")
 
-SUPPORTED_DECODERS = ("llama", "mistral", "internlm2", "qwen2")
+# Qwen2-VL's and Qwen2.5-VL's text decoders are Qwen2 with multimodal RoPE (uses_mrope; FastDecoder.prefill).
+MROPE_DECODERS = ("qwen2_vl_text", "qwen2_5_vl_text")
+SUPPORTED_DECODERS = ("llama", "mistral", "internlm2", "qwen2", *MROPE_DECODERS)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,36 @@ def cache_length(max_position_embeddings: int, wanted: int) -> int:
     return min(max_position_embeddings, int(math.ceil(wanted / 512) * 512))
 
 
+def attention_window(config: Any) -> int | None:
+    """The sliding window some of the decoder's layers attend within (Mistral's `sliding_window`; Qwen2's only
+    where its `layer_types` name sliding layers), or None where every layer sees the whole sequence."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if not window or (types is not None and "sliding_attention" not in types):
+        return None
+    return int(window)
+
+
+def uses_mrope(config: Any) -> bool:
+    """Whether the decoder rotates by multimodal (3-D) positions: Qwen2-VL's and Qwen2.5-VL's M-RoPE (their rotary
+    embedding applies it with a default section where the config names none)."""
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return getattr(config, "model_type", "") in MROPE_DECODERS or "mrope_section" in rope
+
+
+def cache_tokens(config: Any, wanted: int) -> tuple[int, str]:
+    """The fast path's cache length per row for a decoder `config`, and what the model card adds about it.
+    The fast path attends to every cached position: with a sliding window shorter than the cache, the cache is
+    capped at the window (a multiple of 128, FlexAttention's block), where the window never cuts anything off;
+    longer questions take generate(), which applies the window."""
+    length = cache_length(getattr(config, "max_position_embeddings", wanted), wanted)
+    window = attention_window(config)
+    if window is None or window >= length:
+        return length, ""
+    capped = window - window % 128 if window >= 128 else window
+    return capped, f"; cache capped at the model's {window}-token sliding window (longer questions use generate())"
+
+
 def fuse_linears(linears: list[Any]) -> tuple[Any, Any]:
     """One weight (and bias) holding all of `linears` (torch Linear layers); each one's parameters become views
     into it, so the model's own modules read the same memory (no second copy)."""
@@ -113,26 +145,28 @@ def fuse_linears(linears: list[Any]) -> tuple[Any, Any]:
 class _Captured(Exception):
     """Raised from the language model's pre-hook to stop the forward once inputs_embeds are known."""
 
-    def __init__(self, embeds: Any) -> None:
+    def __init__(self, embeds: Any, position_ids: Any) -> None:
         self.embeds = embeds
+        self.position_ids = position_ids
 
 
 def _capture(_module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
     embeds = kwargs.get("inputs_embeds")
     if embeds is None:
         raise RuntimeError("the language model was called without inputs_embeds")
-    raise _Captured(embeds)
+    raise _Captured(embeds, kwargs.get("position_ids"))
 
 
-def capture_embeds(model: Any, lm: Any, inputs: Any) -> Any:
+def capture_prompt(model: Any, lm: Any, inputs: Any) -> tuple[Any, Any]:
     """The embeddings `model`'s own forward hands its language model `lm` for `inputs` (vision tower and merge
-    included), the forward stopped there by a pre-hook: every VLM whose decoder is Llama-shaped gets its own
-    image handling unchanged."""
+    included), and the position ids it hands with them (None where it leaves them to the language model; Qwen2-VL's
+    3-D M-RoPE positions), the forward stopped there by a pre-hook: every VLM whose decoder is Llama-shaped gets
+    its own image handling unchanged."""
     handle = lm.register_forward_pre_hook(_capture, with_kwargs=True)
     try:
         model(**inputs)
         raise RuntimeError("the language model was never called during prefill")
     except _Captured as captured:
-        return captured.embeds
+        return captured.embeds, captured.position_ids
     finally:
         handle.remove()
