@@ -111,7 +111,9 @@ class FastDecoder:
         table = torch.arange(2 * max_len, device=self.device) if self.mrope else positions
         rotary_device = next(iter(self.lm.rotary_emb.buffers()), positions).device
         probe = torch.zeros(1, 1, device=rotary_device, dtype=self.dtype)
-        cos, sin = self.lm.rotary_emb(probe, table[None].to(rotary_device))
+        ids = table[None].to(rotary_device)
+        # M-RoPE's rotary embedding takes [3, batch, T] (a text token's three positions, equal), in every version.
+        cos, sin = self.lm.rotary_emb(probe, ids[None].expand(3, 1, -1) if self.mrope else ids)
         self.cos = cos[0].to(self.device, self.dtype)  # [max_len, head_dim]
         self.sin = sin[0].to(self.device, self.dtype)
         self.positions = positions

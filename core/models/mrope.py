@@ -33,7 +33,7 @@ def prompt_rope(lm: Any, position_ids: torch.Tensor | None, length: int, max_len
     delta 0: the table's rows)."""
     if position_ids is None:
         return None
-    three = position_ids[-3:] if position_ids.dim() == 3 else position_ids
+    three = position_ids[-3:] if position_ids.dim() == 3 else position_ids[None].expand(3, -1, -1)
     delta = int(three.max()) + 1 - length
     if not -length <= delta < max_len:
         raise ValueError(f"the prompt's positions (delta {delta}) do not fit the {max_len}-token cache's table")
