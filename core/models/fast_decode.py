@@ -12,7 +12,8 @@ plain `generate()` is bound by Python overhead, about 6% of the memory-bandwidth
 - all of it on ONE thread the decoder owns: torch keeps CUDA graphs per thread, so graphs recorded while
   loading would be recorded again (a new memory pool, a warm-up and a capture) in every request's thread;
 - the prefill (vision tower + merged embeddings) taken from the real model: a pre-hook on its language model
-  captures `inputs_embeds`, so every VLM whose decoder is Llama-shaped (LLaVA, ...) gets it unchanged.
+  captures `inputs_embeds`, so every VLM whose decoder is Llama-shaped (LLaVA, ...) gets it unchanged; it
+  captures the position ids too, which Qwen2-VL's M-RoPE decoders rotate by (mrope.py).
 Greedy answers; a decoder split over GPUs gets a compiled step per device (decode_stages.py); sampling and
 beams use `generate()` (fast_decode_support.py).
 """
