@@ -115,7 +115,7 @@ class FastDecoder:
         ids = table[None].to(rotary_device)
         # M-RoPE's rotary embedding takes [3, batch, T] (a text token's three positions, equal), in every version.
         cos, sin = self.lm.rotary_emb(probe, ids[None].expand(3, 1, -1) if self.mrope else ids)
-        self.cos = cos[0].to(self.device, self.dtype)  # [max_len, head_dim]
+        self.cos = cos[0].to(self.device, self.dtype)  # [max_len, head_dim]; [2 * max_len, head_dim] with M-RoPE
         self.sin = sin[0].to(self.device, self.dtype)
         self.positions = positions
         self.row_ids = torch.arange(rows, device=self.device)
